@@ -1,0 +1,478 @@
+//! Chronos' job JSON as clients send it, read leniently the way Chronos' deserializer does
+//! (numbers in strings, `null` as absent, `dataJob` as an alias), with errors that name the field.
+
+use serde_json::{Map, Value};
+
+use super::ApiError;
+use crate::job::{Constraint, Container, EnvVar, Fetch, Job, Parameter, Volume, is_valid_name};
+
+/// Defaults for fields a client leaves out, from the server's flags.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub run_as_user: String,
+    pub epsilon: String,
+}
+
+/// Which route a job was posted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Iso8601,
+    Dependency,
+}
+
+type Obj = Map<String, Value>;
+
+fn bad(field: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("field '{field}': {reason}"))
+}
+
+/// A field's value, with JSON `null` treated as absent.
+fn field<'a>(obj: &'a Obj, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn string(obj: &Obj, key: &str) -> Result<Option<String>, ApiError> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(bad(key, "must be a string")),
+    }
+}
+
+fn boolean(obj: &Obj, key: &str) -> Result<Option<bool>, ApiError> {
+    match field(obj, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(bad(key, "must be true or false")),
+    }
+}
+
+fn number(obj: &Obj, key: &str) -> Result<Option<f64>, ApiError> {
+    let value = match field(obj, key) {
+        None => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match value {
+        Some(v) if v.is_finite() => Ok(Some(v)),
+        _ => Err(bad(key, "must be a number")),
+    }
+}
+
+fn count(obj: &Obj, key: &str) -> Result<Option<u64>, ApiError> {
+    match number(obj, key)? {
+        None => Ok(None),
+        Some(v) if v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64 => Ok(Some(v as u64)),
+        Some(_) => Err(bad(key, "must be a whole number, zero or more")),
+    }
+}
+
+fn array<'a>(obj: &'a Obj, key: &str) -> Result<&'a [Value], ApiError> {
+    match field(obj, key) {
+        None => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(bad(key, "must be an array")),
+    }
+}
+
+fn strings(obj: &Obj, key: &str) -> Result<Vec<String>, ApiError> {
+    array(obj, key)?
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(bad(key, "must be an array of strings")),
+        })
+        .collect()
+}
+
+fn objects<'a>(obj: &'a Obj, key: &str) -> Result<Vec<&'a Obj>, ApiError> {
+    array(obj, key)?
+        .iter()
+        .map(|v| {
+            v.as_object()
+                .ok_or_else(|| bad(key, "must be an array of objects"))
+        })
+        .collect()
+}
+
+fn resource(obj: &Obj, key: &str, default: f64) -> Result<f64, ApiError> {
+    match number(obj, key)? {
+        None => Ok(default),
+        Some(v) if v < 0.0 => Err(bad(key, "must not be negative")),
+        // Chronos treats 0 as "use the default".
+        Some(0.0) => Ok(default),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Parses a posted job. Returns the job and whether the client sent any of the counters.
+///
+/// # Errors
+/// A 400 naming the field for malformed JSON, wrong types, a bad name, both `schedule` and
+/// `parents`, a job posted to the wrong route, or both `uris` and `fetch`.
+pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job, bool), ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object describing a job",
+        ));
+    };
+    let name = string(&obj, "name")?.ok_or_else(|| bad("name", "is required"))?;
+    if !is_valid_name(&name) {
+        return Err(bad(
+            "name",
+            format!("the job's name '{name}' is invalid. Allowed names: '([\\w\\.-]+)'"),
+        ));
+    }
+    let parents = match field(&obj, "parents") {
+        None => None,
+        Some(_) => Some(strings(&obj, "parents")?),
+    };
+    let schedule = string(&obj, "schedule")?;
+    match (route, &parents, &schedule) {
+        (_, Some(_), Some(_)) => {
+            return Err(bad(
+                "parents",
+                "a job has either a schedule or parents, not both",
+            ));
+        }
+        (Route::Iso8601, Some(_), None) => {
+            return Err(bad(
+                "parents",
+                "jobs with parents go to /scheduler/dependency",
+            ));
+        }
+        (Route::Dependency, None, _) => {
+            return Err(bad("parents", "is required for a dependent job"));
+        }
+        (Route::Dependency, Some(p), _) if p.is_empty() => {
+            return Err(bad("parents", "must name at least one parent job"));
+        }
+        _ => {}
+    }
+    let uris = strings(&obj, "uris")?;
+    let fetch = objects(&obj, "fetch")?
+        .into_iter()
+        .map(parse_fetch)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !uris.is_empty() && !fetch.is_empty() {
+        return Err(bad(
+            "fetch",
+            "give either uris (deprecated) or fetch, not both",
+        ));
+    }
+    let environment_variables = objects(&obj, "environmentVariables")?
+        .into_iter()
+        .map(|v| {
+            Ok(EnvVar {
+                name: string(v, "name")?
+                    .ok_or_else(|| bad("environmentVariables", "each entry needs a name"))?,
+                value: string(v, "value")?
+                    .ok_or_else(|| bad("environmentVariables", "each entry needs a value"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let constraints = array(&obj, "constraints")?
+        .iter()
+        .map(parse_constraint)
+        .collect::<Result<Vec<_>, _>>()?;
+    let container = match field(&obj, "container") {
+        None => None,
+        Some(Value::Object(c)) => parse_container(c)?,
+        Some(_) => return Err(bad("container", "must be an object")),
+    };
+    let retries = count(&obj, "retries")?.unwrap_or(2);
+    let counters_given = [
+        "successCount",
+        "errorCount",
+        "lastSuccess",
+        "lastError",
+        "errorsSinceLastSuccess",
+    ]
+    .iter()
+    .any(|k| field(&obj, k).is_some());
+    let is_dependent = parents.is_some();
+    let job = Job {
+        command: string(&obj, "command")?.unwrap_or_default(),
+        shell: boolean(&obj, "shell")?.unwrap_or(true),
+        epsilon: string(&obj, "epsilon")?.unwrap_or_else(|| defaults.epsilon.clone()),
+        executor: string(&obj, "executor")?.unwrap_or_default(),
+        executor_flags: string(&obj, "executorFlags")?.unwrap_or_default(),
+        task_info_data: string(&obj, "taskInfoData")?.unwrap_or_default(),
+        retries: u32::try_from(retries).map_err(|_| bad("retries", "is too large"))?,
+        owner: string(&obj, "owner")?.unwrap_or_default(),
+        owner_name: string(&obj, "ownerName")?.unwrap_or_default(),
+        description: string(&obj, "description")?.unwrap_or_default(),
+        is_async: boolean(&obj, "async")?.unwrap_or(false),
+        success_count: count(&obj, "successCount")?.unwrap_or(0),
+        error_count: count(&obj, "errorCount")?.unwrap_or(0),
+        last_success: string(&obj, "lastSuccess")?.unwrap_or_default(),
+        last_error: string(&obj, "lastError")?.unwrap_or_default(),
+        cpus: resource(&obj, "cpus", defaults.cpus)?,
+        disk: resource(&obj, "disk", defaults.disk)?,
+        mem: resource(&obj, "mem", defaults.mem)?,
+        disabled: boolean(&obj, "disabled")?.unwrap_or(false),
+        soft_error: boolean(&obj, "softError")?.unwrap_or(false),
+        data_processing_job_type: match boolean(&obj, "dataProcessingJobType")? {
+            Some(b) => b,
+            None => boolean(&obj, "dataJob")?.unwrap_or(false),
+        },
+        errors_since_last_success: count(&obj, "errorsSinceLastSuccess")?.unwrap_or(0),
+        fetch,
+        uris,
+        environment_variables,
+        arguments: strings(&obj, "arguments")?,
+        high_priority: boolean(&obj, "highPriority")?.unwrap_or(false),
+        run_as_user: string(&obj, "runAsUser")?.unwrap_or_else(|| defaults.run_as_user.clone()),
+        concurrent: boolean(&obj, "concurrent")?.unwrap_or(false),
+        max_completion_time: count(&obj, "maxCompletionTime")?.unwrap_or(0),
+        container,
+        constraints,
+        schedule_time_zone: if is_dependent {
+            None
+        } else {
+            Some(string(&obj, "scheduleTimeZone")?.unwrap_or_default())
+        },
+        schedule: if is_dependent {
+            None
+        } else {
+            // No schedule and no parents: Chronos runs the job once, now.
+            Some(schedule.unwrap_or_else(|| "R1//PT24H".to_owned()))
+        },
+        parents,
+        name,
+    };
+    Ok((job, counters_given))
+}
+
+fn parse_fetch(obj: &Obj) -> Result<Fetch, ApiError> {
+    Ok(Fetch {
+        uri: string(obj, "uri")?.ok_or_else(|| bad("fetch", "each entry needs a uri"))?,
+        executable: boolean(obj, "executable")?.unwrap_or(false),
+        cache: boolean(obj, "cache")?.unwrap_or(false),
+        extract: boolean(obj, "extract")?.unwrap_or(true),
+        output_file: string(obj, "output_file")?.unwrap_or_default(),
+    })
+}
+
+fn parse_constraint(value: &Value) -> Result<Constraint, ApiError> {
+    let parts: Vec<&str> = match value {
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let [attribute, operator, argument] = parts.as_slice() else {
+        return Err(bad(
+            "constraints",
+            "each constraint is [attribute, operator, value]",
+        ));
+    };
+    if !matches!(*operator, "EQUALS" | "LIKE" | "UNLIKE") {
+        return Err(bad(
+            "constraints",
+            format!("unknown operator '{operator}' (use EQUALS, LIKE or UNLIKE)"),
+        ));
+    }
+    Ok(Constraint(
+        (*attribute).to_owned(),
+        (*operator).to_owned(),
+        (*argument).to_owned(),
+    ))
+}
+
+fn parse_container(obj: &Obj) -> Result<Option<Container>, ApiError> {
+    // Chronos ignores a container without an image.
+    let Some(image) = string(obj, "image")? else {
+        return Ok(None);
+    };
+    let kind = string(obj, "type")?
+        .unwrap_or_else(|| "DOCKER".to_owned())
+        .to_uppercase();
+    if !matches!(kind.as_str(), "DOCKER" | "MESOS") {
+        return Err(bad(
+            "container.type",
+            format!("'{kind}' is not DOCKER or MESOS"),
+        ));
+    }
+    let network = string(obj, "network")?.unwrap_or_else(|| "HOST".to_owned());
+    if !matches!(network.as_str(), "BRIDGE" | "HOST" | "USER" | "NONE") {
+        return Err(bad(
+            "container.network",
+            format!("'{network}' is not BRIDGE, HOST, USER or NONE"),
+        ));
+    }
+    let volumes = objects(obj, "volumes")?
+        .into_iter()
+        .map(|v| {
+            let mode = string(v, "mode")?.map(|m| m.to_uppercase());
+            if let Some(m) = &mode
+                && m != "RO"
+                && m != "RW"
+            {
+                return Err(bad(
+                    "container.volumes",
+                    format!("mode '{m}' is not RO or RW"),
+                ));
+            }
+            Ok(Volume {
+                host_path: string(v, "hostPath")?,
+                container_path: string(v, "containerPath")?
+                    .ok_or_else(|| bad("container.volumes", "each volume needs a containerPath"))?,
+                mode,
+                external: field(v, "external").cloned(),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let parameters = objects(obj, "parameters")?
+        .into_iter()
+        .map(|p| {
+            Ok(Parameter {
+                key: string(p, "key")?
+                    .ok_or_else(|| bad("container.parameters", "each parameter needs a key"))?,
+                value: string(p, "value")?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Some(Container {
+        kind,
+        image,
+        network,
+        network_name: string(obj, "networkName")?,
+        network_infos: array(obj, "networkInfos")?.to_vec(),
+        volumes,
+        force_pull_image: boolean(obj, "forcePullImage")?.unwrap_or(false),
+        parameters,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            cpus: 0.1,
+            mem: 128.0,
+            disk: 256.0,
+            run_as_user: "root".to_owned(),
+            epsilon: "PT60S".to_owned(),
+        }
+    }
+
+    fn parse(body: &str, route: Route) -> Result<Job, String> {
+        parse_job(body.as_bytes(), route, &defaults())
+            .map(|(j, _)| j)
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn defaults_follow_chronos() {
+        let job = parse(
+            r#"{"name":"a","command":"true","schedule":"R//PT1H"}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
+        assert_eq!(
+            (job.retries, job.shell, job.cpus, job.mem, job.disk),
+            (2, true, 0.1, 128.0, 256.0)
+        );
+        assert_eq!(job.run_as_user, "root");
+        assert_eq!(job.schedule_time_zone.as_deref(), Some(""));
+        assert!(job.parents.is_none());
+    }
+
+    #[test]
+    fn lenient_types_are_accepted() {
+        let job = parse(
+            r#"{"name":"a","cpus":"0.5","mem":"0","retries":"3","dataJob":true,"schedule":null,"container":{"type":"docker","image":"busybox","forcePullImage":"true"}}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
+        assert_eq!((job.cpus, job.mem, job.retries), (0.5, 128.0, 3));
+        assert!(job.data_processing_job_type);
+        assert_eq!(job.schedule.as_deref(), Some("R1//PT24H"));
+        let container = job.container.unwrap();
+        assert_eq!(
+            (
+                container.kind.as_str(),
+                container.network.as_str(),
+                container.force_pull_image
+            ),
+            ("DOCKER", "HOST", true)
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let cases = [
+            ("{", Route::Iso8601, "not valid JSON"),
+            ("[]", Route::Iso8601, "JSON object"),
+            (r#"{"command":"x"}"#, Route::Iso8601, "'name'"),
+            (r#"{"name":"a b"}"#, Route::Iso8601, "'name'"),
+            (r#"{"name":"a","retries":-1}"#, Route::Iso8601, "'retries'"),
+            (r#"{"name":"a","cpus":"lots"}"#, Route::Iso8601, "'cpus'"),
+            (r#"{"name":"a","shell":"maybe"}"#, Route::Iso8601, "'shell'"),
+            (
+                r#"{"name":"a","schedule":"R//PT1S","parents":["b"]}"#,
+                Route::Dependency,
+                "'parents'",
+            ),
+            (
+                r#"{"name":"a","parents":["b"]}"#,
+                Route::Iso8601,
+                "'parents'",
+            ),
+            (r#"{"name":"a"}"#, Route::Dependency, "'parents'"),
+            (
+                r#"{"name":"a","parents":[]}"#,
+                Route::Dependency,
+                "'parents'",
+            ),
+            (
+                r#"{"name":"a","uris":["x"],"fetch":[{"uri":"y"}]}"#,
+                Route::Iso8601,
+                "'fetch'",
+            ),
+            (
+                r#"{"name":"a","constraints":[["rack","NEAR","x"]]}"#,
+                Route::Iso8601,
+                "'constraints'",
+            ),
+            (
+                r#"{"name":"a","container":{"image":"x","network":"WEIRD"}}"#,
+                Route::Iso8601,
+                "'container.network'",
+            ),
+            (
+                r#"{"name":"a","environmentVariables":[{"name":"X"}]}"#,
+                Route::Iso8601,
+                "'environmentVariables'",
+            ),
+        ];
+        for (body, route, needle) in cases {
+            let err = parse(body, route).expect_err(body);
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn counters_given_is_reported() {
+        let (_, given) = parse_job(
+            br#"{"name":"a","successCount":4}"#,
+            Route::Iso8601,
+            &defaults(),
+        )
+        .unwrap();
+        assert!(given);
+        let (_, given) = parse_job(br#"{"name":"a"}"#, Route::Iso8601, &defaults()).unwrap();
+        assert!(!given);
+    }
+}

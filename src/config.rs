@@ -1,0 +1,299 @@
+//! Server settings: defaults, then a TOML config file, then environment variables and flags.
+//!
+//! clap reads each flag's environment variable itself, so the order of precedence is
+//! flag > environment > file > default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is invalid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("'{value}' is not a valid listen address (host:port): {reason}")]
+    Listen { value: String, reason: String },
+    #[error("{field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// `kairos server` flags. Every flag can also be set by its environment variable or in the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on [default: 0.0.0.0:8080].
+    #[arg(long, env = "KAIROS_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the SQLite store and task sandboxes [default: ./kairos-data].
+    #[arg(long, env = "KAIROS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML file with any of these settings (snake_case keys).
+    #[arg(long, env = "KAIROS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The host name this server advertises (leader id, task HOST) [default: the machine's].
+    #[arg(long, env = "KAIROS_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Seconds before a failed task is retried [default: 60].
+    #[arg(long, env = "KAIROS_FAILURE_RETRY")]
+    pub failure_retry: Option<f64>,
+    /// Default epsilon in seconds: how late a scheduled run may still start [default: 60].
+    #[arg(long, env = "KAIROS_TASK_EPSILON")]
+    pub task_epsilon: Option<f64>,
+    /// Disable a job after this many final failures in a row; 0 never [default: 0].
+    #[arg(long, env = "KAIROS_DISABLE_AFTER_FAILURES")]
+    pub disable_after_failures: Option<u64>,
+    /// Default cpus of a job [default: 0.1].
+    #[arg(long, env = "KAIROS_TASK_CPUS")]
+    pub task_cpus: Option<f64>,
+    /// Default mem (MB) of a job [default: 128].
+    #[arg(long, env = "KAIROS_TASK_MEM")]
+    pub task_mem: Option<f64>,
+    /// Default disk (MB) of a job [default: 256].
+    #[arg(long, env = "KAIROS_TASK_DISK")]
+    pub task_disk: Option<f64>,
+    /// Default runAsUser of a job [default: root].
+    #[arg(long, env = "KAIROS_USER")]
+    pub user: Option<String>,
+    /// Entries in /job/stat's taskStatHistory [default: 5].
+    #[arg(long, env = "KAIROS_JOB_HISTORY_LIMIT")]
+    pub job_history_limit: Option<u32>,
+    /// Finished tasks (with output) kept per job [default: 100].
+    #[arg(long, env = "KAIROS_TASK_HISTORY_PER_JOB")]
+    pub task_history_per_job: Option<u32>,
+    /// Bytes of stdout and of stderr kept per task [default: 65536].
+    #[arg(long, env = "KAIROS_OUTPUT_LIMIT")]
+    pub output_limit: Option<usize>,
+    /// Seconds between SIGTERM and SIGKILL when a task is killed [default: 10].
+    #[arg(long, env = "KAIROS_KILL_GRACE")]
+    pub kill_grace: Option<f64>,
+}
+
+/// The same settings as read from the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    hostname: Option<String>,
+    failure_retry: Option<f64>,
+    task_epsilon: Option<f64>,
+    disable_after_failures: Option<u64>,
+    task_cpus: Option<f64>,
+    task_mem: Option<f64>,
+    task_disk: Option<f64>,
+    user: Option<String>,
+    job_history_limit: Option<u32>,
+    task_history_per_job: Option<u32>,
+    output_limit: Option<usize>,
+    kill_grace: Option<f64>,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub hostname: String,
+    pub failure_retry: Duration,
+    pub task_epsilon: Duration,
+    pub disable_after_failures: u64,
+    pub task_cpus: f64,
+    pub task_mem: f64,
+    pub task_disk: f64,
+    pub user: String,
+    pub job_history_limit: u32,
+    pub task_history_per_job: u32,
+    pub output_limit: usize,
+    pub kill_grace: Duration,
+}
+
+fn seconds(field: &'static str, value: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(value).map_err(|e| Error::Invalid {
+        field,
+        reason: e.to_string(),
+    })
+}
+
+/// The machine's host name, for the leader id and the tasks' `HOST`.
+pub fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+impl ServerConfig {
+    /// Merges flags (and their environment variables) over the file over the defaults.
+    ///
+    /// # Errors
+    /// Fails on an unreadable or invalid file and on invalid values.
+    pub fn load(args: &ServerArgs) -> Result<ServerConfig, Error> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+        let listen = listen_text
+            .parse()
+            .map_err(|e: std::net::AddrParseError| Error::Listen {
+                value: listen_text.clone(),
+                reason: e.to_string(),
+            })?;
+        let config = ServerConfig {
+            listen,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("kairos-data")),
+            hostname: args
+                .hostname
+                .clone()
+                .or(file.hostname)
+                .unwrap_or_else(machine_hostname),
+            failure_retry: seconds(
+                "failure_retry",
+                args.failure_retry.or(file.failure_retry).unwrap_or(60.0),
+            )?,
+            task_epsilon: seconds(
+                "task_epsilon",
+                args.task_epsilon.or(file.task_epsilon).unwrap_or(60.0),
+            )?,
+            disable_after_failures: args
+                .disable_after_failures
+                .or(file.disable_after_failures)
+                .unwrap_or(0),
+            task_cpus: args.task_cpus.or(file.task_cpus).unwrap_or(0.1),
+            task_mem: args.task_mem.or(file.task_mem).unwrap_or(128.0),
+            task_disk: args.task_disk.or(file.task_disk).unwrap_or(256.0),
+            user: args
+                .user
+                .clone()
+                .or(file.user)
+                .unwrap_or_else(|| "root".to_owned()),
+            job_history_limit: args
+                .job_history_limit
+                .or(file.job_history_limit)
+                .unwrap_or(5),
+            task_history_per_job: args
+                .task_history_per_job
+                .or(file.task_history_per_job)
+                .unwrap_or(100),
+            output_limit: args.output_limit.or(file.output_limit).unwrap_or(64 * 1024),
+            kill_grace: seconds(
+                "kill_grace",
+                args.kill_grace.or(file.kill_grace).unwrap_or(10.0),
+            )?,
+        };
+        for (field, value) in [
+            ("task_cpus", config.task_cpus),
+            ("task_mem", config.task_mem),
+            ("task_disk", config.task_disk),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Error::Invalid {
+                    field,
+                    reason: format!("{value} is not a positive number"),
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: loopback on a free port, the given data directory.
+    pub fn for_data_dir(data_dir: &Path) -> ServerConfig {
+        let args = ServerArgs {
+            listen: Some("127.0.0.1:0".to_owned()),
+            data_dir: Some(data_dir.to_owned()),
+            ..ServerArgs::default()
+        };
+        // The defaults above are valid, so this cannot fail.
+        ServerConfig::load(&args).unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| Error::Parse {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_chronos_like() {
+        let c = ServerConfig::load(&ServerArgs::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.data_dir, PathBuf::from("kairos-data"));
+        assert_eq!(c.failure_retry, Duration::from_secs(60));
+        assert_eq!((c.task_cpus, c.task_mem, c.task_disk), (0.1, 128.0, 256.0));
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nfailure_retry = 5\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            data_dir: Some("/tmp/y".into()),
+            ..ServerArgs::default()
+        };
+        let c = ServerConfig::load(&args).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/y"));
+        assert_eq!(c.failure_retry, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_settings_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = ServerConfig::load(&ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = ServerConfig::load(&ServerArgs {
+            listen: Some("nope".into()),
+            ..ServerArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = ServerConfig::load(&ServerArgs {
+            task_mem: Some(-1.0),
+            ..ServerArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("task_mem"), "{err}");
+    }
+}

@@ -1,0 +1,1252 @@
+//! The single owner of scheduling state: jobs, their schedules, the dependency graph, queued and
+//! running tasks. It is driven by a closed enum of [`Event`]s over a channel, so no lock guards
+//! scheduling state and every change is ordered.
+//!
+//! Every change is committed to the store before the request that caused it is answered and before
+//! the in-memory state moves on, so an acknowledged change survives a crash.
+
+mod state;
+mod stats;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+pub use state::{JobEntry, OpenTask, State};
+pub use stats::Histogram;
+
+use crate::clock;
+use crate::executor::{self, LaunchSpec, Outcome};
+use crate::graph;
+use crate::job::{Job, TaskId};
+use crate::schedule::{self, Schedule};
+use crate::store::{self, Store, StoredJob, TaskRecord, TaskState, Write};
+
+/// Domain failures of engine requests; `api` maps each to an HTTP status exactly once.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Job '{name}' not found")]
+    JobNotFound { name: String },
+    #[error("Task id {id} not found")]
+    TaskNotFound { id: String },
+    #[error(
+        "'{id}' is not a valid task id (expected ct:<dueMillis>:<attempt>:<jobName>:<arguments>)"
+    )]
+    InvalidTaskId { id: String },
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{}", join_graph_errors(.errors))]
+    Graph { errors: Vec<graph::Error> },
+    #[error(transparent)]
+    Schedule(#[from] schedule::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("the scheduler is shutting down")]
+    Stopped,
+}
+
+fn join_graph_errors(errors: &[graph::Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Settings the engine needs, passed in explicitly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Delay before a failed task is retried (Chronos' `--failure_retry`).
+    pub failure_retry: Duration,
+    /// `epsilon` for jobs that don't set one.
+    pub default_epsilon: chrono::Duration,
+    /// Disable a job after this many final failures in a row (0 = never).
+    pub disable_after_failures: u64,
+    /// Between SIGTERM and SIGKILL when a task is killed.
+    pub kill_grace: Duration,
+    /// Bytes of stdout and of stderr kept per task.
+    pub output_limit: usize,
+    /// Where task sandboxes are made.
+    pub sandbox_dir: PathBuf,
+    /// The name of the built-in worker, also the `HOST` of its tasks.
+    pub worker_name: String,
+    /// Entries of `taskStatHistory` in `/job/stat` (Chronos' `--job_history_limit`).
+    pub job_history_limit: u32,
+    /// Finished tasks kept per job; older ones are pruned.
+    pub task_history_per_job: u32,
+}
+
+/// Who runs a command: the engine or, for reads, a closure over its state.
+pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// What counters a client sent with a job; omitted counters keep their stored values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provided {
+    pub counters: bool,
+}
+
+/// Everything that can happen to the engine.
+pub enum Event {
+    Upsert {
+        job: Box<Job>,
+        provided: Provided,
+        reply: Reply<()>,
+    },
+    Delete {
+        name: String,
+        reply: Reply<()>,
+    },
+    RunNow {
+        name: String,
+        arguments: Option<String>,
+        reply: Reply<()>,
+    },
+    MarkSuccess {
+        name: String,
+        reply: Reply<bool>,
+    },
+    Kill {
+        name: String,
+        reply: Reply<()>,
+    },
+    Complete {
+        task_id: String,
+        status_code: i64,
+        reply: Reply<()>,
+    },
+    Progress {
+        job: String,
+        task_id: String,
+        elements: Option<i64>,
+        reply: Reply<()>,
+    },
+    History {
+        job: String,
+        limit: u32,
+        reply: Reply<Vec<TaskRecord>>,
+    },
+    Task {
+        task_id: String,
+        reply: Reply<TaskRecord>,
+    },
+    Stat {
+        job: String,
+        reply: Reply<(Histogram, Vec<TaskRecord>)>,
+    },
+    /// Read-only access for queries; the closure must be quick.
+    Read(Box<dyn FnOnce(&State) + Send>),
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The cloneable front door to the engine.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Event>,
+}
+
+impl Handle {
+    /// Sends an event built around a reply channel and waits for the answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Runs `f` on the engine's state and returns its result.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&State) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Read(Box::new(move |state: &State| {
+            let _ = reply.send(f(state));
+        }));
+        self.tx.send(event).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Stops the engine, killing the tasks of the built-in worker.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Event::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// What a timer entry wakes up for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Schedule(String),
+    Retry(String),
+}
+
+struct Engine<S> {
+    config: Config,
+    store: Arc<S>,
+    state: State,
+    /// Next wake-ups, ordered by instant (epoch ms); ties are broken by the timer itself.
+    timers: BTreeSet<(i64, Timer)>,
+    /// The timer entry of each scheduled job, so a changed schedule can remove its old one.
+    schedule_timer: HashMap<String, i64>,
+    exits: mpsc::UnboundedSender<Outcome>,
+}
+
+/// Loads state from the store and starts the engine task.
+///
+/// # Errors
+/// Fails when the store cannot be read.
+pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Error> {
+    let (tx, rx) = mpsc::channel(1024);
+    let (exits, exit_rx) = mpsc::unbounded_channel();
+    let mut engine = Engine {
+        config,
+        store,
+        state: State::default(),
+        timers: BTreeSet::new(),
+        schedule_timer: HashMap::new(),
+        exits,
+    };
+    engine.load().await?;
+    tokio::spawn(engine.run(rx, exit_rx));
+    Ok(Handle { tx })
+}
+
+fn now_ms() -> i64 {
+    clock::now().timestamp_millis()
+}
+
+/// Chronos formats resources with Java's `Double.toString` (`128.0`, `0.1`).
+fn java_double(value: f64) -> String {
+    if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e7 {
+        format!("{value:.1}")
+    } else {
+        format!("{value}")
+    }
+}
+
+impl<S: Store> Engine<S> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut exits: mpsc::UnboundedReceiver<Outcome>,
+    ) {
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            let next = self.timers.first().map(|(at, _)| *at);
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let wait = (at - now_ms()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(Event::Shutdown { reply }) => {
+                        self.kill_all_running();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(event) => self.handle(event).await,
+                    None => {
+                        self.kill_all_running();
+                        return;
+                    }
+                },
+                Some(outcome) = exits.recv() => self.on_exit(outcome).await,
+                () = sleep => self.fire_timers().await,
+                _ = prune.tick() => self.prune(),
+            }
+        }
+    }
+
+    fn prune(&self) {
+        let store = self.store.clone();
+        let keep = self.config.task_history_per_job;
+        tokio::spawn(async move {
+            match store.prune_history(keep).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old task history."),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "Pruning task history failed."),
+            }
+        });
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Upsert {
+                job,
+                provided,
+                reply,
+            } => {
+                let _ = reply.send(self.upsert(*job, provided).await);
+            }
+            Event::Delete { name, reply } => {
+                let _ = reply.send(self.delete(&name).await);
+            }
+            Event::RunNow {
+                name,
+                arguments,
+                reply,
+            } => {
+                let _ = reply.send(self.run_now(&name, arguments).await);
+            }
+            Event::MarkSuccess { name, reply } => {
+                let _ = reply.send(self.mark_success(&name).await);
+            }
+            Event::Kill { name, reply } => {
+                let _ = reply.send(self.kill(&name).await);
+            }
+            Event::Complete {
+                task_id,
+                status_code,
+                reply,
+            } => {
+                let _ = reply.send(self.complete(&task_id, status_code).await);
+            }
+            Event::Progress {
+                job,
+                task_id,
+                elements,
+                reply,
+            } => {
+                self.progress(job, task_id, elements, reply);
+            }
+            Event::History { job, limit, reply } => {
+                if !self.state.jobs.contains_key(&job) {
+                    let _ = reply.send(Err(Error::JobNotFound { name: job }));
+                    return;
+                }
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(store.job_tasks(&job, limit).await.map_err(Error::from));
+                });
+            }
+            Event::Task { task_id, reply } => {
+                if let Some(open) = self.state.tasks.get(&task_id) {
+                    let _ = reply.send(Ok(open.record.clone()));
+                    return;
+                }
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let result = match store.task(&task_id).await {
+                        Ok(Some(task)) => Ok(task),
+                        Ok(None) => Err(Error::TaskNotFound { id: task_id }),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+            Event::Stat { job, reply } => {
+                let Some(entry) = self.state.jobs.get(&job) else {
+                    let _ = reply.send(Err(Error::JobNotFound { name: job }));
+                    return;
+                };
+                let histogram = Histogram::of(entry.durations.iter().copied());
+                let store = self.store.clone();
+                let limit = self.config.job_history_limit;
+                tokio::spawn(async move {
+                    let result = store.job_tasks(&job, limit).await.map_err(Error::from);
+                    let _ = reply.send(result.map(|tasks| (histogram, tasks)));
+                });
+            }
+            Event::Read(f) => f(&self.state),
+            Event::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    // ----- loading -----
+
+    async fn load(&mut self) -> Result<(), Error> {
+        let now = clock::now();
+        let stored = self.store.load_jobs().await?;
+        for s in &stored {
+            self.state.graph.add_job(&s.job.name);
+        }
+        for s in stored {
+            let StoredJob { job, satisfied } = s;
+            if let Some(parents) = &job.parents {
+                if let Err(errors) = self.state.graph.set_parents(&job.name, parents) {
+                    // Only a hand-edited store can get here: the API never stores such a job.
+                    tracing::error!(job = %job.name, error = %join_graph_errors(&errors), "Stored job has invalid parents.");
+                }
+                self.state.graph.restore_satisfied(&job.name, &satisfied);
+            }
+            let (schedule, epsilon) = match self.runtime_schedule(&job, now) {
+                Ok(parts) => parts,
+                Err(error) => {
+                    tracing::error!(job = %job.name, %error, "Stored job has an invalid schedule; it will not run on schedule.");
+                    (None, self.config.default_epsilon)
+                }
+            };
+            let name = job.name.clone();
+            self.state
+                .jobs
+                .insert(name.clone(), JobEntry::new(job, schedule, epsilon));
+            self.arm_schedule(&name);
+        }
+        for (job, durations) in self.store.recent_durations(stats::KEPT).await? {
+            if let Some(entry) = self.state.jobs.get_mut(&job) {
+                entry.durations.push_back(durations);
+            }
+        }
+        // Tasks that were open when the last process ended.
+        let mut batch = Vec::new();
+        let mut lost = Vec::new();
+        for mut task in self.store.load_open_tasks().await? {
+            let Some(entry) = self.state.jobs.get_mut(&task.job) else {
+                continue;
+            };
+            match task.state {
+                TaskState::Queued => {
+                    if task.due_ms > now.timestamp_millis() && task.attempt > 0 {
+                        self.timers
+                            .insert((task.due_ms, Timer::Retry(task.id.clone())));
+                        self.state
+                            .retrying
+                            .insert(task.id.clone(), task.job.clone());
+                    } else {
+                        entry.queue.push_back(task.id.clone());
+                    }
+                    self.state
+                        .tasks
+                        .insert(task.id.clone(), OpenTask::new(task));
+                }
+                TaskState::Waiting => {
+                    entry.running.push(task.id.clone());
+                    self.state
+                        .tasks
+                        .insert(task.id.clone(), OpenTask::new(task));
+                }
+                _ => {
+                    // Its process died with the previous server: Mesos calls this TASK_LOST.
+                    task.state = TaskState::Lost;
+                    task.finished_ms = Some(now.timestamp_millis());
+                    task.message = "lost: the server stopped while the task ran".to_owned();
+                    batch.push(Write::PutTask(task.clone()));
+                    lost.push(task);
+                }
+            }
+        }
+        self.store.commit(batch).await?;
+        for task in lost {
+            let mut batch = Vec::new();
+            self.after_failure(&task, &mut batch, now);
+            self.store.commit(batch).await?;
+        }
+        let names: Vec<String> = self.state.jobs.keys().cloned().collect();
+        for name in names {
+            self.try_start(&name).await;
+        }
+        Ok(())
+    }
+
+    /// Parses a scheduled job's schedule and the job's epsilon.
+    fn runtime_schedule(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<Schedule>, chrono::Duration), schedule::Error> {
+        let epsilon = if job.epsilon.is_empty() {
+            self.config.default_epsilon
+        } else {
+            schedule::parse_duration(&job.epsilon)?
+        };
+        let schedule = match (&job.parents, &job.schedule) {
+            (None, Some(text)) => Some(schedule::parse(
+                text,
+                job.schedule_time_zone.as_deref().unwrap_or(""),
+                now,
+            )?),
+            _ => None,
+        };
+        Ok((schedule, epsilon))
+    }
+
+    // ----- timers -----
+
+    /// Sets (or clears) the schedule timer of a job from its runtime schedule.
+    fn arm_schedule(&mut self, name: &str) {
+        if let Some(at) = self.schedule_timer.remove(name) {
+            self.timers.remove(&(at, Timer::Schedule(name.to_owned())));
+        }
+        let Some(entry) = self.state.jobs.get(name) else {
+            return;
+        };
+        if entry.job.disabled {
+            return;
+        }
+        if let Some(at) = entry.schedule.as_ref().and_then(Schedule::next_run) {
+            let at = at.timestamp_millis();
+            self.timers.insert((at, Timer::Schedule(name.to_owned())));
+            self.schedule_timer.insert(name.to_owned(), at);
+        }
+    }
+
+    async fn fire_timers(&mut self) {
+        let now = clock::now();
+        let now_ms = now.timestamp_millis();
+        while let Some((at, timer)) = self.timers.first().cloned() {
+            if at > now_ms {
+                break;
+            }
+            self.timers.remove(&(at, timer.clone()));
+            match timer {
+                Timer::Schedule(name) => {
+                    self.schedule_timer.remove(&name);
+                    self.fire_schedule(&name, now).await;
+                }
+                Timer::Retry(task_id) => {
+                    if let Some(job) = self.state.retrying.remove(&task_id)
+                        && let Some(entry) = self.state.jobs.get_mut(&job)
+                    {
+                        entry.queue.push_back(task_id);
+                        self.try_start(&job).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A scheduled job's next occurrence is due: run it unless it is later than epsilon allows.
+    async fn fire_schedule(&mut self, name: &str, now: DateTime<Utc>) {
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return;
+        };
+        let Some(schedule) = entry.schedule.clone() else {
+            return;
+        };
+        if entry.job.disabled {
+            return;
+        }
+        let (schedule, skipped) = schedule.skip_missed(now, entry.epsilon);
+        if skipped > 0 {
+            tracing::warn!(
+                job = name,
+                skipped,
+                "Skipped occurrences older than epsilon."
+            );
+            self.state.metrics.skipped_runs += skipped;
+        }
+        let mut batch = Vec::new();
+        let mut updated = schedule.clone();
+        if let Some(due) = schedule.next_run().filter(|due| *due <= now) {
+            updated = schedule.advance();
+            let arguments = entry.job.arguments.join(" ");
+            self.enqueue(name, due.timestamp_millis(), 0, &arguments, &mut batch);
+        }
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return;
+        };
+        if updated != *entry.schedule.as_ref().unwrap_or(&updated) || skipped > 0 {
+            entry.schedule = Some(updated.clone());
+            entry.job.schedule = Some(updated.render());
+            batch.push(self.put_job(name));
+        }
+        if let Err(error) = self.store.commit(batch).await {
+            tracing::error!(job = name, %error, "Could not record a scheduled run; retrying in a second.");
+            // The in-memory schedule has not moved, so the same occurrence is tried again.
+            self.drop_uncommitted(name);
+            self.timers.insert((
+                now.timestamp_millis() + 1000,
+                Timer::Schedule(name.to_owned()),
+            ));
+            self.schedule_timer
+                .insert(name.to_owned(), now.timestamp_millis() + 1000);
+            return;
+        }
+        self.arm_schedule(name);
+        self.try_start(name).await;
+    }
+
+    /// Forgets queued tasks whose creation failed to commit.
+    fn drop_uncommitted(&mut self, name: &str) {
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return;
+        };
+        let tasks = &mut self.state.tasks;
+        entry.queue.retain(|id| {
+            let keep = tasks.get(id).is_some_and(|t| t.committed);
+            if !keep {
+                tasks.remove(id);
+            }
+            keep
+        });
+    }
+
+    // ----- task lifecycle -----
+
+    fn put_job(&self, name: &str) -> Write {
+        let entry = &self.state.jobs[name];
+        Write::PutJob(Box::new(StoredJob {
+            job: entry.job.clone(),
+            satisfied: self.state.graph.satisfied_parents(name),
+        }))
+    }
+
+    /// Creates a queued task for a job. Returns false when the job already has a fresh run queued
+    /// (Chronos keeps at most one queued task per job; a retry is not a fresh run).
+    fn enqueue(
+        &mut self,
+        name: &str,
+        due_ms: i64,
+        attempt: u32,
+        arguments: &str,
+        batch: &mut Vec<Write>,
+    ) -> bool {
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return false;
+        };
+        if attempt == 0
+            && entry.queue.iter().any(|id| {
+                self.state
+                    .tasks
+                    .get(id)
+                    .is_some_and(|t| t.record.attempt == 0)
+            })
+        {
+            tracing::info!(job = name, "A run is already queued; not queueing another.");
+            return false;
+        }
+        let mut id = TaskId::new(due_ms, attempt, name, arguments);
+        while self.state.tasks.contains_key(&id.to_string()) {
+            id.due_millis += 1;
+        }
+        let record = TaskRecord {
+            id: id.to_string(),
+            job: name.to_owned(),
+            attempt,
+            due_ms: id.due_millis,
+            arguments: id.arguments.clone(),
+            state: TaskState::Queued,
+            created_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            exit_code: None,
+            message: String::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+            elements_processed: 0,
+            worker: String::new(),
+        };
+        batch.push(Write::PutTask(record.clone()));
+        entry.queue.push_back(record.id.clone());
+        self.state
+            .tasks
+            .insert(record.id.clone(), OpenTask::new(record));
+        true
+    }
+
+    /// Starts queued tasks of a job while its concurrency allows.
+    async fn try_start(&mut self, name: &str) {
+        loop {
+            let Some(entry) = self.state.jobs.get_mut(name) else {
+                return;
+            };
+            if !entry.job.concurrent && !entry.running.is_empty() {
+                return;
+            }
+            let Some(task_id) = entry.queue.pop_front() else {
+                return;
+            };
+            self.start_task(name, task_id).await;
+        }
+    }
+
+    async fn start_task(&mut self, name: &str, task_id: String) {
+        let now = now_ms();
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return;
+        };
+        let Some(open) = self.state.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let job = &entry.job;
+        let spec = launch_spec(job, &open.record, &self.config);
+        open.record.state = TaskState::Running;
+        open.record.started_ms = Some(now);
+        open.record.worker = self.config.worker_name.clone();
+        entry.running.push(task_id.clone());
+        // A dependent job's parents must all succeed again before its next run.
+        self.state.graph.reset(name);
+        let exits = self.exits.clone();
+        match executor::launch(spec, move |outcome| {
+            let _ = exits.send(outcome);
+        }) {
+            Ok(running) => {
+                open.pid = Some(running);
+                self.state.metrics.tasks_started += 1;
+                let batch = vec![Write::PutTask(open.record.clone()), self.put_job(name)];
+                if let Err(error) = self.store.commit(batch).await {
+                    // The task runs; its end will be recorded (or it will count as lost after a crash).
+                    tracing::error!(task = %task_id, %error, "Could not record a task start.");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(task = %task_id, %error, "Task failed to launch.");
+                // Reported like any other end, through the exit channel, so it is handled in order.
+                let _ = self.exits.send(Outcome {
+                    task_id: task_id.clone(),
+                    exit_code: None,
+                    signal: None,
+                    timed_out: false,
+                    stdout: String::new(),
+                    stderr: format!("kairos: failed to launch: {error}\n"),
+                });
+            }
+        }
+    }
+
+    /// Records the end of a task's process and everything that follows from it.
+    async fn on_exit(&mut self, outcome: Outcome) {
+        let now = clock::now();
+        let Some(open) = self.state.tasks.get_mut(&outcome.task_id) else {
+            return; // Already completed through the API, or its job was deleted.
+        };
+        if open.record.state != TaskState::Running {
+            return;
+        }
+        let name = open.record.job.clone();
+        let Some(entry) = self.state.jobs.get(&name) else {
+            return;
+        };
+        let is_async = entry.job.is_async;
+        open.pid = None;
+        open.record.stdout = outcome.stdout.clone();
+        open.record.stderr = outcome.stderr.clone();
+        open.record.exit_code = outcome.exit_code;
+        let mut batch = Vec::new();
+        if open.kill_requested {
+            open.record.state = TaskState::Killed;
+            open.record.message = format!("killed on request ({})", outcome.describe());
+            self.close_task(&outcome.task_id, now, &mut batch);
+        } else if outcome.success() && is_async {
+            // The process is done, but the task is not until `PUT /task/<id>` says how it went.
+            open.record.state = TaskState::Waiting;
+            open.record.message = "waiting for asynchronous completion".to_owned();
+            batch.push(Write::PutTask(open.record.clone()));
+        } else if outcome.success() {
+            open.record.state = TaskState::Finished;
+            open.record.message = outcome.describe();
+            self.close_task(&outcome.task_id, now, &mut batch);
+            self.after_success(&name, &mut batch, now);
+        } else {
+            open.record.state = TaskState::Failed;
+            open.record.message = if outcome.stderr.starts_with("kairos: failed to launch") {
+                outcome
+                    .stderr
+                    .trim_end()
+                    .trim_start_matches("kairos: ")
+                    .to_owned()
+            } else {
+                outcome.describe()
+            };
+            let record = open.record.clone();
+            self.close_task(&outcome.task_id, now, &mut batch);
+            self.after_failure(&record, &mut batch, now);
+        }
+        self.commit_logged(batch).await;
+        self.start_ready(&name).await;
+    }
+
+    /// Takes a task out of the open set, writing its final record.
+    fn close_task(&mut self, task_id: &str, now: DateTime<Utc>, batch: &mut Vec<Write>) {
+        let Some(mut open) = self.state.tasks.remove(task_id) else {
+            return;
+        };
+        open.record.finished_ms = Some(now.timestamp_millis());
+        if let Some(entry) = self.state.jobs.get_mut(&open.record.job) {
+            entry.running.retain(|id| id != task_id);
+            entry.queue.retain(|id| id != task_id);
+            if open.record.state == TaskState::Finished
+                && let Some(started) = open.record.started_ms
+            {
+                entry.record_duration((now.timestamp_millis() - started) as f64);
+            }
+        }
+        self.state.retrying.remove(task_id);
+        batch.push(Write::PutTask(open.record));
+    }
+
+    /// Success accounting and the dependency fan-out.
+    fn after_success(&mut self, name: &str, batch: &mut Vec<Write>, now: DateTime<Utc>) {
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return;
+        };
+        entry.job.success_count += 1;
+        entry.job.errors_since_last_success = 0;
+        entry.job.last_success = clock::iso(now);
+        self.state.metrics.record_success(name);
+        batch.push(self.put_job(name));
+        self.fan_out(name, batch, now);
+    }
+
+    /// Children whose parents have now all succeeded get a task each.
+    fn fan_out(&mut self, parent: &str, batch: &mut Vec<Write>, now: DateTime<Utc>) {
+        let children = self.state.graph.children(parent);
+        let ready = self.state.graph.record_success(parent);
+        for child in &children {
+            if self.state.jobs.contains_key(child) {
+                batch.push(self.put_job(child));
+            }
+        }
+        for child in ready {
+            let Some(entry) = self.state.jobs.get(&child) else {
+                continue;
+            };
+            if entry.job.disabled {
+                continue;
+            }
+            let arguments = entry.job.arguments.join(" ");
+            self.enqueue(&child, now.timestamp_millis(), 0, &arguments, batch);
+            self.state.pending_starts.push(child);
+        }
+    }
+
+    /// A failed attempt: retry while attempts remain, else count the error.
+    fn after_failure(&mut self, task: &TaskRecord, batch: &mut Vec<Write>, now: DateTime<Utc>) {
+        let Some(entry) = self.state.jobs.get_mut(&task.job) else {
+            return;
+        };
+        // Unlike Chronos, a retry does not depend on how the previous run ended.
+        if task.attempt < entry.job.retries {
+            let due = now.timestamp_millis() + self.config.failure_retry.as_millis() as i64;
+            let name = task.job.clone();
+            if self.enqueue(&name, due, task.attempt + 1, &task.arguments, batch) {
+                // `enqueue` put it in the queue; a retry waits for its due time instead.
+                if let Some(entry) = self.state.jobs.get_mut(&name)
+                    && let Some(id) = entry.queue.pop_back()
+                {
+                    self.timers.insert((due, Timer::Retry(id.clone())));
+                    self.state.retrying.insert(id, name);
+                }
+            }
+            return;
+        }
+        entry.job.error_count += 1;
+        entry.job.errors_since_last_success += 1;
+        entry.job.last_error = clock::iso(now);
+        let limit = self.config.disable_after_failures;
+        if limit > 0 && entry.job.errors_since_last_success >= limit {
+            tracing::warn!(job = %task.job, failures = limit, "Disabling job after repeated failures.");
+            entry.job.disabled = true;
+        }
+        let soft = entry.job.soft_error;
+        self.state.metrics.record_failure(&task.job);
+        batch.push(self.put_job(&task.job));
+        if soft {
+            self.fan_out(&task.job, batch, now);
+        }
+        self.arm_schedule(&task.job.clone());
+    }
+
+    /// Starts whatever became startable: this job's queue and any children just enqueued.
+    async fn start_ready(&mut self, name: &str) {
+        self.try_start(name).await;
+        let pending = std::mem::take(&mut self.state.pending_starts);
+        for child in pending {
+            self.try_start(&child).await;
+        }
+    }
+
+    async fn commit_logged(&mut self, batch: Vec<Write>) {
+        if let Err(error) = self.store.commit(batch).await {
+            tracing::error!(%error, "Could not record task results.");
+        }
+    }
+
+    fn kill_all_running(&mut self) {
+        for open in self.state.tasks.values() {
+            if let Some(running) = open.pid {
+                executor::kill(running, Duration::from_millis(200));
+            }
+        }
+    }
+
+    // ----- API commands -----
+
+    async fn upsert(&mut self, mut job: Job, provided: Provided) -> Result<(), Error> {
+        let now = clock::now();
+        let name = job.name.clone();
+        if let Some(parents) = &job.parents {
+            self.state
+                .graph
+                .check_parents(&name, parents)
+                .map_err(|errors| Error::Graph { errors })?;
+        }
+        // An empty start means "now"; store the instant so a restart doesn't move it.
+        if let Some(text) = &job.schedule {
+            let parts: Vec<&str> = text.splitn(3, '/').collect();
+            if parts.len() == 3 && parts[1].is_empty() {
+                job.schedule = Some(format!("{}/{}/{}", parts[0], clock::iso(now), parts[2]));
+            }
+        }
+        let (schedule, epsilon) = self.runtime_schedule(&job, now)?;
+        let existing = self.state.jobs.get(&name);
+        if let Some(old) = existing.filter(|_| !provided.counters) {
+            job.success_count = old.job.success_count;
+            job.error_count = old.job.error_count;
+            job.last_success = old.job.last_success.clone();
+            job.last_error = old.job.last_error.clone();
+            job.errors_since_last_success = old.job.errors_since_last_success;
+        }
+        let mut graph = self.state.graph.clone();
+        graph
+            .set_parents(&name, job.parents())
+            .map_err(|errors| Error::Graph { errors })?;
+        let stored = StoredJob {
+            job: job.clone(),
+            satisfied: graph.satisfied_parents(&name),
+        };
+        self.store
+            .commit(vec![Write::PutJob(Box::new(stored))])
+            .await?;
+        self.state.graph = graph;
+        match self.state.jobs.get_mut(&name) {
+            Some(entry) => {
+                entry.job = job;
+                entry.schedule = schedule;
+                entry.epsilon = epsilon;
+            }
+            None => {
+                self.state
+                    .jobs
+                    .insert(name.clone(), JobEntry::new(job, schedule, epsilon));
+            }
+        }
+        self.arm_schedule(&name);
+        Ok(())
+    }
+
+    async fn delete(&mut self, name: &str) -> Result<(), Error> {
+        let Some(entry) = self.state.jobs.get(name) else {
+            return Err(Error::JobNotFound {
+                name: name.to_owned(),
+            });
+        };
+        let deleted = entry.job.clone();
+        let mut graph = self.state.graph.clone();
+        let children = graph.remove_job(name);
+        let mut changed = Vec::new();
+        for child in children {
+            let Some(child_entry) = self.state.jobs.get(&child) else {
+                continue;
+            };
+            let mut job = child_entry.job.clone();
+            let mut parents: Vec<String> = job
+                .parents()
+                .iter()
+                .filter(|p| *p != name)
+                .cloned()
+                .collect();
+            if deleted.is_dependent() {
+                // The child keeps its place in the chain: it inherits the deleted job's parents.
+                for p in deleted.parents() {
+                    if !parents.contains(p) {
+                        parents.push(p.clone());
+                    }
+                }
+            }
+            if parents.is_empty() {
+                // Its only parent was a scheduled job: it takes over that schedule, keeping all its own fields.
+                job.parents = None;
+                job.schedule = deleted.schedule.clone();
+                job.schedule_time_zone = deleted.schedule_time_zone.clone();
+            } else {
+                job.parents = Some(parents);
+            }
+            graph
+                .set_parents(&child, job.parents())
+                .map_err(|errors| Error::Graph { errors })?;
+            changed.push(job);
+        }
+        let mut batch = vec![Write::DeleteJob(name.to_owned())];
+        for job in &changed {
+            batch.push(Write::PutJob(Box::new(StoredJob {
+                job: job.clone(),
+                satisfied: graph.satisfied_parents(&job.name),
+            })));
+        }
+        self.store.commit(batch).await?;
+        self.state.graph = graph;
+        let now = clock::now();
+        if let Some(entry) = self.state.jobs.shift_remove(name) {
+            for id in entry.running.iter().chain(entry.queue.iter()) {
+                if let Some(open) = self.state.tasks.remove(id)
+                    && let Some(running) = open.pid
+                {
+                    executor::kill(running, self.config.kill_grace);
+                }
+            }
+        }
+        self.state.tasks.retain(|_, t| t.record.job != name);
+        self.state.retrying.retain(|_, job| job != name);
+        self.arm_schedule(name);
+        for job in changed {
+            let child = job.name.clone();
+            let (schedule, epsilon) = self
+                .runtime_schedule(&job, now)
+                .unwrap_or((None, self.config.default_epsilon));
+            if let Some(entry) = self.state.jobs.get_mut(&child) {
+                entry.job = job;
+                entry.schedule = schedule;
+                entry.epsilon = epsilon;
+            }
+            self.arm_schedule(&child);
+        }
+        Ok(())
+    }
+
+    async fn run_now(&mut self, name: &str, arguments: Option<String>) -> Result<(), Error> {
+        let Some(entry) = self.state.jobs.get(name) else {
+            return Err(Error::JobNotFound {
+                name: name.to_owned(),
+            });
+        };
+        let arguments = arguments
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| entry.job.arguments.join(" "));
+        let mut batch = Vec::new();
+        if self.enqueue(name, now_ms(), 0, &arguments, &mut batch) {
+            if let Err(error) = self.store.commit(batch).await {
+                self.drop_uncommitted(name);
+                return Err(error.into());
+            }
+            self.try_start(name).await;
+        }
+        Ok(())
+    }
+
+    async fn mark_success(&mut self, name: &str) -> Result<bool, Error> {
+        if !self.state.jobs.contains_key(name) {
+            return Ok(false);
+        }
+        let now = clock::now();
+        self.state.graph.reset(name);
+        let mut batch = Vec::new();
+        self.after_success(name, &mut batch, now);
+        self.store.commit(batch).await?;
+        self.start_ready(name).await;
+        Ok(true)
+    }
+
+    async fn kill(&mut self, name: &str) -> Result<(), Error> {
+        let Some(entry) = self.state.jobs.get_mut(name) else {
+            return Err(Error::JobNotFound {
+                name: name.to_owned(),
+            });
+        };
+        let now = clock::now();
+        let mut batch = Vec::new();
+        // Queued tasks and pending retries go too, as Chronos 2.x did.
+        let mut to_close: Vec<String> = entry.queue.drain(..).collect();
+        to_close.extend(
+            self.state
+                .retrying
+                .iter()
+                .filter(|(_, job)| *job == name)
+                .map(|(id, _)| id.clone()),
+        );
+        for id in entry.running.clone() {
+            let Some(open) = self.state.tasks.get_mut(&id) else {
+                continue;
+            };
+            match open.pid {
+                Some(running) => {
+                    open.kill_requested = true;
+                    executor::kill(running, self.config.kill_grace);
+                }
+                None => to_close.push(id),
+            }
+        }
+        for id in to_close {
+            if let Some(open) = self.state.tasks.get_mut(&id) {
+                open.record.state = TaskState::Killed;
+                open.record.message = "killed on request".to_owned();
+            }
+            self.close_task(&id, now, &mut batch);
+        }
+        self.timers
+            .retain(|(_, t)| !matches!(t, Timer::Retry(id) if !self.state.tasks.contains_key(id)));
+        self.store.commit(batch).await?;
+        self.try_start(name).await;
+        Ok(())
+    }
+
+    async fn complete(&mut self, task_id: &str, status_code: i64) -> Result<(), Error> {
+        let parsed = TaskId::parse(task_id).ok_or_else(|| Error::InvalidTaskId {
+            id: task_id.to_owned(),
+        })?;
+        if !self.state.jobs.contains_key(&parsed.job) {
+            return Err(Error::JobNotFound { name: parsed.job });
+        }
+        let Some(open) = self.state.tasks.get_mut(task_id) else {
+            return Err(Error::TaskNotFound {
+                id: task_id.to_owned(),
+            });
+        };
+        if !matches!(open.record.state, TaskState::Running | TaskState::Waiting) {
+            return Err(Error::TaskNotFound {
+                id: task_id.to_owned(),
+            });
+        }
+        let now = clock::now();
+        let mut batch = Vec::new();
+        let name = open.record.job.clone();
+        // A process that still runs is left alone: the client has said how the task went.
+        open.pid = None;
+        if status_code == 0 {
+            open.record.state = TaskState::Finished;
+            open.record.message = "completed asynchronously".to_owned();
+            self.close_task(task_id, now, &mut batch);
+            self.after_success(&name, &mut batch, now);
+        } else {
+            open.record.state = TaskState::Failed;
+            open.record.message = format!("completed asynchronously with status {status_code}");
+            let record = open.record.clone();
+            self.close_task(task_id, now, &mut batch);
+            self.after_failure(&record, &mut batch, now);
+        }
+        self.store.commit(batch).await?;
+        self.start_ready(&name).await;
+        Ok(())
+    }
+
+    fn progress(&self, job: String, task_id: String, elements: Option<i64>, reply: Reply<()>) {
+        let check = || -> Result<Option<i64>, Error> {
+            let entry = self
+                .state
+                .jobs
+                .get(&job)
+                .ok_or_else(|| Error::JobNotFound { name: job.clone() })?;
+            let parsed = TaskId::parse(&task_id).ok_or_else(|| Error::InvalidTaskId {
+                id: task_id.clone(),
+            })?;
+            if parsed.job != job {
+                return Err(Error::Invalid {
+                    field: "taskId",
+                    message: format!("task {task_id} does not belong to job '{job}'"),
+                });
+            }
+            if !entry.job.data_processing_job_type {
+                return Err(Error::Invalid {
+                    field: "dataProcessingJobType",
+                    message: format!("JobSchedule '{job}' is not enabled to track data"),
+                });
+            }
+            match elements {
+                Some(n) if n < 0 => Err(Error::Invalid {
+                    field: "numAdditionalElementsProcessed",
+                    message: "numAdditionalElementsProcessed must not be negative".to_owned(),
+                }),
+                other => Ok(other),
+            }
+        };
+        let elements = match check() {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        // The count lives only in the store, so this does not need the engine's ordering.
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let result = match store.add_progress(&task_id, elements).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::TaskNotFound { id: task_id }),
+                Err(e) => Err(e.into()),
+            };
+            let _ = reply.send(result);
+        });
+    }
+}
+
+/// Builds the process launch for a task: command, arguments and Chronos' environment.
+fn launch_spec(job: &Job, task: &TaskRecord, config: &Config) -> LaunchSpec {
+    let extra = task.arguments.trim();
+    let (command, arguments) = if job.shell {
+        // Chronos appends the task's arguments to the shell command.
+        let command = if extra.is_empty() {
+            job.command.clone()
+        } else {
+            format!("{} {}", job.command, extra)
+        };
+        (command, Vec::new())
+    } else {
+        // Without a shell the arguments stay separate words; nothing is interpreted.
+        let mut arguments = job.arguments.clone();
+        if extra != job.arguments.join(" ") {
+            arguments.extend(extra.split_whitespace().map(str::to_owned));
+        }
+        (job.command.clone(), arguments)
+    };
+    let mut env: Vec<(String, String)> = vec![
+        ("mesos_task_id".into(), task.id.clone()),
+        ("MESOS_TASK_ID".into(), task.id.clone()),
+        ("CHRONOS_JOB_OWNER".into(), job.owner.clone()),
+        ("CHRONOS_JOB_NAME".into(), job.name.clone()),
+        ("HOST".into(), config.worker_name.clone()),
+        ("CHRONOS_RESOURCE_MEM".into(), java_double(job.mem)),
+        ("CHRONOS_RESOURCE_CPU".into(), java_double(job.cpus)),
+        ("CHRONOS_RESOURCE_DISK".into(), java_double(job.disk)),
+        ("CHRONOS_JOB_RUN_TIME".into(), task.due_ms.to_string()),
+        ("CHRONOS_JOB_RUN_ATTEMPT".into(), task.attempt.to_string()),
+    ];
+    let reserved: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+    for var in &job.environment_variables {
+        // Chronos' own variables cannot be overridden by the job.
+        if !reserved.contains(&var.name) {
+            env.push((var.name.clone(), var.value.clone()));
+        }
+    }
+    let sandbox_name: String = task
+        .id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(120)
+        .collect();
+    env.push((
+        "MESOS_SANDBOX".into(),
+        config.sandbox_dir.join(&sandbox_name).display().to_string(),
+    ));
+    LaunchSpec {
+        task_id: task.id.clone(),
+        command,
+        shell: job.shell,
+        arguments,
+        env,
+        sandbox: config.sandbox_dir.join(sandbox_name),
+        time_limit: (job.max_completion_time > 0)
+            .then(|| Duration::from_secs(job.max_completion_time)),
+        output_limit: config.output_limit,
+    }
+}

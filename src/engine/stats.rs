@@ -1,0 +1,102 @@
+//! Run-time statistics of a job, computed from its recorded task durations.
+
+/// How many recent successful durations are kept per job.
+pub(super) const KEPT: u32 = 1024;
+
+/// Chronos' histogram keys, computed exactly from the kept durations (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Histogram {
+    pub p75: f64,
+    pub p95: f64,
+    pub p98: f64,
+    pub p99: f64,
+    pub median: f64,
+    /// The arithmetic mean (Chronos printed the median under this key; we don't).
+    pub mean: f64,
+    pub count: usize,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Histogram {
+    pub fn of(values: impl Iterator<Item = f64>) -> Histogram {
+        let mut sorted: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+        if sorted.is_empty() {
+            return Histogram::default();
+        }
+        sorted.sort_by(f64::total_cmp);
+        let q = |quantile: f64| quantile_of(&sorted, quantile);
+        Histogram {
+            p75: q(0.75),
+            p95: q(0.95),
+            p98: q(0.98),
+            p99: q(0.99),
+            median: q(0.5),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            count: sorted.len(),
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        }
+    }
+
+    /// The value for one of Chronos' keys (`99thPercentile`, …, `median`, `mean`, `count`).
+    pub fn get(&self, key: &str) -> Option<f64> {
+        Some(match key {
+            "75thPercentile" => self.p75,
+            "95thPercentile" => self.p95,
+            "98thPercentile" => self.p98,
+            "99thPercentile" => self.p99,
+            "median" => self.median,
+            "mean" => self.mean,
+            "count" => self.count as f64,
+            _ => return None,
+        })
+    }
+}
+
+/// Linear interpolation between closest ranks, as Codahale's snapshots do (position `q·(n+1)`).
+fn quantile_of(sorted: &[f64], quantile: f64) -> f64 {
+    let n = sorted.len();
+    let pos = quantile * (n as f64 + 1.0);
+    if pos < 1.0 {
+        return sorted[0];
+    }
+    if pos >= n as f64 {
+        return sorted[n - 1];
+    }
+    let lower = sorted[pos as usize - 1];
+    let upper = sorted[pos as usize];
+    lower + (pos - pos.floor()) * (upper - lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn histogram_table() {
+        let cases: &[(&[f64], f64, f64, usize)] = &[
+            (&[], 0.0, 0.0, 0),
+            (&[5.0], 5.0, 5.0, 1),
+            (&[1.0, 2.0, 3.0, 4.0], 2.5, 2.5, 4),
+            (&[10.0, 1.0, 1.0], 1.0, 4.0, 3),
+        ];
+        for (values, median, mean, count) in cases {
+            let h = Histogram::of(values.iter().copied());
+            assert_eq!(
+                (h.median, h.mean, h.count),
+                (*median, *mean, *count),
+                "{values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn percentiles_are_ordered_and_bounded() {
+        let h = Histogram::of((1..=100).map(f64::from));
+        assert!(h.median <= h.p75 && h.p75 <= h.p95 && h.p95 <= h.p98 && h.p98 <= h.p99);
+        assert!(h.p99 <= 100.0 && h.median >= 50.0);
+        assert_eq!(h.get("99thPercentile"), Some(h.p99));
+        assert_eq!(h.get("bogus"), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! Runs one task as a local process in its own process group, with bounded output capture, a time
+//! limit and kill.
+//!
+//! The executor knows nothing about jobs or schedules: it gets a [`LaunchSpec`] and reports one
+//! [`Outcome`] through the callback when the process ends.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start '{program}': {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare the sandbox {path}: {source}")]
+    Sandbox {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the command is empty")]
+    EmptyCommand,
+}
+
+/// Everything needed to start one task's process.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub task_id: String,
+    /// With `shell`, the script given to `/bin/sh -c`; otherwise the program to run.
+    pub command: String,
+    pub shell: bool,
+    /// Arguments for a program started without a shell.
+    pub arguments: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The working directory, created before start and removed after the end.
+    pub sandbox: PathBuf,
+    /// Kill the task after this long (`maxCompletionTime`).
+    pub time_limit: Option<Duration>,
+    /// At most this many bytes of stdout and of stderr are kept.
+    pub output_limit: usize,
+}
+
+/// How a task's process ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub task_id: String,
+    /// The exit status; `None` when a signal ended the process.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+
+    /// A sentence describing the end, kept with the task.
+    pub fn describe(&self) -> String {
+        match (self.timed_out, self.exit_code, self.signal) {
+            (true, _, _) => "killed after exceeding maxCompletionTime".to_owned(),
+            (false, Some(code), _) => format!("exited with status {code}"),
+            (false, None, Some(signal)) => format!("killed by signal {signal}"),
+            (false, None, None) => "ended without a status".to_owned(),
+        }
+    }
+}
+
+/// A started process; its pid is the id of its process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    pub pid: i32,
+}
+
+/// Starts the task and returns at once; `on_exit` runs once when the process has ended.
+///
+/// # Errors
+/// Fails when the sandbox cannot be made or the program cannot be started; nothing runs then.
+pub fn launch(
+    spec: LaunchSpec,
+    on_exit: impl FnOnce(Outcome) + Send + 'static,
+) -> Result<Running, Error> {
+    if spec.command.trim().is_empty() {
+        return Err(Error::EmptyCommand);
+    }
+    std::fs::create_dir_all(&spec.sandbox).map_err(|source| Error::Sandbox {
+        path: spec.sandbox.display().to_string(),
+        source,
+    })?;
+    let mut command = if spec.shell {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(&spec.command);
+        command
+    } else {
+        let mut command = Command::new(&spec.command);
+        command.args(&spec.arguments);
+        command
+    };
+    command
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.sandbox)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that kill reaches everything the task started.
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        program: if spec.shell {
+            "/bin/sh".to_owned()
+        } else {
+            spec.command.clone()
+        },
+        source,
+    })?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let limit = spec.output_limit;
+    tokio::spawn(async move {
+        let out = tokio::spawn(capture(stdout, limit));
+        let err = tokio::spawn(capture(stderr, limit));
+        let mut timed_out = false;
+        let status = match spec.time_limit {
+            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    timed_out = true;
+                    signal_group(pid, libc::SIGKILL);
+                    child.wait().await
+                }
+            },
+            None => child.wait().await,
+        };
+        // Whatever the task left behind in its group dies with it, as in a Mesos container;
+        // it would otherwise hold the output pipes open.
+        signal_group(pid, libc::SIGKILL);
+        let stdout = out.await.unwrap_or_default();
+        let stderr = err.await.unwrap_or_default();
+        let (exit_code, signal) = match status {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                (status.code(), status.signal())
+            }
+            Err(_) => (None, None),
+        };
+        let _ = tokio::fs::remove_dir_all(&spec.sandbox).await;
+        on_exit(Outcome {
+            task_id: spec.task_id,
+            exit_code,
+            signal,
+            timed_out,
+            stdout,
+            stderr,
+        });
+    });
+    Ok(Running { pid })
+}
+
+/// Asks the task's whole process group to stop, and kills it for good after `grace`.
+pub fn kill(running: Running, grace: Duration) {
+    signal_group(running.pid, libc::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        signal_group(running.pid, libc::SIGKILL);
+    });
+}
+
+fn signal_group(pid: i32, signal: i32) {
+    if pid > 0 {
+        // SAFETY: killpg only sends a signal; an already-gone group yields ESRCH, which is fine.
+        unsafe {
+            libc::killpg(pid, signal);
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping the first `limit` bytes and noting how much was dropped.
+async fn capture(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut dropped = 0usize;
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                dropped += n.saturating_sub(room);
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if dropped > 0 {
+        text.push_str(&format!(
+            "\n[kairos: output truncated, {dropped} more bytes dropped]\n"
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &str, shell: bool, arguments: &[&str]) -> LaunchSpec {
+        LaunchSpec {
+            task_id: "ct:1:0:t:".to_owned(),
+            command: command.to_owned(),
+            shell,
+            arguments: arguments.iter().map(|s| s.to_string()).collect(),
+            env: vec![("KAIROS_TEST".to_owned(), "yes".to_owned())],
+            sandbox: std::env::temp_dir().join(format!(
+                "kairos-exec-{}-{}",
+                std::process::id(),
+                command.len()
+            )),
+            time_limit: None,
+            output_limit: 16,
+        }
+    }
+
+    async fn run(spec: LaunchSpec) -> Outcome {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        launch(spec, move |o| {
+            let _ = tx.send(o);
+        })
+        .expect("launch");
+        tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("ended")
+            .expect("outcome")
+    }
+
+    #[tokio::test]
+    async fn shell_tasks_see_env_and_report_status() {
+        let out = run(spec("echo $KAIROS_TEST; exit 3", true, &[])).await;
+        assert_eq!(out.exit_code, Some(3));
+        assert_eq!(out.stdout, "yes\n");
+        assert!(!out.success());
+    }
+
+    #[tokio::test]
+    async fn programs_get_arguments_without_a_shell() {
+        let out = run(spec("/bin/echo", false, &["a;b", "$HOME"])).await;
+        assert_eq!(out.exit_code, Some(0));
+        assert_eq!(out.stdout, "a;b $HOME\n", "no shell expansion happened");
+    }
+
+    #[tokio::test]
+    async fn output_is_bounded() {
+        let out = run(spec("head -c 100 /dev/zero | tr '\\0' x", true, &[])).await;
+        assert!(out.stdout.starts_with(&"x".repeat(16)));
+        assert!(
+            out.stdout.contains("84 more bytes dropped"),
+            "{}",
+            out.stdout
+        );
+    }
+
+    #[tokio::test]
+    async fn time_limit_kills_the_group() {
+        let mut s = spec("sleep 30 & sleep 30", true, &[]);
+        s.time_limit = Some(Duration::from_millis(200));
+        let out = run(s).await;
+        assert!(out.timed_out);
+        assert!(!out.success());
+    }
+
+    #[tokio::test]
+    async fn kill_ends_the_process_group() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = launch(spec("sleep 30; echo never", true, &[]), move |o| {
+            let _ = tx.send(o);
+        })
+        .expect("launch");
+        kill(running, Duration::from_secs(5));
+        let out = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("ended")
+            .expect("outcome");
+        assert_eq!(out.signal, Some(libc::SIGTERM));
+        assert_eq!(out.stdout, "");
+    }
+
+    #[test]
+    fn missing_programs_fail_to_launch() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let err = launch(spec("/nonexistent/prog", false, &[]), |_| {}).expect_err("must fail");
+            assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
+        });
+    }
+}

@@ -1,0 +1,22 @@
+//! kairos: a Chronos-compatible job scheduler in one binary.
+//!
+//! # Layout
+//! - [`job`]: the job definition and the Chronos task id, shared by everything else.
+//! - [`schedule`]: pure ISO 8601 repeating-interval parsing and next-run arithmetic.
+//! - [`graph`]: the dependency DAG (petgraph behind `JobGraph`), readiness and dot/csv export.
+//! - [`engine`]: the single owner of scheduling state, driven by events over a channel.
+//! - [`executor`]: runs one task as a process group with bounded output.
+//! - [`store`]: durable state behind one trait; SQLite is the embedded default.
+//! - [`api`]: the Chronos REST API over warp.
+//! - [`config`], [`server`], [`clock`]: settings, wiring, and the one wall-clock reader.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod executor;
+pub mod graph;
+pub mod job;
+pub mod schedule;
+pub mod server;
+pub mod store;

@@ -1,0 +1,53 @@
+//! The `kairos` command: `kairos server` runs the scheduler.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kairos::config::{ServerArgs, ServerConfig};
+use kairos::server::Server;
+
+#[derive(Debug, Parser)]
+#[command(name = "kairos", version, about = "A Chronos-compatible job scheduler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scheduler with its embedded store and built-in local worker.
+    Server(ServerArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KAIROS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => {
+                let config = ServerConfig::load(&args).context("reading the configuration")?;
+                let server = Server::start(config).await.context("starting the server")?;
+                wait_for_signal().await?;
+                tracing::info!("Shutting down.");
+                server.shutdown().await;
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Chronos schedules (`Rn/<start>/<period>` ISO 8601 repeating intervals):
+//! parsing, rendering, and working out when a job runs next.
+//!
+//! Everything here is pure: callers pass `now` in, so the engine decides what
+//! time it is and the tests can pick any time they like.
+
+use chrono::{DateTime, Days, Duration, FixedOffset, Months, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{SubsecRound, TimeDelta, Utc, Weekday};
+
+mod period;
+mod zone;
+
+#[cfg(test)]
+mod tests;
+
+pub use period::{Period, format_duration, parse_duration};
+pub use zone::{Zone, parse_time_zone};
+
+/// Why a schedule, its time zone or an epsilon was rejected. The messages are
+/// shown to users in HTTP 400 bodies, so each one names the offending text.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    #[error("schedule '{schedule}' is not an ISO 8601 repeating interval (Rn/start/period)")]
+    NotRepeatingInterval { schedule: String },
+    #[error(
+        "schedule '{schedule}' has a repeat count that is too large (at most {max})",
+        max = u64::MAX
+    )]
+    RepeatCountTooLarge { schedule: String },
+    #[error(
+        "start '{start}' of schedule '{schedule}' is not an ISO 8601 date-time \
+         (for example 2008-03-01T13:00:00Z)"
+    )]
+    InvalidStart { schedule: String, start: String },
+    #[error("schedule start '{start}' is before 1970-01-01T00:00:01Z")]
+    StartBefore1970 { start: String },
+    #[error("period '{period}' is not an ISO 8601 period (PnYnMnWnDTnHnMnS)")]
+    InvalidPeriod { period: String },
+    #[error(
+        "schedule '{schedule}' repeats with a zero period, so it would run back to back \
+         forever; use R1 to run once or give a non-zero period"
+    )]
+    ZeroPeriod { schedule: String },
+    #[error("unknown time zone '{name}'")]
+    UnknownTimeZone { name: String },
+    #[error("duration '{text}' is not an ISO 8601 duration (for example PT60S)")]
+    InvalidDuration { text: String },
+    #[error(
+        "duration '{text}' has years or months, which have no fixed length; \
+         use weeks, days, hours, minutes or seconds"
+    )]
+    InexactDuration { text: String },
+}
+
+impl Error {
+    /// The job field at fault, so that the API layer can name it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Error::NotRepeatingInterval { .. }
+            | Error::RepeatCountTooLarge { .. }
+            | Error::InvalidStart { .. }
+            | Error::StartBefore1970 { .. }
+            | Error::InvalidPeriod { .. }
+            | Error::ZeroPeriod { .. } => "schedule",
+            Error::UnknownTimeZone { .. } => "scheduleTimeZone",
+            Error::InvalidDuration { .. } | Error::InexactDuration { .. } => "epsilon",
+        }
+    }
+}
+
+/// A parsed schedule: what is left to run and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Remaining runs; `None` means infinite.
+    pub repeat: Option<u64>,
+    /// The next occurrence to run (an instant).
+    pub start: DateTime<Utc>,
+    pub period: Period,
+    pub zone: Zone,
+}
+
+/// Parse a Chronos schedule string with its `scheduleTimeZone`. An empty start
+/// means `now` (kept to the millisecond, as Chronos keeps it).
+///
+/// With an empty `time_zone` the offset written in the start is used as a
+/// fixed offset (UTC when there is none). With a zone, the wall-clock fields
+/// of the start are kept and read in that zone, whatever offset the string
+/// carries, as Chronos does; the offset only picks between the two instants
+/// of a wall-clock time that happens twice.
+pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Schedule, Error> {
+    let not_interval = || Error::NotRepeatingInterval {
+        schedule: schedule.to_owned(),
+    };
+    // The shape is Chronos' regex `(R[0-9]*)/(.*)/(P.*)`: its greedy middle
+    // group makes the period start at the last `/P`.
+    let rest = schedule.strip_prefix('R').ok_or_else(not_interval)?;
+    let (count, rest) = rest.split_once('/').ok_or_else(not_interval)?;
+    if !count.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_interval());
+    }
+    let period_at = rest.rfind("/P").ok_or_else(not_interval)?;
+    // `period_at` is the index of an ASCII `/`, so both slices are on character
+    // boundaries and cannot panic.
+    let (start_text, period_text) = (&rest[..period_at], &rest[period_at + 1..]);
+
+    let repeat = if count.is_empty() {
+        None
+    } else {
+        Some(
+            count
+                .parse::<u64>()
+                .map_err(|_| Error::RepeatCountTooLarge {
+                    schedule: schedule.to_owned(),
+                })?,
+        )
+    };
+    let period = Period::parse(period_text)?;
+    let (start, zone) = parse_start(schedule, start_text, time_zone, now)?;
+    if start.timestamp() < 1 {
+        return Err(Error::StartBefore1970 {
+            start: if start_text.is_empty() {
+                start.to_rfc3339()
+            } else {
+                start_text.to_owned()
+            },
+        });
+    }
+    if period.is_zero() && !matches!(repeat, Some(0 | 1)) {
+        return Err(Error::ZeroPeriod {
+            schedule: schedule.to_owned(),
+        });
+    }
+    Ok(Schedule {
+        repeat,
+        start,
+        period,
+        zone,
+    })
+}
+
+/// Works out the start instant and the zone of a schedule.
+fn parse_start(
+    schedule: &str,
+    start_text: &str,
+    time_zone: &str,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, Zone), Error> {
+    let named = if time_zone.is_empty() {
+        None
+    } else {
+        Some(parse_time_zone(time_zone)?)
+    };
+    if start_text.is_empty() {
+        return Ok((now.trunc_subsecs(3), named.unwrap_or(Zone::Utc)));
+    }
+    let invalid = || Error::InvalidStart {
+        schedule: schedule.to_owned(),
+        start: start_text.to_owned(),
+    };
+    let written = parse_date_time(start_text).ok_or_else(invalid)?;
+    let zone = match named {
+        Some(zone) => zone,
+        None if written.offset.local_minus_utc() == 0 => Zone::Utc,
+        None => Zone::Fixed(written.offset),
+    };
+    let preferred = written.has_offset.then_some(written.offset);
+    let start = zone.resolve(written.local, preferred).ok_or_else(invalid)?;
+    Ok((start, zone))
+}
+
+/// A date-time as written: wall-clock fields and the offset beside them.
+struct Written {
+    local: NaiveDateTime,
+    offset: FixedOffset,
+    /// Whether the text names an offset (`Z`, `+02:00`) rather than none.
+    has_offset: bool,
+}
+
+/// Parses what Joda's `DateTime.parse` accepts for a start: a date alone
+/// (midnight), or a date, `T` and a time with optional seconds, fraction and
+/// offset. Dates may be calendar, week (`2008-W09-6`) or ordinal (`2008-061`).
+/// The `iso8601` crate's top-level functions ignore trailing garbage, so its
+/// low-level parsers are used and must consume the whole text.
+fn parse_date_time(text: &str) -> Option<Written> {
+    let Some(t_at) = text.find('T') else {
+        let (rest, date) = iso8601::parsers::parse_date(text.as_bytes()).ok()?;
+        if !rest.is_empty() {
+            return None;
+        }
+        return Some(Written {
+            local: naive_date(date)?.and_time(NaiveTime::MIN),
+            offset: FixedOffset::east_opt(0)?,
+            has_offset: false,
+        });
+    };
+    let (rest, parsed) = iso8601::parsers::parse_datetime(text.as_bytes()).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let time = parsed.time;
+    // chrono rejects 24:00 and leap seconds here, as Joda does.
+    let clock =
+        NaiveTime::from_hms_milli_opt(time.hour, time.minute, time.second, time.millisecond)?;
+    let offset_seconds = time
+        .tz_offset_hours
+        .checked_mul(3600)?
+        .checked_add(time.tz_offset_minutes.checked_mul(60)?)?;
+    // The crate reports no offset and `Z` alike as zero, so look at the text.
+    let has_offset = text[t_at..].contains(['Z', '+', '-']);
+    Some(Written {
+        local: naive_date(parsed.date)?.and_time(clock),
+        offset: FixedOffset::east_opt(offset_seconds)?,
+        has_offset,
+    })
+}
+
+fn naive_date(date: iso8601::Date) -> Option<NaiveDate> {
+    match date {
+        iso8601::Date::YMD { year, month, day } => NaiveDate::from_ymd_opt(year, month, day),
+        iso8601::Date::Week { year, ww, d } => {
+            let weekday = Weekday::try_from(u8::try_from(d.checked_sub(1)?).ok()?).ok()?;
+            NaiveDate::from_isoywd_opt(year, ww, weekday)
+        }
+        iso8601::Date::Ordinal { year, ddd } => NaiveDate::from_yo_opt(year, ddd),
+    }
+}
+
+impl Schedule {
+    /// The instant of the next run, or `None` when no runs remain
+    /// (`repeat == Some(0)`).
+    pub fn next_run(&self) -> Option<DateTime<Utc>> {
+        match self.repeat {
+            Some(0) => None,
+            _ => Some(self.start),
+        }
+    }
+
+    /// The occurrence one period after `t`. Years, months, weeks and days are
+    /// added on the local calendar of the zone, so `P1D` keeps the wall-clock
+    /// time across daylight saving changes and `P1M` from January 31 clamps to
+    /// the end of February; hours, minutes, seconds and milliseconds are then
+    /// added as exact durations.
+    ///
+    /// Each occurrence is computed from the one before it, as Chronos does, so
+    /// clamping and daylight saving shifts carry forward: January 31 + `P1M` +
+    /// `P1M` is March 28 (not 31), and a 02:30 `P1D` schedule that meets a
+    /// spring-forward gap runs at 03:30 from then on.
+    ///
+    /// Results past the end of chrono's range (about 262,000 years from now)
+    /// saturate at [`DateTime::<Utc>::MAX_UTC`], a time that never comes.
+    pub fn following(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.checked_following(t)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    fn checked_following(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let period = &self.period;
+        let mut next = t;
+        // Converting to wall-clock time and back would lose which of two
+        // ambiguous instants `t` is, so only do it when the calendar is used.
+        if period.has_calendar_part() {
+            let (local, _) = self.zone.local(t);
+            // Years go first and on their own, as in Joda: Feb 29 + P1Y1M is
+            // Feb 28 + P1M = Mar 28, not Feb 29 + 13 months = Mar 29.
+            let local = local
+                .checked_add_months(Months::new(period.years.checked_mul(12)?))?
+                .checked_add_months(Months::new(period.months))?
+                .checked_add_days(Days::new(period.total_days()))?;
+            next = self.zone.resolve(local, None)?;
+        }
+        next.checked_add_signed(TimeDelta::try_milliseconds(period.time_millis())?)
+    }
+
+    /// The schedule after the run at `self.start` was launched: one run fewer
+    /// (if finite) and the start moved one period on. A schedule with no runs
+    /// left has nothing to launch and is returned unchanged.
+    pub fn advance(&self) -> Schedule {
+        match self.repeat {
+            Some(0) => self.clone(),
+            repeat => Schedule {
+                repeat: repeat.map(|n| n.saturating_sub(1)),
+                start: self.following(self.start),
+                ..self.clone()
+            },
+        }
+    }
+
+    /// Skips occurrences that are too late to run at `now`: while
+    /// `start + epsilon < now`, moves `start` one period on. The result's start
+    /// is the earliest occurrence at or after `now - epsilon`.
+    ///
+    /// Skipped occurrences do not consume repeats (unlike Chronos): `Rn` counts
+    /// runs that actually happened. Returns the new schedule and how many
+    /// occurrences were skipped. A zero period never advances, and a schedule
+    /// with no runs left is returned unchanged.
+    pub fn skip_missed(&self, now: DateTime<Utc>, epsilon: Duration) -> (Schedule, u64) {
+        let unchanged = (self.clone(), 0);
+        if self.repeat == Some(0) || self.period.is_zero() {
+            return unchanged;
+        }
+        let target = now
+            .checked_sub_signed(epsilon)
+            .unwrap_or(if epsilon > Duration::zero() {
+                DateTime::<Utc>::MIN_UTC
+            } else {
+                DateTime::<Utc>::MAX_UTC
+            });
+        if self.start >= target {
+            return unchanged;
+        }
+        let (start, skipped) = match self.exact_step_millis() {
+            Some(step) => jump(self.start, target, step),
+            None => self.step_until(target),
+        };
+        (
+            Schedule {
+                start,
+                ..self.clone()
+            },
+            skipped,
+        )
+    }
+
+    /// The length of one step in milliseconds when every step has the same
+    /// length: no years or months, and weeks or days only where the zone has
+    /// no daylight saving time to stretch or shrink a day.
+    fn exact_step_millis(&self) -> Option<i64> {
+        let days_vary = matches!(self.zone, Zone::Named(_)) && self.period.total_days() != 0;
+        if days_vary {
+            return None;
+        }
+        self.period.fixed_millis().filter(|&step| step > 0)
+    }
+
+    /// Steps one occurrence at a time; used for calendar periods, whose steps
+    /// are at least a day long, so even decades take only thousands of steps.
+    fn step_until(&self, target: DateTime<Utc>) -> (DateTime<Utc>, u64) {
+        let mut start = self.start;
+        let mut skipped = 0u64;
+        while start < target {
+            let next = self.following(start);
+            // Only saturation at the end of time can stop the clock; stop
+            // there rather than loop forever.
+            if next <= start {
+                break;
+            }
+            start = next;
+            skipped += 1;
+        }
+        (start, skipped)
+    }
+
+    /// Render as Chronos stores it: `R<n>/<start>/<period>` or
+    /// `R/<start>/<period>`, with the start as `yyyy-MM-ddTHH:mm:ss.SSS` in the
+    /// zone followed by `Z` for a zero offset or the zone's `±HH:mm` then.
+    pub fn render(&self) -> String {
+        let repeat = self.repeat.map(|n| n.to_string()).unwrap_or_default();
+        let (local, offset) = self.zone.local(self.start);
+        format!(
+            "R{repeat}/{}{}/{}",
+            local.format("%Y-%m-%dT%H:%M:%S%.3f"),
+            format_offset(offset),
+            self.period
+        )
+    }
+}
+
+/// Moves `start` forward by whole steps of `step` milliseconds to the first
+/// point at or after `target`, arithmetically, so that a `PT1S` schedule
+/// decades behind costs nothing. Works in nanoseconds to keep any sub-millisecond
+/// part of the instants exact.
+fn jump(start: DateTime<Utc>, target: DateTime<Utc>, step: i64) -> (DateTime<Utc>, u64) {
+    let step = i128::from(step) * 1_000_000;
+    let gap = nanos(target) - nanos(start);
+    let steps = (gap + step - 1).div_euclid(step);
+    let moved = from_nanos(nanos(start) + steps * step).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (moved, u64::try_from(steps).unwrap_or(u64::MAX))
+}
+
+fn nanos(t: DateTime<Utc>) -> i128 {
+    i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos())
+}
+
+fn from_nanos(n: i128) -> Option<DateTime<Utc>> {
+    let seconds = i64::try_from(n.div_euclid(1_000_000_000)).ok()?;
+    let subsec = u32::try_from(n.rem_euclid(1_000_000_000)).ok()?;
+    DateTime::from_timestamp(seconds, subsec)
+}
+
+/// `Z` for a zero offset, otherwise `±HH:mm` (seconds of historical offsets
+/// are dropped; the zone, not the offset, is what a reader parses back).
+fn format_offset(offset: FixedOffset) -> String {
+    let seconds = offset.local_minus_utc();
+    if seconds == 0 {
+        return "Z".to_owned();
+    }
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let seconds = seconds.unsigned_abs();
+    format!("{sign}{:02}:{:02}", seconds / 3600, seconds % 3600 / 60)
+}

@@ -1,0 +1,155 @@
+//! Durable state behind one trait: job definitions with their dependency progress, and task records.
+//!
+//! The engine is the only writer. Every write goes through [`Store::commit`], which applies a batch
+//! atomically, so a request is acknowledged only after everything it changed is on disk, and a
+//! failed write leaves nothing half-done.
+
+mod sqlite;
+
+use std::future::Future;
+
+pub use sqlite::SqliteStore;
+
+use crate::job::Job;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the store at {location}: {source}")]
+    Open {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the store failed during {operation}: {source}")]
+    Query {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored row for {what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+/// A job as stored: its definition plus the parents that have succeeded since its last run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    pub job: Job,
+    pub satisfied: Vec<String>,
+}
+
+/// Where a task is in its life. `Queued`, `Running` and `Waiting` are open; the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Accepted and waiting to start (a retry waits for its due time).
+    Queued,
+    /// The process runs.
+    Running,
+    /// An async task whose process ended; it waits for `PUT /task/<id>`.
+    Waiting,
+    Finished,
+    Failed,
+    Killed,
+    /// The worker went away while the task ran (for example the server restarted).
+    Lost,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Waiting => "waiting",
+            TaskState::Finished => "finished",
+            TaskState::Failed => "failed",
+            TaskState::Killed => "killed",
+            TaskState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        Some(match text {
+            "queued" => TaskState::Queued,
+            "running" => TaskState::Running,
+            "waiting" => TaskState::Waiting,
+            "finished" => TaskState::Finished,
+            "failed" => TaskState::Failed,
+            "killed" => TaskState::Killed,
+            "lost" => TaskState::Lost,
+            _ => return None,
+        })
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            TaskState::Queued | TaskState::Running | TaskState::Waiting
+        )
+    }
+}
+
+/// One task: one attempt to run a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// The Chronos task id.
+    pub id: String,
+    pub job: String,
+    pub attempt: u32,
+    /// The instant the task was due (epoch ms).
+    pub due_ms: i64,
+    /// Arguments appended to the command for this task (manual `?arguments=` or the job's own).
+    pub arguments: String,
+    pub state: TaskState,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    /// Why the task ended the way it did, for people.
+    pub message: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub elements_processed: i64,
+    pub worker: String,
+}
+
+/// One change in a [`Store::commit`] batch.
+// Batches are short-lived and small; boxing every task record would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert or replace a job; a new job goes after every existing one in load order.
+    PutJob(Box<StoredJob>),
+    /// Delete a job and its task history.
+    DeleteJob(String),
+    /// Insert or replace a task record.
+    PutTask(TaskRecord),
+}
+
+/// The durable store. Implementations must make [`Store::commit`] atomic and durable before it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Applies every write of the batch, or none of them.
+    fn commit(&self, batch: Vec<Write>) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Every job, in the order they were first created.
+    fn load_jobs(&self) -> impl Future<Output = Result<Vec<StoredJob>, Error>> + Send;
+    /// Every task that is not final (queued, running or waiting).
+    fn load_open_tasks(&self) -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
+    fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;
+    /// The newest tasks of a job, newest first.
+    fn job_tasks(
+        &self,
+        job: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
+    /// Durations (ms) of each job's most recent successful tasks, at most `per_job` per job.
+    fn recent_durations(
+        &self,
+        per_job: u32,
+    ) -> impl Future<Output = Result<Vec<(String, f64)>, Error>> + Send;
+    /// Adds to a task's processed-elements count; false when the task is unknown.
+    fn add_progress(
+        &self,
+        task_id: &str,
+        elements: i64,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    /// Deletes final tasks beyond the newest `keep_per_job` of each job; returns how many went.
+    fn prune_history(&self, keep_per_job: u32) -> impl Future<Output = Result<u64, Error>> + Send;
+}

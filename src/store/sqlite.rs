@@ -1,0 +1,294 @@
+//! The embedded default store: one SQLite file in the data directory, in WAL mode.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{Error, Store, StoredJob, TaskRecord, TaskState, Write};
+
+/// Versioned schema steps; `schema_version` records how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    satisfied TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    due_ms INTEGER NOT NULL,
+    arguments TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    exit_code INTEGER,
+    message TEXT NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    elements_processed INTEGER NOT NULL DEFAULT 0,
+    worker TEXT NOT NULL
+);
+CREATE INDEX tasks_by_job ON tasks (job, created_ms);
+CREATE INDEX tasks_open ON tasks (state) WHERE state IN ('queued', 'running', 'waiting');
+"#];
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Query { operation, source }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `kairos.db` in `dir` and brings its schema up to date.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be opened or migrated.
+    pub async fn open(dir: &Path) -> Result<SqliteStore, Error> {
+        let location = dir.join("kairos.db").display().to_string();
+        let open_err = |source| Error::Open {
+            location: location.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{location}"))
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL survives a process crash without losing committed transactions;
+            // only a power loss may drop the last few, which is SQLite's documented trade-off.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(query_err("migrate"))?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("migrate"))?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(query_err("migrate"))?;
+        let applied = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
+        for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+            sqlx::raw_sql(*step)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("migrate"))?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(index as i64 + 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("migrate"))?;
+        }
+        tx.commit().await.map_err(query_err("migrate"))
+    }
+}
+
+fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, Error> {
+    let id: String = row.get("id");
+    let state: String = row.get("state");
+    let state = TaskState::parse(&state).ok_or_else(|| Error::Corrupt {
+        what: format!("task {id}"),
+        reason: format!("unknown state {state:?}"),
+    })?;
+    Ok(TaskRecord {
+        job: row.get("job"),
+        attempt: u32::try_from(row.get::<i64, _>("attempt")).unwrap_or(0),
+        due_ms: row.get("due_ms"),
+        arguments: row.get("arguments"),
+        state,
+        created_ms: row.get("created_ms"),
+        started_ms: row.get("started_ms"),
+        finished_ms: row.get("finished_ms"),
+        exit_code: row.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
+        message: row.get("message"),
+        stdout: row.get("stdout"),
+        stderr: row.get("stderr"),
+        elements_processed: row.get("elements_processed"),
+        worker: row.get("worker"),
+        id,
+    })
+}
+
+impl Store for SqliteStore {
+    async fn commit(&self, batch: Vec<Write>) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
+        for write in batch {
+            match write {
+                Write::PutJob(stored) => {
+                    let body = serde_json::to_string(&stored.job).map_err(|e| Error::Corrupt {
+                        what: format!("job {}", stored.job.name),
+                        reason: e.to_string(),
+                    })?;
+                    let satisfied = serde_json::to_string(&stored.satisfied).unwrap_or_default();
+                    sqlx::query(
+                        "INSERT INTO jobs (name, body, satisfied) VALUES (?, ?, ?)
+                         ON CONFLICT (name) DO UPDATE SET body = excluded.body, satisfied = excluded.satisfied",
+                    )
+                    .bind(&stored.job.name)
+                    .bind(body)
+                    .bind(satisfied)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put job"))?;
+                }
+                Write::DeleteJob(name) => {
+                    sqlx::query("DELETE FROM jobs WHERE name = ?")
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("delete job"))?;
+                    sqlx::query("DELETE FROM tasks WHERE job = ?")
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("delete job"))?;
+                }
+                Write::PutTask(task) => {
+                    sqlx::query(
+                        "INSERT INTO tasks (id, job, attempt, due_ms, arguments, state, created_ms, started_ms,
+                             finished_ms, exit_code, message, stdout, stderr, elements_processed, worker)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, started_ms = excluded.started_ms,
+                             finished_ms = excluded.finished_ms, exit_code = excluded.exit_code,
+                             message = excluded.message, stdout = excluded.stdout, stderr = excluded.stderr,
+                             worker = excluded.worker",
+                    )
+                    .bind(&task.id)
+                    .bind(&task.job)
+                    .bind(i64::from(task.attempt))
+                    .bind(task.due_ms)
+                    .bind(&task.arguments)
+                    .bind(task.state.as_str())
+                    .bind(task.created_ms)
+                    .bind(task.started_ms)
+                    .bind(task.finished_ms)
+                    .bind(task.exit_code.map(i64::from))
+                    .bind(&task.message)
+                    .bind(&task.stdout)
+                    .bind(&task.stderr)
+                    .bind(task.elements_processed)
+                    .bind(&task.worker)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put task"))?;
+                }
+            }
+        }
+        tx.commit().await.map_err(query_err("commit"))
+    }
+
+    async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
+        let rows = sqlx::query("SELECT name, body, satisfied FROM jobs ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("load jobs"))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.get("name");
+                let corrupt = |e: serde_json::Error| Error::Corrupt {
+                    what: format!("job {name}"),
+                    reason: e.to_string(),
+                };
+                let job = serde_json::from_str(row.get("body")).map_err(corrupt)?;
+                let satisfied = serde_json::from_str(row.get("satisfied")).map_err(corrupt)?;
+                Ok(StoredJob { job, satisfied })
+            })
+            .collect()
+    }
+
+    async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE state IN ('queued', 'running', 'waiting') ORDER BY created_ms",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("load open tasks"))?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("get task"))?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE job = ? ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+        )
+        .bind(job)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("job tasks"))?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, Error> {
+        let rows = sqlx::query(
+            "SELECT job, duration FROM (
+                 SELECT job, finished_ms - started_ms AS duration,
+                        ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_ms DESC) AS n
+                 FROM tasks WHERE state = 'finished' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL)
+             WHERE n <= ? ORDER BY job, n DESC",
+        )
+        .bind(i64::from(per_job))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("recent durations"))?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get("job"), row.get::<i64, _>("duration") as f64))
+            .collect())
+    }
+
+    async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE tasks SET elements_processed = elements_processed + ? WHERE id = ?",
+        )
+        .bind(elements)
+        .bind(task_id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("add progress"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM tasks WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_ms DESC) AS n
+                     FROM tasks WHERE state NOT IN ('queued', 'running', 'waiting'))
+                 WHERE n > ?)",
+        )
+        .bind(i64::from(keep_per_job))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("prune history"))?;
+        Ok(done.rows_affected())
+    }
+}

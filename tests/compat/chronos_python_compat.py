@@ -1,0 +1,84 @@
+"""Drives kairos with the unmodified chronos-python client (PyPI), in v1 and legacy (2.x) modes.
+
+Usage: python chronos_python_compat.py HOST:PORT. Exits non-zero with a message on the first mismatch.
+"""
+import sys
+import time
+
+import chronos
+
+
+def wait(what, check, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def exercise(client, suffix):
+    parent = {
+        "name": "py-parent" + suffix,
+        "command": "true",
+        "owner": "py@example.com",
+        "disabled": False,
+        "async": False,
+        "schedule": "R0/2014-01-01T00:00:00Z/PT60M",
+    }
+    child = {
+        "name": "py-child" + suffix,
+        "command": "true",
+        "owner": "py@example.com",
+        "disabled": False,
+        "async": False,
+        "parents": [parent["name"]],
+    }
+    client.add(parent)
+    client.add(child)
+    names = [job["name"] for job in client.list()]
+    assert parent["name"] in names and child["name"] in names, names
+    found = client.search(name="py-parent" + suffix)
+    assert [j["name"] for j in found] == [parent["name"]], found
+
+    parent["command"] = "echo updated"
+    client.add(parent, update=True)
+    [updated] = client.search(name=parent["name"])
+    assert updated["command"] == "echo updated", updated
+
+    stat = client.job_stat(parent["name"])
+    assert stat["histogram"]["count"] == 0 and stat["taskStatHistory"] == [], stat
+    for percentile in (client.scheduler_stat_99th(), client.scheduler_stat_mean()):
+        assert isinstance(percentile, list), percentile
+
+    client.run(parent["name"])
+    wait("the child to run after its parent",
+         lambda: any(j["name"] == child["name"] and j["successCount"] == 1 for j in client.list()))
+    csv = client.scheduler_graph()
+    assert "link,%s,%s" % (parent["name"], child["name"]) in csv, csv
+
+    client.delete_tasks(parent["name"])
+    try:
+        client.add({"name": "bad name" + suffix, "command": "x", "owner": "", "disabled": False,
+                    "async": False, "schedule": "R//PT1S"})
+        raise AssertionError("an invalid name was accepted")
+    except chronos.ChronosAPIError:
+        pass
+    assert not client.search(name="bad name" + suffix), "a rejected job was stored"
+    client.delete(child["name"])
+    client.delete(parent["name"])
+    remaining = [j["name"] for j in client.list()]
+    assert parent["name"] not in remaining and child["name"] not in remaining, remaining
+
+
+def main():
+    server = sys.argv[1]
+    exercise(chronos.connect([server]), "-v1")
+    exercise(chronos.connect([server], scheduler_api_version=None), "-legacy")
+    metrics = chronos.connect([server]).metrics()
+    assert "version" in metrics and "gauges" in metrics, metrics
+    print("chronos-python compatibility: ok")
+
+
+if __name__ == "__main__":
+    main()

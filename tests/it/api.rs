@@ -1,0 +1,358 @@
+//! The Chronos REST surface: routes, fields, defaults, status codes and error bodies.
+
+use serde_json::json;
+
+use crate::Harness;
+
+#[tokio::test]
+async fn ping_leader_and_metrics() {
+    let h = Harness::start().await;
+    let (status, text) = h.get_text("/ping").await;
+    assert_eq!((status, text.as_str()), (200, "pong\n"));
+    let port = h.server.as_ref().unwrap().addr.port();
+    for path in ["/leader", "/v1/scheduler/leader", "/scheduler/leader"] {
+        let (status, body) = h.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            body,
+            json!({ "leader": format!("kairos-test:{port}") }),
+            "{path}"
+        );
+    }
+    let (status, body) = h.get("/metrics").await;
+    assert_eq!(status, 200);
+    for key in [
+        "version",
+        "gauges",
+        "counters",
+        "histograms",
+        "meters",
+        "timers",
+    ] {
+        assert!(body.get(key).is_some(), "metrics lacks {key}: {body}");
+    }
+    let response = h
+        .client
+        .get(h.url("/v1/scheduler/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn a_job_round_trips_with_chronos_defaults() {
+    let h = Harness::start().await;
+    h.create(json!({
+        "name": "nightly",
+        "command": "echo hi",
+        "schedule": "R/2030-01-01T00:00:00Z/P1D",
+        "owner": "ops@example.com",
+    }))
+    .await;
+    let job = h.job("nightly").await;
+    let want = json!({
+        "name": "nightly", "command": "echo hi", "shell": true, "epsilon": "PT60S",
+        "executor": "", "executorFlags": "", "taskInfoData": "", "retries": 2,
+        "owner": "ops@example.com", "ownerName": "", "description": "", "async": false,
+        "successCount": 0, "errorCount": 0, "lastSuccess": "", "lastError": "",
+        "cpus": 0.1, "disk": 256.0, "mem": 128.0, "disabled": false, "softError": false,
+        "dataProcessingJobType": false, "errorsSinceLastSuccess": 0, "fetch": [], "uris": [],
+        "environmentVariables": [], "arguments": [], "highPriority": false, "runAsUser": "root",
+        "concurrent": false, "maxCompletionTime": 0, "constraints": [],
+        "schedule": "R/2030-01-01T00:00:00Z/P1D", "scheduleTimeZone": "",
+    });
+    assert_eq!(job, want);
+    // Chronos' key order, for clients that compare text.
+    let (_, text) = h.get_text("/v1/scheduler/job/nightly").await;
+    let order = [
+        "\"name\"",
+        "\"command\"",
+        "\"shell\"",
+        "\"retries\"",
+        "\"successCount\"",
+        "\"cpus\"",
+        "\"disk\"",
+        "\"mem\"",
+        "\"constraints\"",
+        "\"schedule\"",
+    ];
+    let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
+#[tokio::test]
+async fn every_job_field_is_stored_and_returned() {
+    let h = Harness::start().await;
+    let job = json!({
+        "name": "full", "command": "run.sh", "shell": false, "epsilon": "PT30S",
+        "executor": "exec", "executorFlags": "-f", "taskInfoData": "data", "retries": 5,
+        "owner": "a@b.c", "ownerName": "A", "description": "d", "async": true,
+        "cpus": 2.0, "disk": 10.0, "mem": 64.0, "disabled": true, "softError": true,
+        "dataProcessingJobType": true, "fetch": [{"uri": "http://x/y.tgz", "executable": false, "cache": true, "extract": false}],
+        "environmentVariables": [{"name": "A", "value": "1"}], "arguments": ["-v"], "highPriority": true,
+        "runAsUser": "nobody", "concurrent": true, "maxCompletionTime": 30,
+        "container": {"type": "DOCKER", "image": "busybox", "network": "BRIDGE", "networkInfos": [],
+            "volumes": [{"containerPath": "/data", "hostPath": "/srv", "mode": "RO"}], "forcePullImage": true,
+            "parameters": [{"key": "label", "value": "x=y"}]},
+        "constraints": [["rack", "EQUALS", "r1"], ["dc", "LIKE", "eu-.*"]],
+        "schedule": "R5/2030-01-01T00:00:00Z/PT1H", "scheduleTimeZone": "Europe/Paris",
+    });
+    h.create(job.clone()).await;
+    let got = h.job("full").await;
+    for (key, value) in job.as_object().unwrap() {
+        assert_eq!(&got[key], value, "field {key}");
+    }
+    // The legacy prefix and PUT serve the same thing.
+    let (status, _) = h.put("/scheduler/iso8601", Some(json!({"name": "full", "command": "other", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))).await;
+    assert_eq!(status, 204);
+    let (status, jobs) = h.get("/scheduler/jobs").await;
+    assert_eq!(status, 200);
+    assert_eq!(jobs[0]["command"], "other");
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_naming_the_field() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "a", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    let cases = [
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "x", "schedule": "FOO"}),
+            "schedule",
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "x", "schedule": "R/2030-01-01T00:00:00Z/P1D", "scheduleTimeZone": "Mars/Base"}),
+            "scheduleTimeZone",
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "x", "schedule": "R/1960-01-01T00:00:00Z/P1D"}),
+            "schedule",
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "x", "schedule": "R//PT0S"}),
+            "schedule",
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "x", "epsilon": "soon"}),
+            "epsilon",
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "job with spaces"}),
+            "name",
+        ),
+        (
+            "/v1/scheduler/dependency",
+            json!({"name": "x", "parents": ["missing"]}),
+            "parents",
+        ),
+        (
+            "/v1/scheduler/dependency",
+            json!({"name": "x", "parents": ["x"]}),
+            "parents",
+        ),
+        (
+            "/v1/scheduler/dependency",
+            json!({"name": "x", "parents": ["a"], "schedule": "R//PT1S"}),
+            "parents",
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "x", "retries": "many"}),
+            "retries",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = h.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "{body}: message {message:?} should name {field}"
+        );
+        assert_eq!(answer["status"], "Bad Request");
+    }
+    let response = h
+        .client
+        .post(h.url("/v1/scheduler/iso8601"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("JSON"), "{body}");
+    // Nothing half-written: only the valid job exists.
+    let (_, jobs) = h.get("/v1/scheduler/jobs").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    // Unknown jobs, as Chronos answers them.
+    for (method, path) in [
+        ("GET", "/v1/scheduler/job/nope"),
+        ("DELETE", "/v1/scheduler/job/nope"),
+        ("PUT", "/v1/scheduler/job/nope"),
+        ("DELETE", "/v1/scheduler/task/kill/nope"),
+        ("GET", "/v1/scheduler/job/stat/nope"),
+    ] {
+        let request = h.client.request(method.parse().unwrap(), h.url(path));
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+    }
+    let (status, text) = h.put("/v1/scheduler/job/success/nope", None).await;
+    assert_eq!(
+        (status, text),
+        (200, json!("marked job nope as successful: false"))
+    );
+}
+
+#[tokio::test]
+async fn cycles_are_rejected_and_nothing_changes() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "a", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    for (name, parents) in [("b", vec!["a"]), ("c", vec!["b"])] {
+        let (status, body) = h
+            .post(
+                "/v1/scheduler/dependency",
+                json!({"name": name, "command": "true", "parents": parents}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let (_, dot_before) = h.get_text("/v1/scheduler/graph/dot").await;
+    // b -> c exists; making b depend on c closes a cycle.
+    let (status, body) = h
+        .post(
+            "/v1/scheduler/dependency",
+            json!({"name": "b", "command": "true", "parents": ["c"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("cycle"),
+        "{body}"
+    );
+    let (_, dot_after) = h.get_text("/v1/scheduler/graph/dot").await;
+    assert_eq!(dot_before, dot_after);
+    assert_eq!(
+        dot_after,
+        "digraph G {\n  1 [ label=\"a\" ];\n  2 [ label=\"b\" ];\n  3 [ label=\"c\" ];\n  1 -> 2;\n  2 -> 3;\n}\n"
+    );
+    let (status, csv) = h.get_text("/v1/scheduler/graph/csv").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        csv,
+        "node,a,fresh,idle\nnode,b,fresh,idle\nnode,c,fresh,idle\nlink,a,b\nlink,b,c\n"
+    );
+}
+
+#[tokio::test]
+async fn search_and_summary() {
+    let h = Harness::start().await;
+    for (name, command) in [
+        ("Alpha-report", "make report"),
+        ("beta", "ls /tmp"),
+        ("gamma", "echo REPORT"),
+    ] {
+        h.create(
+            json!({"name": name, "command": command, "schedule": "R/2030-01-01T00:00:00Z/P1D"}),
+        )
+        .await;
+    }
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let cases = [
+        ("name=alpha", vec!["Alpha-report"]),
+        ("command=report", vec!["Alpha-report", "gamma"]),
+        ("any=REPORT", vec!["Alpha-report", "gamma"]),
+        ("name=beta&any=gamma", vec!["beta", "gamma"]),
+        ("limit=1&offset=1", vec!["beta"]),
+        ("", vec!["Alpha-report", "beta", "gamma"]),
+    ];
+    for (query, want) in cases {
+        let (status, body) = h.get(&format!("/v1/scheduler/jobs/search?{query}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(names(body), want, "{query}");
+    }
+    let summary = h.summary("beta").await;
+    assert_eq!(
+        summary,
+        json!({"name": "beta", "status": "fresh", "state": "idle", "schedule": "R/2030-01-01T00:00:00Z/P1D", "parents": [], "disabled": false})
+    );
+}
+
+#[tokio::test]
+async fn stats_routes_have_chronos_shape() {
+    let h = Harness::start().await;
+    h.create(
+        json!({"name": "myjob", "command": "true", "schedule": "R0/2014-01-01T00:00:00Z/PT60M"}),
+    )
+    .await;
+    let (status, body) = h.get("/v1/scheduler/job/stat/myjob").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"histogram": {"median": 0.0, "98thPercentile": 0.0, "75thPercentile": 0.0, "95thPercentile": 0.0, "99thPercentile": 0.0, "count": 0, "mean": 0.0}, "taskStatHistory": []})
+    );
+    for key in [
+        "99thPercentile",
+        "98thPercentile",
+        "95thPercentile",
+        "75thPercentile",
+        "median",
+        "mean",
+    ] {
+        let (status, body) = h.get(&format!("/v1/scheduler/stats/{key}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!([{"jobNameLabel": "myjob", "time": 0.0}]),
+            "{key}"
+        );
+    }
+    let (_, body) = h.get("/v1/scheduler/stats/bogus").await;
+    assert_eq!(body, json!([]));
+}
+
+#[tokio::test]
+async fn deleting_a_parent_keeps_the_graph_consistent() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "root", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.create(json!({"name": "other", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    for (name, parents) in [
+        ("mid", vec!["root"]),
+        ("leaf", vec!["mid", "other"]),
+        ("only", vec!["root"]),
+    ] {
+        let (status, body) = h.post("/v1/scheduler/dependency", json!({"name": name, "command": "true", "parents": parents, "description": "keep me"})).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // A dependent parent's children inherit its parents.
+    let (status, _) = h.delete("/v1/scheduler/job/mid").await;
+    assert_eq!(status, 204);
+    assert_eq!(h.job("leaf").await["parents"], json!(["other", "root"]));
+    // A scheduled parent's only-children take over its schedule and keep their own fields.
+    let (status, _) = h.delete("/v1/scheduler/job/root").await;
+    assert_eq!(status, 204);
+    let only = h.job("only").await;
+    assert_eq!(only["schedule"], "R/2030-01-01T00:00:00Z/P1D");
+    assert!(only.get("parents").is_none(), "{only}");
+    assert_eq!(only["description"], "keep me");
+    assert_eq!(h.job("leaf").await["parents"], json!(["other"]));
+    let (_, dot) = h.get_text("/v1/scheduler/graph/dot").await;
+    assert!(!dot.contains("root") && !dot.contains("mid"), "{dot}");
+}
