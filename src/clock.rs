@@ -5,8 +5,22 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// The current instant.
+#[cfg(not(test))]
 pub fn now() -> DateTime<Utc> {
     Utc::now()
+}
+
+/// The current instant, following tokio's clock so that unit tests can pause and advance time.
+#[cfg(test)]
+pub fn now() -> DateTime<Utc> {
+    use std::sync::OnceLock;
+    static BASE: OnceLock<(DateTime<Utc>, std::time::Instant)> = OnceLock::new();
+    let (wall, instant) = *BASE.get_or_init(|| (Utc::now(), std::time::Instant::now()));
+    let tokio_now = tokio::time::Instant::now().into_std();
+    match tokio_now.checked_duration_since(instant) {
+        Some(ahead) => wall + chrono::Duration::from_std(ahead).unwrap_or_default(),
+        None => wall - chrono::Duration::from_std(instant - tokio_now).unwrap_or_default(),
+    }
 }
 
 /// Chronos' timestamp format for `lastSuccess`/`lastError`: UTC with milliseconds, e.g. `2017-01-24T12:48:57.123Z`.

@@ -527,68 +527,81 @@ impl<S: Store> Engine<S> {
 
     /// A scheduled job's next occurrence is due: run it unless it is later than epsilon allows.
     async fn fire_schedule(&mut self, name: &str, now: DateTime<Utc>) {
-        let Some(entry) = self.state.jobs.get_mut(name) else {
+        let Some(entry) = self.state.jobs.get(name) else {
             return;
         };
-        let Some(schedule) = entry.schedule.clone() else {
+        let Some(before) = entry.schedule.clone() else {
             return;
         };
         if entry.job.disabled {
             return;
         }
-        let (schedule, skipped) = schedule.skip_missed(now, entry.epsilon);
-        if skipped > 0 {
-            tracing::warn!(
-                job = name,
-                skipped,
-                "Skipped occurrences older than epsilon."
-            );
-            self.state.metrics.skipped_runs += skipped;
-        }
+        let before_text = entry.job.schedule.clone();
+        let arguments = entry.job.arguments.join(" ");
+        let (schedule, skipped) = before.skip_missed(now, entry.epsilon);
         let mut batch = Vec::new();
         let mut updated = schedule.clone();
         if let Some(due) = schedule.next_run().filter(|due| *due <= now) {
             updated = schedule.advance();
-            let arguments = entry.job.arguments.join(" ");
             self.enqueue(name, due.timestamp_millis(), 0, &arguments, &mut batch);
         }
-        let Some(entry) = self.state.jobs.get_mut(name) else {
-            return;
-        };
-        if updated != *entry.schedule.as_ref().unwrap_or(&updated) || skipped > 0 {
+        if updated != before {
+            let Some(entry) = self.state.jobs.get_mut(name) else {
+                return;
+            };
             entry.schedule = Some(updated.clone());
             entry.job.schedule = Some(updated.render());
             batch.push(self.put_job(name));
         }
-        if let Err(error) = self.store.commit(batch).await {
+        if let Err(error) = self.commit_or_forget(batch).await {
             tracing::error!(job = name, %error, "Could not record a scheduled run; retrying in a second.");
-            // The in-memory schedule has not moved, so the same occurrence is tried again.
-            self.drop_uncommitted(name);
-            self.timers.insert((
-                now.timestamp_millis() + 1000,
-                Timer::Schedule(name.to_owned()),
-            ));
-            self.schedule_timer
-                .insert(name.to_owned(), now.timestamp_millis() + 1000);
+            // Put the schedule back, so the same occurrence is tried again.
+            if let Some(entry) = self.state.jobs.get_mut(name) {
+                entry.schedule = Some(before);
+                entry.job.schedule = before_text;
+            }
+            let retry_at = now.timestamp_millis() + 1000;
+            self.timers
+                .insert((retry_at, Timer::Schedule(name.to_owned())));
+            self.schedule_timer.insert(name.to_owned(), retry_at);
             return;
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                job = name,
+                skipped,
+                "Skipped occurrences later than epsilon."
+            );
+            self.state.metrics.skipped_runs += skipped;
         }
         self.arm_schedule(name);
         self.try_start(name).await;
     }
 
-    /// Forgets queued tasks whose creation failed to commit.
-    fn drop_uncommitted(&mut self, name: &str) {
-        let Some(entry) = self.state.jobs.get_mut(name) else {
-            return;
-        };
-        let tasks = &mut self.state.tasks;
-        entry.queue.retain(|id| {
-            let keep = tasks.get(id).is_some_and(|t| t.committed);
-            if !keep {
-                tasks.remove(id);
+    /// Commits a batch; if that fails, forgets the tasks the batch would have created, so memory
+    /// never holds a task the store doesn't.
+    async fn commit_or_forget(&mut self, batch: Vec<Write>) -> Result<(), store::Error> {
+        let created: Vec<String> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::PutTask(t) if t.state == TaskState::Queued => Some(t.id.clone()),
+                _ => None,
+            })
+            .collect();
+        let result = self.store.commit(batch).await;
+        if result.is_err() {
+            for id in &created {
+                if let Some(open) = self.state.tasks.remove(id)
+                    && let Some(entry) = self.state.jobs.get_mut(&open.record.job)
+                {
+                    entry.queue.retain(|q| q != id);
+                }
+                self.state.retrying.remove(id);
             }
-            keep
-        });
+            self.timers
+                .retain(|(_, t)| !matches!(t, Timer::Retry(id) if created.contains(id)));
+        }
+        result
     }
 
     // ----- task lifecycle -----
@@ -1026,10 +1039,7 @@ impl<S: Store> Engine<S> {
             .unwrap_or_else(|| entry.job.arguments.join(" "));
         let mut batch = Vec::new();
         if self.enqueue(name, now_ms(), 0, &arguments, &mut batch) {
-            if let Err(error) = self.store.commit(batch).await {
-                self.drop_uncommitted(name);
-                return Err(error.into());
-            }
+            self.commit_or_forget(batch).await?;
             self.try_start(name).await;
         }
         Ok(())
@@ -1250,3 +1260,6 @@ fn launch_spec(job: &Job, task: &TaskRecord, config: &Config) -> LaunchSpec {
         output_limit: config.output_limit,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -54,8 +54,6 @@ pub struct OpenTask {
     pub pid: Option<Running>,
     /// Set by kill, so the process's end counts as killed rather than failed.
     pub kill_requested: bool,
-    /// False only between creating a task and committing it.
-    pub committed: bool,
 }
 
 impl OpenTask {
@@ -64,7 +62,6 @@ impl OpenTask {
             record,
             pid: None,
             kill_requested: false,
-            committed: true,
         }
     }
 }

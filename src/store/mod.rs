@@ -4,10 +4,14 @@
 //! atomically, so a request is acknowledged only after everything it changed is on disk, and a
 //! failed write leaves nothing half-done.
 
+mod memory;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use crate::job::Job;
