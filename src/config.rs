@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::placement::Resources;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read the config file {path}: {source}")]
@@ -77,6 +79,36 @@ pub struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a task is killed [default: 10].
     #[arg(long, env = "KAIROS_KILL_GRACE")]
     pub kill_grace: Option<f64>,
+    /// Address where agents connect over gRPC [default: 0.0.0.0:8081].
+    #[arg(long, env = "KAIROS_AGENT_LISTEN")]
+    pub agent_listen: Option<String>,
+    /// Run no built-in worker: tasks go to agents only.
+    #[arg(long, env = "KAIROS_NO_LOCAL_WORKER")]
+    pub no_local_worker: bool,
+    /// Cpus the built-in worker offers [default: detected].
+    #[arg(long, env = "KAIROS_WORKER_CPUS")]
+    pub worker_cpus: Option<f64>,
+    /// Memory (MB) the built-in worker offers [default: detected].
+    #[arg(long, env = "KAIROS_WORKER_MEM")]
+    pub worker_mem: Option<f64>,
+    /// Disk (MB) the built-in worker offers [default: detected free space of the data directory].
+    #[arg(long, env = "KAIROS_WORKER_DISK")]
+    pub worker_disk: Option<f64>,
+    /// An attribute of the built-in worker, KEY=VALUE (repeatable).
+    #[arg(long = "worker-attribute", value_name = "KEY=VALUE")]
+    pub worker_attributes: Vec<String>,
+    /// Seconds without a heartbeat before an agent is lost [default: 15].
+    #[arg(long, env = "KAIROS_WORKER_TIMEOUT")]
+    pub worker_timeout: Option<f64>,
+    /// Seconds between agent heartbeats [default: 2].
+    #[arg(long, env = "KAIROS_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<f64>,
+    /// Seconds all fetches of one task may take [default: 300].
+    #[arg(long, env = "KAIROS_FETCH_TIMEOUT")]
+    pub fetch_timeout: Option<f64>,
+    /// Accept container parameters that escalate privilege (privileged, cap-add, device, …).
+    #[arg(long, env = "KAIROS_ALLOW_PRIVILEGED_CONTAINERS")]
+    pub allow_privileged_containers: bool,
 }
 
 /// The same settings as read from the config file.
@@ -97,6 +129,16 @@ struct FileConfig {
     task_history_per_job: Option<u32>,
     output_limit: Option<usize>,
     kill_grace: Option<f64>,
+    agent_listen: Option<String>,
+    no_local_worker: Option<bool>,
+    worker_cpus: Option<f64>,
+    worker_mem: Option<f64>,
+    worker_disk: Option<f64>,
+    worker_attributes: Option<Vec<String>>,
+    worker_timeout: Option<f64>,
+    heartbeat_interval: Option<f64>,
+    fetch_timeout: Option<f64>,
+    allow_privileged_containers: Option<bool>,
 }
 
 /// Validated server settings.
@@ -116,6 +158,68 @@ pub struct ServerConfig {
     pub task_history_per_job: u32,
     pub output_limit: usize,
     pub kill_grace: Duration,
+    pub agent_listen: SocketAddr,
+    /// The built-in worker's resources, or `None` with `--no-local-worker`.
+    pub local_worker: Option<Resources>,
+    pub worker_attributes: Vec<(String, String)>,
+    pub worker_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub fetch_timeout: Duration,
+    pub allow_privileged_containers: bool,
+}
+
+fn address(text: String) -> Result<SocketAddr, Error> {
+    text.parse().map_err(|e: std::net::AddrParseError| Error::Listen {
+        reason: e.to_string(),
+        value: text,
+    })
+}
+
+/// Parses `KEY=VALUE` attributes.
+///
+/// # Errors
+/// Fails on an entry without `=` or with an empty key.
+pub fn attributes(items: &[String]) -> Result<Vec<(String, String)>, Error> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(Error::Invalid {
+                field: "attribute",
+                reason: format!("'{item}' is not KEY=VALUE"),
+            }),
+        })
+        .collect()
+}
+
+/// What this machine offers: all cpus, all memory, the free disk under `dir`.
+pub fn detect_resources(dir: &Path) -> Resources {
+    let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(1024.0, |kb| (kb / 1024.0).floor());
+    let disk = free_disk_mb(dir).unwrap_or(10_240.0);
+    Resources { cpus, mem, disk }
+}
+
+fn free_disk_mb(dir: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        probe = probe.parent()?.to_path_buf();
+    }
+    let path = std::ffi::CString::new(probe.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we own and reads the NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| (stat.f_bavail as f64 * stat.f_frsize as f64 / (1024.0 * 1024.0)).floor())
 }
 
 fn seconds(field: &'static str, value: f64) -> Result<Duration, Error> {
@@ -144,37 +248,43 @@ impl ServerConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let listen_text = args
-            .listen
+        let text = |flag: &Option<String>, from_file: Option<String>, default: &str| {
+            flag.clone().or(from_file).unwrap_or_else(|| default.to_owned())
+        };
+        let data_dir = args
+            .data_dir
             .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| "0.0.0.0:8080".to_owned());
-        let listen = listen_text
-            .parse()
-            .map_err(|e: std::net::AddrParseError| Error::Listen {
-                value: listen_text.clone(),
-                reason: e.to_string(),
-            })?;
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("kairos-data"));
+        let local_worker = if args.no_local_worker || file.no_local_worker.unwrap_or(false) {
+            None
+        } else {
+            let detected = detect_resources(&data_dir);
+            Some(Resources {
+                cpus: args.worker_cpus.or(file.worker_cpus).unwrap_or(detected.cpus),
+                mem: args.worker_mem.or(file.worker_mem).unwrap_or(detected.mem),
+                disk: args.worker_disk.or(file.worker_disk).unwrap_or(detected.disk),
+            })
+        };
+        let worker_attributes = if args.worker_attributes.is_empty() {
+            attributes(&file.worker_attributes.unwrap_or_default())?
+        } else {
+            attributes(&args.worker_attributes)?
+        };
+        let secs = |field, flag: Option<f64>, from_file: Option<f64>, default: f64| {
+            seconds(field, flag.or(from_file).unwrap_or(default))
+        };
         let config = ServerConfig {
-            listen,
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("kairos-data")),
+            listen: address(text(&args.listen, file.listen, "0.0.0.0:8080"))?,
+            agent_listen: address(text(&args.agent_listen, file.agent_listen, "0.0.0.0:8081"))?,
+            data_dir,
             hostname: args
                 .hostname
                 .clone()
                 .or(file.hostname)
                 .unwrap_or_else(machine_hostname),
-            failure_retry: seconds(
-                "failure_retry",
-                args.failure_retry.or(file.failure_retry).unwrap_or(60.0),
-            )?,
-            task_epsilon: seconds(
-                "task_epsilon",
-                args.task_epsilon.or(file.task_epsilon).unwrap_or(60.0),
-            )?,
+            failure_retry: secs("failure_retry", args.failure_retry, file.failure_retry, 60.0)?,
+            task_epsilon: secs("task_epsilon", args.task_epsilon, file.task_epsilon, 60.0)?,
             disable_after_failures: args
                 .disable_after_failures
                 .or(file.disable_after_failures)
@@ -182,24 +292,26 @@ impl ServerConfig {
             task_cpus: args.task_cpus.or(file.task_cpus).unwrap_or(0.1),
             task_mem: args.task_mem.or(file.task_mem).unwrap_or(128.0),
             task_disk: args.task_disk.or(file.task_disk).unwrap_or(256.0),
-            user: args
-                .user
-                .clone()
-                .or(file.user)
-                .unwrap_or_else(|| "root".to_owned()),
-            job_history_limit: args
-                .job_history_limit
-                .or(file.job_history_limit)
-                .unwrap_or(5),
+            user: text(&args.user, file.user, "root"),
+            job_history_limit: args.job_history_limit.or(file.job_history_limit).unwrap_or(5),
             task_history_per_job: args
                 .task_history_per_job
                 .or(file.task_history_per_job)
                 .unwrap_or(100),
             output_limit: args.output_limit.or(file.output_limit).unwrap_or(64 * 1024),
-            kill_grace: seconds(
-                "kill_grace",
-                args.kill_grace.or(file.kill_grace).unwrap_or(10.0),
+            kill_grace: secs("kill_grace", args.kill_grace, file.kill_grace, 10.0)?,
+            local_worker,
+            worker_attributes,
+            worker_timeout: secs("worker_timeout", args.worker_timeout, file.worker_timeout, 15.0)?,
+            heartbeat_interval: secs(
+                "heartbeat_interval",
+                args.heartbeat_interval,
+                file.heartbeat_interval,
+                2.0,
             )?,
+            fetch_timeout: secs("fetch_timeout", args.fetch_timeout, file.fetch_timeout, 300.0)?,
+            allow_privileged_containers: args.allow_privileged_containers
+                || file.allow_privileged_containers.unwrap_or(false),
         };
         for (field, value) in [
             ("task_cpus", config.task_cpus),
@@ -220,6 +332,7 @@ impl ServerConfig {
     pub fn for_data_dir(data_dir: &Path) -> ServerConfig {
         let args = ServerArgs {
             listen: Some("127.0.0.1:0".to_owned()),
+            agent_listen: Some("127.0.0.1:0".to_owned()),
             data_dir: Some(data_dir.to_owned()),
             ..ServerArgs::default()
         };

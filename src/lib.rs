@@ -5,11 +5,14 @@
 //! - [`schedule`]: pure ISO 8601 repeating-interval parsing and next-run arithmetic.
 //! - [`graph`]: the dependency DAG (petgraph behind `JobGraph`), readiness and dot/csv export.
 //! - [`engine`]: the single owner of scheduling state, driven by events over a channel.
-//! - [`executor`]: runs one task as a process group with bounded output.
+//! - [`executor`]: runs tasks on a worker: fetch, then a process group or a Docker container.
 //! - [`store`]: durable state behind one trait; SQLite is the embedded default.
+//! - [`placement`]: pure matching of tasks to workers (resources and constraints).
+//! - [`agent`]: the gRPC agent protocol, both the scheduler's service and the agent process.
 //! - [`api`]: the Chronos REST API over warp.
 //! - [`config`], [`server`], [`clock`]: settings, wiring, and the one wall-clock reader.
 
+pub mod agent;
 pub mod api;
 pub mod clock;
 pub mod config;
@@ -17,6 +20,7 @@ pub mod engine;
 pub mod executor;
 pub mod graph;
 pub mod job;
+pub mod placement;
 pub mod schedule;
 pub mod server;
 pub mod store;

@@ -15,7 +15,40 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the scheduler with its embedded store and built-in local worker.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// Run a worker that takes tasks from a scheduler.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// The scheduler's agent address (its --agent-listen), host:port.
+    #[arg(long, env = "KAIROS_SERVER")]
+    server: String,
+    /// This worker's name [default: the host name].
+    #[arg(long, env = "KAIROS_AGENT_NAME")]
+    name: Option<String>,
+    /// The host name reported to the scheduler [default: the machine's].
+    #[arg(long, env = "KAIROS_AGENT_HOSTNAME")]
+    hostname: Option<String>,
+    /// An attribute for constraints, KEY=VALUE (repeatable).
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    attributes: Vec<String>,
+    /// Cpus offered [default: detected].
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory offered, MB [default: detected].
+    #[arg(long)]
+    mem: Option<f64>,
+    /// Disk offered, MB [default: detected free space of the work directory].
+    #[arg(long)]
+    disk: Option<f64>,
+    /// Where sandboxes and the fetch cache live.
+    #[arg(long, env = "KAIROS_AGENT_DIR", default_value = "kairos-agent")]
+    work_dir: std::path::PathBuf,
+    /// Seconds all fetches of one task may take.
+    #[arg(long, default_value_t = 300.0)]
+    fetch_timeout: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +69,35 @@ fn main() -> anyhow::Result<()> {
                 wait_for_signal().await?;
                 tracing::info!("Shutting down.");
                 server.shutdown().await;
+                Ok(())
+            }
+            Command::Agent(args) => {
+                let hostname = args.hostname.unwrap_or_else(kairos::config::machine_hostname);
+                let detected = kairos::config::detect_resources(&args.work_dir);
+                let config = kairos::agent::worker::AgentConfig {
+                    server: args.server,
+                    name: args.name.unwrap_or_else(|| hostname.clone()),
+                    attributes: kairos::config::attributes(&args.attributes)
+                        .context("reading --attribute")?,
+                    resources: kairos::placement::Resources {
+                        cpus: args.cpus.unwrap_or(detected.cpus),
+                        mem: args.mem.unwrap_or(detected.mem),
+                        disk: args.disk.unwrap_or(detected.disk),
+                    },
+                    hostname,
+                    work_dir: args.work_dir,
+                    fetch_timeout: std::time::Duration::try_from_secs_f64(args.fetch_timeout)
+                        .context("reading --fetch-timeout")?,
+                };
+                std::fs::create_dir_all(&config.work_dir).context("creating the work directory")?;
+                let shutdown = async {
+                    if let Err(error) = wait_for_signal().await {
+                        tracing::error!(%error, "Signal handling failed.");
+                    }
+                };
+                kairos::agent::worker::run(config, shutdown)
+                    .await
+                    .context("running the agent")?;
                 Ok(())
             }
         }

@@ -1,4 +1,4 @@
-//! Wires the store, the engine and the HTTP API into a running scheduler.
+//! Wires the store, the engine, the HTTP API and the agent protocol into a running scheduler.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -36,26 +38,31 @@ pub enum Error {
 pub struct Server {
     /// The address the API listens on (the real port when started on port 0).
     pub addr: SocketAddr,
+    /// Where agents connect.
+    pub agent_addr: SocketAddr,
     engine: Handle,
+    stop_agents: oneshot::Sender<()>,
+    agents: JoinHandle<()>,
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<()>,
 }
 
 impl Server {
-    /// Starts the scheduler: opens the store, loads jobs, and serves the API.
+    /// Starts the scheduler: opens the store, loads jobs, serves the API and the agent protocol.
     ///
     /// # Errors
-    /// Fails when the data directory, the store or the listen address can't be used.
+    /// Fails when the data directory, the store or a listen address can't be used.
     pub async fn start(config: ServerConfig) -> Result<Server, Error> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let epsilon =
+            chrono::Duration::from_std(config.task_epsilon).unwrap_or_else(|_| chrono::Duration::seconds(60));
         let engine_config = engine::Config {
             failure_retry: config.failure_retry,
-            default_epsilon: chrono::Duration::from_std(config.task_epsilon)
-                .unwrap_or_else(|_| chrono::Duration::seconds(60)),
+            default_epsilon: epsilon,
             disable_after_failures: config.disable_after_failures,
             kill_grace: config.kill_grace,
             output_limit: config.output_limit,
@@ -63,8 +70,26 @@ impl Server {
             worker_name: config.hostname.clone(),
             job_history_limit: config.job_history_limit,
             task_history_per_job: config.task_history_per_job,
+            local_worker: config.local_worker.map(|resources| engine::LocalWorker {
+                resources,
+                attributes: config.worker_attributes.clone(),
+            }),
+            worker_timeout: config.worker_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+            fetch_cache_dir: config.data_dir.join("fetch-cache"),
+            fetch_timeout: config.fetch_timeout,
         };
         let engine = engine::start(engine_config, store).await?;
+        let (stop_agents, agents_stopped) = oneshot::channel::<()>();
+        let (agent_addr, agents) = crate::agent::service::serve(
+            config.agent_listen,
+            engine.clone(),
+            config.heartbeat_interval,
+            async {
+                let _ = agents_stopped.await;
+            },
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -82,10 +107,8 @@ impl Server {
                 mem: config.task_mem,
                 disk: config.task_disk,
                 run_as_user: config.user.clone(),
-                epsilon: schedule::format_duration(
-                    chrono::Duration::from_std(config.task_epsilon)
-                        .unwrap_or_else(|_| chrono::Duration::seconds(60)),
-                ),
+                epsilon: schedule::format_duration(epsilon),
+                allow_privileged: config.allow_privileged_containers,
             },
             leader: format!("{}:{}", config.hostname, addr.port()),
         });
@@ -98,10 +121,13 @@ impl Server {
                 })
                 .run(),
         );
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "kairos is serving.");
+        tracing::info!(%addr, %agent_addr, data_dir = %config.data_dir.display(), "kairos is serving.");
         Ok(Server {
             addr,
+            agent_addr,
             engine,
+            stop_agents,
+            agents,
             stop_http,
             http,
         })
@@ -111,6 +137,8 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
+        let _ = self.stop_agents.send(());
+        let _ = self.agents.await;
         self.engine.shutdown().await;
     }
 }

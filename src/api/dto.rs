@@ -14,6 +14,8 @@ pub struct Defaults {
     pub disk: f64,
     pub run_as_user: String,
     pub epsilon: String,
+    /// Whether container parameters that escalate privilege are accepted.
+    pub allow_privileged: bool,
 }
 
 /// Which route a job was posted to.
@@ -140,16 +142,10 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
     let schedule = string(&obj, "schedule")?;
     match (route, &parents, &schedule) {
         (_, Some(_), Some(_)) => {
-            return Err(bad(
-                "parents",
-                "a job has either a schedule or parents, not both",
-            ));
+            return Err(bad("parents", "a job has either a schedule or parents, not both"));
         }
         (Route::Iso8601, Some(_), None) => {
-            return Err(bad(
-                "parents",
-                "jobs with parents go to /scheduler/dependency",
-            ));
+            return Err(bad("parents", "jobs with parents go to /scheduler/dependency"));
         }
         (Route::Dependency, None, _) => {
             return Err(bad("parents", "is required for a dependent job"));
@@ -165,10 +161,7 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
         .map(parse_fetch)
         .collect::<Result<Vec<_>, _>>()?;
     if !uris.is_empty() && !fetch.is_empty() {
-        return Err(bad(
-            "fetch",
-            "give either uris (deprecated) or fetch, not both",
-        ));
+        return Err(bad("fetch", "give either uris (deprecated) or fetch, not both"));
     }
     let environment_variables = objects(&obj, "environmentVariables")?
         .into_iter()
@@ -187,7 +180,7 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
         .collect::<Result<Vec<_>, _>>()?;
     let container = match field(&obj, "container") {
         None => None,
-        Some(Value::Object(c)) => parse_container(c)?,
+        Some(Value::Object(c)) => parse_container(c, defaults.allow_privileged)?,
         Some(_) => return Err(bad("container", "must be an object")),
     };
     let retries = count(&obj, "retries")?.unwrap_or(2);
@@ -275,12 +268,8 @@ fn parse_constraint(value: &Value) -> Result<Constraint, ApiError> {
             "each constraint is [attribute, operator, value]",
         ));
     };
-    if !matches!(*operator, "EQUALS" | "LIKE" | "UNLIKE") {
-        return Err(bad(
-            "constraints",
-            format!("unknown operator '{operator}' (use EQUALS, LIKE or UNLIKE)"),
-        ));
-    }
+    crate::placement::Constraint::compile(attribute, operator, argument)
+        .map_err(|e| bad("constraints", e))?;
     Ok(Constraint(
         (*attribute).to_owned(),
         (*operator).to_owned(),
@@ -288,7 +277,7 @@ fn parse_constraint(value: &Value) -> Result<Constraint, ApiError> {
     ))
 }
 
-fn parse_container(obj: &Obj) -> Result<Option<Container>, ApiError> {
+fn parse_container(obj: &Obj, allow_privileged: bool) -> Result<Option<Container>, ApiError> {
     // Chronos ignores a container without an image.
     let Some(image) = string(obj, "image")? else {
         return Ok(None);
@@ -297,10 +286,7 @@ fn parse_container(obj: &Obj) -> Result<Option<Container>, ApiError> {
         .unwrap_or_else(|| "DOCKER".to_owned())
         .to_uppercase();
     if !matches!(kind.as_str(), "DOCKER" | "MESOS") {
-        return Err(bad(
-            "container.type",
-            format!("'{kind}' is not DOCKER or MESOS"),
-        ));
+        return Err(bad("container.type", format!("'{kind}' is not DOCKER or MESOS")));
     }
     let network = string(obj, "network")?.unwrap_or_else(|| "HOST".to_owned());
     if !matches!(network.as_str(), "BRIDGE" | "HOST" | "USER" | "NONE") {
@@ -317,10 +303,7 @@ fn parse_container(obj: &Obj) -> Result<Option<Container>, ApiError> {
                 && m != "RO"
                 && m != "RW"
             {
-                return Err(bad(
-                    "container.volumes",
-                    format!("mode '{m}' is not RO or RW"),
-                ));
+                return Err(bad("container.volumes", format!("mode '{m}' is not RO or RW")));
             }
             Ok(Volume {
                 host_path: string(v, "hostPath")?,
@@ -341,6 +324,12 @@ fn parse_container(obj: &Obj) -> Result<Option<Container>, ApiError> {
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let pairs: Vec<(String, String)> = parameters
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    crate::executor::docker::check_parameters(&pairs, allow_privileged)
+        .map_err(|reason| bad("container.parameters", reason))?;
     Ok(Some(Container {
         kind,
         image,
@@ -364,6 +353,7 @@ mod tests {
             disk: 256.0,
             run_as_user: "root".to_owned(),
             epsilon: "PT60S".to_owned(),
+            allow_privileged: false,
         }
     }
 
@@ -425,17 +415,9 @@ mod tests {
                 Route::Dependency,
                 "'parents'",
             ),
-            (
-                r#"{"name":"a","parents":["b"]}"#,
-                Route::Iso8601,
-                "'parents'",
-            ),
+            (r#"{"name":"a","parents":["b"]}"#, Route::Iso8601, "'parents'"),
             (r#"{"name":"a"}"#, Route::Dependency, "'parents'"),
-            (
-                r#"{"name":"a","parents":[]}"#,
-                Route::Dependency,
-                "'parents'",
-            ),
+            (r#"{"name":"a","parents":[]}"#, Route::Dependency, "'parents'"),
             (
                 r#"{"name":"a","uris":["x"],"fetch":[{"uri":"y"}]}"#,
                 Route::Iso8601,
@@ -465,12 +447,7 @@ mod tests {
 
     #[test]
     fn counters_given_is_reported() {
-        let (_, given) = parse_job(
-            br#"{"name":"a","successCount":4}"#,
-            Route::Iso8601,
-            &defaults(),
-        )
-        .unwrap();
+        let (_, given) = parse_job(br#"{"name":"a","successCount":4}"#, Route::Iso8601, &defaults()).unwrap();
         assert!(given);
         let (_, given) = parse_job(br#"{"name":"a"}"#, Route::Iso8601, &defaults()).unwrap();
         assert!(!given);

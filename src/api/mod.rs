@@ -158,10 +158,9 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .recover(handle_rejection)
         .unify()
         .map(|mut response: Response| {
-            response.headers_mut().insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
+            response
+                .headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
             response
         })
 }
@@ -181,10 +180,7 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(body())
         .and(c())
         .and_then(|b, ctx| upsert(b, ctx, Route::Dependency));
-    let jobs = warp::path!("jobs")
-        .and(warp::get())
-        .and(c())
-        .and_then(list_jobs);
+    let jobs = warp::path!("jobs").and(warp::get()).and(c()).and_then(list_jobs);
     let search = warp::path!("jobs" / "search")
         .and(warp::get())
         .and(warp::query::<SearchQuery>())
@@ -250,6 +246,7 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(c())
         .and_then(stats);
+    let workers = warp::path!("workers").and(warp::get()).and(c()).and_then(workers);
     let leader = warp::path!("leader")
         .and(warp::get())
         .and(c())
@@ -293,6 +290,8 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .or(stats)
         .unify()
         .or(leader)
+        .unify()
+        .or(workers)
         .unify()
         .boxed()
 }
@@ -368,19 +367,14 @@ async fn list_jobs(ctx: Ctx) -> Result<Response, Infallible> {
             let body = ctx
                 .engine
                 .read(|state| {
-                    let jobs: Vec<Job> = state
-                        .jobs
-                        .values()
-                        .map(|e| with_fetch_shim(&e.job))
-                        .collect();
+                    let jobs: Vec<Job> = state.jobs.values().map(|e| with_fetch_shim(&e.job)).collect();
                     serde_json::to_vec(&jobs).unwrap_or_default()
                 })
                 .await?;
             let mut response = Response::new(body.into());
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(response)
         }
         .await,
@@ -402,8 +396,8 @@ fn search_matches(job: &Job, name: &str, command: &str, any: &str) -> bool {
     let job_name = job.name.to_lowercase();
     let job_command = job.command.to_lowercase();
     let filtered = !name.is_empty() || !command.is_empty();
-    let valid = (name.is_empty() || job_name.contains(name))
-        && (command.is_empty() || job_command.contains(command));
+    let valid =
+        (name.is_empty() || job_name.contains(name)) && (command.is_empty() || job_command.contains(command));
     let any_hit = !any.is_empty() && (job_name.contains(any) || job_command.contains(any));
     match (filtered, any.is_empty()) {
         (_, true) => valid,
@@ -448,19 +442,59 @@ async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
                         .jobs
                         .values()
                         .map(|e| {
-                            json!({
+                            let mut summary = json!({
                                 "name": e.job.name,
                                 "status": e.job.last_status(),
                                 "state": state.job_state(&e.job.name),
                                 "schedule": e.job.schedule.clone().unwrap_or_default(),
                                 "parents": e.job.parents(),
                                 "disabled": e.job.disabled,
-                            })
+                            });
+                            // Beyond Chronos: why a queued task can't start yet.
+                            if let Some(reason) = &e.waiting {
+                                summary["queuedReason"] = json!(reason);
+                            }
+                            summary
                         })
                         .collect::<Vec<_>>()
                 })
                 .await?;
             Ok(json_reply(&json!({ "jobs": jobs })))
+        }
+        .await,
+    )
+}
+
+fn resources_json(r: &crate::placement::Resources) -> Value {
+    json!({ "cpus": r.cpus, "mem": r.mem, "disk": r.disk })
+}
+
+async fn workers(ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let workers = ctx
+                .engine
+                .read(|state| {
+                    state
+                        .workers
+                        .values()
+                        .map(|w| {
+                            json!({
+                                "name": w.name,
+                                "hostname": w.hostname,
+                                "attributes": w.attributes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                                "total": resources_json(&w.total),
+                                "used": resources_json(&w.used),
+                                "state": w.state.as_str(),
+                                "local": w.is_local(),
+                                "lastHeartbeat": crate::clock::iso(w.last_heartbeat),
+                                "tasks": w.tasks.iter().collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await?;
+            Ok(json_reply(&workers))
         }
         .await,
     )
@@ -484,9 +518,7 @@ async fn get_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
 async fn delete_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine
-                .call(|reply| Event::Delete { name, reply })
-                .await?;
+            ctx.engine.call(|reply| Event::Delete { name, reply }).await?;
             Ok(no_content())
         }
         .await,
@@ -567,28 +599,20 @@ async fn complete(task_id: String, body: Bytes, ctx: Ctx) -> Result<Response, In
     )
 }
 
-async fn progress(
-    job: String,
-    task_id: String,
-    body: Bytes,
-    ctx: Ctx,
-) -> Result<Response, Infallible> {
+async fn progress(job: String, task_id: String, body: Bytes, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let task_id = percent_decode(&task_id);
             let value: Value = if body.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::bad_request(format!("the body is not valid JSON: {e}"))
-                })?
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?
             };
             let elements = match value.get("numAdditionalElementsProcessed") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    ApiError::bad_request(
-                        "field 'numAdditionalElementsProcessed': must be an integer",
-                    )
+                    ApiError::bad_request("field 'numAdditionalElementsProcessed': must be an integer")
                 })?),
             };
             ctx.engine
@@ -652,10 +676,7 @@ async fn get_task(task_id: String, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let task_id = percent_decode(&task_id);
-            let task = ctx
-                .engine
-                .call(|reply| Event::Task { task_id, reply })
-                .await?;
+            let task = ctx.engine.call(|reply| Event::Task { task_id, reply }).await?;
             Ok(json_reply(&task_json(&task)))
         }
         .await,
@@ -819,12 +840,12 @@ async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
                     for e in s.jobs.values().filter(|e| !e.durations.is_empty()) {
                         let h = Histogram::of(e.durations.iter().copied());
                         histograms.insert(
-                        format!("jobs.run.time.{}", e.job.name),
-                        json!({
-                            "count": h.count, "min": h.min, "max": h.max, "mean": h.mean,
-                            "p50": h.median, "p75": h.p75, "p95": h.p95, "p98": h.p98, "p99": h.p99,
-                        }),
-                    );
+                            format!("jobs.run.time.{}", e.job.name),
+                            json!({
+                                "count": h.count, "min": h.min, "max": h.max, "mean": h.mean,
+                                "p50": h.median, "p75": h.p75, "p95": h.p95, "p98": h.p98, "p99": h.p99,
+                            }),
+                        );
                     }
                     json!({
                         "version": "4.0.0",

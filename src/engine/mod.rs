@@ -7,6 +7,7 @@
 
 mod state;
 mod stats;
+mod workers;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -16,13 +17,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-pub use state::{JobEntry, OpenTask, State};
+pub use state::{JobEntry, OpenTask, State, Worker, WorkerState};
 pub use stats::Histogram;
+pub use workers::{WorkerCommand, WorkerInfo};
 
 use crate::clock;
-use crate::executor::{self, LaunchSpec, Outcome};
+use crate::executor::runner::{ContainerLaunch, Runner, TaskEnd, TaskLaunch};
+use crate::executor::{LaunchSpec, docker::VolumeSpec, fetch::FetchSpec};
 use crate::graph;
 use crate::job::{Job, TaskId};
+use crate::placement::{self, Resources};
 use crate::schedule::{self, Schedule};
 use crate::store::{self, Store, StoredJob, TaskRecord, TaskState, Write};
 
@@ -33,15 +37,10 @@ pub enum Error {
     JobNotFound { name: String },
     #[error("Task id {id} not found")]
     TaskNotFound { id: String },
-    #[error(
-        "'{id}' is not a valid task id (expected ct:<dueMillis>:<attempt>:<jobName>:<arguments>)"
-    )]
+    #[error("'{id}' is not a valid task id (expected ct:<dueMillis>:<attempt>:<jobName>:<arguments>)")]
     InvalidTaskId { id: String },
     #[error("{message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
     #[error("{}", join_graph_errors(.errors))]
     Graph { errors: Vec<graph::Error> },
     #[error(transparent)]
@@ -81,6 +80,23 @@ pub struct Config {
     pub job_history_limit: u32,
     /// Finished tasks kept per job; older ones are pruned.
     pub task_history_per_job: u32,
+    /// The built-in worker's resources and attributes; `None` runs no built-in worker.
+    pub local_worker: Option<LocalWorker>,
+    /// A remote worker silent for this long is lost, and its tasks with it.
+    pub worker_timeout: Duration,
+    /// How often agents send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Where fetched files with `cache: true` are kept.
+    pub fetch_cache_dir: PathBuf,
+    /// Limit for all fetches of one task.
+    pub fetch_timeout: Duration,
+}
+
+/// The scheduler's own worker.
+#[derive(Debug, Clone)]
+pub struct LocalWorker {
+    pub resources: Resources,
+    pub attributes: Vec<(String, String)>,
 }
 
 /// Who runs a command: the engine or, for reads, a closure over its state.
@@ -140,6 +156,25 @@ pub enum Event {
         job: String,
         reply: Reply<(Histogram, Vec<TaskRecord>)>,
     },
+    /// An agent opened its stream and registered.
+    WorkerConnected {
+        info: WorkerInfo,
+        link: mpsc::UnboundedSender<WorkerCommand>,
+        reply: oneshot::Sender<u64>,
+    },
+    WorkerHeartbeat {
+        name: String,
+        connection: u64,
+    },
+    WorkerDisconnected {
+        name: String,
+        connection: u64,
+    },
+    /// A task ended on a remote worker.
+    TaskEnded {
+        worker: String,
+        end: TaskEnd,
+    },
     /// Read-only access for queries; the closure must be quick.
     Read(Box<dyn FnOnce(&State) + Send>),
     Shutdown {
@@ -157,11 +192,13 @@ impl Handle {
     /// Sends an event built around a reply channel and waits for the answer.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| Error::Stopped)?;
+        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Sends an event whose reply, if any, the caller handles itself.
+    pub async fn send(&self, event: Event) -> Result<(), Error> {
+        self.tx.send(event).await.map_err(|_| Error::Stopped)
     }
 
     /// Runs `f` on the engine's state and returns its result.
@@ -201,7 +238,12 @@ struct Engine<S> {
     timers: BTreeSet<(i64, Timer)>,
     /// The timer entry of each scheduled job, so a changed schedule can remove its old one.
     schedule_timer: HashMap<String, i64>,
-    exits: mpsc::UnboundedSender<Outcome>,
+    /// Task ends from the built-in worker.
+    exits: mpsc::UnboundedSender<(String, TaskEnd)>,
+    /// Runs the built-in worker's tasks.
+    runner: Runner,
+    /// Numbers agent connections, so a stale stream's events are ignored.
+    next_connection: u64,
 }
 
 /// Loads state from the store and starts the engine task.
@@ -212,13 +254,16 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
     let (tx, rx) = mpsc::channel(1024);
     let (exits, exit_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
-        config,
         store,
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
+        runner: Runner::new(config.fetch_cache_dir.clone(), config.fetch_timeout),
         exits,
+        next_connection: 0,
+        config,
     };
+    engine.add_local_worker();
     engine.load().await?;
     tokio::spawn(engine.run(rx, exit_rx));
     Ok(Handle { tx })
@@ -241,9 +286,10 @@ impl<S: Store> Engine<S> {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Event>,
-        mut exits: mpsc::UnboundedReceiver<Outcome>,
+        mut exits: mpsc::UnboundedReceiver<(String, TaskEnd)>,
     ) {
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        let mut check_workers = tokio::time::interval(Duration::from_millis(250));
         loop {
             let next = self.timers.first().map(|(at, _)| *at);
             let sleep = async {
@@ -268,9 +314,10 @@ impl<S: Store> Engine<S> {
                         return;
                     }
                 },
-                Some(outcome) = exits.recv() => self.on_exit(outcome).await,
+                Some((worker, end)) = exits.recv() => self.on_task_end(&worker, end).await,
                 () = sleep => self.fire_timers().await,
                 _ = prune.tick() => self.prune(),
+                _ = check_workers.tick() => self.check_workers().await,
             }
         }
     }
@@ -289,11 +336,7 @@ impl<S: Store> Engine<S> {
 
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Upsert {
-                job,
-                provided,
-                reply,
-            } => {
+            Event::Upsert { job, provided, reply } => {
                 let _ = reply.send(self.upsert(*job, provided).await);
             }
             Event::Delete { name, reply } => {
@@ -365,6 +408,13 @@ impl<S: Store> Engine<S> {
                     let _ = reply.send(result.map(|tasks| (histogram, tasks)));
                 });
             }
+            Event::WorkerConnected { info, link, reply } => {
+                let connection = self.worker_connected(info, link).await;
+                let _ = reply.send(connection);
+            }
+            Event::WorkerHeartbeat { name, connection } => self.worker_heartbeat(&name, connection),
+            Event::WorkerDisconnected { name, connection } => self.worker_disconnected(&name, connection),
+            Event::TaskEnded { worker, end } => self.on_task_end(&worker, end).await,
             Event::Read(f) => f(&self.state),
             Event::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -411,29 +461,31 @@ impl<S: Store> Engine<S> {
         let mut batch = Vec::new();
         let mut lost = Vec::new();
         for mut task in self.store.load_open_tasks().await? {
+            let local = self.is_local(&task.worker);
             let Some(entry) = self.state.jobs.get_mut(&task.job) else {
                 continue;
             };
             match task.state {
                 TaskState::Queued => {
                     if task.due_ms > now.timestamp_millis() && task.attempt > 0 {
-                        self.timers
-                            .insert((task.due_ms, Timer::Retry(task.id.clone())));
-                        self.state
-                            .retrying
-                            .insert(task.id.clone(), task.job.clone());
+                        self.timers.insert((task.due_ms, Timer::Retry(task.id.clone())));
+                        self.state.retrying.insert(task.id.clone(), task.job.clone());
                     } else {
                         entry.queue.push_back(task.id.clone());
                     }
-                    self.state
-                        .tasks
-                        .insert(task.id.clone(), OpenTask::new(task));
+                    self.state.tasks.insert(task.id.clone(), OpenTask::new(task));
                 }
                 TaskState::Waiting => {
                     entry.running.push(task.id.clone());
-                    self.state
-                        .tasks
-                        .insert(task.id.clone(), OpenTask::new(task));
+                    self.state.tasks.insert(task.id.clone(), OpenTask::new(task));
+                }
+                TaskState::Running if !local => {
+                    // An agent may still run it: keep it until the agent reconnects or times out.
+                    entry.running.push(task.id.clone());
+                    let resources = job_resources(&entry.job);
+                    let (worker, id) = (task.worker.clone(), task.id.clone());
+                    self.state.tasks.insert(task.id.clone(), OpenTask::new(task));
+                    self.expect_worker(&worker, &id, resources, now);
                 }
                 _ => {
                     // Its process died with the previous server: Mesos calls this TASK_LOST.
@@ -561,17 +613,12 @@ impl<S: Store> Engine<S> {
                 entry.job.schedule = before_text;
             }
             let retry_at = now.timestamp_millis() + 1000;
-            self.timers
-                .insert((retry_at, Timer::Schedule(name.to_owned())));
+            self.timers.insert((retry_at, Timer::Schedule(name.to_owned())));
             self.schedule_timer.insert(name.to_owned(), retry_at);
             return;
         }
         if skipped > 0 {
-            tracing::warn!(
-                job = name,
-                skipped,
-                "Skipped occurrences later than epsilon."
-            );
+            tracing::warn!(job = name, skipped, "Skipped occurrences later than epsilon.");
             self.state.metrics.skipped_runs += skipped;
         }
         self.arm_schedule(name);
@@ -628,12 +675,10 @@ impl<S: Store> Engine<S> {
             return false;
         };
         if attempt == 0
-            && entry.queue.iter().any(|id| {
-                self.state
-                    .tasks
-                    .get(id)
-                    .is_some_and(|t| t.record.attempt == 0)
-            })
+            && entry
+                .queue
+                .iter()
+                .any(|id| self.state.tasks.get(id).is_some_and(|t| t.record.attempt == 0))
         {
             tracing::info!(job = name, "A run is already queued; not queueing another.");
             return false;
@@ -661,29 +706,61 @@ impl<S: Store> Engine<S> {
         };
         batch.push(Write::PutTask(record.clone()));
         entry.queue.push_back(record.id.clone());
-        self.state
-            .tasks
-            .insert(record.id.clone(), OpenTask::new(record));
+        self.state.tasks.insert(record.id.clone(), OpenTask::new(record));
         true
     }
 
-    /// Starts queued tasks of a job while its concurrency allows.
+    /// Starts queued tasks of a job while its concurrency and the workers allow.
     async fn try_start(&mut self, name: &str) {
         loop {
             let Some(entry) = self.state.jobs.get_mut(name) else {
                 return;
             };
             if !entry.job.concurrent && !entry.running.is_empty() {
+                entry.waiting = None;
                 return;
             }
-            let Some(task_id) = entry.queue.pop_front() else {
+            let Some(task_id) = entry.queue.front().cloned() else {
+                entry.waiting = None;
                 return;
             };
-            self.start_task(name, task_id).await;
+            let need = job_resources(&entry.job);
+            let offers = self.state.offers();
+            let Some(entry) = self.state.jobs.get_mut(name) else {
+                return;
+            };
+            match placement::place(&need, &entry.constraints, &offers) {
+                Ok(index) => {
+                    entry.queue.pop_front();
+                    entry.waiting = None;
+                    let worker = offers[index].worker.clone();
+                    self.start_task(name, task_id, &worker).await;
+                }
+                Err(reason) => {
+                    // The task waits in the queue; it is tried again whenever workers or resources change.
+                    entry.waiting = Some(reason.to_string());
+                    return;
+                }
+            }
         }
     }
 
-    async fn start_task(&mut self, name: &str, task_id: String) {
+    /// Tries every job that has queued tasks, high priority first.
+    async fn try_start_all(&mut self) {
+        let mut names: Vec<(bool, String)> = self
+            .state
+            .jobs
+            .values()
+            .filter(|e| !e.queue.is_empty())
+            .map(|e| (!e.job.high_priority, e.job.name.clone()))
+            .collect();
+        names.sort_by_key(|(low, _)| *low);
+        for (_, name) in names {
+            self.try_start(&name).await;
+        }
+    }
+
+    async fn start_task(&mut self, name: &str, task_id: String, worker_name: &str) {
         let now = now_ms();
         let Some(entry) = self.state.jobs.get_mut(name) else {
             return;
@@ -691,92 +768,112 @@ impl<S: Store> Engine<S> {
         let Some(open) = self.state.tasks.get_mut(&task_id) else {
             return;
         };
-        let job = &entry.job;
-        let spec = launch_spec(job, &open.record, &self.config);
+        let Some(worker) = self.state.workers.get_mut(worker_name) else {
+            return;
+        };
+        let resources = job_resources(&entry.job);
+        let launch = task_launch(&entry.job, &open.record, &self.config, &worker.hostname);
         open.record.state = TaskState::Running;
         open.record.started_ms = Some(now);
-        open.record.worker = self.config.worker_name.clone();
+        open.record.worker = worker_name.to_owned();
+        open.record.message = String::new();
+        open.resources = resources;
+        worker.used = worker.used.plus(&resources);
+        worker.tasks.insert(task_id.clone());
         entry.running.push(task_id.clone());
         // A dependent job's parents must all succeed again before its next run.
         self.state.graph.reset(name);
-        let exits = self.exits.clone();
-        match executor::launch(spec, move |outcome| {
-            let _ = exits.send(outcome);
-        }) {
-            Ok(running) => {
-                open.pid = Some(running);
-                self.state.metrics.tasks_started += 1;
-                let batch = vec![Write::PutTask(open.record.clone()), self.put_job(name)];
-                if let Err(error) = self.store.commit(batch).await {
-                    // The task runs; its end will be recorded (or it will count as lost after a crash).
-                    tracing::error!(task = %task_id, %error, "Could not record a task start.");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(task = %task_id, %error, "Task failed to launch.");
-                // Reported like any other end, through the exit channel, so it is handled in order.
-                let _ = self.exits.send(Outcome {
-                    task_id: task_id.clone(),
-                    exit_code: None,
-                    signal: None,
-                    timed_out: false,
-                    stdout: String::new(),
-                    stderr: format!("kairos: failed to launch: {error}\n"),
+        self.state.metrics.tasks_started += 1;
+        let batch = vec![Write::PutTask(open.record.clone()), self.put_job(name)];
+        if let Err(error) = self.store.commit(batch).await {
+            // The task runs; its end will be recorded (or it will count as lost after a crash).
+            tracing::error!(task = %task_id, %error, "Could not record a task start.");
+        }
+        let sent = match self.state.workers.get(worker_name).map(|w| &w.link) {
+            Some(state::Link::Local) => {
+                let exits = self.exits.clone();
+                let worker = worker_name.to_owned();
+                self.runner.start(launch, move |end| {
+                    let _ = exits.send((worker, end));
                 });
+                true
             }
+            Some(state::Link::Remote { tx, .. }) => tx.send(WorkerCommand::Launch(Box::new(launch))).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            // The agent went away between placement and launch: the task is lost.
+            let end = lost_end(
+                &task_id,
+                "the worker disconnected before the task could be sent to it",
+            );
+            let _ = self.exits.send((worker_name.to_owned(), end));
         }
     }
 
-    /// Records the end of a task's process and everything that follows from it.
-    async fn on_exit(&mut self, outcome: Outcome) {
+    /// Records the end of a task and everything that follows from it.
+    async fn on_task_end(&mut self, worker: &str, end: TaskEnd) {
         let now = clock::now();
-        let Some(open) = self.state.tasks.get_mut(&outcome.task_id) else {
+        let Some(open) = self.state.tasks.get_mut(&end.task_id) else {
             return; // Already completed through the API, or its job was deleted.
         };
-        if open.record.state != TaskState::Running {
-            return;
+        if open.record.state != TaskState::Running || open.record.worker != worker {
+            return; // A stale report: the task was declared lost and runs elsewhere now.
         }
         let name = open.record.job.clone();
         let Some(entry) = self.state.jobs.get(&name) else {
             return;
         };
         let is_async = entry.job.is_async;
-        open.pid = None;
-        open.record.stdout = outcome.stdout.clone();
-        open.record.stderr = outcome.stderr.clone();
-        open.record.exit_code = outcome.exit_code;
+        open.record.stdout = end.outcome.stdout.clone();
+        open.record.stderr = end.outcome.stderr.clone();
+        open.record.exit_code = end.outcome.exit_code;
+        open.record.message = end.describe();
+        let killed = end.killed || open.kill_requested;
+        let record = open.record.clone();
+        self.release(&record.id);
         let mut batch = Vec::new();
-        if open.kill_requested {
-            open.record.state = TaskState::Killed;
-            open.record.message = format!("killed on request ({})", outcome.describe());
-            self.close_task(&outcome.task_id, now, &mut batch);
-        } else if outcome.success() && is_async {
+        if killed {
+            self.set_state(&end.task_id, TaskState::Killed);
+            self.close_task(&end.task_id, now, &mut batch);
+        } else if end.success() && is_async {
             // The process is done, but the task is not until `PUT /task/<id>` says how it went.
-            open.record.state = TaskState::Waiting;
-            open.record.message = "waiting for asynchronous completion".to_owned();
-            batch.push(Write::PutTask(open.record.clone()));
-        } else if outcome.success() {
-            open.record.state = TaskState::Finished;
-            open.record.message = outcome.describe();
-            self.close_task(&outcome.task_id, now, &mut batch);
+            self.set_state(&end.task_id, TaskState::Waiting);
+            if let Some(open) = self.state.tasks.get_mut(&end.task_id) {
+                open.record.message = "waiting for asynchronous completion".to_owned();
+                batch.push(Write::PutTask(open.record.clone()));
+            }
+        } else if end.success() {
+            self.set_state(&end.task_id, TaskState::Finished);
+            self.close_task(&end.task_id, now, &mut batch);
             self.after_success(&name, &mut batch, now);
         } else {
-            open.record.state = TaskState::Failed;
-            open.record.message = if outcome.stderr.starts_with("kairos: failed to launch") {
-                outcome
-                    .stderr
-                    .trim_end()
-                    .trim_start_matches("kairos: ")
-                    .to_owned()
-            } else {
-                outcome.describe()
-            };
-            let record = open.record.clone();
-            self.close_task(&outcome.task_id, now, &mut batch);
+            let lost = end.error.as_deref().is_some_and(|e| e.starts_with("lost:"));
+            let state = if lost { TaskState::Lost } else { TaskState::Failed };
+            self.set_state(&end.task_id, state);
+            self.close_task(&end.task_id, now, &mut batch);
             self.after_failure(&record, &mut batch, now);
         }
         self.commit_logged(batch).await;
         self.start_ready(&name).await;
+    }
+
+    fn set_state(&mut self, task_id: &str, state: TaskState) {
+        if let Some(open) = self.state.tasks.get_mut(task_id) {
+            open.record.state = state;
+        }
+    }
+
+    /// Gives a task's resources back to its worker.
+    fn release(&mut self, task_id: &str) {
+        let Some(open) = self.state.tasks.get_mut(task_id) else {
+            return;
+        };
+        let resources = std::mem::take(&mut open.resources);
+        if let Some(worker) = self.state.workers.get_mut(&open.record.worker) {
+            worker.used = worker.used.minus(&resources);
+            worker.tasks.remove(task_id);
+        }
     }
 
     /// Takes a task out of the open set, writing its final record.
@@ -870,13 +967,15 @@ impl<S: Store> Engine<S> {
         self.arm_schedule(&task.job.clone());
     }
 
-    /// Starts whatever became startable: this job's queue and any children just enqueued.
+    /// Starts whatever became startable: this job's queue, children just enqueued, and, since
+    /// resources may have been freed, every other job that waits.
     async fn start_ready(&mut self, name: &str) {
         self.try_start(name).await;
         let pending = std::mem::take(&mut self.state.pending_starts);
         for child in pending {
             self.try_start(&child).await;
         }
+        self.try_start_all().await;
     }
 
     async fn commit_logged(&mut self, batch: Vec<Write>) {
@@ -885,11 +984,23 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// On shutdown the built-in worker's processes end with the server; agents keep theirs.
     fn kill_all_running(&mut self) {
-        for open in self.state.tasks.values() {
-            if let Some(running) = open.pid {
-                executor::kill(running, Duration::from_millis(200));
+        self.runner.kill_processes(Duration::from_millis(200));
+    }
+
+    /// Asks a task's worker to kill it.
+    fn send_kill(&self, task_id: &str, worker: &str) {
+        let grace = self.config.kill_grace;
+        match self.state.workers.get(worker).map(|w| &w.link) {
+            Some(state::Link::Local) => self.runner.kill(task_id, grace),
+            Some(state::Link::Remote { tx, .. }) => {
+                let _ = tx.send(WorkerCommand::Kill {
+                    task_id: task_id.to_owned(),
+                    grace,
+                });
             }
+            _ => {}
         }
     }
 
@@ -928,15 +1039,11 @@ impl<S: Store> Engine<S> {
             job: job.clone(),
             satisfied: graph.satisfied_parents(&name),
         };
-        self.store
-            .commit(vec![Write::PutJob(Box::new(stored))])
-            .await?;
+        self.store.commit(vec![Write::PutJob(Box::new(stored))]).await?;
         self.state.graph = graph;
         match self.state.jobs.get_mut(&name) {
             Some(entry) => {
-                entry.job = job;
-                entry.schedule = schedule;
-                entry.epsilon = epsilon;
+                entry.replace(job, schedule, epsilon);
             }
             None => {
                 self.state
@@ -945,6 +1052,8 @@ impl<S: Store> Engine<S> {
             }
         }
         self.arm_schedule(&name);
+        // New constraints or resources may let a waiting task start.
+        self.try_start(&name).await;
         Ok(())
     }
 
@@ -963,12 +1072,7 @@ impl<S: Store> Engine<S> {
                 continue;
             };
             let mut job = child_entry.job.clone();
-            let mut parents: Vec<String> = job
-                .parents()
-                .iter()
-                .filter(|p| *p != name)
-                .cloned()
-                .collect();
+            let mut parents: Vec<String> = job.parents().iter().filter(|p| *p != name).cloned().collect();
             if deleted.is_dependent() {
                 // The child keeps its place in the chain: it inherits the deleted job's parents.
                 for p in deleted.parents() {
@@ -1002,11 +1106,17 @@ impl<S: Store> Engine<S> {
         let now = clock::now();
         if let Some(entry) = self.state.jobs.shift_remove(name) {
             for id in entry.running.iter().chain(entry.queue.iter()) {
-                if let Some(open) = self.state.tasks.remove(id)
-                    && let Some(running) = open.pid
+                if self
+                    .state
+                    .tasks
+                    .get(id)
+                    .is_some_and(|t| t.record.state == TaskState::Running)
                 {
-                    executor::kill(running, self.config.kill_grace);
+                    let worker = self.state.tasks[id].record.worker.clone();
+                    self.send_kill(id, &worker);
+                    self.release(id);
                 }
+                self.state.tasks.remove(id);
             }
         }
         self.state.tasks.retain(|_, t| t.record.job != name);
@@ -1018,9 +1128,7 @@ impl<S: Store> Engine<S> {
                 .runtime_schedule(&job, now)
                 .unwrap_or((None, self.config.default_epsilon));
             if let Some(entry) = self.state.jobs.get_mut(&child) {
-                entry.job = job;
-                entry.schedule = schedule;
-                entry.epsilon = epsilon;
+                entry.replace(job, schedule, epsilon);
             }
             self.arm_schedule(&child);
         }
@@ -1079,12 +1187,12 @@ impl<S: Store> Engine<S> {
             let Some(open) = self.state.tasks.get_mut(&id) else {
                 continue;
             };
-            match open.pid {
-                Some(running) => {
-                    open.kill_requested = true;
-                    executor::kill(running, self.config.kill_grace);
-                }
-                None => to_close.push(id),
+            if open.record.state == TaskState::Running {
+                open.kill_requested = true;
+                let worker = open.record.worker.clone();
+                self.send_kill(&id, &worker);
+            } else {
+                to_close.push(id);
             }
         }
         for id in to_close {
@@ -1108,21 +1216,26 @@ impl<S: Store> Engine<S> {
         if !self.state.jobs.contains_key(&parsed.job) {
             return Err(Error::JobNotFound { name: parsed.job });
         }
+        let open_now = self
+            .state
+            .tasks
+            .get(task_id)
+            .is_some_and(|t| matches!(t.record.state, TaskState::Running | TaskState::Waiting));
+        if !open_now {
+            return Err(Error::TaskNotFound {
+                id: task_id.to_owned(),
+            });
+        }
+        // A process that still runs is left alone: the client has said how the task went.
+        self.release(task_id);
+        let now = clock::now();
+        let mut batch = Vec::new();
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return Err(Error::TaskNotFound {
                 id: task_id.to_owned(),
             });
         };
-        if !matches!(open.record.state, TaskState::Running | TaskState::Waiting) {
-            return Err(Error::TaskNotFound {
-                id: task_id.to_owned(),
-            });
-        }
-        let now = clock::now();
-        let mut batch = Vec::new();
         let name = open.record.job.clone();
-        // A process that still runs is left alone: the client has said how the task went.
-        open.pid = None;
         if status_code == 0 {
             open.record.state = TaskState::Finished;
             open.record.message = "completed asynchronously".to_owned();
@@ -1147,9 +1260,8 @@ impl<S: Store> Engine<S> {
                 .jobs
                 .get(&job)
                 .ok_or_else(|| Error::JobNotFound { name: job.clone() })?;
-            let parsed = TaskId::parse(&task_id).ok_or_else(|| Error::InvalidTaskId {
-                id: task_id.clone(),
-            })?;
+            let parsed =
+                TaskId::parse(&task_id).ok_or_else(|| Error::InvalidTaskId { id: task_id.clone() })?;
             if parsed.job != job {
                 return Err(Error::Invalid {
                     field: "taskId",
@@ -1195,7 +1307,8 @@ impl<S: Store> Engine<S> {
 }
 
 /// Builds the process launch for a task: command, arguments and Chronos' environment.
-fn launch_spec(job: &Job, task: &TaskRecord, config: &Config) -> LaunchSpec {
+/// Builds a task's launch: command, arguments, Chronos' environment, container and fetch entries.
+fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostname: &str) -> TaskLaunch {
     let extra = task.arguments.trim();
     let (command, arguments) = if job.shell {
         // Chronos appends the task's arguments to the shell command.
@@ -1218,7 +1331,7 @@ fn launch_spec(job: &Job, task: &TaskRecord, config: &Config) -> LaunchSpec {
         ("MESOS_TASK_ID".into(), task.id.clone()),
         ("CHRONOS_JOB_OWNER".into(), job.owner.clone()),
         ("CHRONOS_JOB_NAME".into(), job.name.clone()),
-        ("HOST".into(), config.worker_name.clone()),
+        ("HOST".into(), hostname.to_owned()),
         ("CHRONOS_RESOURCE_MEM".into(), java_double(job.mem)),
         ("CHRONOS_RESOURCE_CPU".into(), java_double(job.cpus)),
         ("CHRONOS_RESOURCE_DISK".into(), java_double(job.disk)),
@@ -1232,32 +1345,89 @@ fn launch_spec(job: &Job, task: &TaskRecord, config: &Config) -> LaunchSpec {
             env.push((var.name.clone(), var.value.clone()));
         }
     }
-    let sandbox_name: String = task
-        .id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(120)
-        .collect();
-    env.push((
-        "MESOS_SANDBOX".into(),
-        config.sandbox_dir.join(&sandbox_name).display().to_string(),
-    ));
-    LaunchSpec {
+    let sandbox = config.sandbox_dir.join(crate::executor::sandbox_name(&task.id));
+    env.push(("MESOS_SANDBOX".into(), sandbox.display().to_string()));
+    let process = LaunchSpec {
         task_id: task.id.clone(),
         command,
         shell: job.shell,
         arguments,
         env,
-        sandbox: config.sandbox_dir.join(sandbox_name),
-        time_limit: (job.max_completion_time > 0)
-            .then(|| Duration::from_secs(job.max_completion_time)),
+        sandbox,
+        time_limit: (job.max_completion_time > 0).then(|| Duration::from_secs(job.max_completion_time)),
         output_limit: config.output_limit,
+    };
+    let container = job.container.as_ref().map(|c| ContainerLaunch {
+        image: c.image.clone(),
+        network: c.network.clone(),
+        volumes: c
+            .volumes
+            .iter()
+            .map(|v| VolumeSpec {
+                host_path: v.host_path.clone(),
+                container_path: v.container_path.clone(),
+                read_only: v.mode.as_deref() == Some("RO"),
+            })
+            .collect(),
+        force_pull: c.force_pull_image,
+        parameters: c
+            .parameters
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect(),
+        cpus: job.cpus,
+        mem_mb: job.mem,
+        disk_mb: job.disk,
+    });
+    // The deprecated `uris` become fetch entries with Chronos' defaults.
+    let fetch = job
+        .fetch
+        .iter()
+        .map(|f| FetchSpec {
+            uri: f.uri.clone(),
+            executable: f.executable,
+            cache: f.cache,
+            extract: f.extract,
+            output_file: f.output_file.clone(),
+        })
+        .chain(job.uris.iter().map(|uri| FetchSpec {
+            uri: uri.clone(),
+            executable: false,
+            cache: false,
+            extract: true,
+            output_file: String::new(),
+        }))
+        .collect();
+    TaskLaunch {
+        process,
+        container,
+        fetch,
+    }
+}
+
+/// What a task of this job needs from a worker.
+fn job_resources(job: &Job) -> Resources {
+    Resources {
+        cpus: job.cpus,
+        mem: job.mem,
+        disk: job.disk,
+    }
+}
+
+/// The end reported for a task whose worker went away.
+fn lost_end(task_id: &str, why: &str) -> TaskEnd {
+    TaskEnd {
+        task_id: task_id.to_owned(),
+        outcome: crate::executor::Outcome {
+            task_id: task_id.to_owned(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+        },
+        killed: false,
+        error: Some(format!("lost: {why}")),
     }
 }
 

@@ -1,13 +1,17 @@
 //! The engine's in-memory state, readable by queries through `Handle::read`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 
 use indexmap::IndexMap;
 
+use super::WorkerCommand;
 use super::stats;
-use crate::executor::Running;
 use crate::graph::JobGraph;
 use crate::job::Job;
+use crate::placement::{self, Constraint, Offer, Resources};
 use crate::schedule::Schedule;
 use crate::store::TaskRecord;
 
@@ -24,11 +28,18 @@ pub struct JobEntry {
     pub queue: VecDeque<String>,
     /// Durations (ms) of the most recent successful tasks, oldest first.
     pub durations: VecDeque<f64>,
+    /// The job's constraints, compiled.
+    pub constraints: Vec<Constraint>,
+    /// Why the first queued task can't start yet (no worker fits), for the API.
+    pub waiting: Option<String>,
 }
 
 impl JobEntry {
     pub(super) fn new(job: Job, schedule: Option<Schedule>, epsilon: chrono::Duration) -> JobEntry {
+        let constraints = compile_constraints(&job);
         JobEntry {
+            constraints,
+            waiting: None,
             job,
             schedule,
             epsilon,
@@ -36,6 +47,14 @@ impl JobEntry {
             queue: VecDeque::new(),
             durations: VecDeque::new(),
         }
+    }
+
+    /// Replaces the definition, keeping runtime state.
+    pub(super) fn replace(&mut self, job: Job, schedule: Option<Schedule>, epsilon: chrono::Duration) {
+        self.constraints = compile_constraints(&job);
+        self.job = job;
+        self.schedule = schedule;
+        self.epsilon = epsilon;
     }
 
     pub(super) fn record_duration(&mut self, ms: f64) {
@@ -46,13 +65,28 @@ impl JobEntry {
     }
 }
 
+/// Constraints are checked when a job is posted; a stored job whose constraint no longer compiles
+/// (a hand-edited store) runs nowhere rather than anywhere.
+fn compile_constraints(job: &Job) -> Vec<Constraint> {
+    job.constraints
+        .iter()
+        .map(|c| {
+            Constraint::compile(&c.0, &c.1, &c.2).unwrap_or_else(|error| {
+                tracing::error!(job = %job.name, %error, "Stored constraint is invalid.");
+                Constraint::compile("kairos.invalid-constraint", "EQUALS", "never")
+                    .unwrap_or_else(|_| unreachable!())
+            })
+        })
+        .collect()
+}
+
 /// A task that is not final yet.
 #[derive(Debug)]
 pub struct OpenTask {
     pub record: TaskRecord,
-    /// The process group, while the process runs.
-    pub pid: Option<Running>,
-    /// Set by kill, so the process's end counts as killed rather than failed.
+    /// What the task holds on its worker while it runs.
+    pub resources: Resources,
+    /// Set by kill, so the task's end counts as killed rather than failed.
     pub kill_requested: bool,
 }
 
@@ -60,9 +94,64 @@ impl OpenTask {
     pub(super) fn new(record: TaskRecord) -> OpenTask {
         OpenTask {
             record,
-            pid: None,
+            resources: Resources::default(),
             kill_requested: false,
         }
+    }
+}
+
+/// Whether a worker can take tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Active,
+    /// Its stream ended; it has until the worker timeout to come back.
+    Disconnected,
+    /// It did not come back in time; its tasks were retried elsewhere.
+    Lost,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Active => "active",
+            WorkerState::Disconnected => "disconnected",
+            WorkerState::Lost => "lost",
+        }
+    }
+}
+
+/// How the engine reaches a worker.
+#[derive(Debug)]
+pub(super) enum Link {
+    /// The scheduler's built-in worker.
+    Local,
+    /// An agent's open stream.
+    Remote {
+        tx: mpsc::UnboundedSender<WorkerCommand>,
+        connection: u64,
+    },
+    /// No stream right now.
+    None,
+}
+
+/// A worker: resources it offers, what is promised to tasks, and its liveness.
+#[derive(Debug)]
+pub struct Worker {
+    pub name: String,
+    pub hostname: String,
+    pub attributes: Vec<(String, String)>,
+    pub total: Resources,
+    pub used: Resources,
+    pub state: WorkerState,
+    pub last_heartbeat: DateTime<Utc>,
+    /// Tasks running on it.
+    pub tasks: BTreeSet<String>,
+    pub(super) link: Link,
+}
+
+impl Worker {
+    pub fn is_local(&self) -> bool {
+        matches!(self.link, Link::Local)
     }
 }
 
@@ -96,6 +185,8 @@ pub struct State {
     /// Retries waiting for their due time: task id to job name.
     pub retrying: HashMap<String, String>,
     pub metrics: Metrics,
+    /// Workers by name, in the order they first joined.
+    pub workers: IndexMap<String, Worker>,
     /// Children enqueued by a fan-out, to be started once the batch is committed.
     pub(super) pending_starts: Vec<String>,
 }
@@ -118,6 +209,21 @@ impl State {
     /// Tasks that are open, queued or waiting for a retry.
     pub fn queued_count(&self) -> usize {
         self.jobs.values().map(|e| e.queue.len()).sum::<usize>() + self.retrying.len()
+    }
+
+    /// The workers that can take tasks now, as placement sees them.
+    pub(super) fn offers(&self) -> Vec<Offer> {
+        self.workers
+            .values()
+            .filter(|w| w.state == WorkerState::Active)
+            .map(|w| Offer {
+                worker: w.name.clone(),
+                hostname: w.hostname.clone(),
+                attributes: placement::attributes_with_hostname(&w.hostname, &w.attributes),
+                total: w.total,
+                used: w.used,
+            })
+            .collect()
     }
 
     pub fn running_count(&self) -> usize {

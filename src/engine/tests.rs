@@ -18,6 +18,18 @@ fn config(dir: &std::path::Path) -> Config {
         worker_name: "engine-test".to_owned(),
         job_history_limit: 5,
         task_history_per_job: 100,
+        local_worker: Some(LocalWorker {
+            resources: Resources {
+                cpus: 4.0,
+                mem: 4096.0,
+                disk: 10_000.0,
+            },
+            attributes: Vec::new(),
+        }),
+        worker_timeout: Duration::from_secs(5),
+        heartbeat_interval: Duration::from_secs(1),
+        fetch_cache_dir: dir.join("cache"),
+        fetch_timeout: Duration::from_secs(10),
     }
 }
 
@@ -30,9 +42,7 @@ struct Fixture {
 async fn start() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::default());
-    let engine = super::start(config(dir.path()), store.clone())
-        .await
-        .unwrap();
+    let engine = super::start(config(dir.path()), store.clone()).await.unwrap();
     Fixture {
         engine,
         store,
@@ -48,9 +58,9 @@ impl Fixture {
             disk: 256.0,
             run_as_user: "root".to_owned(),
             epsilon: "PT60S".to_owned(),
+            allow_privileged: false,
         };
-        let (job, counters) =
-            dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap();
+        let (job, counters) = dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap();
         let provided = Provided { counters };
         self.engine
             .call(|reply| Event::Upsert {
@@ -103,10 +113,7 @@ async fn hourly_r3_runs_three_times_an_hour_apart() {
     let start_at = clock::now();
     f.upsert(serde_json::json!({"name": "hourly", "command": "true", "schedule": format!("R3/{}/PT1H", iso(start_at))})).await;
     let job = f.wait("hourly", |j| j.success_count == 3).await;
-    assert!(
-        job.schedule.as_deref().unwrap().starts_with("R0/"),
-        "{job:?}"
-    );
+    assert!(job.schedule.as_deref().unwrap().starts_with("R0/"), "{job:?}");
     let dues: Vec<i64> = f.tasks("hourly").await.iter().map(|t| t.due_ms).collect();
     let hour = 3_600_000;
     let first = start_at.timestamp_millis();
@@ -128,10 +135,7 @@ async fn occurrences_later_than_epsilon_are_skipped_without_using_repeats() {
         tasks[0].due_ms,
         (start_at + chrono::Duration::hours(2)).timestamp_millis()
     );
-    assert!(
-        job.schedule.as_deref().unwrap().starts_with("R4/"),
-        "{job:?}"
-    );
+    assert!(job.schedule.as_deref().unwrap().starts_with("R4/"), "{job:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -140,10 +144,7 @@ async fn an_occurrence_within_epsilon_still_runs() {
     let start_at = clock::now() - chrono::Duration::seconds(30);
     f.upsert(serde_json::json!({"name": "recent", "command": "true", "epsilon": "PT60S", "schedule": format!("R1/{}/PT1H", iso(start_at))})).await;
     f.wait("recent", |j| j.success_count == 1).await;
-    assert_eq!(
-        f.tasks("recent").await[0].due_ms,
-        start_at.timestamp_millis()
-    );
+    assert_eq!(f.tasks("recent").await[0].due_ms, start_at.timestamp_millis());
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,6 +4,10 @@
 //! The executor knows nothing about jobs or schedules: it gets a [`LaunchSpec`] and reports one
 //! [`Outcome`] through the callback when the process ends.
 
+pub mod docker;
+pub mod fetch;
+pub mod runner;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -81,14 +85,26 @@ pub struct Running {
     pub pid: i32,
 }
 
+/// A directory name for a task's sandbox, derived from its id.
+pub fn sandbox_name(task_id: &str) -> String {
+    task_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(120)
+        .collect()
+}
+
 /// Starts the task and returns at once; `on_exit` runs once when the process has ended.
 ///
 /// # Errors
 /// Fails when the sandbox cannot be made or the program cannot be started; nothing runs then.
-pub fn launch(
-    spec: LaunchSpec,
-    on_exit: impl FnOnce(Outcome) + Send + 'static,
-) -> Result<Running, Error> {
+pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) -> Result<Running, Error> {
     if spec.command.trim().is_empty() {
         return Err(Error::EmptyCommand);
     }
@@ -263,11 +279,7 @@ mod tests {
     async fn output_is_bounded() {
         let out = run(spec("head -c 100 /dev/zero | tr '\\0' x", true, &[])).await;
         assert!(out.stdout.starts_with(&"x".repeat(16)));
-        assert!(
-            out.stdout.contains("84 more bytes dropped"),
-            "{}",
-            out.stdout
-        );
+        assert!(out.stdout.contains("84 more bytes dropped"), "{}", out.stdout);
     }
 
     #[tokio::test]

@@ -21,9 +21,7 @@ fn build(rows: &[(&str, &[&str])]) -> JobGraph {
 }
 
 fn cycle(path: &[&str]) -> Error {
-    Error::Cycle {
-        path: strings(path),
-    }
+    Error::Cycle { path: strings(path) }
 }
 
 fn unknown(child: &str, parent: &str) -> Error {
@@ -59,13 +57,7 @@ fn validation_table() {
     let rows: Vec<Row> = vec![
         ("valid new job", chain, "d", &["c", "a"], vec![]),
         ("valid existing job", chain, "c", &["a"], vec![]),
-        (
-            "unknown parent",
-            chain,
-            "d",
-            &["x"],
-            vec![unknown("d", "x")],
-        ),
+        ("unknown parent", chain, "d", &["x"], vec![unknown("d", "x")]),
         (
             "self parent",
             chain,
@@ -120,11 +112,7 @@ fn validation_table() {
             Err(expected)
         };
         assert_eq!(g.check_parents(child, &parents), expected, "{what}");
-        assert_eq!(
-            snapshot(&g),
-            before,
-            "{what}: check_parents changed the graph"
-        );
+        assert_eq!(snapshot(&g), before, "{what}: check_parents changed the graph");
         // set_parents performs the same checks, except that no parents is allowed.
         let set = g.set_parents(child, &parents);
         if parents.is_empty() {
@@ -289,24 +277,14 @@ fn remove_job_returns_children_and_removes_edges() {
 
 #[test]
 fn satisfied_parents_round_trip() {
-    let mut g = build(&[
-        ("p1", &[]),
-        ("p2", &[]),
-        ("p3", &[]),
-        ("c", &["p1", "p2", "p3"]),
-    ]);
+    let mut g = build(&[("p1", &[]), ("p2", &[]), ("p3", &[]), ("c", &["p1", "p2", "p3"])]);
     g.record_success("p3");
     g.record_success("p1");
     let saved = g.satisfied_parents("c");
     assert_eq!(saved, strings(&["p1", "p3"]));
 
     // A restarted scheduler rebuilds the graph with fresh flags, then restores.
-    let mut restored = build(&[
-        ("p1", &[]),
-        ("p2", &[]),
-        ("p3", &[]),
-        ("c", &["p1", "p2", "p3"]),
-    ]);
+    let mut restored = build(&[("p1", &[]), ("p2", &[]), ("p3", &[]), ("c", &["p1", "p2", "p3"])]);
     let mut with_noise = saved.clone();
     with_noise.push("gone".into());
     restored.restore_satisfied("c", &with_noise);
@@ -466,8 +444,7 @@ impl Model {
             return false;
         }
         self.add(child);
-        self.edges
-            .retain(|(p, c, _)| c != child || parents.contains(p));
+        self.edges.retain(|(p, c, _)| c != child || parents.contains(p));
         for p in parents {
             if !self.edges.iter().any(|(q, c, _)| q == p && c == child) {
                 self.edges.push((p.clone(), child.to_owned(), false));
@@ -563,10 +540,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn is_acyclic(g: &JobGraph) -> bool {
     let names = g.names();
     let mut pg = DiGraph::<(), ()>::new();
-    let ids: HashMap<&str, _> = names
-        .iter()
-        .map(|n| (n.as_str(), pg.add_node(())))
-        .collect();
+    let ids: HashMap<&str, _> = names.iter().map(|n| (n.as_str(), pg.add_node(()))).collect();
     for n in &names {
         for p in g.parents(n) {
             pg.add_edge(ids[p.as_str()], ids[n.as_str()], ());

@@ -106,13 +106,9 @@ pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Sche
     let repeat = if count.is_empty() {
         None
     } else {
-        Some(
-            count
-                .parse::<u64>()
-                .map_err(|_| Error::RepeatCountTooLarge {
-                    schedule: schedule.to_owned(),
-                })?,
-        )
+        Some(count.parse::<u64>().map_err(|_| Error::RepeatCountTooLarge {
+            schedule: schedule.to_owned(),
+        })?)
     };
     let period = Period::parse(period_text)?;
     let (start, zone) = parse_start(schedule, start_text, time_zone, now)?;
@@ -199,8 +195,7 @@ fn parse_date_time(text: &str) -> Option<Written> {
     }
     let time = parsed.time;
     // chrono rejects 24:00 and leap seconds here, as Joda does.
-    let clock =
-        NaiveTime::from_hms_milli_opt(time.hour, time.minute, time.second, time.millisecond)?;
+    let clock = NaiveTime::from_hms_milli_opt(time.hour, time.minute, time.second, time.millisecond)?;
     let offset_seconds = time
         .tz_offset_hours
         .checked_mul(3600)?
@@ -249,8 +244,7 @@ impl Schedule {
     /// Results past the end of chrono's range (about 262,000 years from now)
     /// saturate at [`DateTime::<Utc>::MAX_UTC`], a time that never comes.
     pub fn following(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        self.checked_following(t)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        self.checked_following(t).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn checked_following(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {

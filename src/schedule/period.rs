@@ -260,11 +260,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, Error> {
     let period = parse_period(text).ok_or_else(|| Error::InvalidDuration {
         text: text.to_owned(),
     })?;
-    let millis = period
-        .fixed_millis()
-        .ok_or_else(|| Error::InexactDuration {
-            text: text.to_owned(),
-        })?;
+    let millis = period.fixed_millis().ok_or_else(|| Error::InexactDuration {
+        text: text.to_owned(),
+    })?;
     Duration::try_milliseconds(millis).ok_or_else(|| Error::InvalidDuration {
         text: text.to_owned(),
     })

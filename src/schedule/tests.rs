@@ -96,26 +96,10 @@ fn start_forms() {
         ("2008-03-01", "", Some("2008-03-01T00:00:00Z")),
         ("2008-03-01T13:00", "", Some("2008-03-01T13:00:00Z")),
         ("2008-03-01T13:00:00", "", Some("2008-03-01T13:00:00Z")),
-        (
-            "2008-03-01T13:00:00.250Z",
-            "",
-            Some("2008-03-01T13:00:00.250Z"),
-        ),
-        (
-            "2008-03-01T13:00:00.1234Z",
-            "",
-            Some("2008-03-01T13:00:00.123Z"),
-        ),
-        (
-            "2008-03-01T13:00:00,5Z",
-            "",
-            Some("2008-03-01T13:00:00.500Z"),
-        ),
-        (
-            "2008-03-01T13:00:00+02:00",
-            "",
-            Some("2008-03-01T11:00:00Z"),
-        ),
+        ("2008-03-01T13:00:00.250Z", "", Some("2008-03-01T13:00:00.250Z")),
+        ("2008-03-01T13:00:00.1234Z", "", Some("2008-03-01T13:00:00.123Z")),
+        ("2008-03-01T13:00:00,5Z", "", Some("2008-03-01T13:00:00.500Z")),
+        ("2008-03-01T13:00:00+02:00", "", Some("2008-03-01T11:00:00Z")),
         ("2008-03-01T13:00:00+0200", "", Some("2008-03-01T11:00:00Z")),
         ("2008-03-01T13:00:00-0530", "", Some("2008-03-01T18:30:00Z")),
         ("20080301T130000Z", "", Some("2008-03-01T13:00:00Z")),
@@ -189,10 +173,7 @@ fn time_zone_names() {
         ("HST", Some(Zone::Named(Tz::HST))),
         ("ACT", Some(Zone::Named(Tz::Australia__Darwin))),
         ("AET", Some(Zone::Named(Tz::Australia__Sydney))),
-        (
-            "AGT",
-            Some(Zone::Named(Tz::America__Argentina__Buenos_Aires)),
-        ),
+        ("AGT", Some(Zone::Named(Tz::America__Argentina__Buenos_Aires))),
         ("ART", Some(Zone::Named(Tz::Africa__Cairo))),
         ("AST", Some(Zone::Named(Tz::America__Anchorage))),
         ("BET", Some(Zone::Named(Tz::America__Sao_Paulo))),
@@ -503,10 +484,7 @@ fn advancing_tails() {
         (
             "R/2023-01-31T00:00:00Z/P1M",
             "",
-            vec![
-                "R/2023-02-28T00:00:00.000Z/P1M",
-                "R/2023-03-28T00:00:00.000Z/P1M",
-            ],
+            vec!["R/2023-02-28T00:00:00.000Z/P1M", "R/2023-03-28T00:00:00.000Z/P1M"],
         ),
         (
             "R/2024-02-29T00:00:00Z/P1Y1M",
@@ -527,12 +505,7 @@ fn advancing_tails() {
         let mut s = must_parse(schedule, time_zone);
         for (i, expected) in renders.into_iter().enumerate() {
             s = s.advance();
-            assert_eq!(
-                s.render(),
-                expected,
-                "{schedule:?} after {} advances",
-                i + 1
-            );
+            assert_eq!(s.render(), expected, "{schedule:?} after {} advances", i + 1);
         }
     }
     let done = must_parse("R0/2012-01-04T00:00:00.000Z/P1D", "");
@@ -597,16 +570,8 @@ fn renders() {
             period: Period::default(),
             zone: Zone::Utc,
         });
-        assert_eq!(
-            s.start,
-            utc(start),
-            "start of {schedule:?} in {time_zone:?}"
-        );
-        assert_eq!(
-            s.render(),
-            render,
-            "render of {schedule:?} in {time_zone:?}"
-        );
+        assert_eq!(s.start, utc(start), "start of {schedule:?} in {time_zone:?}");
+        assert_eq!(s.render(), render, "render of {schedule:?} in {time_zone:?}");
     }
 }
 
@@ -678,13 +643,7 @@ fn skip_missed_vectors() {
             "2012-01-01T00:00:00Z",
             0,
         ),
-        (
-            "R1/2012-01-01T00:00:00Z/P",
-            "",
-            "PT0S",
-            "2012-01-01T00:00:00Z",
-            0,
-        ),
+        ("R1/2012-01-01T00:00:00Z/P", "", "PT0S", "2012-01-01T00:00:00Z", 0),
         (
             "R10/2012-01-01T00:01:01Z/PT1M",
             "",
@@ -818,14 +777,8 @@ fn daylight_saving_time() {
     // An ambiguous start takes the earlier instant unless its offset says otherwise.
     let rows = [
         ("R/2026-11-01T01:30:00/P1D", "2026-11-01T01:30:00-04:00"),
-        (
-            "R/2026-11-01T01:30:00-04:00/P1D",
-            "2026-11-01T01:30:00-04:00",
-        ),
-        (
-            "R/2026-11-01T01:30:00-05:00/P1D",
-            "2026-11-01T01:30:00-05:00",
-        ),
+        ("R/2026-11-01T01:30:00-04:00/P1D", "2026-11-01T01:30:00-04:00"),
+        ("R/2026-11-01T01:30:00-05:00/P1D", "2026-11-01T01:30:00-05:00"),
         ("R/2026-11-01T01:30:00Z/P1D", "2026-11-01T01:30:00-04:00"),
     ];
     for (schedule, instant) in rows {
@@ -863,8 +816,7 @@ fn arb_start() -> impl Strategy<Value = (String, &'static str)> {
     let millis = 31_536_000_000i64..2_208_988_800_000i64;
     let offset_quarters = -48i32..=56;
     (millis, offset_quarters, zones).prop_map(|(millis, quarters, zone)| {
-        let offset =
-            FixedOffset::east_opt(quarters * 900).unwrap_or(FixedOffset::east_opt(0).unwrap());
+        let offset = FixedOffset::east_opt(quarters * 900).unwrap_or(FixedOffset::east_opt(0).unwrap());
         let instant = offset.timestamp_millis_opt(millis).unwrap();
         (instant.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string(), zone)
     })
@@ -903,9 +855,7 @@ fn arb_schedule() -> impl Strategy<Value = (Schedule, &'static str)> {
         |((start, zone), period, repeat)| {
             let repeat = repeat.map(|n| n.to_string()).unwrap_or_default();
             let text = format!("R{repeat}/{start}/{period}");
-            parse(&text, zone, DateTime::UNIX_EPOCH)
-                .ok()
-                .map(|s| (s, zone))
+            parse(&text, zone, DateTime::UNIX_EPOCH).ok().map(|s| (s, zone))
         },
     )
 }

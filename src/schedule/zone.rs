@@ -90,9 +90,7 @@ fn parse_custom_gmt_id(name: &str) -> Option<FixedOffset> {
     let (hours, minutes) = match (rest.len(), rest.find(':')) {
         (1 | 2, None) => (rest, "0"),
         (4, None) => (rest.get(..2)?, rest.get(2..)?),
-        (4 | 5, Some(colon)) if rest.len() - colon == 3 => {
-            (rest.get(..colon)?, rest.get(colon + 1..)?)
-        }
+        (4 | 5, Some(colon)) if rest.len() - colon == 3 => (rest.get(..colon)?, rest.get(colon + 1..)?),
         _ => return None,
     };
     let hours: i32 = hours.parse().ok()?;
@@ -134,10 +132,7 @@ impl Zone {
     ) -> Option<DateTime<Utc>> {
         match self {
             Zone::Utc => Some(local.and_utc()),
-            Zone::Fixed(offset) => offset
-                .from_local_datetime(&local)
-                .single()
-                .map(|t| t.to_utc()),
+            Zone::Fixed(offset) => offset.from_local_datetime(&local).single().map(|t| t.to_utc()),
             Zone::Named(tz) => match tz.from_local_datetime(&local) {
                 LocalResult::Single(t) => Some(t.to_utc()),
                 LocalResult::Ambiguous(earlier, later) => {
@@ -169,7 +164,6 @@ fn resolve_gap(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
             .offset_from_utc_datetime(&local.checked_sub_signed(TimeDelta::try_days(1)?)?)
             .fix(),
     };
-    let instant =
-        local.checked_sub_signed(TimeDelta::try_seconds(i64::from(before.local_minus_utc()))?)?;
+    let instant = local.checked_sub_signed(TimeDelta::try_seconds(i64::from(before.local_minus_utc()))?)?;
     Some(instant.and_utc())
 }

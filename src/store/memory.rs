@@ -79,12 +79,7 @@ impl Store for MemoryStore {
 
     async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
         Ok(self.with(|inner| {
-            let mut tasks: Vec<TaskRecord> = inner
-                .tasks
-                .values()
-                .filter(|t| t.job == job)
-                .cloned()
-                .collect();
+            let mut tasks: Vec<TaskRecord> = inner.tasks.values().filter(|t| t.job == job).cloned().collect();
             tasks.reverse();
             tasks.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
             tasks.truncate(limit as usize);
@@ -96,13 +91,9 @@ impl Store for MemoryStore {
         Ok(self.with(|inner| {
             let mut by_job: IndexMap<String, Vec<(i64, f64)>> = IndexMap::new();
             for t in inner.tasks.values() {
-                if let (super::TaskState::Finished, Some(s), Some(f)) =
-                    (t.state, t.started_ms, t.finished_ms)
+                if let (super::TaskState::Finished, Some(s), Some(f)) = (t.state, t.started_ms, t.finished_ms)
                 {
-                    by_job
-                        .entry(t.job.clone())
-                        .or_default()
-                        .push((f, (f - s) as f64));
+                    by_job.entry(t.job.clone()).or_default().push((f, (f - s) as f64));
                 }
             }
             let mut out = Vec::new();
@@ -129,11 +120,7 @@ impl Store for MemoryStore {
         Ok(self.with(|inner| {
             let mut seen: IndexMap<String, u32> = IndexMap::new();
             let mut doomed = Vec::new();
-            let mut ordered: Vec<&TaskRecord> = inner
-                .tasks
-                .values()
-                .filter(|t| !t.state.is_open())
-                .collect();
+            let mut ordered: Vec<&TaskRecord> = inner.tasks.values().filter(|t| !t.state.is_open()).collect();
             ordered.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
             for t in ordered {
                 let n = seen.entry(t.job.clone()).or_default();

@@ -84,10 +84,7 @@ impl TaskState {
     }
 
     pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            TaskState::Queued | TaskState::Running | TaskState::Waiting
-        )
+        matches!(self, TaskState::Queued | TaskState::Running | TaskState::Waiting)
     }
 }
 
@@ -138,22 +135,15 @@ pub trait Store: Send + Sync + 'static {
     fn load_open_tasks(&self) -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
     fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;
     /// The newest tasks of a job, newest first.
-    fn job_tasks(
-        &self,
-        job: &str,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
+    fn job_tasks(&self, job: &str, limit: u32)
+    -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
     /// Durations (ms) of each job's most recent successful tasks, at most `per_job` per job.
     fn recent_durations(
         &self,
         per_job: u32,
     ) -> impl Future<Output = Result<Vec<(String, f64)>, Error>> + Send;
     /// Adds to a task's processed-elements count; false when the task is unknown.
-    fn add_progress(
-        &self,
-        task_id: &str,
-        elements: i64,
-    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send;
     /// Deletes final tasks beyond the newest `keep_per_job` of each job; returns how many went.
     fn prune_history(&self, keep_per_job: u32) -> impl Future<Output = Result<u64, Error>> + Send;
 }

@@ -236,14 +236,13 @@ impl Store for SqliteStore {
     }
 
     async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
-        let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE job = ? ORDER BY created_ms DESC, rowid DESC LIMIT ?",
-        )
-        .bind(job)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("job tasks"))?;
+        let rows =
+            sqlx::query("SELECT * FROM tasks WHERE job = ? ORDER BY created_ms DESC, rowid DESC LIMIT ?")
+                .bind(job)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("job tasks"))?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -266,14 +265,12 @@ impl Store for SqliteStore {
     }
 
     async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE tasks SET elements_processed = elements_processed + ? WHERE id = ?",
-        )
-        .bind(elements)
-        .bind(task_id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("add progress"))?;
+        let done = sqlx::query("UPDATE tasks SET elements_processed = elements_processed + ? WHERE id = ?")
+            .bind(elements)
+            .bind(task_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("add progress"))?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -43,10 +43,7 @@ fn put(name: &str, satisfied: &[&str]) -> Write {
 }
 
 async fn conformance(store: impl Store) {
-    store
-        .commit(vec![put("b", &[]), put("a", &["b"])])
-        .await
-        .unwrap();
+    store.commit(vec![put("b", &[]), put("a", &["b"])]).await.unwrap();
     // An update keeps the job's place in creation order.
     let mut changed = job("b");
     changed.success_count = 7;
@@ -96,18 +93,10 @@ async fn conformance(store: impl Store) {
     assert!(!store.add_progress("nope", 1).await.unwrap());
     // Rewriting a task keeps its progress.
     store
-        .commit(vec![Write::PutTask(task(
-            "t1",
-            "a",
-            TaskState::Finished,
-            1,
-        ))])
+        .commit(vec![Write::PutTask(task("t1", "a", TaskState::Finished, 1))])
         .await
         .unwrap();
-    assert_eq!(
-        store.task("t1").await.unwrap().unwrap().elements_processed,
-        7
-    );
+    assert_eq!(store.task("t1").await.unwrap().unwrap().elements_processed, 7);
 
     let durations = store.recent_durations(1).await.unwrap();
     assert_eq!(durations, [("a".to_owned(), 20.0)]);

@@ -13,30 +13,14 @@ async fn ping_leader_and_metrics() {
     for path in ["/leader", "/v1/scheduler/leader", "/scheduler/leader"] {
         let (status, body) = h.get(path).await;
         assert_eq!(status, 200, "{path}");
-        assert_eq!(
-            body,
-            json!({ "leader": format!("kairos-test:{port}") }),
-            "{path}"
-        );
+        assert_eq!(body, json!({ "leader": format!("kairos-test:{port}") }), "{path}");
     }
     let (status, body) = h.get("/metrics").await;
     assert_eq!(status, 200);
-    for key in [
-        "version",
-        "gauges",
-        "counters",
-        "histograms",
-        "meters",
-        "timers",
-    ] {
+    for key in ["version", "gauges", "counters", "histograms", "meters", "timers"] {
         assert!(body.get(key).is_some(), "metrics lacks {key}: {body}");
     }
-    let response = h
-        .client
-        .get(h.url("/v1/scheduler/jobs"))
-        .send()
-        .await
-        .unwrap();
+    let response = h.client.get(h.url("/v1/scheduler/jobs")).send().await.unwrap();
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }
 
@@ -104,7 +88,12 @@ async fn every_job_field_is_stored_and_returned() {
         assert_eq!(&got[key], value, "field {key}");
     }
     // The legacy prefix and PUT serve the same thing.
-    let (status, _) = h.put("/scheduler/iso8601", Some(json!({"name": "full", "command": "other", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))).await;
+    let (status, _) = h
+        .put(
+            "/scheduler/iso8601",
+            Some(json!({"name": "full", "command": "other", "schedule": "R/2030-01-01T00:00:00Z/P1D"})),
+        )
+        .await;
     assert_eq!(status, 204);
     let (status, jobs) = h.get("/scheduler/jobs").await;
     assert_eq!(status, 200);
@@ -235,10 +224,7 @@ async fn cycles_are_rejected_and_nothing_changes() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("cycle"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("cycle"), "{body}");
     let (_, dot_after) = h.get_text("/v1/scheduler/graph/dot").await;
     assert_eq!(dot_before, dot_after);
     assert_eq!(
@@ -261,10 +247,8 @@ async fn search_and_summary() {
         ("beta", "ls /tmp"),
         ("gamma", "echo REPORT"),
     ] {
-        h.create(
-            json!({"name": name, "command": command, "schedule": "R/2030-01-01T00:00:00Z/P1D"}),
-        )
-        .await;
+        h.create(json!({"name": name, "command": command, "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+            .await;
     }
     let names = |v: serde_json::Value| -> Vec<String> {
         v.as_array()
@@ -296,10 +280,8 @@ async fn search_and_summary() {
 #[tokio::test]
 async fn stats_routes_have_chronos_shape() {
     let h = Harness::start().await;
-    h.create(
-        json!({"name": "myjob", "command": "true", "schedule": "R0/2014-01-01T00:00:00Z/PT60M"}),
-    )
-    .await;
+    h.create(json!({"name": "myjob", "command": "true", "schedule": "R0/2014-01-01T00:00:00Z/PT60M"}))
+        .await;
     let (status, body) = h.get("/v1/scheduler/job/stat/myjob").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -316,11 +298,7 @@ async fn stats_routes_have_chronos_shape() {
     ] {
         let (status, body) = h.get(&format!("/v1/scheduler/stats/{key}")).await;
         assert_eq!(status, 200);
-        assert_eq!(
-            body,
-            json!([{"jobNameLabel": "myjob", "time": 0.0}]),
-            "{key}"
-        );
+        assert_eq!(body, json!([{"jobNameLabel": "myjob", "time": 0.0}]), "{key}");
     }
     let (_, body) = h.get("/v1/scheduler/stats/bogus").await;
     assert_eq!(body, json!([]));
@@ -338,7 +316,12 @@ async fn deleting_a_parent_keeps_the_graph_consistent() {
         ("leaf", vec!["mid", "other"]),
         ("only", vec!["root"]),
     ] {
-        let (status, body) = h.post("/v1/scheduler/dependency", json!({"name": name, "command": "true", "parents": parents, "description": "keep me"})).await;
+        let (status, body) = h
+            .post(
+                "/v1/scheduler/dependency",
+                json!({"name": name, "command": "true", "parents": parents, "description": "keep me"}),
+            )
+            .await;
         assert_eq!(status, 204, "{body}");
     }
     // A dependent parent's children inherit its parents.

@@ -47,7 +47,9 @@ async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
     assert_eq!(leader["leader"], format!("bin-test:{port}"));
     let response = client
         .post(format!("{base}/v1/scheduler/iso8601"))
-        .json(&serde_json::json!({"name": "kept", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .json(
+            &serde_json::json!({"name": "kept", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}),
+        )
         .send()
         .await
         .unwrap();

@@ -18,10 +18,7 @@ async fn r3_every_second_runs_exactly_three_times() {
         .wait_job("tick", "three successes", |j| j["successCount"] == 3)
         .await;
     // No runs remain, so nothing more can happen.
-    assert!(
-        job["schedule"].as_str().unwrap().starts_with("R0/"),
-        "{job}"
-    );
+    assert!(job["schedule"].as_str().unwrap().starts_with("R0/"), "{job}");
     assert_eq!(h.summary("tick").await["state"], "idle");
     let runs = lines(&log);
     assert_eq!(runs.len(), 3, "{runs:?}");
@@ -40,10 +37,8 @@ async fn a_child_runs_once_after_both_parents() {
     let h = Harness::start().await;
     let log = h.path("child.log");
     for parent in ["p1", "p2"] {
-        h.create(
-            json!({"name": parent, "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
-        )
-        .await;
+        h.create(json!({"name": parent, "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+            .await;
     }
     let (status, body) = h
         .post(
@@ -53,8 +48,7 @@ async fn a_child_runs_once_after_both_parents() {
         .await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(h.put("/v1/scheduler/job/p1", None).await.0, 204);
-    h.wait_job("p1", "success", |j| j["successCount"] == 1)
-        .await;
+    h.wait_job("p1", "success", |j| j["successCount"] == 1).await;
     // The fan-out happens in the same step as the parent's success, so the child would be queued by now.
     assert_eq!(h.summary("child").await["state"], "idle");
     assert!(h.history("child").await.is_empty());
@@ -69,10 +63,7 @@ async fn a_child_runs_once_after_both_parents() {
     assert_eq!(h.job("child").await["successCount"], 1);
     // Marking a parent successful unblocks the chain, as in Chronos.
     let (status, text) = h.put("/v1/scheduler/job/success/p2", None).await;
-    assert_eq!(
-        (status, text),
-        (200, json!("marked job p2 as successful: true"))
-    );
+    assert_eq!((status, text), (200, json!("marked job p2 as successful: true")));
     h.wait_job("child", "second success", |j| j["successCount"] == 2)
         .await;
     assert_eq!(lines(&log).len(), 2);
@@ -81,7 +72,10 @@ async fn a_child_runs_once_after_both_parents() {
 #[tokio::test]
 async fn a_failing_parent_does_not_start_its_child_unless_soft_error() {
     let h = Harness::start().await;
-    h.create(json!({"name": "bad", "command": "exit 1", "retries": 0, "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
+    h.create(
+        json!({"name": "bad", "command": "exit 1", "retries": 0, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
     h.create(json!({"name": "soft", "command": "exit 1", "retries": 0, "softError": true, "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
     for (name, parent) in [("after-bad", "bad"), ("after-soft", "soft")] {
         let (status, body) = h
@@ -94,12 +88,9 @@ async fn a_failing_parent_does_not_start_its_child_unless_soft_error() {
     }
     h.put("/v1/scheduler/job/bad", None).await;
     h.put("/v1/scheduler/job/soft", None).await;
-    h.wait_job("bad", "final failure", |j| j["errorCount"] == 1)
+    h.wait_job("bad", "final failure", |j| j["errorCount"] == 1).await;
+    h.wait_job("after-soft", "run after a soft error", |j| j["successCount"] == 1)
         .await;
-    h.wait_job("after-soft", "run after a soft error", |j| {
-        j["successCount"] == 1
-    })
-    .await;
     assert_eq!(h.job("after-bad").await["successCount"], 0);
     assert!(h.history("after-bad").await.is_empty());
     assert_eq!(h.summary("bad").await["status"], "failure");
@@ -149,10 +140,7 @@ async fn async_tasks_wait_for_their_completion_call() {
     }))
     .await;
     h.put("/v1/scheduler/job/remote", None).await;
-    wait_until("the task wrote its id", async || {
-        !lines(&id_file).is_empty()
-    })
-    .await;
+    wait_until("the task wrote its id", async || !lines(&id_file).is_empty()).await;
     let task_id = lines(&id_file)[0].clone();
     // The process has ended, but the task runs until it is completed.
     wait_until("the task waits", async || {
@@ -185,10 +173,7 @@ async fn async_tasks_wait_for_their_completion_call() {
         .await;
     assert_eq!(status, 400);
     let (status, body) = h
-        .put(
-            "/v1/scheduler/task/not-a-task",
-            Some(json!({"statusCode": 0})),
-        )
+        .put("/v1/scheduler/task/not-a-task", Some(json!({"statusCode": 0})))
         .await;
     assert_eq!(status, 400, "{body}");
 }
@@ -256,10 +241,8 @@ async fn tasks_get_chronos_environment_arguments_and_captured_output() {
     h.put("/v1/scheduler/job/env", None).await;
     h.put("/v1/scheduler/job/direct?arguments=extra%20words", None)
         .await;
-    h.wait_job("env", "success", |j| j["successCount"] == 1)
-        .await;
-    h.wait_job("direct", "success", |j| j["successCount"] == 1)
-        .await;
+    h.wait_job("env", "success", |j| j["successCount"] == 1).await;
+    h.wait_job("direct", "success", |j| j["successCount"] == 1).await;
     let task = h.history("env").await.remove(0);
     assert_eq!(task["stdout"], "env 5.0 2.0 me@x bar kairos-test\n");
     assert_eq!(task["stderr"], "oops\n");
@@ -295,25 +278,17 @@ async fn tasks_get_chronos_environment_arguments_and_captured_output() {
 async fn progress_adds_to_the_task_count() {
     let h = Harness::start().await;
     h.create(json!({"name": "data", "command": "true", "dataProcessingJobType": true, "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
-    h.create(
-        json!({"name": "plain", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
-    )
-    .await;
-    h.put("/v1/scheduler/job/data", None).await;
-    h.wait_job("data", "success", |j| j["successCount"] == 1)
+    h.create(json!({"name": "plain", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
         .await;
-    let task_id = h.history("data").await[0]["taskId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    h.put("/v1/scheduler/job/data", None).await;
+    h.wait_job("data", "success", |j| j["successCount"] == 1).await;
+    let task_id = h.history("data").await[0]["taskId"].as_str().unwrap().to_owned();
     let path = format!(
         "/v1/scheduler/job/data/task/{}/progress",
         task_id.replace(':', "%3A")
     );
     for n in [5, 7] {
-        let (status, body) = h
-            .post(&path, json!({"numAdditionalElementsProcessed": n}))
-            .await;
+        let (status, body) = h.post(&path, json!({"numAdditionalElementsProcessed": n})).await;
         assert_eq!(status, 204, "{body}");
     }
     assert_eq!(h.history("data").await[0]["numElementsProcessed"], 12);
@@ -360,21 +335,15 @@ async fn progress_adds_to_the_task_count() {
 async fn concurrent_false_never_overlaps() {
     let h = Harness::start().await;
     let log = h.path("overlap.log");
-    let command = format!(
-        "echo start >> {0}; sleep 0.3; echo end >> {0}",
-        log.display()
-    );
-    h.create(
-        json!({"name": "serial", "command": command, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
-    )
-    .await;
+    let command = format!("echo start >> {0}; sleep 0.3; echo end >> {0}", log.display());
+    h.create(json!({"name": "serial", "command": command, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
     h.put("/v1/scheduler/job/serial", None).await;
     wait_until("the first run starts", async || !lines(&log).is_empty()).await;
     // A second trigger while running waits for the first to end.
     h.put("/v1/scheduler/job/serial", None).await;
     assert_eq!(h.summary("serial").await["state"], "1 running");
-    h.wait_job("serial", "two runs", |j| j["successCount"] == 2)
-        .await;
+    h.wait_job("serial", "two runs", |j| j["successCount"] == 2).await;
     assert_eq!(lines(&log), vec!["start", "end", "start", "end"]);
 }
 
@@ -389,10 +358,8 @@ async fn a_restart_keeps_jobs_counters_repeats_and_dependency_progress() {
     }))
     .await;
     for parent in ["pa", "pb"] {
-        h.create(
-            json!({"name": parent, "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
-        )
-        .await;
+        h.create(json!({"name": parent, "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+            .await;
     }
     let (status, _) = h
         .post(
@@ -402,15 +369,9 @@ async fn a_restart_keeps_jobs_counters_repeats_and_dependency_progress() {
         .await;
     assert_eq!(status, 204);
     h.put("/v1/scheduler/job/pa", None).await;
-    h.wait_job("pa", "success", |j| j["successCount"] == 1)
-        .await;
-    let first = h
-        .wait_job("twice", "first run", |j| j["successCount"] == 1)
-        .await;
-    assert!(
-        first["schedule"].as_str().unwrap().starts_with("R1/"),
-        "{first}"
-    );
+    h.wait_job("pa", "success", |j| j["successCount"] == 1).await;
+    let first = h.wait_job("twice", "first run", |j| j["successCount"] == 1).await;
+    assert!(first["schedule"].as_str().unwrap().starts_with("R1/"), "{first}");
 
     h.restart().await;
 
@@ -421,10 +382,7 @@ async fn a_restart_keeps_jobs_counters_repeats_and_dependency_progress() {
     let done = h
         .wait_job("twice", "second run", |j| j["successCount"] == 2)
         .await;
-    assert!(
-        done["schedule"].as_str().unwrap().starts_with("R0/"),
-        "{done}"
-    );
+    assert!(done["schedule"].as_str().unwrap().starts_with("R0/"), "{done}");
     assert_eq!(lines(&log).len(), 2);
     // pa's success before the restart still counts for kid.
     h.put("/v1/scheduler/job/pb", None).await;
@@ -440,15 +398,11 @@ async fn disabled_jobs_do_not_run_on_schedule() {
     h.create(json!({"name": "on", "command": "true", "schedule": "R2//PT1S"}))
         .await;
     // Two seconds of schedule pass for the enabled job; the disabled one stays untouched.
-    h.wait_job("on", "two runs", |j| j["successCount"] == 2)
-        .await;
+    h.wait_job("on", "two runs", |j| j["successCount"] == 2).await;
     assert!(lines(&log).is_empty());
     assert!(h.history("off").await.is_empty());
     assert!(
-        h.job("off").await["schedule"]
-            .as_str()
-            .unwrap()
-            .starts_with("R/"),
+        h.job("off").await["schedule"].as_str().unwrap().starts_with("R/"),
         "not advanced"
     );
 }

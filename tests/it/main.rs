@@ -84,36 +84,17 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        read(
-            self.client
-                .get(self.url(path))
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await
+        read(self.client.get(self.url(path)).send().await.expect("request")).await
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request");
+        let response = self.client.get(self.url(path)).send().await.expect("request");
         let status = response.status().as_u16();
         (status, response.text().await.expect("body"))
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        read(
-            self.client
-                .delete(self.url(path))
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await
+        read(self.client.delete(self.url(path)).send().await.expect("request")).await
     }
 
     /// Creates a scheduled job, asserting success.

@@ -1,0 +1,287 @@
+//! The agent protocol (`proto/agent.proto`): the scheduler's gRPC service that agents connect to,
+//! and the agent process that runs tasks for it. The only module that knows protobuf types.
+
+pub mod service;
+pub mod worker;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::executor::LaunchSpec;
+use crate::executor::Outcome;
+use crate::executor::docker::VolumeSpec;
+use crate::executor::fetch::FetchSpec;
+use crate::executor::runner::{ContainerLaunch, TaskEnd, TaskLaunch};
+
+/// The code generated from `proto/agent.proto`.
+#[allow(clippy::all, unreachable_pub)]
+pub mod proto {
+    tonic::include_proto!("kairos.agent.v1");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("'{address}' is not a usable scheduler address: {reason}")]
+    Address { address: String, reason: String },
+    #[error("the scheduler refused the agent: {status}")]
+    Refused { status: tonic::Status },
+    #[error("cannot serve the agent protocol on {addr}: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A launch as it travels to an agent.
+pub fn launch_to_proto(launch: &TaskLaunch) -> proto::Launch {
+    let p = &launch.process;
+    let container_json = launch
+        .container
+        .as_ref()
+        .map(|c| {
+            json!({
+                "image": c.image,
+                "network": c.network,
+                "volumes": c.volumes.iter().map(|v| json!({
+                    "hostPath": v.host_path,
+                    "containerPath": v.container_path,
+                    "mode": if v.read_only { "RO" } else { "RW" },
+                })).collect::<Vec<_>>(),
+                "forcePullImage": c.force_pull,
+                "parameters": c.parameters.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                "cpus": c.cpus,
+                "mem": c.mem_mb,
+                "disk": c.disk_mb,
+            })
+            .to_string()
+        })
+        .unwrap_or_default();
+    let fetch_json = Value::Array(
+        launch
+            .fetch
+            .iter()
+            .map(|f| {
+                json!({"uri": f.uri, "executable": f.executable, "cache": f.cache, "extract": f.extract, "output_file": f.output_file})
+            })
+            .collect(),
+    )
+    .to_string();
+    proto::Launch {
+        task_id: p.task_id.clone(),
+        command: p.command.clone(),
+        shell: p.shell,
+        arguments: p.arguments.clone(),
+        environment: p
+            .env
+            .iter()
+            .map(|(name, value)| proto::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        resources: None,
+        time_limit_seconds: p.time_limit.map_or(0, |d| d.as_secs()),
+        output_limit_bytes: p.output_limit as u64,
+        container_json,
+        fetch_json,
+    }
+}
+
+/// A launch as an agent runs it, with its sandbox under `sandbox_dir`.
+pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -> TaskLaunch {
+    let sandbox = sandbox_dir.join(crate::executor::sandbox_name(&launch.task_id));
+    let env = launch
+        .environment
+        .into_iter()
+        .map(|v| {
+            // The sandbox is the agent's, not the scheduler's.
+            let value = if v.name == "MESOS_SANDBOX" {
+                sandbox.display().to_string()
+            } else {
+                v.value
+            };
+            (v.name, value)
+        })
+        .collect();
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).unwrap_or_default();
+    let flag = |v: &Value, key: &str| v.get(key).and_then(Value::as_bool).unwrap_or_default();
+    let container = serde_json::from_str::<Value>(&launch.container_json)
+        .ok()
+        .map(|c| ContainerLaunch {
+            image: text(&c, "image"),
+            network: text(&c, "network"),
+            volumes: c
+                .get("volumes")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .map(|v| VolumeSpec {
+                            host_path: v.get("hostPath").and_then(Value::as_str).map(str::to_owned),
+                            container_path: text(v, "containerPath"),
+                            read_only: text(v, "mode") == "RO",
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            force_pull: flag(&c, "forcePullImage"),
+            parameters: c
+                .get("parameters")
+                .and_then(Value::as_array)
+                .map(|ps| ps.iter().map(|p| (text(p, "key"), text(p, "value"))).collect())
+                .unwrap_or_default(),
+            cpus: number(&c, "cpus"),
+            mem_mb: number(&c, "mem"),
+            disk_mb: number(&c, "disk"),
+        });
+    let fetch = serde_json::from_str::<Value>(&launch.fetch_json)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|f| FetchSpec {
+            uri: text(f, "uri"),
+            executable: flag(f, "executable"),
+            cache: flag(f, "cache"),
+            extract: f.get("extract").and_then(Value::as_bool).unwrap_or(true),
+            output_file: text(f, "output_file"),
+        })
+        .collect();
+    TaskLaunch {
+        process: LaunchSpec {
+            task_id: launch.task_id,
+            command: launch.command,
+            shell: launch.shell,
+            arguments: launch.arguments,
+            env,
+            sandbox,
+            time_limit: (launch.time_limit_seconds > 0)
+                .then(|| Duration::from_secs(launch.time_limit_seconds)),
+            output_limit: usize::try_from(launch.output_limit_bytes).unwrap_or(usize::MAX),
+        },
+        container,
+        fetch,
+    }
+}
+
+/// A task's end as it travels to the scheduler.
+pub fn end_to_proto(end: &TaskEnd) -> proto::TaskStatus {
+    use proto::task_status::State;
+    let state = if end.killed {
+        State::Killed
+    } else if end.success() {
+        State::Finished
+    } else {
+        State::Failed
+    };
+    proto::TaskStatus {
+        task_id: end.task_id.clone(),
+        state: state as i32,
+        exit_code: end.outcome.exit_code,
+        signal: end.outcome.signal,
+        timed_out: end.outcome.timed_out,
+        message: end.error.clone().unwrap_or_default(),
+        stdout: end.outcome.stdout.clone(),
+        stderr: end.outcome.stderr.clone(),
+    }
+}
+
+/// A final status as the engine sees it; `None` for non-final states.
+pub fn end_from_proto(status: proto::TaskStatus) -> Option<TaskEnd> {
+    use proto::task_status::State;
+    let state = State::try_from(status.state).unwrap_or(State::Unspecified);
+    if matches!(state, State::Unspecified | State::Running) {
+        return None;
+    }
+    Some(TaskEnd {
+        outcome: Outcome {
+            task_id: status.task_id.clone(),
+            exit_code: status.exit_code,
+            signal: status.signal,
+            timed_out: status.timed_out,
+            stdout: status.stdout,
+            stderr: status.stderr,
+        },
+        killed: state == State::Killed,
+        error: (!status.message.is_empty()).then_some(status.message),
+        task_id: status.task_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launches_round_trip() {
+        let launch = TaskLaunch {
+            process: LaunchSpec {
+                task_id: "ct:1:0:j:".to_owned(),
+                command: "echo hi".to_owned(),
+                shell: true,
+                arguments: vec!["a".to_owned()],
+                env: vec![
+                    ("A".to_owned(), "1".to_owned()),
+                    ("MESOS_SANDBOX".to_owned(), "/srv/x".to_owned()),
+                ],
+                sandbox: "/srv/x".into(),
+                time_limit: Some(Duration::from_secs(5)),
+                output_limit: 100,
+            },
+            container: Some(ContainerLaunch {
+                image: "busybox".to_owned(),
+                network: "BRIDGE".to_owned(),
+                volumes: vec![VolumeSpec {
+                    host_path: Some("/h".to_owned()),
+                    container_path: "/c".to_owned(),
+                    read_only: true,
+                }],
+                force_pull: true,
+                parameters: vec![("label".to_owned(), "a=b".to_owned())],
+                cpus: 0.5,
+                mem_mb: 64.0,
+                disk_mb: 10.0,
+            }),
+            fetch: vec![FetchSpec {
+                uri: "http://x/y".to_owned(),
+                executable: true,
+                cache: false,
+                extract: false,
+                output_file: "z".to_owned(),
+            }],
+        };
+        let back = launch_from_proto(launch_to_proto(&launch), std::path::Path::new("/agent"));
+        assert_eq!(back.container, launch.container);
+        assert_eq!(back.fetch, launch.fetch);
+        assert_eq!(back.process.command, "echo hi");
+        assert_eq!(back.process.time_limit, Some(Duration::from_secs(5)));
+        assert_eq!(back.process.sandbox, std::path::Path::new("/agent/ct_1_0_j_"));
+        assert!(
+            back.process
+                .env
+                .contains(&("MESOS_SANDBOX".to_owned(), "/agent/ct_1_0_j_".to_owned()))
+        );
+    }
+
+    #[test]
+    fn ends_round_trip() {
+        let end = TaskEnd {
+            task_id: "ct:1:0:j:".to_owned(),
+            outcome: Outcome {
+                task_id: "ct:1:0:j:".to_owned(),
+                exit_code: Some(3),
+                signal: None,
+                timed_out: false,
+                stdout: "o".to_owned(),
+                stderr: "e".to_owned(),
+            },
+            killed: false,
+            error: None,
+        };
+        assert_eq!(end_from_proto(end_to_proto(&end)), Some(end.clone()));
+        let killed = TaskEnd { killed: true, ..end };
+        assert!(end_from_proto(end_to_proto(&killed)).unwrap().killed);
+    }
+}

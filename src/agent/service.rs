@@ -1,0 +1,148 @@
+//! The scheduler's side of the agent protocol: each agent stream becomes engine events, and the
+//! engine's commands for that worker go back down the stream.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt, stream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::agent_link_server::{AgentLink, AgentLinkServer};
+use super::proto::{self, agent_message, scheduler_message};
+use super::{Error, end_from_proto, launch_to_proto};
+use crate::engine::{Event, Handle, WorkerCommand, WorkerInfo};
+use crate::placement::Resources;
+
+pub struct AgentService {
+    engine: Handle,
+    heartbeat_interval: Duration,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<proto::SchedulerMessage, Status>> + Send>>;
+
+fn command_to_proto(command: WorkerCommand) -> proto::SchedulerMessage {
+    let kind = match command {
+        WorkerCommand::Launch(launch) => scheduler_message::Kind::Launch(launch_to_proto(&launch)),
+        WorkerCommand::Kill { task_id, grace } => scheduler_message::Kind::Kill(proto::Kill {
+            task_id,
+            grace_ms: u32::try_from(grace.as_millis()).unwrap_or(u32::MAX),
+        }),
+    };
+    proto::SchedulerMessage { kind: Some(kind) }
+}
+
+#[tonic::async_trait]
+impl AgentLink for AgentService {
+    type AttachStream = Outbound;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<proto::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream was empty"))?;
+        let Some(agent_message::Kind::Register(register)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be Register"));
+        };
+        if register.name.trim().is_empty() {
+            return Err(Status::invalid_argument("the agent's name is empty"));
+        }
+        let name = register.name.clone();
+        let total = register.total.unwrap_or_default();
+        let info = WorkerInfo {
+            name: register.name,
+            hostname: register.hostname,
+            attributes: register.attributes.into_iter().collect(),
+            total: Resources {
+                cpus: total.cpus,
+                mem: total.mem_mb,
+                disk: total.disk_mb,
+            },
+            running: register.running_task_ids,
+            finished: register.finished.into_iter().filter_map(end_from_proto).collect(),
+        };
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (reply, connection) = oneshot::channel();
+        self.engine
+            .send(Event::WorkerConnected {
+                info,
+                link: commands,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let connection = connection
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            // Until the stream ends: heartbeats and task ends go to the engine.
+            while let Ok(Some(message)) = inbound.message().await {
+                let event = match message.kind {
+                    Some(agent_message::Kind::Heartbeat(_)) => Event::WorkerHeartbeat {
+                        name: name.clone(),
+                        connection,
+                    },
+                    Some(agent_message::Kind::Status(status)) => match end_from_proto(status) {
+                        Some(end) => Event::TaskEnded {
+                            worker: name.clone(),
+                            end,
+                        },
+                        None => continue,
+                    },
+                    Some(agent_message::Kind::Register(_)) | None => continue,
+                };
+                if engine.send(event).await.is_err() {
+                    return;
+                }
+            }
+            let _ = engine.send(Event::WorkerDisconnected { name, connection }).await;
+        });
+        let registered = proto::SchedulerMessage {
+            kind: Some(scheduler_message::Kind::Registered(proto::Registered {
+                heartbeat_interval_ms: u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
+            })),
+        };
+        let outbound = stream::once(async move { Ok(registered) })
+            .chain(UnboundedReceiverStream::new(command_rx).map(|c| Ok(command_to_proto(c))));
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+/// Serves the agent protocol on `addr` until `shutdown` resolves; returns the bound address.
+///
+/// # Errors
+/// Fails when the address can't be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    engine: Handle,
+    heartbeat_interval: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Serve { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| Error::Serve { addr, source })?;
+    let service = AgentLinkServer::new(AgentService {
+        engine,
+        heartbeat_interval,
+    });
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "The agent protocol server stopped.");
+        }
+    });
+    Ok((bound, task))
+}

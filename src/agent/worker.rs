@@ -1,0 +1,178 @@
+//! The agent process (`kairos agent`): registers with the scheduler, keeps the stream alive with
+//! heartbeats, runs the tasks it is sent, reports how they end, and reconnects when the stream breaks.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::proto::agent_link_client::AgentLinkClient;
+use super::proto::{self, agent_message, scheduler_message};
+use super::{Error, end_to_proto, launch_from_proto};
+use crate::executor::runner::Runner;
+use crate::placement::Resources;
+
+/// How an agent presents itself and where it works.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The scheduler's agent address, `host:port` or a URL.
+    pub server: String,
+    pub name: String,
+    pub hostname: String,
+    pub attributes: Vec<(String, String)>,
+    pub resources: Resources,
+    /// Sandboxes and the fetch cache live here.
+    pub work_dir: PathBuf,
+    pub fetch_timeout: Duration,
+}
+
+/// Where task ends go: the open stream, or a buffer until the next one.
+#[derive(Default)]
+struct Outbox {
+    stream: Option<mpsc::UnboundedSender<proto::AgentMessage>>,
+    buffered: Vec<proto::TaskStatus>,
+}
+
+fn status_message(status: proto::TaskStatus) -> proto::AgentMessage {
+    proto::AgentMessage {
+        kind: Some(agent_message::Kind::Status(status)),
+    }
+}
+
+/// Runs the agent until `shutdown` resolves, then kills its process tasks.
+///
+/// # Errors
+/// Fails only on a malformed scheduler address; connection problems are retried forever.
+pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    let url = if config.server.contains("://") {
+        config.server.clone()
+    } else {
+        format!("http://{}", config.server)
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::Address {
+            address: url.clone(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5));
+    let runner = Runner::new(config.work_dir.join("fetch-cache"), config.fetch_timeout);
+    let outbox = Arc::new(Mutex::new(Outbox::default()));
+    let sandbox_dir = config.work_dir.join("sandbox");
+    let session = async {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match session(&endpoint, &config, &runner, &outbox, &sandbox_dir).await {
+                Ok(()) => {
+                    tracing::warn!(server = %url, "The scheduler closed the stream; reconnecting.");
+                    backoff = Duration::from_millis(200);
+                }
+                Err(error) => tracing::warn!(server = %url, %error, "Cannot reach the scheduler; retrying."),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    };
+    tokio::select! {
+        () = session => {}
+        () = shutdown => {}
+    }
+    tracing::info!("Agent stopping; killing its process tasks.");
+    runner.kill_processes(Duration::from_millis(500));
+    Ok(())
+}
+
+/// One connection: register, then serve commands until the stream ends.
+async fn session(
+    endpoint: &tonic::transport::Endpoint,
+    config: &AgentConfig,
+    runner: &Runner,
+    outbox: &Arc<Mutex<Outbox>>,
+    sandbox_dir: &std::path::Path,
+) -> Result<(), String> {
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut client = AgentLinkClient::new(channel);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let finished = std::mem::take(&mut lock(outbox).buffered);
+    let register = proto::Register {
+        name: config.name.clone(),
+        hostname: config.hostname.clone(),
+        attributes: config.attributes.iter().cloned().collect(),
+        total: Some(proto::Resources {
+            cpus: config.resources.cpus,
+            mem_mb: config.resources.mem,
+            disk_mb: config.resources.disk,
+        }),
+        running_task_ids: runner.running().await,
+        finished: finished.clone(),
+    };
+    let _ = tx.send(proto::AgentMessage {
+        kind: Some(agent_message::Kind::Register(register)),
+    });
+    let mut inbound = match client.attach(UnboundedReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            // Keep the ends for the next attempt.
+            lock(outbox).buffered.extend(finished);
+            return Err(status.to_string());
+        }
+    };
+    lock(outbox).stream = Some(tx.clone());
+    tracing::info!(name = %config.name, "Registered with the scheduler.");
+    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+    let result = loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status.to_string()),
+        };
+        match message.kind {
+            Some(scheduler_message::Kind::Registered(registered)) => {
+                let every = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(50)));
+                let tx = tx.clone();
+                heartbeat = Some(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tick.tick().await;
+                        let beat = proto::AgentMessage {
+                            kind: Some(agent_message::Kind::Heartbeat(proto::Heartbeat {})),
+                        };
+                        if tx.send(beat).is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            Some(scheduler_message::Kind::Launch(launch)) => {
+                let launch = launch_from_proto(launch, sandbox_dir);
+                tracing::info!(task = %launch.process.task_id, "Launching task.");
+                let outbox = outbox.clone();
+                runner.start(launch, move |end| {
+                    let status = end_to_proto(&end);
+                    let mut outbox = lock(&outbox);
+                    let sent = outbox
+                        .stream
+                        .as_ref()
+                        .is_some_and(|s| s.send(status_message(status.clone())).is_ok());
+                    if !sent {
+                        outbox.buffered.push(status);
+                    }
+                });
+            }
+            Some(scheduler_message::Kind::Kill(kill)) => {
+                runner.kill(&kill.task_id, Duration::from_millis(u64::from(kill.grace_ms)));
+            }
+            None => {}
+        }
+    };
+    lock(outbox).stream = None;
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.abort();
+    }
+    result
+}
+
+fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
+    outbox.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,357 @@
+//! Runs whole tasks on one worker: sandbox, fetch, then a process or a Docker container; tracks
+//! them so they can be killed and listed. The scheduler's built-in worker and every agent use it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::docker::{ContainerSpec, Docker, VolumeSpec};
+use super::fetch::{self, FetchSpec};
+use super::{LaunchSpec, Outcome, Running};
+
+/// The container part of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerLaunch {
+    pub image: String,
+    pub network: String,
+    pub volumes: Vec<VolumeSpec>,
+    pub force_pull: bool,
+    pub parameters: Vec<(String, String)>,
+    pub cpus: f64,
+    pub mem_mb: f64,
+    pub disk_mb: f64,
+}
+
+/// Everything a worker needs to run one task.
+#[derive(Debug, Clone)]
+pub struct TaskLaunch {
+    pub process: LaunchSpec,
+    pub container: Option<ContainerLaunch>,
+    pub fetch: Vec<FetchSpec>,
+}
+
+/// How a task ended on its worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEnd {
+    pub task_id: String,
+    pub outcome: Outcome,
+    /// A kill was requested before it ended.
+    pub killed: bool,
+    /// Set when the task never got to run its command (fetch or launch failed).
+    pub error: Option<String>,
+}
+
+impl TaskEnd {
+    /// A sentence for the task's record.
+    pub fn describe(&self) -> String {
+        match &self.error {
+            Some(error) => error.clone(),
+            None if self.killed => format!("killed on request ({})", self.outcome.describe()),
+            None => self.outcome.describe(),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.error.is_none() && !self.killed && self.outcome.success()
+    }
+
+    fn failed_before_start(task_id: &str, killed: bool, error: String) -> TaskEnd {
+        TaskEnd {
+            task_id: task_id.to_owned(),
+            outcome: Outcome {
+                task_id: task_id.to_owned(),
+                exit_code: None,
+                signal: None,
+                timed_out: false,
+                stdout: String::new(),
+                stderr: format!("kairos: {error}\n"),
+            },
+            killed,
+            error: Some(error),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Preparing the sandbox or fetching; a kill stops it before the command starts.
+    Preparing {
+        kill_requested: bool,
+    },
+    Process {
+        running: Running,
+        kill_requested: bool,
+    },
+    Container {
+        kill_requested: bool,
+    },
+}
+
+impl Slot {
+    fn kill_requested(self) -> bool {
+        match self {
+            Slot::Preparing { kill_requested }
+            | Slot::Process { kill_requested, .. }
+            | Slot::Container { kill_requested } => kill_requested,
+        }
+    }
+}
+
+/// The tasks running on this worker.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache_dir: PathBuf,
+    fetch_timeout: Duration,
+    /// Connected on first use, so a worker without Docker still runs plain tasks.
+    docker: tokio::sync::OnceCell<Result<Docker, String>>,
+    /// Held only for map updates, never across an await.
+    tasks: Mutex<HashMap<String, Slot>>,
+}
+
+impl Runner {
+    pub fn new(cache_dir: PathBuf, fetch_timeout: Duration) -> Runner {
+        Runner {
+            inner: Arc::new(Inner {
+                cache_dir,
+                fetch_timeout,
+                docker: tokio::sync::OnceCell::new(),
+                tasks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn docker(&self) -> Result<Docker, String> {
+        self.inner
+            .docker
+            .get_or_init(|| async { Docker::connect().await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+    }
+
+    /// Task ids this worker runs now, containers left from a previous agent process included.
+    pub async fn running(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.tasks().keys().cloned().collect();
+        if let Ok(docker) = self.docker().await
+            && let Ok(containers) = docker.running_tasks().await
+        {
+            for id in containers {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Starts a task in the background; `on_end` runs once when it has ended.
+    pub fn start(&self, launch: TaskLaunch, on_end: impl FnOnce(TaskEnd) + Send + 'static) {
+        let task_id = launch.process.task_id.clone();
+        self.tasks().insert(
+            task_id.clone(),
+            Slot::Preparing {
+                kill_requested: false,
+            },
+        );
+        let runner = self.clone();
+        let finish = Finish::new(on_end);
+        tokio::spawn(async move {
+            let failed = |runner: &Runner, error: String| {
+                let killed = runner.forget(&task_id).is_some_and(Slot::kill_requested);
+                let _ = std::fs::remove_dir_all(&launch.process.sandbox);
+                finish.call(TaskEnd::failed_before_start(&task_id, killed, error));
+            };
+            if let Err(error) = runner.prepare(&launch).await {
+                failed(&runner, error);
+                return;
+            }
+            if runner.tasks().get(&task_id).is_some_and(|s| s.kill_requested()) {
+                failed(&runner, "killed before it started".to_owned());
+                return;
+            }
+            let ended = {
+                let runner = runner.clone();
+                let task_id = task_id.clone();
+                let finish = finish.clone();
+                move |outcome: Outcome| {
+                    let killed = runner.forget(&task_id).is_some_and(Slot::kill_requested);
+                    finish.call(TaskEnd {
+                        task_id,
+                        outcome,
+                        killed,
+                        error: None,
+                    });
+                }
+            };
+            let result = match &launch.container {
+                Some(container) => runner.start_container(&launch, container, ended).await,
+                None => runner.start_process(&launch, ended),
+            };
+            if let Err(error) = result {
+                tracing::warn!(task = %task_id, %error, "Task failed to launch.");
+                failed(&runner, error);
+            }
+        });
+    }
+
+    async fn prepare(&self, launch: &TaskLaunch) -> Result<(), String> {
+        let sandbox = &launch.process.sandbox;
+        tokio::fs::create_dir_all(sandbox)
+            .await
+            .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+        if !launch.fetch.is_empty() {
+            fetch::fetch_all(
+                &launch.fetch,
+                sandbox,
+                &self.inner.cache_dir,
+                self.inner.fetch_timeout,
+            )
+            .await
+            .map_err(|e| format!("fetch failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn start_process(
+        &self,
+        launch: &TaskLaunch,
+        ended: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Result<(), String> {
+        let running =
+            super::launch(launch.process.clone(), ended).map_err(|e| format!("failed to launch: {e}"))?;
+        let task_id = &launch.process.task_id;
+        let mut tasks = self.tasks();
+        if let Some(slot) = tasks.get_mut(task_id) {
+            let kill_requested = slot.kill_requested();
+            *slot = Slot::Process {
+                running,
+                kill_requested,
+            };
+            if kill_requested {
+                super::kill(running, Duration::from_millis(0));
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_container(
+        &self,
+        launch: &TaskLaunch,
+        container: &ContainerLaunch,
+        ended: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Result<(), String> {
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| format!("docker is not available on this worker: {e}"))?;
+        let p = &launch.process;
+        let spec = ContainerSpec {
+            task_id: p.task_id.clone(),
+            image: container.image.clone(),
+            command: p.command.clone(),
+            shell: p.shell,
+            arguments: p.arguments.clone(),
+            env: p.env.clone(),
+            network: container.network.clone(),
+            volumes: container.volumes.clone(),
+            force_pull: container.force_pull,
+            parameters: container.parameters.clone(),
+            cpus: container.cpus,
+            mem_mb: container.mem_mb,
+            disk_mb: container.disk_mb,
+            time_limit: p.time_limit,
+            output_limit: p.output_limit,
+            sandbox: Some(p.sandbox.clone()),
+        };
+        let sandbox = p.sandbox.clone();
+        docker
+            .launch(spec, move |outcome| {
+                let _ = std::fs::remove_dir_all(&sandbox);
+                ended(outcome);
+            })
+            .await
+            .map_err(|e| format!("failed to launch the container: {e}"))?;
+        if let Some(slot) = self.tasks().get_mut(&p.task_id) {
+            *slot = Slot::Container {
+                kill_requested: slot.kill_requested(),
+            };
+        }
+        Ok(())
+    }
+
+    fn forget(&self, task_id: &str) -> Option<Slot> {
+        self.tasks().remove(task_id)
+    }
+
+    /// Kills a task: its process group or its container, or stops it before it starts.
+    pub fn kill(&self, task_id: &str, grace: Duration) {
+        let slot = {
+            let mut tasks = self.tasks();
+            let Some(slot) = tasks.get_mut(task_id) else {
+                drop(tasks);
+                // Possibly a container from a previous agent process: ask Docker.
+                self.kill_container(task_id, grace);
+                return;
+            };
+            match slot {
+                Slot::Preparing { kill_requested }
+                | Slot::Process { kill_requested, .. }
+                | Slot::Container { kill_requested } => *kill_requested = true,
+            }
+            *slot
+        };
+        match slot {
+            Slot::Preparing { .. } => {}
+            Slot::Process { running, .. } => super::kill(running, grace),
+            Slot::Container { .. } => self.kill_container(task_id, grace),
+        }
+    }
+
+    fn kill_container(&self, task_id: &str, grace: Duration) {
+        let runner = self.clone();
+        let task_id = task_id.to_owned();
+        tokio::spawn(async move {
+            if let Ok(docker) = runner.docker().await
+                && let Err(error) = docker.kill(&task_id, grace).await
+            {
+                tracing::warn!(task = %task_id, %error, "Could not stop the container.");
+            }
+        });
+    }
+
+    /// Kills every process task (containers are left to run; a returning agent reconciles them).
+    pub fn kill_processes(&self, grace: Duration) {
+        for slot in self.tasks().values() {
+            if let Slot::Process { running, .. } = slot {
+                super::kill(*running, grace);
+            }
+        }
+    }
+}
+
+/// A task's end callback, callable from whichever path ends the task first, and only once.
+type EndCallback = Box<dyn FnOnce(TaskEnd) + Send>;
+
+#[derive(Clone)]
+struct Finish(Arc<Mutex<Option<EndCallback>>>);
+
+impl Finish {
+    fn new(on_end: impl FnOnce(TaskEnd) + Send + 'static) -> Finish {
+        Finish(Arc::new(Mutex::new(Some(Box::new(on_end)))))
+    }
+
+    fn call(&self, end: TaskEnd) {
+        let callback = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(callback) = callback {
+            callback(end);
+        }
+    }
+}
