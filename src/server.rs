@@ -133,12 +133,20 @@ impl Server {
         })
     }
 
-    /// Stops serving, then stops the engine (killing tasks of the built-in worker).
+    /// Stops serving HTTP, then stops the engine (killing tasks of the built-in worker), which
+    /// ends every agent stream so agents go looking for a scheduler again, then the agent server.
     pub async fn shutdown(self) {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
-        let _ = self.stop_agents.send(());
-        let _ = self.agents.await;
         self.engine.shutdown().await;
+        let _ = self.stop_agents.send(());
+        let mut agents = self.agents;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut agents)
+            .await
+            .is_err()
+        {
+            tracing::warn!("Agent connections did not close in time; dropping them.");
+            agents.abort();
+        }
     }
 }

@@ -21,7 +21,8 @@ if [ "$current" = "$RECIPE" ]; then
 fi
 old_id=$(docker image inspect --format '{{ .Id }}' "$IMAGE" 2> /dev/null || true)
 
-if [ ! -x /bin/busybox ]; then
+# The image has no libc, so busybox must be the static build (Debian's busybox package is dynamic).
+if [ ! -x /bin/busybox ] || ldd /bin/busybox > /dev/null 2>&1; then
     # The package lists may be missing on a new machine; refresh them only when the install needs it.
     apt-get install -y busybox-static > /dev/null 2>&1 ||
         { apt-get update > /dev/null && apt-get install -y busybox-static > /dev/null; }

@@ -305,6 +305,8 @@ impl<S: Store> Engine<S> {
                 event = rx.recv() => match event {
                     Some(Event::Shutdown { reply }) => {
                         self.kill_all_running();
+                        // Dropping the links ends every agent stream.
+                        self.state.workers.clear();
                         let _ = reply.send(());
                         return;
                     }

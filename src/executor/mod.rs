@@ -130,6 +130,15 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
         // Its own process group, so that kill reaches everything the task started.
         .process_group(0)
         .kill_on_drop(false);
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            // The task dies with its worker instead of running on unseen, which would duplicate
+            // it once the scheduler retries it elsewhere.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = command.spawn().map_err(|source| Error::Spawn {
         program: if spec.shell {
             "/bin/sh".to_owned()

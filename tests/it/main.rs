@@ -4,6 +4,7 @@ mod api;
 mod binary;
 mod chronos_python;
 mod lifecycle;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,8 @@ use serde_json::Value;
 /// A server on its own data directory, and a client for it.
 pub struct Harness {
     pub server: Option<Server>,
+    /// The configuration it was started with, for restarts.
+    pub config: ServerConfig,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub base: String,
@@ -22,38 +25,52 @@ pub struct Harness {
 
 pub fn test_config(dir: &Path) -> ServerConfig {
     let mut config = ServerConfig::for_data_dir(dir);
-    // Quick retries and kills keep the tests short; the semantics are the same.
+    // Quick retries, kills and heartbeats keep the tests short; the semantics are the same.
     config.failure_retry = Duration::from_millis(100);
     config.kill_grace = Duration::from_secs(2);
     config.hostname = "kairos-test".to_owned();
+    config.worker_timeout = Duration::from_millis(1500);
+    config.heartbeat_interval = Duration::from_millis(200);
     config
 }
 
 impl Harness {
     pub async fn start() -> Harness {
+        Harness::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = Server::start(test_config(dir.path()))
-            .await
-            .expect("server starts");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let server = Server::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         Harness {
             server: Some(server),
+            config,
             dir,
             client: reqwest::Client::new(),
             base,
         }
     }
 
-    /// Stops the server and starts a new one on the same data directory.
+    /// Stops the server and starts a new one with the same configuration and data directory.
     pub async fn restart(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let server = Server::start(test_config(self.dir.path()))
-            .await
-            .expect("server restarts");
+        let server = Server::start(self.config.clone()).await.expect("server restarts");
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
+    }
+
+    /// Restarts on the same agent port, so running agents find the new server.
+    pub async fn restart_keeping_agent_port(&mut self) {
+        if let Some(server) = &self.server {
+            self.config.agent_listen = server.agent_addr;
+        }
+        self.restart().await;
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

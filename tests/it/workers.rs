@@ -1,0 +1,389 @@
+//! Workers: agents as real `kairos agent` processes, placement by constraints and resources,
+//! lost agents, Docker containers and fetch.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::{Harness, lines, wait_until};
+
+/// Starts `kairos agent` against the harness' server.
+fn spawn_agent(h: &Harness, name: &str, extra: &[&str]) -> Child {
+    let agent_addr = h.server.as_ref().unwrap().agent_addr;
+    Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("agent")
+        .args([
+            "--server",
+            &agent_addr.to_string(),
+            "--name",
+            name,
+            "--hostname",
+            &format!("host-{name}"),
+        ])
+        .args(["--cpus", "2", "--mem", "1024", "--disk", "1000"])
+        .arg("--work-dir")
+        .arg(h.path(&format!("agent-{name}")))
+        .args(extra)
+        .env("KAIROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts")
+}
+
+async fn workers(h: &Harness) -> Vec<Value> {
+    let (status, body) = h.get("/v1/scheduler/workers").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_for_worker(h: &Harness, name: &str, state: &str) {
+    wait_until(&format!("worker {name} is {state}"), async || {
+        workers(h)
+            .await
+            .iter()
+            .any(|w| w["name"] == name && w["state"] == state)
+    })
+    .await;
+}
+
+fn no_local_worker(config: &mut kairos::config::ServerConfig) {
+    config.local_worker = None;
+}
+
+#[tokio::test]
+async fn the_built_in_worker_is_listed() {
+    let h = Harness::start().await;
+    let list = workers(&h).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let local = &list[0];
+    assert_eq!(
+        (
+            local["name"].clone(),
+            local["local"].clone(),
+            local["state"].clone()
+        ),
+        (json!("kairos-test"), json!(true), json!("active"))
+    );
+    assert!(local["total"]["cpus"].as_f64().unwrap() >= 1.0);
+    assert_eq!(local["used"]["cpus"], 0.0);
+}
+
+#[tokio::test]
+async fn constraints_send_tasks_to_the_matching_agent() {
+    let h = Harness::start_with(no_local_worker).await;
+    let _a = spawn_agent(&h, "a", &["--attribute", "rack=r1"]);
+    let _b = spawn_agent(&h, "b", &["--attribute", "rack=r2"]);
+    wait_for_worker(&h, "a", "active").await;
+    wait_for_worker(&h, "b", "active").await;
+    let b = workers(&h).await.into_iter().find(|w| w["name"] == "b").unwrap();
+    assert_eq!(b["attributes"], json!({"rack": "r2"}));
+    assert_eq!(b["total"], json!({"cpus": 2.0, "mem": 1024.0, "disk": 1000.0}));
+    let cases = [
+        ("on-r2", json!([["rack", "EQUALS", "r2"]]), "host-b"),
+        ("on-r1", json!([["rack", "LIKE", "r[0-1]"]]), "host-a"),
+        ("not-r1", json!([["rack", "UNLIKE", "r1"]]), "host-b"),
+        ("by-host", json!([["hostname", "EQUALS", "host-a"]]), "host-a"),
+    ];
+    for (name, constraints, _) in &cases {
+        h.create(json!({"name": name, "command": "echo $HOST", "constraints": constraints, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+            .await;
+        assert_eq!(h.put(&format!("/v1/scheduler/job/{name}"), None).await.0, 204);
+    }
+    for (name, _, host) in cases {
+        h.wait_job(name, "success", |j| j["successCount"] == 1).await;
+        let task = h.history(name).await.remove(0);
+        assert_eq!(task["stdout"], format!("{host}\n"), "{name}");
+        assert_eq!(task["worker"], host.trim_start_matches("host-"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_unplaceable_task_waits_then_runs_when_a_matching_agent_joins() {
+    let h = Harness::start_with(no_local_worker).await;
+    let _a = spawn_agent(&h, "a", &["--attribute", "rack=r1"]);
+    wait_for_worker(&h, "a", "active").await;
+    h.create(json!({"name": "gpu", "command": "true", "constraints": [["gpu", "EQUALS", "yes"]], "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.create(
+        json!({"name": "huge", "command": "true", "cpus": 64, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
+    h.put("/v1/scheduler/job/gpu", None).await;
+    h.put("/v1/scheduler/job/huge", None).await;
+    wait_until("both wait with a reason", async || {
+        let gpu = h.summary("gpu").await;
+        let huge = h.summary("huge").await;
+        gpu["state"] == "queued" && gpu["queuedReason"].is_string() && huge["queuedReason"].is_string()
+    })
+    .await;
+    let reason = h.summary("gpu").await["queuedReason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("gpu"), "{reason}");
+    let huge_reason = h.summary("huge").await["queuedReason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(huge_reason.contains("64"), "{huge_reason}");
+    // A matching worker joins: the waiting task starts on it; the oversized one keeps waiting.
+    let _g = spawn_agent(&h, "g", &["--attribute", "gpu=yes"]);
+    h.wait_job("gpu", "success after the agent joined", |j| {
+        j["successCount"] == 1
+    })
+    .await;
+    assert_eq!(h.history("gpu").await[0]["worker"], "g");
+    assert_eq!(h.summary("huge").await["state"], "queued");
+    assert_eq!(h.job("huge").await["errorCount"], 0, "waiting is not failing");
+}
+
+#[tokio::test]
+async fn resources_are_never_overcommitted() {
+    let h = Harness::start_with(no_local_worker).await;
+    let _a = spawn_agent(&h, "a", &[]);
+    wait_for_worker(&h, "a", "active").await;
+    // The agent has 2 cpus: two 1-cpu tasks fit, a third waits for one of them to end.
+    let gate = h.path("gate");
+    for i in 0..3 {
+        let command = format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display());
+        h.create(json!({"name": format!("w{i}"), "command": command, "cpus": 1, "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
+        h.put(&format!("/v1/scheduler/job/w{i}"), None).await;
+    }
+    wait_until("two run and one waits", async || {
+        let mut states = Vec::new();
+        for i in 0..3 {
+            states.push(
+                h.summary(&format!("w{i}")).await["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        states.iter().filter(|s| *s == "1 running").count() == 2
+            && states.iter().filter(|s| *s == "queued").count() == 1
+    })
+    .await;
+    let a = workers(&h).await.remove(0);
+    assert_eq!(a["used"]["cpus"], 2.0);
+    std::fs::write(&gate, "open").unwrap();
+    for i in 0..3 {
+        h.wait_job(&format!("w{i}"), "success", |j| j["successCount"] == 1)
+            .await;
+    }
+    wait_until("resources are released", async || {
+        workers(&h).await[0]["used"]["cpus"] == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_killed_agent_gets_its_task_retried_on_another() {
+    let h = Harness::start_with(no_local_worker).await;
+    let mut a = spawn_agent(&h, "a", &["--attribute", "pool=x"]);
+    wait_for_worker(&h, "a", "active").await;
+    let pid_file = h.path("first.pid");
+    // On host-a the task hangs; anywhere else it succeeds.
+    let command = format!(
+        "if [ \"$HOST\" = host-a ]; then echo $$ > {}; sleep 60; fi; echo done on $HOST",
+        pid_file.display()
+    );
+    h.create(json!({"name": "survivor", "command": command, "retries": 2, "constraints": [["pool", "EQUALS", "x"]], "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.put("/v1/scheduler/job/survivor", None).await;
+    wait_until("the task runs on a", async || !lines(&pid_file).is_empty()).await;
+    let _b = spawn_agent(&h, "b", &["--attribute", "pool=x"]);
+    wait_for_worker(&h, "b", "active").await;
+    a.kill().await.unwrap();
+    wait_for_worker(&h, "a", "lost").await;
+    let job = h
+        .wait_job("survivor", "success on b", |j| j["successCount"] == 1)
+        .await;
+    assert_eq!(job["errorCount"], 0);
+    let history = h.history("survivor").await;
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(
+        (history[0]["worker"].clone(), history[0]["state"].clone()),
+        (json!("b"), json!("finished"))
+    );
+    assert_eq!(
+        (history[1]["worker"].clone(), history[1]["state"].clone()),
+        (json!("a"), json!("lost"))
+    );
+    assert_eq!(history[0]["stdout"], "done on host-b\n");
+    // The first attempt's shell died with its agent.
+    let pid: i32 = lines(&pid_file)[0].parse().unwrap();
+    // SAFETY: signal 0 only probes; SIGKILL to the group cleans up the orphaned sleep.
+    wait_until(
+        "the task's shell died with its agent",
+        async || unsafe { libc::kill(pid, 0) } != 0,
+    )
+    .await;
+    unsafe {
+        libc::killpg(pid, libc::SIGKILL);
+    }
+}
+
+#[tokio::test]
+async fn a_returning_agent_keeps_its_running_task() {
+    let h = Harness::start_with(|c| {
+        c.local_worker = None;
+        c.worker_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let _a = spawn_agent(&h, "a", &[]);
+    wait_for_worker(&h, "a", "active").await;
+    let gate = h.path("gate");
+    let command = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+        gate.display()
+    );
+    h.create(json!({"name": "long", "command": command, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.put("/v1/scheduler/job/long", None).await;
+    wait_until("the task runs", async || {
+        h.summary("long").await["state"] == "1 running"
+    })
+    .await;
+    // The scheduler restarts; the agent reconnects and reports the task as still running.
+    let mut h = h;
+    h.restart_keeping_agent_port().await;
+    wait_for_worker(&h, "a", "active").await;
+    assert_eq!(h.summary("long").await["state"], "1 running");
+    std::fs::write(&gate, "open").unwrap();
+    let job = h.wait_job("long", "success", |j| j["successCount"] == 1).await;
+    assert_eq!(job["errorCount"], 0);
+    let history = h.history("long").await;
+    assert_eq!(history.len(), 1, "not run twice: {history:?}");
+    assert_eq!(history[0]["stdout"], "finished\n");
+}
+
+fn docker(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn container_jobs_run_in_docker_with_their_limits() {
+    let h = Harness::start().await;
+    h.create(json!({
+        "name": "boxed",
+        "command": "echo in-container; sleep 30",
+        "cpus": 0.5,
+        "mem": 64,
+        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest", "network": "NONE"},
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.put("/v1/scheduler/job/boxed", None).await;
+    let mut container = String::new();
+    wait_until("the container runs", async || {
+        let task = h.history("boxed").await;
+        let Some(id) = task.first().and_then(|t| t["taskId"].as_str().map(str::to_owned)) else {
+            return false;
+        };
+        container = docker(&["ps", "-q", "--filter", &format!("label=kairos.task_id={id}")]);
+        !container.is_empty()
+    })
+    .await;
+    let limits = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.NetworkMode}}",
+        &container,
+    ]);
+    assert_eq!(limits, format!("500000000 {} none", 64 * 1024 * 1024));
+    assert_eq!(h.delete("/v1/scheduler/task/kill/boxed").await.0, 204);
+    wait_until("the task is killed", async || {
+        h.history("boxed").await[0]["state"] == "killed"
+    })
+    .await;
+    wait_until("the container is removed", async || {
+        docker(&["ps", "-aq", "--filter", &format!("id={container}")]).is_empty()
+    })
+    .await;
+    let task = h.history("boxed").await.remove(0);
+    assert_eq!(task["stdout"], "in-container\n");
+
+    h.create(json!({
+        "name": "boxed-fail",
+        "command": "echo out; echo err >&2; exit 3",
+        "retries": 0,
+        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest"},
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.put("/v1/scheduler/job/boxed-fail", None).await;
+    h.wait_job("boxed-fail", "final failure", |j| j["errorCount"] == 1)
+        .await;
+    let task = h.history("boxed-fail").await.remove(0);
+    assert_eq!(
+        (
+            task["exitCode"].clone(),
+            task["stdout"].clone(),
+            task["stderr"].clone()
+        ),
+        (json!(3), json!("out\n"), json!("err\n"))
+    );
+}
+
+#[tokio::test]
+async fn privileged_container_parameters_are_refused() {
+    let h = Harness::start().await;
+    for parameter in [
+        json!({"key": "privileged", "value": "true"}),
+        json!({"key": "cap-add", "value": "SYS_ADMIN"}),
+        json!({"key": "volume", "value": "/var/run/docker.sock:/var/run/docker.sock"}),
+    ] {
+        let (status, body) = h
+            .post("/v1/scheduler/iso8601", json!({"name": "escalate", "command": "true", "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest", "parameters": [parameter]}}))
+            .await;
+        assert_eq!(status, 400, "{parameter}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("container.parameters"),
+            "{body}"
+        );
+    }
+    let (_, jobs) = h.get("/v1/scheduler/jobs").await;
+    assert_eq!(jobs, json!([]));
+    let allowed = Harness::start_with(|c| c.allow_privileged_containers = true).await;
+    let (status, body) = allowed
+        .post("/v1/scheduler/iso8601", json!({"name": "escalate", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D", "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest", "parameters": [{"key": "privileged", "value": "true"}]}}))
+        .await;
+    assert_eq!(status, 204, "{body}");
+}
+
+#[tokio::test]
+async fn fetched_files_are_in_the_sandbox_and_a_failed_fetch_fails_the_task() {
+    let h = Harness::start().await;
+    let source = h.path("input.txt");
+    std::fs::write(&source, "payload\n").unwrap();
+    h.create(json!({
+        "name": "reader",
+        "command": "cat input.txt; cat $MESOS_SANDBOX/copy.txt",
+        "fetch": [{"uri": format!("file://{}", source.display())}, {"uri": source.display().to_string(), "output_file": "copy.txt"}],
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.create(json!({
+        "name": "missing",
+        "command": "true",
+        "retries": 0,
+        "uris": [h.path("nope.txt").display().to_string()],
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.put("/v1/scheduler/job/reader", None).await;
+    h.put("/v1/scheduler/job/missing", None).await;
+    h.wait_job("reader", "success", |j| j["successCount"] == 1).await;
+    assert_eq!(h.history("reader").await[0]["stdout"], "payload\npayload\n");
+    h.wait_job("missing", "failure", |j| j["errorCount"] == 1).await;
+    let task = h.history("missing").await.remove(0);
+    assert!(task["message"].as_str().unwrap().contains("fetch"), "{task}");
+    assert!(task["message"].as_str().unwrap().contains("nope.txt"), "{task}");
+}
