@@ -387,3 +387,35 @@ async fn fetched_files_are_in_the_sandbox_and_a_failed_fetch_fails_the_task() {
     assert!(task["message"].as_str().unwrap().contains("fetch"), "{task}");
     assert!(task["message"].as_str().unwrap().contains("nope.txt"), "{task}");
 }
+
+#[tokio::test]
+async fn a_lost_agent_that_returns_has_its_stale_task_killed() {
+    let h = Harness::start_with(no_local_worker).await;
+    let a = spawn_agent(&h, "a", &["--attribute", "pool=x"]);
+    wait_for_worker(&h, "a", "active").await;
+    let pid_file = h.path("stale.pid");
+    let command = format!(
+        "if [ \"$HOST\" = host-a ]; then echo $$ > {}; sleep 60; fi; echo done on $HOST",
+        pid_file.display()
+    );
+    h.create(json!({"name": "partitioned", "command": command, "constraints": [["pool", "EQUALS", "x"]], "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.put("/v1/scheduler/job/partitioned", None).await;
+    wait_until("the task runs on a", async || !lines(&pid_file).is_empty()).await;
+    let stale: i32 = lines(&pid_file)[0].parse().unwrap();
+    // Freeze the agent: its heartbeats stop, as in a network partition, but its task keeps running.
+    let agent_pid = a.id().unwrap() as i32;
+    // SAFETY: stopping and resuming our own child process.
+    unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+    wait_for_worker(&h, "a", "lost").await;
+    let _b = spawn_agent(&h, "b", &["--attribute", "pool=x"]);
+    h.wait_job("partitioned", "success on b", |j| j["successCount"] == 1).await;
+    assert_eq!(unsafe { libc::kill(stale, 0) }, 0, "the stale task still runs while its agent is frozen");
+    unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+    // The agent comes back, reports the task it still runs, and is told to kill it.
+    wait_for_worker(&h, "a", "active").await;
+    wait_until("the stale task is killed", async || unsafe { libc::kill(stale, 0) } != 0).await;
+    let job = h.job("partitioned").await;
+    assert_eq!((job["successCount"].clone(), job["errorCount"].clone()), (json!(1), json!(0)));
+    drop(a);
+}
