@@ -109,6 +109,13 @@ pub struct ServerArgs {
     /// Accept container parameters that escalate privilege (privileged, cap-add, device, …).
     #[arg(long, env = "KAIROS_ALLOW_PRIVILEGED_CONTAINERS")]
     pub allow_privileged_containers: bool,
+    /// Keep state in PostgreSQL (`postgres://…`) instead of the embedded SQLite file; servers
+    /// sharing one database elect a leader.
+    #[arg(long, env = "KAIROS_STORE")]
+    pub store: Option<String>,
+    /// Seconds between leadership checks (election and lock liveness) [default: 1].
+    #[arg(long, env = "KAIROS_ELECTION_INTERVAL")]
+    pub election_interval: Option<f64>,
 }
 
 /// The same settings as read from the config file.
@@ -139,6 +146,8 @@ struct FileConfig {
     heartbeat_interval: Option<f64>,
     fetch_timeout: Option<f64>,
     allow_privileged_containers: Option<bool>,
+    store: Option<String>,
+    election_interval: Option<f64>,
 }
 
 /// Validated server settings.
@@ -166,6 +175,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub fetch_timeout: Duration,
     pub allow_privileged_containers: bool,
+    /// A PostgreSQL URL, or `None` for the embedded SQLite store.
+    pub store: Option<String>,
+    pub election_interval: Duration,
 }
 
 fn address(text: String) -> Result<SocketAddr, Error> {
@@ -312,7 +324,26 @@ impl ServerConfig {
             fetch_timeout: secs("fetch_timeout", args.fetch_timeout, file.fetch_timeout, 300.0)?,
             allow_privileged_containers: args.allow_privileged_containers
                 || file.allow_privileged_containers.unwrap_or(false),
+            store: args
+                .store
+                .clone()
+                .or(file.store)
+                .filter(|s| !s.is_empty() && s != "sqlite"),
+            election_interval: secs(
+                "election_interval",
+                args.election_interval,
+                file.election_interval,
+                1.0,
+            )?,
         };
+        if let Some(url) = &config.store
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(Error::Invalid {
+                field: "store",
+                reason: "use a postgres:// URL, or leave it unset for the embedded SQLite store".to_owned(),
+            });
+        }
         for (field, value) in [
             ("task_cpus", config.task_cpus),
             ("task_mem", config.task_mem),

@@ -10,11 +10,13 @@
 //! - [`placement`]: pure matching of tasks to workers (resources and constraints).
 //! - [`agent`]: the gRPC agent protocol, both the scheduler's service and the agent process.
 //! - [`api`]: the Chronos REST API over warp.
+//! - [`cluster`]: who leads; leader election over PostgreSQL.
 //! - [`config`], [`server`], [`clock`]: settings, wiring, and the one wall-clock reader.
 
 pub mod agent;
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod executor;

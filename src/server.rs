@@ -1,16 +1,18 @@
-//! Wires the store, the engine, the HTTP API and the agent protocol into a running scheduler.
+//! Wires the store, the engine, the HTTP API and the agent protocol into a running scheduler,
+//! either alone on SQLite or as one of several servers on PostgreSQL that elect a leader.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, Context, dto::Defaults};
+use crate::cluster::{self, Cluster, Member};
 use crate::config::ServerConfig;
-use crate::engine::{self, Handle};
+use crate::engine;
 use crate::schedule;
-use crate::store::SqliteStore;
+use crate::store::{PostgresStore, SqliteStore, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,15 +42,52 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where agents connect.
     pub agent_addr: SocketAddr,
-    engine: Handle,
+    cluster: Cluster,
+    /// Stops the election loop (PostgreSQL only).
+    election: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     stop_agents: oneshot::Sender<()>,
     agents: JoinHandle<()>,
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<()>,
 }
 
+fn engine_config(config: &ServerConfig) -> engine::Config {
+    engine::Config {
+        failure_retry: config.failure_retry,
+        default_epsilon: epsilon(config),
+        disable_after_failures: config.disable_after_failures,
+        kill_grace: config.kill_grace,
+        output_limit: config.output_limit,
+        sandbox_dir: config.data_dir.join("sandbox"),
+        worker_name: config.hostname.clone(),
+        job_history_limit: config.job_history_limit,
+        task_history_per_job: config.task_history_per_job,
+        local_worker: config.local_worker.map(|resources| engine::LocalWorker {
+            resources,
+            attributes: config.worker_attributes.clone(),
+        }),
+        worker_timeout: config.worker_timeout,
+        heartbeat_interval: config.heartbeat_interval,
+        fetch_cache_dir: config.data_dir.join("fetch-cache"),
+        fetch_timeout: config.fetch_timeout,
+    }
+}
+
+fn epsilon(config: &ServerConfig) -> chrono::Duration {
+    chrono::Duration::from_std(config.task_epsilon).unwrap_or_else(|_| chrono::Duration::seconds(60))
+}
+
+/// Starts an engine on `store` (the first thing a new leader does).
+async fn start_engine<S: Store>(
+    config: engine::Config,
+    store: Arc<S>,
+) -> Result<engine::Handle, engine::Error> {
+    engine::start(config, store).await
+}
+
 impl Server {
-    /// Starts the scheduler: opens the store, loads jobs, serves the API and the agent protocol.
+    /// Starts the scheduler: opens the store, then leads at once (SQLite) or joins the election
+    /// (PostgreSQL), serving the API and the agent protocol either way.
     ///
     /// # Errors
     /// Fails when the data directory, the store or a listen address can't be used.
@@ -57,65 +96,73 @@ impl Server {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        let epsilon =
-            chrono::Duration::from_std(config.task_epsilon).unwrap_or_else(|_| chrono::Duration::seconds(60));
-        let engine_config = engine::Config {
-            failure_retry: config.failure_retry,
-            default_epsilon: epsilon,
-            disable_after_failures: config.disable_after_failures,
-            kill_grace: config.kill_grace,
-            output_limit: config.output_limit,
-            sandbox_dir: config.data_dir.join("sandbox"),
-            worker_name: config.hostname.clone(),
-            job_history_limit: config.job_history_limit,
-            task_history_per_job: config.task_history_per_job,
-            local_worker: config.local_worker.map(|resources| engine::LocalWorker {
-                resources,
-                attributes: config.worker_attributes.clone(),
-            }),
-            worker_timeout: config.worker_timeout,
-            heartbeat_interval: config.heartbeat_interval,
-            fetch_cache_dir: config.data_dir.join("fetch-cache"),
-            fetch_timeout: config.fetch_timeout,
-        };
-        let engine = engine::start(engine_config, store).await?;
-        let (stop_agents, agents_stopped) = oneshot::channel::<()>();
-        let (agent_addr, agents) = crate::agent::service::serve(
-            config.agent_listen,
-            engine.clone(),
-            config.heartbeat_interval,
-            async {
-                let _ = agents_stopped.await;
-            },
-        )
-        .await?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let http_listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen {
                 addr: config.listen,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
+        let addr = http_listener.local_addr().map_err(|source| Error::Listen {
             addr: config.listen,
             source,
         })?;
-        let context = Arc::new(Context {
-            engine: engine.clone(),
-            defaults: Defaults {
+        let agent_listener = tokio::net::TcpListener::bind(config.agent_listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.agent_listen,
+                source,
+            })?;
+        let agent_addr = agent_listener.local_addr().map_err(|source| Error::Listen {
+            addr: config.agent_listen,
+            source,
+        })?;
+        let me = Member {
+            http: format!("{}:{}", config.hostname, addr.port()),
+            agent: format!("{}:{}", config.hostname, agent_addr.port()),
+        };
+        let engine_config = engine_config(&config);
+        let (cluster, election) = match &config.store {
+            None => {
+                let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
+                let engine = start_engine(engine_config, store).await?;
+                (Cluster::single(me, engine), None)
+            }
+            Some(url) => {
+                let store = Arc::new(PostgresStore::open(url).await?);
+                let for_engine = store.clone();
+                let (cluster, stop, task) = cluster::elect(
+                    me,
+                    store,
+                    move || start_engine(engine_config.clone(), for_engine.clone()),
+                    config.election_interval,
+                );
+                (cluster, Some((stop, task)))
+            }
+        };
+        let (stop_agents, agents_stopped) = oneshot::channel::<()>();
+        let agents = crate::agent::service::serve(
+            agent_listener,
+            cluster.clone(),
+            config.heartbeat_interval,
+            async {
+                let _ = agents_stopped.await;
+            },
+        );
+        let context = Arc::new(Context::new(
+            cluster.clone(),
+            Defaults {
                 cpus: config.task_cpus,
                 mem: config.task_mem,
                 disk: config.task_disk,
                 run_as_user: config.user.clone(),
-                epsilon: schedule::format_duration(epsilon),
+                epsilon: schedule::format_duration(epsilon(&config)),
                 allow_privileged: config.allow_privileged_containers,
             },
-            leader: format!("{}:{}", config.hostname, addr.port()),
-        });
+        ));
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(
             warp::serve(api::routes(context))
-                .incoming(listener)
+                .incoming(http_listener)
                 .graceful(async {
                     let _ = stopped.await;
                 })
@@ -125,7 +172,8 @@ impl Server {
         Ok(Server {
             addr,
             agent_addr,
-            engine,
+            cluster,
+            election,
             stop_agents,
             agents,
             stop_http,
@@ -133,12 +181,27 @@ impl Server {
         })
     }
 
+    /// Whether this server leads now.
+    pub fn is_leader(&self) -> bool {
+        self.cluster.engine().is_some()
+    }
+
     /// Stops serving HTTP, then stops the engine (killing tasks of the built-in worker), which
     /// ends every agent stream so agents go looking for a scheduler again, then the agent server.
     pub async fn shutdown(self) {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
-        self.engine.shutdown().await;
+        match self.election {
+            Some((stop, task)) => {
+                let _ = stop.send(true);
+                let _ = task.await;
+            }
+            None => {
+                if let Some(engine) = self.cluster.engine() {
+                    engine.shutdown().await;
+                }
+            }
+        }
         let _ = self.stop_agents.send(());
         let mut agents = self.agents;
         if tokio::time::timeout(std::time::Duration::from_secs(5), &mut agents)

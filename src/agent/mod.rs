@@ -26,12 +26,6 @@ pub enum Error {
     Address { address: String, reason: String },
     #[error("the scheduler refused the agent: {status}")]
     Refused { status: tonic::Status },
-    #[error("cannot serve the agent protocol on {addr}: {source}")]
-    Serve {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// A launch as it travels to an agent.

@@ -1,7 +1,6 @@
 //! The scheduler's side of the agent protocol: each agent stream becomes engine events, and the
 //! engine's commands for that worker go back down the stream.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -12,14 +11,18 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::agent_link_server::{AgentLink, AgentLinkServer};
 use super::proto::{self, agent_message, scheduler_message};
-use super::{Error, end_from_proto, launch_to_proto};
-use crate::engine::{Event, Handle, WorkerCommand, WorkerInfo};
+use super::{end_from_proto, launch_to_proto};
+use crate::cluster::Cluster;
+use crate::engine::{Event, WorkerCommand, WorkerInfo};
 use crate::placement::Resources;
 
 pub struct AgentService {
-    engine: Handle,
+    cluster: Cluster,
     heartbeat_interval: Duration,
 }
+
+/// The refusal a standby gives, with the leader's agent address for the agent to follow.
+pub const LEADER_HINT: &str = "leader agent address: ";
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<proto::SchedulerMessage, Status>> + Send>>;
 
@@ -42,6 +45,16 @@ impl AgentLink for AgentService {
         &self,
         request: Request<Streaming<proto::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        // Only the leader takes agents; a standby points them at the leader.
+        let Some(engine) = self.cluster.engine() else {
+            let hint = match self.cluster.leader() {
+                Some(leader) if leader != *self.cluster.me() => format!("; {LEADER_HINT}{}", leader.agent),
+                _ => String::new(),
+            };
+            return Err(Status::failed_precondition(format!(
+                "this server is not the leader{hint}"
+            )));
+        };
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -69,7 +82,7 @@ impl AgentLink for AgentService {
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (reply, connection) = oneshot::channel();
-        self.engine
+        engine
             .send(Event::WorkerConnected {
                 info,
                 link: commands,
@@ -80,7 +93,6 @@ impl AgentLink for AgentService {
         let connection = connection
             .await
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
-        let engine = self.engine.clone();
         tokio::spawn(async move {
             // Until the stream ends: heartbeats and task ends go to the engine.
             while let Ok(Some(message)) = inbound.message().await {
@@ -115,27 +127,18 @@ impl AgentLink for AgentService {
     }
 }
 
-/// Serves the agent protocol on `addr` until `shutdown` resolves; returns the bound address.
-///
-/// # Errors
-/// Fails when the address can't be bound.
-pub async fn serve(
-    addr: SocketAddr,
-    engine: Handle,
+/// Serves the agent protocol on `listener` until `shutdown` resolves.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    cluster: Cluster,
     heartbeat_interval: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Serve { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| Error::Serve { addr, source })?;
+) -> tokio::task::JoinHandle<()> {
     let service = AgentLinkServer::new(AgentService {
-        engine,
+        cluster,
         heartbeat_interval,
     });
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -143,6 +146,5 @@ pub async fn serve(
         if let Err(error) = result {
             tracing::error!(%error, "The agent protocol server stopped.");
         }
-    });
-    Ok((bound, task))
+    })
 }

@@ -17,7 +17,8 @@ use crate::placement::Resources;
 /// How an agent presents itself and where it works.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The scheduler's agent address, `host:port` or a URL.
+    /// The schedulers' agent addresses, `host:port` or URLs, comma-separated; the agent attaches
+    /// to whichever leads, following a standby's hint.
     pub server: String,
     pub name: String,
     pub hostname: String,
@@ -33,7 +34,13 @@ pub struct AgentConfig {
 struct Outbox {
     stream: Option<mpsc::UnboundedSender<proto::AgentMessage>>,
     buffered: Vec<proto::TaskStatus>,
+    /// Ends sent on the current stream. A stream that breaks may have lost them in flight, so
+    /// the next registration repeats them; the scheduler ignores ends it already has.
+    sent: Vec<proto::TaskStatus>,
 }
+
+/// Ends kept for repeating after a break; older ones were surely delivered long ago.
+const RESEND_LIMIT: usize = 1000;
 
 fn status_message(status: proto::TaskStatus) -> proto::AgentMessage {
     proto::AgentMessage {
@@ -41,37 +48,74 @@ fn status_message(status: proto::TaskStatus) -> proto::AgentMessage {
     }
 }
 
+fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, Error> {
+    let url = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    Ok(tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::Address {
+            address: url,
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(3)))
+}
+
 /// Runs the agent until `shutdown` resolves, then kills its process tasks.
 ///
 /// # Errors
 /// Fails only on a malformed scheduler address; connection problems are retried forever.
 pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
-    let url = if config.server.contains("://") {
-        config.server.clone()
-    } else {
-        format!("http://{}", config.server)
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::Address {
-            address: url.clone(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5));
+    let servers: Vec<String> = config
+        .server
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if servers.is_empty() {
+        return Err(Error::Address {
+            address: config.server.clone(),
+            reason: "no address given".to_owned(),
+        });
+    }
+    for server in &servers {
+        endpoint(server)?;
+    }
     let runner = Runner::new(config.work_dir.join("fetch-cache"), config.fetch_timeout);
     let outbox = Arc::new(Mutex::new(Outbox::default()));
     let sandbox_dir = config.work_dir.join("sandbox");
     let session = async {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Duration::from_millis(100);
+        let mut next = 0;
+        let mut hint: Option<String> = None;
         loop {
+            // A standby's hint names the leader; otherwise go round the list.
+            let server = hint.take().unwrap_or_else(|| {
+                next = (next + 1) % servers.len();
+                servers[next].clone()
+            });
+            let Ok(endpoint) = endpoint(&server) else {
+                continue;
+            };
             match session(&endpoint, &config, &runner, &outbox, &sandbox_dir).await {
                 Ok(()) => {
-                    tracing::warn!(server = %url, "The scheduler closed the stream; reconnecting.");
-                    backoff = Duration::from_millis(200);
+                    tracing::warn!(%server, "The scheduler closed the stream; reconnecting.");
+                    backoff = Duration::from_millis(100);
                 }
-                Err(error) => tracing::warn!(server = %url, %error, "Cannot reach the scheduler; retrying."),
+                Err(error) => {
+                    if let Some((_, leader)) = error.split_once(crate::agent::service::LEADER_HINT) {
+                        let leader = leader.trim().trim_end_matches('"').to_owned();
+                        tracing::info!(%server, %leader, "Following the standby's hint to the leader.");
+                        hint = Some(leader);
+                        continue;
+                    }
+                    tracing::warn!(%server, %error, "Cannot attach to the scheduler; retrying.");
+                }
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     };
     tokio::select! {
@@ -94,7 +138,12 @@ async fn session(
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     let mut client = AgentLinkClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel();
-    let finished = std::mem::take(&mut lock(outbox).buffered);
+    let finished = {
+        let mut outbox = lock(outbox);
+        let mut finished = std::mem::take(&mut outbox.sent);
+        finished.append(&mut outbox.buffered);
+        finished
+    };
     let register = proto::Register {
         name: config.name.clone(),
         hostname: config.hostname.clone(),
@@ -155,7 +204,12 @@ async fn session(
                         .stream
                         .as_ref()
                         .is_some_and(|s| s.send(status_message(status.clone())).is_ok());
-                    if !sent {
+                    if sent {
+                        if outbox.sent.len() == RESEND_LIMIT {
+                            outbox.sent.remove(0);
+                        }
+                        outbox.sent.push(status);
+                    } else {
                         outbox.buffered.push(status);
                     }
                 });

@@ -13,6 +13,7 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::cluster::Cluster;
 use crate::engine::{self, Event, Handle, Histogram, Provided};
 use crate::job::Job;
 use crate::store::{TaskRecord, TaskState};
@@ -71,10 +72,31 @@ impl From<engine::Error> for ApiError {
 
 /// What the handlers share.
 pub struct Context {
-    pub engine: Handle,
+    /// Who leads, and our engine while we do.
+    pub cluster: Cluster,
     pub defaults: Defaults,
-    /// `host:port` of the leader, for `/leader`.
-    pub leader: String,
+    /// Forwards requests from a standby to the leader.
+    client: reqwest::Client,
+}
+
+impl Context {
+    pub fn new(cluster: Cluster, defaults: Defaults) -> Context {
+        Context {
+            cluster,
+            defaults,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Our engine; requests only reach handlers on the leader, so this fails only while leadership changes.
+    fn engine(&self) -> Result<Handle, engine::Error> {
+        self.cluster.engine().ok_or(engine::Error::Stopped)
+    }
+
+    /// The leader's HTTP address, as `/leader` names it.
+    fn leader(&self) -> String {
+        self.cluster.leader().map(|m| m.http).unwrap_or_default()
+    }
 }
 
 type Ctx = Arc<Context>;
@@ -139,19 +161,42 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         );
         response
     });
+    // Every server names the leader itself, at all three of Chronos' paths.
     let leader = warp::path!("leader")
+        .or(warp::path!("v1" / "scheduler" / "leader"))
+        .unify()
+        .or(warp::path!("scheduler" / "leader"))
+        .unify()
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
-        .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader })));
+        .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and_then(metrics);
-    v1.or(v2)
+    // A standby serves everything else by forwarding it to the leader, as Chronos does.
+    let proxy = with_ctx(ctx.clone())
+        .and_then(|ctx: Ctx| async move {
+            if ctx.cluster.engine().is_some() {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(ctx)
+            }
+        })
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        // No length limit here: GET requests carry no Content-Length, and the leader enforces its own.
+        .and(warp::body::bytes())
+        .and_then(proxy);
+    ping.or(leader)
         .unify()
-        .or(ping)
+        .or(proxy)
         .unify()
-        .or(leader)
+        .or(v1)
+        .unify()
+        .or(v2)
         .unify()
         .or(metrics)
         .unify()
@@ -163,6 +208,56 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
                 .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
             response
         })
+}
+
+/// Forwards a request to the leader and relays its answer.
+async fn proxy(
+    ctx: Ctx,
+    method: warp::http::Method,
+    path: warp::path::FullPath,
+    query: String,
+    headers: warp::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, Infallible> {
+    let unavailable = |message: &str| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: message.to_owned(),
+    };
+    let Some(leader) = ctx.cluster.leader().filter(|l| l != ctx.cluster.me()) else {
+        return Ok(unavailable("no leader is elected right now; retry shortly").into_response());
+    };
+    let mut url = format!("http://{}{}", leader.http, path.as_str());
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query);
+    }
+    let mut request = ctx.client.request(method, &url).body(body);
+    for (name, value) in &headers {
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            request = request.header(name, value);
+        }
+    }
+    let answer = match request.send().await {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(%url, %error, "Proxying to the leader failed.");
+            return Ok(unavailable(
+                "error proxying the request to the leader (maybe the leadership just changed?)",
+            )
+            .into_response());
+        }
+    };
+    let status = answer.status();
+    let answer_headers = answer.headers().clone();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    let mut response = Response::new(bytes.into());
+    *response.status_mut() = status;
+    for (name, value) in &answer_headers {
+        if name != header::TRANSFER_ENCODING && name != header::CONNECTION && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    Ok(response)
 }
 
 fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
@@ -250,7 +345,7 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
     let leader = warp::path!("leader")
         .and(warp::get())
         .and(c())
-        .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader })));
+        .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
 
     iso.or(dependency)
         .unify()
@@ -327,7 +422,7 @@ async fn upsert(body: Bytes, ctx: Ctx, route: Route) -> Result<Response, Infalli
         async {
             let (job, counters) = dto::parse_job(&body, route, &ctx.defaults)?;
             let provided = Provided { counters };
-            ctx.engine
+            ctx.engine()?
                 .call(|reply| Event::Upsert {
                     job: Box::new(job),
                     provided,
@@ -365,7 +460,7 @@ async fn list_jobs(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let body = ctx
-                .engine
+                .engine()?
                 .read(|state| {
                     let jobs: Vec<Job> = state.jobs.values().map(|e| with_fetch_shim(&e.job)).collect();
                     serde_json::to_vec(&jobs).unwrap_or_default()
@@ -414,7 +509,7 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
             let limit = q.limit.unwrap_or(10);
             let offset = q.offset.unwrap_or(0);
             let jobs = ctx
-                .engine
+                .engine()?
                 .read(move |state| {
                     state
                         .jobs
@@ -436,7 +531,7 @@ async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let jobs = ctx
-                .engine
+                .engine()?
                 .read(|state| {
                     state
                         .jobs
@@ -473,7 +568,7 @@ async fn workers(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let workers = ctx
-                .engine
+                .engine()?
                 .read(|state| {
                     state
                         .workers
@@ -505,7 +600,7 @@ async fn get_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
         async {
             let lookup = name.clone();
             let job = ctx
-                .engine
+                .engine()?
                 .read(move |state| state.jobs.get(&lookup).map(|e| e.job.clone()))
                 .await?;
             let job = job.ok_or(engine::Error::JobNotFound { name })?;
@@ -518,7 +613,7 @@ async fn get_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
 async fn delete_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine.call(|reply| Event::Delete { name, reply }).await?;
+            ctx.engine()?.call(|reply| Event::Delete { name, reply }).await?;
             Ok(no_content())
         }
         .await,
@@ -534,7 +629,7 @@ async fn run_job(name: String, q: RunQuery, ctx: Ctx) -> Result<Response, Infall
     respond(
         async {
             let arguments = q.arguments;
-            ctx.engine
+            ctx.engine()?
                 .call(|reply| Event::RunNow {
                     name,
                     arguments,
@@ -552,7 +647,7 @@ async fn mark_success(name: String, ctx: Ctx) -> Result<Response, Infallible> {
         async {
             let label = name.clone();
             let marked = ctx
-                .engine
+                .engine()?
                 .call(|reply| Event::MarkSuccess { name, reply })
                 .await?;
             Ok(text(format!("marked job {label} as successful: {marked}")))
@@ -564,7 +659,7 @@ async fn mark_success(name: String, ctx: Ctx) -> Result<Response, Infallible> {
 async fn kill(name: String, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine.call(|reply| Event::Kill { name, reply }).await?;
+            ctx.engine()?.call(|reply| Event::Kill { name, reply }).await?;
             Ok(no_content())
         }
         .await,
@@ -586,7 +681,7 @@ async fn complete(task_id: String, body: Bytes, ctx: Ctx) -> Result<Response, In
                 .ok_or_else(|| {
                     ApiError::bad_request("field 'statusCode': is required and must be an integer")
                 })?;
-            ctx.engine
+            ctx.engine()?
                 .call(|reply| Event::Complete {
                     task_id,
                     status_code,
@@ -615,7 +710,7 @@ async fn progress(job: String, task_id: String, body: Bytes, ctx: Ctx) -> Result
                     ApiError::bad_request("field 'numAdditionalElementsProcessed': must be an integer")
                 })?),
             };
-            ctx.engine
+            ctx.engine()?
                 .call(|reply| Event::Progress {
                     job,
                     task_id,
@@ -663,7 +758,7 @@ async fn job_history(job: String, q: HistoryQuery, ctx: Ctx) -> Result<Response,
         async {
             let limit = q.limit.unwrap_or(20).min(1000);
             let tasks = ctx
-                .engine
+                .engine()?
                 .call(|reply| Event::History { job, limit, reply })
                 .await?;
             Ok(json_reply(&tasks.iter().map(task_json).collect::<Vec<_>>()))
@@ -676,7 +771,7 @@ async fn get_task(task_id: String, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let task_id = percent_decode(&task_id);
-            let task = ctx.engine.call(|reply| Event::Task { task_id, reply }).await?;
+            let task = ctx.engine()?.call(|reply| Event::Task { task_id, reply }).await?;
             Ok(json_reply(&task_json(&task)))
         }
         .await,
@@ -725,12 +820,12 @@ async fn job_stat(job: String, ctx: Ctx) -> Result<Response, Infallible> {
         async {
             let data_job = {
                 let name = job.clone();
-                ctx.engine
+                ctx.engine()?
                     .read(move |s| s.jobs.get(&name).map(|e| e.job.data_processing_job_type))
                     .await?
                     .unwrap_or(false)
             };
-            let (histogram, tasks) = ctx.engine.call(|reply| Event::Stat { job, reply }).await?;
+            let (histogram, tasks) = ctx.engine()?.call(|reply| Event::Stat { job, reply }).await?;
             let history: Vec<Value> = tasks
                 .iter()
                 .map(|t| {
@@ -769,7 +864,7 @@ async fn stats(key: String, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let mut rows = ctx
-                .engine
+                .engine()?
                 .read(move |state| {
                     state
                         .jobs
@@ -793,14 +888,14 @@ async fn stats(key: String, ctx: Ctx) -> Result<Response, Infallible> {
 }
 
 async fn graph_dot(ctx: Ctx) -> Result<Response, Infallible> {
-    respond(async { Ok(text(ctx.engine.read(|s| s.graph.to_dot()).await?)) }.await)
+    respond(async { Ok(text(ctx.engine()?.read(|s| s.graph.to_dot()).await?)) }.await)
 }
 
 async fn graph_csv(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let csv = ctx
-                .engine
+                .engine()?
                 .read(|s| {
                     s.graph.to_csv(|name| {
                         let status = s.jobs.get(name).map_or("fresh", |e| e.job.last_status());
@@ -819,7 +914,7 @@ async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let body = ctx
-                .engine
+                .engine()?
                 .read(|s| {
                     let mut counters = serde_json::Map::new();
                     let mut histograms = serde_json::Map::new();

@@ -223,6 +223,20 @@ impl Handle {
     }
 }
 
+/// Why a task is queued, which decides whether it merges with one already waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A scheduled occurrence: never merged.
+    Schedule,
+    /// A manual run or a dependency fan-out: merged with a fresh run already waiting, as in Chronos.
+    Request,
+    /// A retry of a failed attempt.
+    Retry,
+}
+
+/// Fresh scheduled runs one job may have waiting before further occurrences are skipped.
+const MAX_QUEUED_OCCURRENCES: usize = 1000;
+
 /// What a timer entry wakes up for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -597,7 +611,19 @@ impl<S: Store> Engine<S> {
         let mut updated = schedule.clone();
         if let Some(due) = schedule.next_run().filter(|due| *due <= now) {
             updated = schedule.advance();
-            self.enqueue(name, due.timestamp_millis(), 0, &arguments, &mut batch);
+            // Claimed in the same transaction as the task, so only one scheduler ever records it.
+            batch.push(Write::ClaimRun {
+                job: name.to_owned(),
+                due_ms: due.timestamp_millis(),
+            });
+            self.enqueue(
+                name,
+                due.timestamp_millis(),
+                0,
+                &arguments,
+                Trigger::Schedule,
+                &mut batch,
+            );
         }
         if updated != before {
             let Some(entry) = self.state.jobs.get_mut(name) else {
@@ -608,6 +634,18 @@ impl<S: Store> Engine<S> {
             batch.push(self.put_job(name));
         }
         if let Err(error) = self.commit_or_forget(batch).await {
+            if let store::Error::AlreadyClaimed { .. } = error {
+                // Another scheduler ran this occurrence (a leader that was not yet deposed); move on.
+                tracing::warn!(job = name, %error, "Skipping an occurrence another scheduler claimed.");
+                if let Some(entry) = self.state.jobs.get_mut(name) {
+                    entry.schedule = Some(updated.clone());
+                    entry.job.schedule = Some(updated.render());
+                }
+                let put = self.put_job(name);
+                self.commit_logged(vec![put]).await;
+                self.arm_schedule(name);
+                return;
+            }
             tracing::error!(job = name, %error, "Could not record a scheduled run; retrying in a second.");
             // Put the schedule back, so the same occurrence is tried again.
             if let Some(entry) = self.state.jobs.get_mut(name) {
@@ -665,25 +703,36 @@ impl<S: Store> Engine<S> {
 
     /// Creates a queued task for a job. Returns false when the job already has a fresh run queued
     /// (Chronos keeps at most one queued task per job; a retry is not a fresh run).
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         name: &str,
         due_ms: i64,
         attempt: u32,
         arguments: &str,
+        trigger: Trigger,
         batch: &mut Vec<Write>,
     ) -> bool {
         let Some(entry) = self.state.jobs.get_mut(name) else {
             return false;
         };
-        if attempt == 0
-            && entry
-                .queue
-                .iter()
-                .any(|id| self.state.tasks.get(id).is_some_and(|t| t.record.attempt == 0))
-        {
-            tracing::info!(job = name, "A run is already queued; not queueing another.");
-            return false;
+        let fresh_waiting = entry
+            .queue
+            .iter()
+            .filter(|id| self.state.tasks.get(*id).is_some_and(|t| t.record.attempt == 0))
+            .count();
+        match trigger {
+            // Each scheduled occurrence is its own run, so none is lost while an earlier one runs;
+            // the cap only stops a job far slower than its period from growing without bound.
+            Trigger::Schedule if fresh_waiting >= MAX_QUEUED_OCCURRENCES => {
+                tracing::warn!(job = name, "Too many occurrences queued; skipping this one.");
+                return false;
+            }
+            Trigger::Request if fresh_waiting > 0 => {
+                tracing::info!(job = name, "A run is already queued; not queueing another.");
+                return false;
+            }
+            _ => {}
         }
         let mut id = TaskId::new(due_ms, attempt, name, arguments);
         while self.state.tasks.contains_key(&id.to_string()) {
@@ -736,7 +785,9 @@ impl<S: Store> Engine<S> {
                     entry.queue.pop_front();
                     entry.waiting = None;
                     let worker = offers[index].worker.clone();
-                    self.start_task(name, task_id, &worker).await;
+                    if !self.start_task(name, task_id, &worker).await {
+                        return;
+                    }
                 }
                 Err(reason) => {
                     // The task waits in the queue; it is tried again whenever workers or resources change.
@@ -762,16 +813,17 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn start_task(&mut self, name: &str, task_id: String, worker_name: &str) {
+    /// Launches a task on a worker; false if it could not be recorded (and so did not launch).
+    async fn start_task(&mut self, name: &str, task_id: String, worker_name: &str) -> bool {
         let now = now_ms();
         let Some(entry) = self.state.jobs.get_mut(name) else {
-            return;
+            return true;
         };
         let Some(open) = self.state.tasks.get_mut(&task_id) else {
-            return;
+            return true;
         };
         let Some(worker) = self.state.workers.get_mut(worker_name) else {
-            return;
+            return true;
         };
         let resources = job_resources(&entry.job);
         let launch = task_launch(&entry.job, &open.record, &self.config, &worker.hostname);
@@ -788,8 +840,21 @@ impl<S: Store> Engine<S> {
         self.state.metrics.tasks_started += 1;
         let batch = vec![Write::PutTask(open.record.clone()), self.put_job(name)];
         if let Err(error) = self.store.commit(batch).await {
-            // The task runs; its end will be recorded (or it will count as lost after a crash).
-            tracing::error!(task = %task_id, %error, "Could not record a task start.");
+            // Never run what the store doesn't know about (another leader might run it too): put
+            // the task back; it is tried again with the next change.
+            tracing::error!(task = %task_id, %error, "Could not record a task start; not launching it.");
+            self.release(&task_id);
+            if let Some(open) = self.state.tasks.get_mut(&task_id) {
+                open.record.state = TaskState::Queued;
+                open.record.started_ms = None;
+                open.record.worker.clear();
+            }
+            if let Some(entry) = self.state.jobs.get_mut(name) {
+                entry.running.retain(|id| *id != task_id);
+                entry.queue.push_front(task_id);
+                entry.waiting = Some(format!("the store is failing: {error}"));
+            }
+            return false;
         }
         let sent = match self.state.workers.get(worker_name).map(|w| &w.link) {
             Some(state::Link::Local) => {
@@ -811,6 +876,7 @@ impl<S: Store> Engine<S> {
             );
             let _ = self.exits.send((worker_name.to_owned(), end));
         }
+        true
     }
 
     /// Records the end of a task and everything that follows from it.
@@ -927,7 +993,14 @@ impl<S: Store> Engine<S> {
                 continue;
             }
             let arguments = entry.job.arguments.join(" ");
-            self.enqueue(&child, now.timestamp_millis(), 0, &arguments, batch);
+            self.enqueue(
+                &child,
+                now.timestamp_millis(),
+                0,
+                &arguments,
+                Trigger::Request,
+                batch,
+            );
             self.state.pending_starts.push(child);
         }
     }
@@ -941,7 +1014,14 @@ impl<S: Store> Engine<S> {
         if task.attempt < entry.job.retries {
             let due = now.timestamp_millis() + self.config.failure_retry.as_millis() as i64;
             let name = task.job.clone();
-            if self.enqueue(&name, due, task.attempt + 1, &task.arguments, batch) {
+            if self.enqueue(
+                &name,
+                due,
+                task.attempt + 1,
+                &task.arguments,
+                Trigger::Retry,
+                batch,
+            ) {
                 // `enqueue` put it in the queue; a retry waits for its due time instead.
                 if let Some(entry) = self.state.jobs.get_mut(&name)
                     && let Some(id) = entry.queue.pop_back()
@@ -1148,7 +1228,7 @@ impl<S: Store> Engine<S> {
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| entry.job.arguments.join(" "));
         let mut batch = Vec::new();
-        if self.enqueue(name, now_ms(), 0, &arguments, &mut batch) {
+        if self.enqueue(name, now_ms(), 0, &arguments, Trigger::Request, &mut batch) {
             self.commit_or_forget(batch).await?;
             self.try_start(name).await;
         }

@@ -124,17 +124,25 @@ impl<S: Store> Engine<S> {
             tx: link.clone(),
             connection,
         };
+        // What we expected on it, taken before anything below launches new tasks there.
+        let finished_ids: Vec<String> = info.finished.iter().map(|e| e.task_id.clone()).collect();
+        let ours: Vec<String> = self
+            .state
+            .workers
+            .get(&info.name)
+            .map(|w| {
+                w.tasks
+                    .iter()
+                    .filter(|t| !finished_ids.contains(t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         // Ends that happened while it was away.
         for end in info.finished {
             self.on_task_end(&info.name, end).await;
         }
         // Reconcile: what we think runs there against what it says runs there.
-        let ours: Vec<String> = self
-            .state
-            .workers
-            .get(&info.name)
-            .map(|w| w.tasks.iter().cloned().collect())
-            .unwrap_or_default();
         for task_id in &ours {
             if !info.running.contains(task_id) {
                 let end = lost_end(task_id, "the worker came back without it");

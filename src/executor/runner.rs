@@ -279,10 +279,17 @@ impl Runner {
             })
             .await
             .map_err(|e| format!("failed to launch the container: {e}"))?;
-        if let Some(slot) = self.tasks().get_mut(&p.task_id) {
-            *slot = Slot::Container {
-                kill_requested: slot.kill_requested(),
-            };
+        let kill_now = match self.tasks().get_mut(&p.task_id) {
+            Some(slot) => {
+                let kill_requested = slot.kill_requested();
+                *slot = Slot::Container { kill_requested };
+                kill_requested
+            }
+            None => false,
+        };
+        if kill_now {
+            // A kill arrived while the container was being started: carry it out now.
+            self.kill_container(&p.task_id, Duration::ZERO);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub struct MemoryStore {
 struct Inner {
     jobs: IndexMap<String, StoredJob>,
     tasks: IndexMap<String, TaskRecord>,
+    claims: std::collections::HashSet<(String, i64)>,
 }
 
 impl MemoryStore {
@@ -29,12 +30,27 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn commit(&self, batch: Vec<Write>) -> Result<(), Error> {
         self.with(|inner| {
+            // All or nothing, as in the SQL stores: check claims before applying anything.
+            for write in &batch {
+                if let Write::ClaimRun { job, due_ms } = write
+                    && inner.claims.contains(&(job.clone(), *due_ms))
+                {
+                    return Err(Error::AlreadyClaimed {
+                        job: job.clone(),
+                        due_ms: *due_ms,
+                    });
+                }
+            }
             for write in batch {
                 match write {
                     Write::PutJob(stored) => {
                         inner.jobs.insert(stored.job.name.clone(), *stored);
                     }
+                    Write::ClaimRun { job, due_ms } => {
+                        inner.claims.insert((job, due_ms));
+                    }
                     Write::DeleteJob(name) => {
+                        inner.claims.retain(|(job, _)| *job != name);
                         inner.jobs.shift_remove(&name);
                         inner.tasks.retain(|_, t| t.job != name);
                     }
@@ -54,8 +70,8 @@ impl Store for MemoryStore {
                     }
                 }
             }
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {

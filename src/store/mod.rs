@@ -5,6 +5,7 @@
 //! failed write leaves nothing half-done.
 
 mod memory;
+mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -12,6 +13,7 @@ mod tests;
 use std::future::Future;
 
 pub use memory::MemoryStore;
+pub use postgres::{LeaderGuard, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::job::Job;
@@ -32,6 +34,9 @@ pub enum Error {
     },
     #[error("stored row for {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
+    /// Another scheduler already took this scheduled run; the batch was not applied.
+    #[error("the run of job '{job}' due at {due_ms} was already claimed")]
+    AlreadyClaimed { job: String, due_ms: i64 },
 }
 
 /// A job as stored: its definition plus the parents that have succeeded since its last run.
@@ -123,6 +128,9 @@ pub enum Write {
     DeleteJob(String),
     /// Insert or replace a task record.
     PutTask(TaskRecord),
+    /// Claims the scheduled run of a job at an instant. If it was claimed before, the whole
+    /// batch fails with [`Error::AlreadyClaimed`], so a run is recorded by one scheduler only.
+    ClaimRun { job: String, due_ms: i64 },
 }
 
 /// The durable store. Implementations must make [`Store::commit`] atomic and durable before it returns.

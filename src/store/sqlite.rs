@@ -9,7 +9,8 @@ use sqlx::{Row, SqlitePool};
 use super::{Error, Store, StoredJob, TaskRecord, TaskState, Write};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
@@ -35,7 +36,15 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_by_job ON tasks (job, created_ms);
 CREATE INDEX tasks_open ON tasks (state) WHERE state IN ('queued', 'running', 'waiting');
-"#];
+"#,
+    r#"
+CREATE TABLE run_claims (
+    job TEXT NOT NULL,
+    due_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, due_ms)
+);
+"#,
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -162,6 +171,24 @@ impl Store for SqliteStore {
                         .execute(&mut *tx)
                         .await
                         .map_err(query_err("delete job"))?;
+                    sqlx::query("DELETE FROM run_claims WHERE job = ?")
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("delete job"))?;
+                }
+                Write::ClaimRun { job, due_ms } => {
+                    let done = sqlx::query(
+                        "INSERT INTO run_claims (job, due_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&job)
+                    .bind(due_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("claim run"))?;
+                    if done.rows_affected() == 0 {
+                        return Err(Error::AlreadyClaimed { job, due_ms });
+                    }
                 }
                 Write::PutTask(task) => {
                     sqlx::query(

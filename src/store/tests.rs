@@ -106,6 +106,38 @@ async fn conformance(store: impl Store) {
     assert!(store.task("t1").await.unwrap().is_none());
     assert!(store.task("t3").await.unwrap().is_some());
 
+    // A claimed run can be recorded once; a second batch claiming it is refused whole.
+    let claim = || Write::ClaimRun {
+        job: "a".to_owned(),
+        due_ms: 1000,
+    };
+    store
+        .commit(vec![
+            claim(),
+            Write::PutTask(task("c1", "a", TaskState::Queued, 9)),
+        ])
+        .await
+        .unwrap();
+    let again = store
+        .commit(vec![
+            claim(),
+            Write::PutTask(task("c2", "a", TaskState::Queued, 9)),
+        ])
+        .await;
+    assert!(matches!(again, Err(Error::AlreadyClaimed { .. })), "{again:?}");
+    assert!(
+        store.task("c2").await.unwrap().is_none(),
+        "nothing of the refused batch was written"
+    );
+    assert!(store.task("c1").await.unwrap().is_some());
+    store
+        .commit(vec![Write::ClaimRun {
+            job: "a".to_owned(),
+            due_ms: 2000,
+        }])
+        .await
+        .unwrap();
+
     store
         .commit(vec![Write::DeleteJob("a".to_owned())])
         .await
@@ -126,4 +158,304 @@ async fn sqlite_store_conforms_and_persists() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
+}
+
+/// A database of its own for one PostgreSQL test, on the server named by
+/// `KAIROS_TEST_POSTGRES_URL`, since tests run in parallel and advisory locks are per database.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::{SystemTime, UNIX_EPOCH};
+
+        use sqlx::Connection;
+
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let admin_url = std::env::var("KAIROS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!(
+                "KAIROS_TEST_POSTGRES_URL is not set, and the PostgreSQL store tests need a server: \
+                 run `bash scripts/postgres.sh` and export the URL it prints as KAIROS_TEST_POSTGRES_URL"
+            )
+        });
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "kairos_test_{}_{nanos}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to KAIROS_TEST_POSTGRES_URL: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let url = with_database(&admin_url, &name);
+        TestDatabase { admin_url, name, url }
+    }
+
+    async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    /// Drops the database, ending whatever sessions still use it.
+    async fn remove(self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+/// The same server URL pointing at another database; the query string stays.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").expect("a postgres:// URL") + 3;
+    let path = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{database}", &base[..path]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+async fn schema_versions(db: &TestDatabase) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+        .fetch_all(&mut db.connect().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let db = TestDatabase::create().await;
+    conformance(PostgresStore::open(&db.url).await.unwrap()).await;
+    // Reopening finds the same data, and migrations don't run twice.
+    let again = PostgresStore::open(&db.url).await.unwrap();
+    assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
+    assert_eq!(schema_versions(&db).await, [1, 2]);
+    drop(again);
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn postgres_breaks_ties_like_sqlite() {
+    // Tasks created in the same millisecond come newest-written first, as SQLite's rowid orders them.
+    async fn newest(store: &impl Store) -> Vec<String> {
+        store
+            .commit(vec![
+                Write::PutTask(task("x1", "a", TaskState::Finished, 5)),
+                Write::PutTask(task("x2", "a", TaskState::Finished, 5)),
+                Write::PutTask(task("x3", "a", TaskState::Finished, 5)),
+            ])
+            .await
+            .unwrap();
+        // Rewriting a task keeps its place.
+        store
+            .commit(vec![Write::PutTask(task("x1", "a", TaskState::Finished, 5))])
+            .await
+            .unwrap();
+        store
+            .job_tasks("a", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = newest(&SqliteStore::open(dir.path()).await.unwrap()).await;
+    let db = TestDatabase::create().await;
+    let postgres = newest(&PostgresStore::open(&db.url).await.unwrap()).await;
+    assert_eq!(sqlite, ["x3", "x2", "x1"]);
+    assert_eq!(postgres, sqlite);
+    db.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_servers_starting_together_migrate_once() {
+    let db = TestDatabase::create().await;
+    let opened = futures_util::future::join_all((0..4).map(|_| PostgresStore::open(&db.url))).await;
+    for store in &opened {
+        assert!(
+            store.is_ok(),
+            "a concurrent open failed: {:?}",
+            store.as_ref().err()
+        );
+    }
+    assert_eq!(schema_versions(&db).await, [1, 2]);
+    drop(opened);
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn postgres_run_is_claimed_once() {
+    let db = TestDatabase::create().await;
+    let a = PostgresStore::open(&db.url).await.unwrap();
+    let b = PostgresStore::open(&db.url).await.unwrap();
+    assert!(a.claim_run("j", 1000).await.unwrap());
+    assert!(!b.claim_run("j", 1000).await.unwrap());
+    assert!(!a.claim_run("j", 1000).await.unwrap());
+    assert!(b.claim_run("j", 2000).await.unwrap());
+    assert!(b.claim_run("k", 1000).await.unwrap());
+
+    // Racing servers: exactly one wins.
+    let racers = (0..8).map(|i| if i % 2 == 0 { &a } else { &b }.claim_run("j", 3000));
+    let won = futures_util::future::join_all(racers).await;
+    assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+
+    // Deleting a job forgets its claims, so a job created again under its name can run.
+    a.commit(vec![Write::DeleteJob("j".to_owned())]).await.unwrap();
+    assert!(b.claim_run("j", 1000).await.unwrap());
+    assert!(!a.claim_run("k", 1000).await.unwrap());
+    drop((a, b));
+    db.remove().await;
+}
+
+/// Takes leadership, retrying while the server is still ending the previous leader's session.
+async fn acquire_soon(store: &PostgresStore, holder: &str) -> LeaderGuard {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(guard) = store.try_acquire_leadership(holder).await.unwrap() {
+            return guard;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{holder} never became leader"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_leadership_passes_between_servers() {
+    let db = TestDatabase::create().await;
+    let a = PostgresStore::open(&db.url).await.unwrap();
+    let b = PostgresStore::open(&db.url).await.unwrap();
+    assert_eq!(a.current_leader().await.unwrap(), None);
+
+    let mut first = a
+        .try_acquire_leadership("a:4400")
+        .await
+        .unwrap()
+        .expect("the first server leads");
+    assert_eq!(first.holder(), "a:4400");
+    assert!(first.is_alive().await);
+    assert!(b.try_acquire_leadership("b:4400").await.unwrap().is_none());
+    // The lock belongs to a session, not to a store: asking again from the same store fails too.
+    assert!(a.try_acquire_leadership("a:4400").await.unwrap().is_none());
+    assert_eq!(b.current_leader().await.unwrap().as_deref(), Some("a:4400"));
+
+    first.close().await.unwrap();
+    assert_eq!(b.current_leader().await.unwrap(), None);
+    let second = b
+        .try_acquire_leadership("b:4400")
+        .await
+        .unwrap()
+        .expect("the lock was released");
+    assert_eq!(a.current_leader().await.unwrap().as_deref(), Some("b:4400"));
+
+    // Dropping the guard without closing it releases the lock as well.
+    drop(second);
+    let third = acquire_soon(&a, "a:4400").await;
+    assert_eq!(b.current_leader().await.unwrap().as_deref(), Some("a:4400"));
+    third.close().await.unwrap();
+    drop((a, b));
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn postgres_leadership_ends_with_its_connection() {
+    let db = TestDatabase::create().await;
+    let a = PostgresStore::open(&db.url).await.unwrap();
+    let b = PostgresStore::open(&db.url).await.unwrap();
+    let mut leader = a
+        .try_acquire_leadership("a:4400")
+        .await
+        .unwrap()
+        .expect("a leads");
+    assert!(leader.is_alive().await);
+
+    // End the leader's session from outside, as a database restart or a network failure would.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND objsubid = 1
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295)",
+    )
+    .bind(postgres::LEADER_LOCK)
+    .fetch_all(&mut db.connect().await)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true]);
+
+    assert!(!leader.is_alive().await);
+    assert!(!leader.is_alive().await, "lost leadership stays lost");
+    let successor = acquire_soon(&b, "b:4400").await;
+    assert_eq!(a.current_leader().await.unwrap().as_deref(), Some("b:4400"));
+    // Closing a guard whose connection is gone is harmless and leaves the successor alone.
+    leader.close().await.unwrap();
+    assert_eq!(a.current_leader().await.unwrap().as_deref(), Some("b:4400"));
+    successor.close().await.unwrap();
+    drop((a, b));
+    db.remove().await;
+}
+
+#[test]
+fn postgres_urls_lose_their_password() {
+    let cases = [
+        (
+            "postgres://kairos:s3cret@db.example:5432/kairos",
+            "postgres://kairos@db.example:5432/kairos",
+        ),
+        (
+            "postgres://kairos:s3/c?r@t@db/kairos",
+            "postgres://kairos@db/kairos",
+        ),
+        (
+            "postgres://db/kairos?sslmode=require&password=s3cret",
+            "postgres://db/kairos?sslmode=require&password=<redacted>",
+        ),
+        ("postgres://kairos@db/kairos", "postgres://kairos@db/kairos"),
+        ("host=db password=s3cret", "<not a postgres:// URL>"),
+    ];
+    for (url, expected) in cases {
+        assert_eq!(postgres::redact_url(url), expected, "for {url}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_open_errors_hide_the_password() {
+    // Nothing listens on port 1, and a port that is not a number does not parse.
+    for url in [
+        "postgres://kairos:s3cret@127.0.0.1:1/kairos",
+        "postgres://kairos:s3cret@127.0.0.1:port/kairos",
+    ] {
+        let Err(error) = PostgresStore::open(url).await else {
+            panic!("{url} should not open");
+        };
+        let text = format!("{error} / {error:?}");
+        assert!(matches!(error, Error::Open { .. }), "{text}");
+        assert!(text.contains("127.0.0.1"), "the location is named: {text}");
+        assert!(!text.contains("s3cret"), "the password leaked: {text}");
+    }
 }

@@ -3,6 +3,7 @@
 mod api;
 mod binary;
 mod chronos_python;
+mod ha;
 mod lifecycle;
 mod workers;
 

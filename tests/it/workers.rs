@@ -409,13 +409,25 @@ async fn a_lost_agent_that_returns_has_its_stale_task_killed() {
     unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
     wait_for_worker(&h, "a", "lost").await;
     let _b = spawn_agent(&h, "b", &["--attribute", "pool=x"]);
-    h.wait_job("partitioned", "success on b", |j| j["successCount"] == 1).await;
-    assert_eq!(unsafe { libc::kill(stale, 0) }, 0, "the stale task still runs while its agent is frozen");
+    h.wait_job("partitioned", "success on b", |j| j["successCount"] == 1)
+        .await;
+    assert_eq!(
+        unsafe { libc::kill(stale, 0) },
+        0,
+        "the stale task still runs while its agent is frozen"
+    );
     unsafe { libc::kill(agent_pid, libc::SIGCONT) };
     // The agent comes back, reports the task it still runs, and is told to kill it.
     wait_for_worker(&h, "a", "active").await;
-    wait_until("the stale task is killed", async || unsafe { libc::kill(stale, 0) } != 0).await;
+    wait_until(
+        "the stale task is killed",
+        async || unsafe { libc::kill(stale, 0) } != 0,
+    )
+    .await;
     let job = h.job("partitioned").await;
-    assert_eq!((job["successCount"].clone(), job["errorCount"].clone()), (json!(1), json!(0)));
+    assert_eq!(
+        (job["successCount"].clone(), job["errorCount"].clone()),
+        (json!(1), json!(0))
+    );
     drop(a);
 }

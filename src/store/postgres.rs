@@ -1,0 +1,577 @@
+//! The shared store: one PostgreSQL database that several kairos servers can use at once.
+//!
+//! It keeps the same tables and the same semantics as the SQLite store, so the engine cannot tell
+//! them apart. On top of that it has what high availability needs and SQLite cannot give: a
+//! claim table that lets exactly one server start a given scheduled run, and a leader lease built
+//! on a session-level advisory lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+use super::{Error, Store, StoredJob, TaskRecord, TaskState, Write};
+
+/// Versioned schema steps; `schema_version` records how many have been applied.
+///
+/// Step 1 is SQLite's step 1 in PostgreSQL types. SQLite's implicit `rowid`, which breaks ties
+/// between tasks created in the same millisecond, becomes an explicit `seq` here. Step 2 holds the
+/// tables only a shared database needs. A new SQLite step gets its PostgreSQL twin appended here;
+/// the two version counters need not be equal.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE jobs (
+    seq BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    satisfied TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE tasks (
+    seq BIGSERIAL NOT NULL,
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    due_ms BIGINT NOT NULL,
+    arguments TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    started_ms BIGINT,
+    finished_ms BIGINT,
+    exit_code BIGINT,
+    message TEXT NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    elements_processed BIGINT NOT NULL DEFAULT 0,
+    worker TEXT NOT NULL
+);
+CREATE INDEX tasks_by_job ON tasks (job, created_ms);
+CREATE INDEX tasks_open ON tasks (state) WHERE state IN ('queued', 'running', 'waiting');
+"#,
+    r#"
+CREATE TABLE run_claims (
+    job TEXT NOT NULL,
+    due_ms BIGINT NOT NULL,
+    PRIMARY KEY (job, due_ms)
+);
+CREATE TABLE leader (
+    id INT PRIMARY KEY CHECK (id = 1),
+    holder TEXT,
+    since TIMESTAMPTZ
+);
+"#,
+];
+
+/// Advisory lock keys are per database; both spell "kairos" in ASCII, plus a purpose number.
+const MIGRATION_LOCK: i64 = 0x6b61_6972_6f73_0001;
+pub(super) const LEADER_LOCK: i64 = 0x6b61_6972_6f73_0002;
+
+/// How long a liveness ping of the leader's connection may take before the lease counts as lost.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TCP keepalive settings for the leader's session, so the server notices a vanished leader and
+/// frees its lock in about 10 + 3 × 5 = 25 seconds instead of the system default of two hours.
+const LEADER_KEEPALIVES: [(&str, &str); 3] = [
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+];
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Kept to open the leader's dedicated connection, which must not come from the pool.
+    options: PgConnectOptions,
+    /// The URL without its password, for error messages.
+    location: String,
+}
+
+fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Query { operation, source }
+}
+
+/// The URL with any password removed, from the user-info part and from a `password=` query
+/// parameter, so it can go into logs and error messages.
+///
+/// It errs on the side of removing too much: a URL malformed enough to be refused may still hold
+/// a password, and a password may contain `/`, `?` or `@`.
+pub(super) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // sqlx accepts only URLs, so this is refused anyway; a key=value string may hold secrets.
+        return "<not a postgres:// URL>".to_owned();
+    };
+    // The last `@` ends the user info even when the password contains `@` itself.
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host_and_more)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host_and_more}")
+        }
+        None => rest.to_owned(),
+    };
+    let (head, query) = match rest.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (rest.as_str(), None),
+    };
+    let mut out = format!("{scheme}://{head}");
+    if let Some(query) = query {
+        let pairs: Vec<&str> = query
+            .split('&')
+            .map(|pair| {
+                let key = pair.split('=').next().unwrap_or_default();
+                if key.eq_ignore_ascii_case("password") {
+                    "password=<redacted>"
+                } else {
+                    pair
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL) and brings its schema up to date.
+    ///
+    /// Several servers may open the same database at once: migrations run under a transaction
+    /// advisory lock, so one applies them and the others find them done.
+    ///
+    /// # Errors
+    /// Fails when the URL is malformed, the server cannot be reached or refuses the login, or a
+    /// migration fails.
+    pub async fn open(url: &str) -> Result<PostgresStore, Error> {
+        let location = redact_url(url);
+        let open_err = |source| Error::Open {
+            location: location.clone(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(open_err)?;
+        // One direct connection first: the pool retries refused connections until its timeout
+        // and then reports only "timed out", while this reports the real cause at once.
+        let mut conn = PgConnection::connect_with(&options).await.map_err(open_err)?;
+        migrate(&mut conn).await?;
+        // Closing politely is a courtesy; the schema is already committed.
+        let _ = conn.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options.clone());
+        Ok(PostgresStore {
+            pool,
+            options,
+            location,
+        })
+    }
+
+    /// Records that the scheduled run of `job` due at `due_ms` has been taken.
+    ///
+    /// Returns true for the first caller only, on any server sharing the database, and false for
+    /// every later one; a server starts the run only when this returns true. Claims go away
+    /// with their job.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be reached.
+    pub async fn claim_run(&self, job: &str, due_ms: i64) -> Result<bool, Error> {
+        let done = sqlx::query("INSERT INTO run_claims (job, due_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(job)
+            .bind(due_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("claim run"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Tries to become the leader among the servers sharing this database, without waiting.
+    ///
+    /// Leadership is a session-level advisory lock held by a connection of its own, outside the
+    /// pool, and lasts exactly as long as that session. On success `holder` (the server's
+    /// `host:port`) is recorded for [`PostgresStore::current_leader`] and the returned guard owns
+    /// the connection. `None` means another session holds the lock.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be reached or the holder cannot be recorded; the lock is
+    /// not kept then.
+    pub async fn try_acquire_leadership(&self, holder: &str) -> Result<Option<LeaderGuard>, Error> {
+        let open_err = |source| Error::Open {
+            location: self.location.clone(),
+            source,
+        };
+        let options = self.options.clone().options(LEADER_KEEPALIVES);
+        let mut conn = PgConnection::connect_with(&options).await.map_err(open_err)?;
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(query_err("acquire leadership"))?;
+        if !acquired {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        // Should this fail, dropping `conn` ends the session and with it the lock.
+        sqlx::query(
+            "INSERT INTO leader (id, holder, since) VALUES (1, $1, now())
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, since = excluded.since",
+        )
+        .bind(holder)
+        .execute(&mut conn)
+        .await
+        .map_err(query_err("record leader"))?;
+        Ok(Some(LeaderGuard {
+            conn: Some(conn),
+            holder: holder.to_owned(),
+        }))
+    }
+
+    /// The `holder` of the current leader, or `None` when no server holds the leader lock.
+    ///
+    /// The recorded holder counts only while some session holds the lock, so a leader that died
+    /// without cleaning up is not reported once the server has ended its session.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be reached.
+    pub async fn current_leader(&self) -> Result<Option<String>, Error> {
+        // A bigint advisory key shows in pg_locks as its high half in classid, its low half in
+        // objid, and objsubid 1.
+        let holder: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT holder FROM leader WHERE id = 1 AND EXISTS (
+                 SELECT 1 FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295))",
+        )
+        .bind(LEADER_LOCK)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("current leader"))?;
+        Ok(holder.flatten())
+    }
+}
+
+/// Leadership among the servers sharing one database, held for as long as this guard's
+/// connection lives.
+///
+/// If the connection dies (the database restarts, the network breaks, an administrator ends the
+/// session), PostgreSQL frees the lock and another server can take over. The holder therefore
+/// has to call [`LeaderGuard::is_alive`] every few seconds and stop acting as leader as soon as
+/// it returns false. A leader cut off from the database notices within the 5-second ping
+/// timeout, while the server frees the lock of an unreachable client only after about 25 seconds
+/// of failed TCP keepalives, so the old leader has stepped down before a new one can start,
+/// provided it pings more often than every 20 seconds. [`PostgresStore::claim_run`] guards
+/// against a double start regardless.
+///
+/// Dropping the guard closes the connection, and the server frees the lock as soon as it sees
+/// the socket close, normally within milliseconds; [`LeaderGuard::close`] frees it before
+/// returning.
+#[derive(Debug)]
+pub struct LeaderGuard {
+    /// `None` once the connection was found dead or closed.
+    conn: Option<PgConnection>,
+    holder: String,
+}
+
+impl LeaderGuard {
+    /// The holder recorded when leadership was taken.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Whether leadership is still held: the session answers a `SELECT 1` within 5 seconds.
+    ///
+    /// Once this returns false the connection is dropped, so the lock is surely given up, and
+    /// every later call returns false too: leadership, once lost, must be acquired anew.
+    pub async fn is_alive(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let ping = sqlx::query("SELECT 1").execute(&mut *conn);
+        let alive = matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)));
+        if !alive {
+            self.conn = None;
+        }
+        alive
+    }
+
+    /// Gives up leadership now: clears the recorded holder, releases the lock and closes the
+    /// connection.
+    ///
+    /// # Errors
+    /// Fails when the session was already broken; the lock is gone either way, because the
+    /// connection is closed regardless.
+    pub async fn close(mut self) -> Result<(), Error> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        // Clear the holder while the lock is still ours, so we cannot erase a successor's name.
+        let cleared =
+            sqlx::query("UPDATE leader SET holder = NULL, since = now() WHERE id = 1 AND holder = $1")
+                .bind(&self.holder)
+                .execute(&mut conn)
+                .await
+                .map_err(query_err("release leadership"));
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LEADER_LOCK)
+            .execute(&mut conn)
+            .await
+            .map_err(query_err("release leadership"));
+        let closed = conn.close().await.map_err(query_err("release leadership"));
+        cleared.and(unlocked).and(closed).map(|_| ())
+    }
+}
+
+/// Applies the missing schema steps in one transaction, under a transaction advisory lock so
+/// servers starting together against a fresh database do not both create the tables.
+async fn migrate(conn: &mut PgConnection) -> Result<(), Error> {
+    let mut tx = conn.begin().await.map_err(query_err("migrate"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("migrate"))?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("migrate"))?;
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_err("migrate"))?;
+    let applied = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+        sqlx::raw_sql(*step)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("migrate"))?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(index as i64 + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("migrate"))?;
+    }
+    tx.commit().await.map_err(query_err("migrate"))
+}
+
+/// Reads one column, reporting a missing column or a type mismatch as a corrupt row.
+fn column<'r, T>(row: &'r PgRow, name: &str, what: impl FnOnce() -> String) -> Result<T, Error>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(name).map_err(|e| Error::Corrupt {
+        what: what(),
+        reason: format!("column {name}: {e}"),
+    })
+}
+
+fn task_from_row(row: &PgRow) -> Result<TaskRecord, Error> {
+    let id: String = column(row, "id", || "a task".to_owned())?;
+    let what = || format!("task {id}");
+    let state: String = column(row, "state", what)?;
+    let state = TaskState::parse(&state).ok_or_else(|| Error::Corrupt {
+        what: what(),
+        reason: format!("unknown state {state:?}"),
+    })?;
+    Ok(TaskRecord {
+        job: column(row, "job", what)?,
+        attempt: u32::try_from(column::<i64>(row, "attempt", what)?).unwrap_or(0),
+        due_ms: column(row, "due_ms", what)?,
+        arguments: column(row, "arguments", what)?,
+        state,
+        created_ms: column(row, "created_ms", what)?,
+        started_ms: column(row, "started_ms", what)?,
+        finished_ms: column(row, "finished_ms", what)?,
+        exit_code: column::<Option<i64>>(row, "exit_code", what)?.map(|c| c as i32),
+        message: column(row, "message", what)?,
+        stdout: column(row, "stdout", what)?,
+        stderr: column(row, "stderr", what)?,
+        elements_processed: column(row, "elements_processed", what)?,
+        worker: column(row, "worker", what)?,
+        id,
+    })
+}
+
+impl Store for PostgresStore {
+    async fn commit(&self, batch: Vec<Write>) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
+        for write in batch {
+            match write {
+                Write::PutJob(stored) => {
+                    let body = serde_json::to_string(&stored.job).map_err(|e| Error::Corrupt {
+                        what: format!("job {}", stored.job.name),
+                        reason: e.to_string(),
+                    })?;
+                    let satisfied = serde_json::to_string(&stored.satisfied).unwrap_or_default();
+                    // The update leaves `seq` alone, so a changed job keeps its place.
+                    sqlx::query(
+                        "INSERT INTO jobs (name, body, satisfied) VALUES ($1, $2, $3)
+                         ON CONFLICT (name) DO UPDATE SET body = excluded.body, satisfied = excluded.satisfied",
+                    )
+                    .bind(&stored.job.name)
+                    .bind(body)
+                    .bind(satisfied)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put job"))?;
+                }
+                Write::DeleteJob(name) => {
+                    for statement in [
+                        "DELETE FROM jobs WHERE name = $1",
+                        "DELETE FROM tasks WHERE job = $1",
+                        // A job created again under the same name starts with no claimed runs.
+                        "DELETE FROM run_claims WHERE job = $1",
+                    ] {
+                        sqlx::query(statement)
+                            .bind(&name)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("delete job"))?;
+                    }
+                }
+                Write::ClaimRun { job, due_ms } => {
+                    let done = sqlx::query(
+                        "INSERT INTO run_claims (job, due_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&job)
+                    .bind(due_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("claim run"))?;
+                    if done.rows_affected() == 0 {
+                        return Err(Error::AlreadyClaimed { job, due_ms });
+                    }
+                }
+                Write::PutTask(task) => {
+                    // The update leaves `elements_processed` alone: progress arrives separately.
+                    sqlx::query(
+                        "INSERT INTO tasks (id, job, attempt, due_ms, arguments, state, created_ms, started_ms,
+                             finished_ms, exit_code, message, stdout, stderr, elements_processed, worker)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, started_ms = excluded.started_ms,
+                             finished_ms = excluded.finished_ms, exit_code = excluded.exit_code,
+                             message = excluded.message, stdout = excluded.stdout, stderr = excluded.stderr,
+                             worker = excluded.worker",
+                    )
+                    .bind(&task.id)
+                    .bind(&task.job)
+                    .bind(i64::from(task.attempt))
+                    .bind(task.due_ms)
+                    .bind(&task.arguments)
+                    .bind(task.state.as_str())
+                    .bind(task.created_ms)
+                    .bind(task.started_ms)
+                    .bind(task.finished_ms)
+                    .bind(task.exit_code.map(i64::from))
+                    .bind(&task.message)
+                    .bind(&task.stdout)
+                    .bind(&task.stderr)
+                    .bind(task.elements_processed)
+                    .bind(&task.worker)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put task"))?;
+                }
+            }
+        }
+        tx.commit().await.map_err(query_err("commit"))
+    }
+
+    async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
+        let rows = sqlx::query("SELECT name, body, satisfied FROM jobs ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("load jobs"))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = column(row, "name", || "a job".to_owned())?;
+                let what = || format!("job {name}");
+                let corrupt = |e: serde_json::Error| Error::Corrupt {
+                    what: what(),
+                    reason: e.to_string(),
+                };
+                let body: String = column(row, "body", what)?;
+                let satisfied: String = column(row, "satisfied", what)?;
+                let job = serde_json::from_str(&body).map_err(corrupt)?;
+                let satisfied = serde_json::from_str(&satisfied).map_err(corrupt)?;
+                Ok(StoredJob { job, satisfied })
+            })
+            .collect()
+    }
+
+    async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE state IN ('queued', 'running', 'waiting') ORDER BY created_ms, seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("load open tasks"))?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("get task"))?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
+        let rows =
+            sqlx::query("SELECT * FROM tasks WHERE job = $1 ORDER BY created_ms DESC, seq DESC LIMIT $2")
+                .bind(job)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("job tasks"))?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, Error> {
+        let rows = sqlx::query(
+            "SELECT job, duration FROM (
+                 SELECT job, finished_ms - started_ms AS duration,
+                        ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_ms DESC, seq DESC) AS n
+                 FROM tasks WHERE state = 'finished' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL)
+                 AS recent
+             WHERE n <= $1 ORDER BY job, n DESC",
+        )
+        .bind(i64::from(per_job))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("recent durations"))?;
+        rows.iter()
+            .map(|row| {
+                let job: String = column(row, "job", || "a task".to_owned())?;
+                let duration: i64 = column(row, "duration", || format!("a task of job {job}"))?;
+                Ok((job, duration as f64))
+            })
+            .collect()
+    }
+
+    async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE tasks SET elements_processed = elements_processed + $1 WHERE id = $2")
+            .bind(elements)
+            .bind(task_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("add progress"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM tasks WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_ms DESC, seq DESC) AS n
+                     FROM tasks WHERE state NOT IN ('queued', 'running', 'waiting')) AS ranked
+                 WHERE n > $1)",
+        )
+        .bind(i64::from(keep_per_job))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("prune history"))?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,255 @@
+//! High availability on PostgreSQL: two `kairos server` processes on one database and an agent;
+//! the leader is killed with SIGKILL mid-run and the standby takes over without losing or
+//! repeating anything.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+
+use crate::{lines, wait_until};
+
+/// A fresh database on the test PostgreSQL (started by the README's test command).
+async fn fresh_database() -> String {
+    let url = std::env::var("KAIROS_TEST_POSTGRES_URL")
+        .expect("KAIROS_TEST_POSTGRES_URL is not set: run the README's test command (scripts/test), which starts PostgreSQL");
+    let name = format!(
+        "kairos_ha_{}_{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() % 1_000_000
+    );
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (base, _) = url.rsplit_once('/').expect("a database in the URL");
+    format!("{base}/{name}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    child: Child,
+    http: u16,
+    agent: u16,
+}
+
+fn spawn_server(store: &str, dir: &std::path::Path, name: &str) -> Node {
+    let (http, agent) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("server")
+        .args(["--store", store, "--no-local-worker", "--hostname", "127.0.0.1"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--agent-listen",
+            &format!("127.0.0.1:{agent}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .args([
+            "--failure-retry",
+            "0.1",
+            "--worker-timeout",
+            "10",
+            "--heartbeat-interval",
+            "0.2",
+            "--election-interval",
+            "0.2",
+        ])
+        .env("KAIROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kairos server starts");
+    Node { child, http, agent }
+}
+
+async fn get(client: &reqwest::Client, port: u16, path: &str) -> Option<Value> {
+    let response = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+async fn leader_of(client: &reqwest::Client, port: u16) -> Option<String> {
+    get(client, port, "/v1/scheduler/leader")
+        .await?
+        .get("leader")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn job(client: &reqwest::Client, port: u16, name: &str) -> Value {
+    get(client, port, &format!("/v1/scheduler/job/{name}"))
+        .await
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_and_every_run_happens_exactly_once() {
+    let store = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut s1 = spawn_server(&store, dir.path(), "s1");
+    let s1_name = format!("127.0.0.1:{}", s1.http);
+    wait_until("s1 leads", async || {
+        leader_of(&client, s1.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    let s2 = spawn_server(&store, dir.path(), "s2");
+    let s2_name = format!("127.0.0.1:{}", s2.http);
+    // Every server names the leader.
+    wait_until("s2 names s1", async || {
+        leader_of(&client, s2.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+
+    // The agent is given the standby first: it is pointed at the leader.
+    let _agent = Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("agent")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{},127.0.0.1:{}", s2.agent, s1.agent),
+            "--name",
+            "a",
+        ])
+        .args(["--cpus", "8", "--mem", "4096", "--disk", "1000", "--work-dir"])
+        .arg(dir.path().join("agent"))
+        .env("KAIROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts");
+    // Requests to the standby are served by the leader.
+    wait_until("the agent attached to the leader", async || {
+        get(&client, s2.http, "/v1/scheduler/workers")
+            .await
+            .and_then(|w| w.as_array().cloned())
+            .is_some_and(|w| w.iter().any(|w| w["name"] == "a" && w["state"] == "active"))
+    })
+    .await;
+
+    let ticks = dir.path().join("ticks.log");
+    let chain = dir.path().join("chain.log");
+    let async_id = dir.path().join("async.id");
+    let post = async |path: &str, body: Value| {
+        let response = client
+            .post(format!("http://127.0.0.1:{}{path}", s2.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204, "{path} {body}");
+    };
+    post("/v1/scheduler/iso8601", json!({"name": "tick", "command": format!("echo $CHRONOS_JOB_RUN_TIME >> {}", ticks.display()), "schedule": "R//PT1S"})).await;
+    post("/v1/scheduler/iso8601", json!({"name": "head", "command": format!("sleep 6; echo head >> {}", chain.display()), "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
+    post(
+        "/v1/scheduler/dependency",
+        json!({"name": "mid", "command": format!("echo mid >> {}", chain.display()), "parents": ["head"]}),
+    )
+    .await;
+    post(
+        "/v1/scheduler/dependency",
+        json!({"name": "tail", "command": format!("echo tail >> {}", chain.display()), "parents": ["mid"]}),
+    )
+    .await;
+    post("/v1/scheduler/iso8601", json!({"name": "remote", "async": true, "command": format!("echo -n $mesos_task_id > {}", async_id.display()), "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
+    for name in ["head", "remote"] {
+        let response = client
+            .put(format!("http://127.0.0.1:{}/v1/scheduler/job/{name}", s2.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204);
+    }
+    wait_until("the async task waits for its completion", async || {
+        !lines(&async_id).is_empty()
+            && get(&client, s1.http, "/v1/scheduler/job/remote/tasks")
+                .await
+                .is_some_and(|t| t[0]["state"] == "waiting")
+    })
+    .await;
+    wait_until("the chain's head runs and ticks are flowing", async || {
+        lines(&ticks).len() >= 3
+    })
+    .await;
+    assert!(
+        job(&client, s1.http, "head").await["successCount"] == 0,
+        "head is still running"
+    );
+
+    // Kill the leader outright in the middle of all this.
+    s1.child.kill().await.unwrap();
+    let killed_at = Instant::now();
+    let killed_ms = chrono::Utc::now().timestamp_millis();
+    wait_until("s2 leads", async || {
+        leader_of(&client, s2.http).await.as_deref() == Some(s2_name.as_str())
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    assert!(takeover < Duration::from_secs(5), "takeover took {takeover:?}");
+
+    // The async task started before the failover completes after it.
+    let task_id = lines(&async_id)[0].replace(':', "%3A");
+    let response = client
+        .put(format!(
+            "http://127.0.0.1:{}/v1/scheduler/task/{task_id}",
+            s2.http
+        ))
+        .json(&json!({"statusCode": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(job(&client, s2.http, "remote").await["successCount"], 1);
+
+    // The chain completes once: head's end reaches the new leader through the agent.
+    wait_until("the chain completes", async || {
+        job(&client, s2.http, "tail").await["successCount"] == 1
+    })
+    .await;
+    assert_eq!(lines(&chain), vec!["head", "mid", "tail"]);
+
+    // Ticks continue under the new leader; then count what they wrote.
+    wait_until("ticks run under the new leader", async || {
+        lines(&ticks)
+            .iter()
+            .filter_map(|l| l.parse::<i64>().ok())
+            .any(|due| due > killed_ms + 3000)
+    })
+    .await;
+    // Tasks run one after another (concurrent is false), so what is written so far is a prefix of the runs.
+    let mut dues: Vec<i64> = lines(&ticks)
+        .iter()
+        .map(|l| l.parse().expect("a due time"))
+        .collect();
+    let written = dues.len();
+    dues.sort_unstable();
+    dues.dedup();
+    assert_eq!(dues.len(), written, "an instant ran twice: {dues:?}");
+    for pair in dues.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1000,
+            "an instant was missed between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
