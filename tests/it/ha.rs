@@ -253,3 +253,94 @@ async fn the_standby_takes_over_and_every_run_happens_exactly_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_leader_that_loses_its_database_session_steps_down_and_a_leader_returns() {
+    let store = fresh_database().await;
+    let database = store.rsplit_once('/').unwrap().1.to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let s1 = spawn_server(&store, dir.path(), "s1");
+    let s1_name = format!("127.0.0.1:{}", s1.http);
+    wait_until("s1 leads", async || {
+        leader_of(&client, s1.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    let s2 = spawn_server(&store, dir.path(), "s2");
+    wait_until("s2 names s1", async || {
+        leader_of(&client, s2.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    let _agent = Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("agent")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{},127.0.0.1:{}", s1.agent, s2.agent),
+            "--name",
+            "a",
+            "--work-dir",
+        ])
+        .arg(dir.path().join("agent"))
+        .env("KAIROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts");
+    let ticks = dir.path().join("ticks.log");
+    let response = client
+        .post(format!("http://127.0.0.1:{}/v1/scheduler/iso8601", s1.http))
+        .json(&json!({"name": "tick", "command": format!("echo $CHRONOS_JOB_RUN_TIME >> {}", ticks.display()), "schedule": "R//PT1S"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    wait_until("ticks flow", async || lines(&ticks).len() >= 2).await;
+
+    // Cut the leader's lock session, as a dropped connection or a database restart would.
+    let admin_url = std::env::var("KAIROS_TEST_POSTGRES_URL").unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let cut = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '{database}'"
+    )))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut.len(), 1, "exactly one session held the leader lock");
+    let cut_ms = chrono::Utc::now().timestamp_millis();
+
+    // Some server leads again, both agree on which, and scheduling resumes.
+    wait_until("a leader is back and both servers agree", async || {
+        let (a, b) = (
+            leader_of(&client, s1.http).await,
+            leader_of(&client, s2.http).await,
+        );
+        a.is_some() && a == b && a.as_deref().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    wait_until("ticks resume", async || {
+        lines(&ticks)
+            .iter()
+            .filter_map(|l| l.parse::<i64>().ok())
+            .any(|due| due > cut_ms + 2000)
+    })
+    .await;
+    let mut dues: Vec<i64> = lines(&ticks)
+        .iter()
+        .map(|l| l.parse().expect("a due time"))
+        .collect();
+    let written = dues.len();
+    dues.sort_unstable();
+    dues.dedup();
+    assert_eq!(dues.len(), written, "an instant ran twice: {dues:?}");
+    for pair in dues.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1000,
+            "an instant was missed between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
