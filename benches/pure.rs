@@ -48,7 +48,7 @@ fn bench_schedule(c: &mut Criterion) {
     let mut group = c.benchmark_group("schedule");
     group.throughput(Throughput::Elements(1));
 
-    group.bench_function("parse/P1D Europe/Paris", |b| {
+    group.bench_function("parse/P1D-Paris", |b| {
         b.iter(|| {
             schedule::parse(
                 black_box("R/2026-01-01T02:30:00/P1D"),
@@ -59,12 +59,12 @@ fn bench_schedule(c: &mut Criterion) {
     });
 
     let cases = [
-        ("advance/PT1S UTC", parsed("R/2026-01-01T00:00:00Z/PT1S", "")),
+        ("advance/PT1S-UTC", parsed("R/2026-01-01T00:00:00Z/PT1S", "")),
         (
-            "advance/P1D Europe/Paris",
+            "advance/P1D-Paris",
             parsed("R/2026-01-01T02:30:00/P1D", "Europe/Paris"),
         ),
-        ("advance/P1M UTC", parsed("R/2026-01-31T00:00:00Z/P1M", "")),
+        ("advance/P1M-UTC", parsed("R/2026-01-31T00:00:00Z/P1M", "")),
     ];
     for (name, s) in &cases {
         group.bench_function(*name, |b| b.iter(|| black_box(s).advance()));
@@ -75,11 +75,11 @@ fn bench_schedule(c: &mut Criterion) {
     let epsilon = Duration::seconds(60);
     let behind = [
         (
-            "skip_missed/10y PT1S UTC (jump)",
+            "skip_missed/10y-PT1S-UTC-jump",
             parsed("R/2016-01-01T00:00:00Z/PT1S", ""),
         ),
         (
-            "skip_missed/10y P1D Europe/Paris (steps)",
+            "skip_missed/10y-P1D-Paris-steps",
             parsed("R/2016-01-01T02:30:00/P1D", "Europe/Paris"),
         ),
     ];
@@ -90,9 +90,7 @@ fn bench_schedule(c: &mut Criterion) {
     }
 
     let paris = parsed("R/2026-01-01T02:30:00/P1D", "Europe/Paris");
-    group.bench_function("render/P1D Europe/Paris", |b| {
-        b.iter(|| black_box(&paris).render())
-    });
+    group.bench_function("render/P1D-Paris", |b| b.iter(|| black_box(&paris).render()));
     group.finish();
 }
 
@@ -165,20 +163,20 @@ fn bench_graph(c: &mut Criterion) {
     group.measurement_time(StdDuration::from_secs(4));
 
     group.throughput(Throughput::Elements((JOBS + EDGES) as u64));
-    group.bench_function("build 10k jobs 20k edges", |b| {
+    group.bench_function("build/10k-jobs-20k-edges", |b| {
         b.iter_with_large_drop(|| build_dag(black_box(&spec)))
     });
 
     let dot = graph.to_dot();
     group.throughput(Throughput::Bytes(dot.len() as u64));
-    group.bench_function("to_dot 10k jobs 20k edges", |b| {
+    group.bench_function("to_dot/10k-jobs-20k-edges", |b| {
         b.iter(|| black_box(&graph).to_dot())
     });
 
     let state = |_: &str| ("success".to_owned(), "idle".to_owned());
     let csv = graph.to_csv(state);
     group.throughput(Throughput::Bytes(csv.len() as u64));
-    group.bench_function("to_csv 10k jobs 20k edges", |b| {
+    group.bench_function("to_csv/10k-jobs-20k-edges", |b| {
         b.iter(|| black_box(&graph).to_csv(state))
     });
     eprintln!("graph: dot is {} bytes, csv is {} bytes", dot.len(), csv.len());
@@ -187,7 +185,7 @@ fn bench_graph(c: &mut Criterion) {
     let new_parents = [job_name(42), job_name(5_000), job_name(9_999)];
     assert!(graph.check_parents("new-job", &new_parents).is_ok());
     group.throughput(Throughput::Elements(1));
-    group.bench_function("check_parents/new job, 3 parents", |b| {
+    group.bench_function("check_parents/new-job-3-parents", |b| {
         b.iter(|| black_box(&graph).check_parents("new-job", black_box(&new_parents)))
     });
 
@@ -204,10 +202,10 @@ fn bench_graph(c: &mut Criterion) {
         Err(3)
     );
     group.throughput(Throughput::Elements(below.len() as u64));
-    group.bench_function("check_parents/existing job, 3 parents, no cycle", |b| {
+    group.bench_function("check_parents/existing-job-no-cycle", |b| {
         b.iter(|| black_box(&graph).check_parents(&existing, black_box(&earlier)))
     });
-    group.bench_function("check_parents/existing job, 3 parents, 3 cycles", |b| {
+    group.bench_function("check_parents/existing-job-3-cycles", |b| {
         b.iter(|| black_box(&graph).check_parents(&existing, black_box(&cyclic)))
     });
 
@@ -221,10 +219,10 @@ fn bench_graph(c: &mut Criterion) {
     }
     assert_eq!(fan.record_success("hub").len(), FAN_OUT);
     group.throughput(Throughput::Elements(FAN_OUT as u64));
-    group.bench_function("record_success/hub, 1k children", |b| {
+    group.bench_function("record_success/hub-1k-children", |b| {
         b.iter(|| fan.record_success(black_box("hub")))
     });
-    group.bench_function("record_success + reset/hub, 1k children", |b| {
+    group.bench_function("record_success+reset/hub-1k-children", |b| {
         b.iter(|| {
             let ready = fan.record_success(black_box("hub"));
             for child in &ready {

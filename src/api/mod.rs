@@ -487,9 +487,7 @@ struct SearchQuery {
 
 /// Case-insensitive substring search. `name` and `command` must all match; `any` matches either,
 /// and also rescues a job the other filters rejected (Chronos' rule). Unlike Chronos, `any` alone filters.
-fn search_matches(job: &Job, name: &str, command: &str, any: &str) -> bool {
-    let job_name = job.name.to_lowercase();
-    let job_command = job.command.to_lowercase();
+fn search_matches(job_name: &str, job_command: &str, name: &str, command: &str, any: &str) -> bool {
     let filtered = !name.is_empty() || !command.is_empty();
     let valid =
         (name.is_empty() || job_name.contains(name)) && (command.is_empty() || job_command.contains(command));
@@ -514,7 +512,7 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
                     state
                         .jobs
                         .values()
-                        .filter(|e| search_matches(&e.job, &name, &command, &any))
+                        .filter(|e| search_matches(&e.search_name, &e.search_command, &name, &command, &any))
                         .skip(offset)
                         .take(limit)
                         .map(|e| e.job.clone())
@@ -547,7 +545,7 @@ async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
                             });
                             // Beyond Chronos: why a queued task can't start yet.
                             if let Some(reason) = &e.waiting {
-                                summary["queuedReason"] = json!(reason);
+                                summary["queuedReason"] = json!(reason.to_string());
                             }
                             summary
                         })
@@ -927,6 +925,10 @@ async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
                     counters.insert(
                         "kairos.tasks.started".into(),
                         json!({ "count": s.metrics.tasks_started }),
+                    );
+                    counters.insert(
+                        "kairos.tasks.ended".into(),
+                        json!({ "count": s.metrics.tasks_ended }),
                     );
                     counters.insert(
                         "kairos.runs.skipped".into(),

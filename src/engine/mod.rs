@@ -302,7 +302,11 @@ impl<S: Store> Engine<S> {
         mut rx: mpsc::Receiver<Event>,
         mut exits: mpsc::UnboundedReceiver<(String, TaskEnd)>,
     ) {
-        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        // The first pruning waits a minute, so a restart serves before it scans a large history.
+        let mut prune = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
         let mut check_workers = tokio::time::interval(Duration::from_millis(250));
         loop {
             let next = self.timers.first().map(|(at, _)| *at);
@@ -763,6 +767,13 @@ impl<S: Store> Engine<S> {
 
     /// Starts queued tasks of a job while its concurrency and the workers allow.
     async fn try_start(&mut self, name: &str) {
+        let mut offers = self.state.offers();
+        self.try_start_with(name, &mut offers).await;
+    }
+
+    /// Like `try_start`, with the workers' offers built once by the caller and kept up to date
+    /// here, so a pass over many waiting jobs doesn't rebuild them for each.
+    async fn try_start_with(&mut self, name: &str, offers: &mut [placement::Offer]) {
         loop {
             let Some(entry) = self.state.jobs.get_mut(name) else {
                 return;
@@ -776,22 +787,19 @@ impl<S: Store> Engine<S> {
                 return;
             };
             let need = job_resources(&entry.job);
-            let offers = self.state.offers();
-            let Some(entry) = self.state.jobs.get_mut(name) else {
-                return;
-            };
-            match placement::place(&need, &entry.constraints, &offers) {
+            match placement::place(&need, &entry.constraints, offers) {
                 Ok(index) => {
                     entry.queue.pop_front();
                     entry.waiting = None;
                     let worker = offers[index].worker.clone();
+                    offers[index].used = offers[index].used.plus(&need);
                     if !self.start_task(name, task_id, &worker).await {
                         return;
                     }
                 }
                 Err(reason) => {
                     // The task waits in the queue; it is tried again whenever workers or resources change.
-                    entry.waiting = Some(reason.to_string());
+                    entry.waiting = Some(state::Waiting::Unplaceable(reason));
                     return;
                 }
             }
@@ -807,9 +815,13 @@ impl<S: Store> Engine<S> {
             .filter(|e| !e.queue.is_empty())
             .map(|e| (!e.job.high_priority, e.job.name.clone()))
             .collect();
+        if names.is_empty() {
+            return;
+        }
         names.sort_by_key(|(low, _)| *low);
+        let mut offers = self.state.offers();
         for (_, name) in names {
-            self.try_start(&name).await;
+            self.try_start_with(&name, &mut offers).await;
         }
     }
 
@@ -852,7 +864,7 @@ impl<S: Store> Engine<S> {
             if let Some(entry) = self.state.jobs.get_mut(name) {
                 entry.running.retain(|id| *id != task_id);
                 entry.queue.push_front(task_id);
-                entry.waiting = Some(format!("the store is failing: {error}"));
+                entry.waiting = Some(state::Waiting::StoreFailing(error.to_string()));
             }
             return false;
         }
@@ -950,6 +962,7 @@ impl<S: Store> Engine<S> {
             return;
         };
         open.record.finished_ms = Some(now.timestamp_millis());
+        self.state.metrics.tasks_ended += 1;
         if let Some(entry) = self.state.jobs.get_mut(&open.record.job) {
             entry.running.retain(|id| id != task_id);
             entry.queue.retain(|id| id != task_id);
@@ -1113,16 +1126,25 @@ impl<S: Store> Engine<S> {
             job.last_error = old.job.last_error.clone();
             job.errors_since_last_success = old.job.errors_since_last_success;
         }
-        let mut graph = self.state.graph.clone();
-        graph
-            .set_parents(&name, job.parents())
-            .map_err(|errors| Error::Graph { errors })?;
+        // The parents were checked above, so changing the graph after the commit cannot fail;
+        // the edges that stay keep their flags, which is what gets stored.
+        let satisfied: Vec<String> = self
+            .state
+            .graph
+            .satisfied_parents(&name)
+            .into_iter()
+            .filter(|p| job.parents().contains(p))
+            .collect();
         let stored = StoredJob {
             job: job.clone(),
-            satisfied: graph.satisfied_parents(&name),
+            satisfied,
         };
         self.store.commit(vec![Write::PutJob(Box::new(stored))]).await?;
-        self.state.graph = graph;
+        self.state.graph.add_job(&name);
+        self.state
+            .graph
+            .set_parents(&name, job.parents())
+            .map_err(|errors| Error::Graph { errors })?;
         match self.state.jobs.get_mut(&name) {
             Some(entry) => {
                 entry.replace(job, schedule, epsilon);
@@ -1146,8 +1168,18 @@ impl<S: Store> Engine<S> {
             });
         };
         let deleted = entry.job.clone();
-        let mut graph = self.state.graph.clone();
-        let children = graph.remove_job(name);
+        // Only a job with children needs a trial copy of the graph (to rewrite their parents).
+        let has_children = !self.state.graph.children(name).is_empty();
+        let mut graph = if has_children {
+            self.state.graph.clone()
+        } else {
+            graph::JobGraph::new()
+        };
+        let children = if has_children {
+            graph.remove_job(name)
+        } else {
+            Vec::new()
+        };
         let mut changed = Vec::new();
         for child in children {
             let Some(child_entry) = self.state.jobs.get(&child) else {
@@ -1184,7 +1216,11 @@ impl<S: Store> Engine<S> {
             })));
         }
         self.store.commit(batch).await?;
-        self.state.graph = graph;
+        if has_children {
+            self.state.graph = graph;
+        } else {
+            self.state.graph.remove_job(name);
+        }
         let now = clock::now();
         if let Some(entry) = self.state.jobs.shift_remove(name) {
             for id in entry.running.iter().chain(entry.queue.iter()) {

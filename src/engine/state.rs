@@ -30,14 +30,20 @@ pub struct JobEntry {
     pub durations: VecDeque<f64>,
     /// The job's constraints, compiled.
     pub constraints: Vec<Constraint>,
-    /// Why the first queued task can't start yet (no worker fits), for the API.
-    pub waiting: Option<String>,
+    /// Lowercased name and command, for case-insensitive search without allocating per query.
+    pub search_name: String,
+    pub search_command: String,
+    /// Why the first queued task can't start yet, for the API. Kept unformatted: it is set on
+    /// every failed placement, which is a hot path when many tasks wait.
+    pub waiting: Option<Waiting>,
 }
 
 impl JobEntry {
     pub(super) fn new(job: Job, schedule: Option<Schedule>, epsilon: chrono::Duration) -> JobEntry {
         let constraints = compile_constraints(&job);
         JobEntry {
+            search_name: job.name.to_lowercase(),
+            search_command: job.command.to_lowercase(),
             constraints,
             waiting: None,
             job,
@@ -52,6 +58,8 @@ impl JobEntry {
     /// Replaces the definition, keeping runtime state.
     pub(super) fn replace(&mut self, job: Job, schedule: Option<Schedule>, epsilon: chrono::Duration) {
         self.constraints = compile_constraints(&job);
+        self.search_name = job.name.to_lowercase();
+        self.search_command = job.command.to_lowercase();
         self.job = job;
         self.schedule = schedule;
         self.epsilon = epsilon;
@@ -78,6 +86,22 @@ fn compile_constraints(job: &Job) -> Vec<Constraint> {
             })
         })
         .collect()
+}
+
+/// Why a queued task can't start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Waiting {
+    Unplaceable(placement::Unplaceable),
+    StoreFailing(String),
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waiting::Unplaceable(reason) => reason.fmt(f),
+            Waiting::StoreFailing(error) => write!(f, "the store is failing: {error}"),
+        }
+    }
 }
 
 /// A task that is not final yet.
@@ -159,6 +183,8 @@ impl Worker {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub tasks_started: u64,
+    /// Tasks that reached a final state (finished, failed, killed, lost).
+    pub tasks_ended: u64,
     pub skipped_runs: u64,
     pub successes: HashMap<String, u64>,
     pub failures: HashMap<String, u64>,

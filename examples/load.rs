@@ -1,0 +1,742 @@
+//! The load tool: starts real `kairos server` processes on loopback, drives them through the public
+//! API, and prints (and optionally writes) a table of figures next to baselines measured in the same run.
+//!
+//! Run through `scripts/bench`, which builds the release binary first. `--quick` shrinks every
+//! scenario so the whole run takes about a minute; `--out FILE` writes the markdown table there.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Sizes of each scenario.
+struct Plan {
+    tasks: usize,
+    lag_jobs: usize,
+    lag_seconds: u64,
+    scale_jobs: usize,
+    graph_jobs: usize,
+    containers: usize,
+    history_rows: usize,
+}
+
+struct Row {
+    figure: String,
+    value: String,
+    baseline: String,
+    target: String,
+    verdict: String,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn kairos_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    // target/<profile>/examples/load -> target/<profile>/kairos
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("kairos"))
+        .expect("kairos next to examples")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(data: &Path, extra: &[&str]) -> Res<Server> {
+    let port = free_port();
+    let agent = free_port();
+    let child = Command::new(kairos_binary())
+        .arg("server")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--agent-listen",
+            &format!("127.0.0.1:{agent}"),
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--hostname", "127.0.0.1", "--task-history-per-job", "1000000"])
+        .args(extra)
+        .env("KAIROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{}/ping", server.base)).send().await.is_err() {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err("the server did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(server)
+}
+
+impl Server {
+    async fn stop(mut self) -> Res<()> {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        Ok(())
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let pid = self.child.id().unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+/// Runs `count` requests with `parallel` in flight; returns the elapsed time.
+async fn fan_out<F, Fut>(count: usize, parallel: usize, make: F) -> Res<Duration>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Res<()>> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(parallel));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = gate.clone().acquire_owned().await?;
+        let fut = make(i);
+        handles.push(tokio::spawn(async move {
+            let result = fut.await;
+            drop(permit);
+            result
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn expect_ok(response: reqwest::Response) -> Res<()> {
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        )
+        .into())
+    }
+}
+
+async fn counter(client: &reqwest::Client, base: &str, name: &str) -> Res<u64> {
+    let metrics: Value = client.get(format!("{base}/metrics")).send().await?.json().await?;
+    Ok(metrics["counters"][name]["count"].as_u64().unwrap_or(0))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn verdict(ok: bool) -> String {
+    if ok {
+        "met".to_owned()
+    } else {
+        "**not met**".to_owned()
+    }
+}
+
+/// Raw process spawning: `/bin/sh -c true`, `count` times, `parallel` at once.
+async fn raw_spawn_rate(count: usize, parallel: usize) -> Res<f64> {
+    let elapsed = fan_out(count, parallel, |_| async {
+        Command::new("/bin/sh").args(["-c", "true"]).status().await?;
+        Ok(())
+    })
+    .await?;
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+async fn launch_throughput(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let server = start_server(&work.join("throughput"), &[]).await?;
+    let client = reqwest::Client::new();
+    let workers: Value = client
+        .get(format!("{}/v1/scheduler/workers", server.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cpus = workers[0]["total"]["cpus"].as_f64().unwrap_or(1.0);
+    // Each task asks for 0.1 cpu, so this is how many run at once.
+    let parallel = ((cpus / 0.1).floor() as usize).max(1);
+    let jobs = plan.tasks;
+    let base = server.base.clone();
+    fan_out(jobs, 32, |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let body = json!({"name": format!("t{i}"), "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"});
+            expect_ok(client.post(format!("{base}/v1/scheduler/iso8601")).json(&body).send().await?).await
+        }
+    })
+    .await?;
+    let before = counter(&client, &base, "kairos.tasks.ended").await?;
+    let started = Instant::now();
+    fan_out(jobs, 32, |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { expect_ok(client.put(format!("{base}/v1/scheduler/job/t{i}")).send().await?).await }
+    })
+    .await?;
+    while counter(&client, &base, "kairos.tasks.ended").await? < before + jobs as u64 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    server.stop().await?;
+    let raw = raw_spawn_rate(jobs, parallel).await?;
+    rows.push(Row {
+        figure: format!("launch throughput (`true`, {parallel} at once, every task recorded)"),
+        value: format!("{rate:.0} tasks/s"),
+        baseline: format!("{raw:.0} spawns/s raw; ratio {:.2}", rate / raw),
+        target: "≥ 0.60 of raw and ≥ 1,000/s".to_owned(),
+        verdict: verdict(rate / raw >= 0.6 && rate >= 1000.0),
+    });
+    Ok(())
+}
+
+async fn scheduling_lag(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let server = start_server(&work.join("lag"), &["--task-cpus", "0.01"]).await?;
+    let client = reqwest::Client::new();
+    let log = work.join("lag.log");
+    let base = server.base.clone();
+    let script = format!("echo $EPOCHREALTIME $CHRONOS_JOB_RUN_TIME >> {}", log.display());
+    // Jobs start on the next whole second, spread evenly over it, so load is steady.
+    let first = (chrono::Utc::now().timestamp_millis() / 1000 + 2) * 1000;
+    let jobs = plan.lag_jobs;
+    fan_out(jobs, 32, |i| {
+        let (client, base, script) = (client.clone(), base.clone(), script.clone());
+        let start = first + (i as i64 * 1000 / jobs as i64);
+        async move {
+            let start = chrono::DateTime::from_timestamp_millis(start)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let body = json!({"name": format!("lag{i}"), "command": "/bin/bash", "shell": false,
+                "arguments": ["-c", script], "cpus": 0.01, "schedule": format!("R/{start}/PT1S")});
+            expect_ok(
+                client
+                    .post(format!("{base}/v1/scheduler/iso8601"))
+                    .json(&body)
+                    .send()
+                    .await?,
+            )
+            .await
+        }
+    })
+    .await?;
+    let window_end = first + plan.lag_seconds as i64 * 1000;
+    tokio::time::sleep(Duration::from_millis(
+        (window_end - chrono::Utc::now().timestamp_millis() + 3000).max(0) as u64,
+    ))
+    .await;
+    server.stop().await?;
+    let mut lags = Vec::new();
+    let mut runs = std::collections::HashSet::new();
+    for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(started), Some(due)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(started), Ok(due)) = (started.parse::<f64>(), due.parse::<i64>()) else {
+            continue;
+        };
+        if due < first + 1000 || due >= window_end {
+            continue;
+        }
+        lags.push(started * 1000.0 - due as f64);
+        runs.insert(line.split_whitespace().nth(1).map(str::to_owned));
+    }
+    lags.sort_by(f64::total_cmp);
+    let expected = jobs * (plan.lag_seconds as usize - 1);
+    let (p50, p99, max) = (
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(f64::NAN),
+    );
+    rows.push(Row {
+        figure: format!(
+            "scheduling lag ({jobs} jobs on R//PT1S for {} s)",
+            plan.lag_seconds
+        ),
+        value: format!(
+            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; {} of {expected} runs",
+            lags.len()
+        ),
+        baseline: "lag measured by each task (bash $EPOCHREALTIME)".to_owned(),
+        target: "p50 ≤ 2, p99 ≤ 10, max ≤ 50 ms, none skipped".to_owned(),
+        verdict: verdict(p50 <= 2.0 && p99 <= 10.0 && max <= 50.0 && lags.len() >= expected),
+    });
+    Ok(())
+}
+
+async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let data = work.join("scale");
+    let server = start_server(&data, &[]).await?;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let jobs = plan.scale_jobs;
+    let elapsed = fan_out(jobs, 64, |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let body = json!({"name": format!("job-{i:06}"), "command": format!("echo report {i}"), "owner": "ops@example.com",
+                "schedule": "R/2030-01-01T00:00:00Z/P1D"});
+            expect_ok(client.post(format!("{base}/v1/scheduler/iso8601")).json(&body).send().await?).await
+        }
+    })
+    .await?;
+    let create_rate = jobs as f64 / elapsed.as_secs_f64();
+    rows.push(Row {
+        figure: format!("create {jobs} jobs through the API (64 in flight)"),
+        value: format!("{create_rate:.0} jobs/s"),
+        baseline: "—".to_owned(),
+        target: "≥ 2,000 jobs/s".to_owned(),
+        verdict: verdict(create_rate >= 2000.0),
+    });
+    let rss = server.rss_mb();
+    rows.push(Row {
+        figure: format!("resident memory with {jobs} jobs"),
+        value: format!("{rss:.0} MB"),
+        baseline: "—".to_owned(),
+        target: "≤ 300 MB".to_owned(),
+        verdict: verdict(rss <= 300.0),
+    });
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let started = Instant::now();
+        let found: Value = client
+            .get(format!(
+                "{base}/v1/scheduler/jobs/search?name=job-{:06}&limit=10",
+                (i * 7919) % jobs
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            found.as_array().is_some_and(|a| !a.is_empty()),
+            "search found nothing"
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    let p99 = percentile(&times, 0.99);
+    rows.push(Row {
+        figure: format!("`GET /jobs/search?name=` over {jobs} jobs"),
+        value: format!("p50 {:.1} ms, p99 {p99:.1} ms", percentile(&times, 0.5)),
+        baseline: "—".to_owned(),
+        target: "p99 ≤ 20 ms".to_owned(),
+        verdict: verdict(p99 <= 20.0),
+    });
+    let started = Instant::now();
+    let body = client
+        .get(format!("{base}/v1/scheduler/jobs"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let list = started.elapsed();
+    rows.push(Row {
+        figure: format!(
+            "`GET /jobs` with {jobs} jobs ({:.0} MB of JSON)",
+            body.len() as f64 / 1e6
+        ),
+        value: format!("{:.0} ms", list.as_secs_f64() * 1000.0),
+        baseline: "—".to_owned(),
+        target: "≤ 1 s".to_owned(),
+        verdict: verdict(list <= Duration::from_secs(1)),
+    });
+    server.stop().await?;
+    let started = Instant::now();
+    let again = start_server(&data, &[]).await?;
+    let restart = started.elapsed();
+    let count = client
+        .get(format!("{}/v1/scheduler/jobs/summary", again.base))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["jobs"]
+        .as_array()
+        .map_or(0, Vec::len);
+    again.stop().await?;
+    rows.push(Row {
+        figure: format!("restart to serving with {jobs} jobs (process start to first `/ping`)"),
+        value: format!("{:.2} s ({count} jobs back)", restart.as_secs_f64()),
+        baseline: "—".to_owned(),
+        target: "≤ 3 s".to_owned(),
+        verdict: verdict(restart <= Duration::from_secs(3) && count == jobs),
+    });
+    Ok(())
+}
+
+async fn graph(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let server = start_server(&work.join("graph"), &[]).await?;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let jobs = plan.graph_jobs;
+    // Ten roots, then every job depends on two earlier jobs: jobs·2 edges, acyclic.
+    for i in 0..10.min(jobs) {
+        let body =
+            json!({"name": format!("g{i}"), "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"});
+        expect_ok(
+            client
+                .post(format!("{base}/v1/scheduler/iso8601"))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await?;
+    }
+    // Posted in waves so every parent exists before its children.
+    let mut done = 10.min(jobs);
+    while done < jobs {
+        let wave = (done..(done * 2).min(jobs)).collect::<Vec<_>>();
+        let (client2, base2) = (client.clone(), base.clone());
+        fan_out(wave.len(), 32, move |k| {
+            let i = wave[k];
+            let (client, base) = (client2.clone(), base2.clone());
+            async move {
+                let parents = [
+                    format!("g{}", (i * 7919) % i),
+                    format!("g{}", (i * 104_729 + 1) % i),
+                ];
+                let parents: Vec<&String> = if parents[0] == parents[1] {
+                    vec![&parents[0]]
+                } else {
+                    parents.iter().collect()
+                };
+                let body = json!({"name": format!("g{i}"), "command": "true", "parents": parents});
+                expect_ok(
+                    client
+                        .post(format!("{base}/v1/scheduler/dependency"))
+                        .json(&body)
+                        .send()
+                        .await?,
+                )
+                .await
+            }
+        })
+        .await?;
+        done = (done * 2).min(jobs);
+    }
+    let mut times = Vec::new();
+    let mut edges = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let dot = client
+            .get(format!("{base}/v1/scheduler/graph/dot"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        edges = dot.lines().filter(|l| l.contains("->")).count();
+    }
+    times.sort_by(f64::total_cmp);
+    server.stop().await?;
+    let median = percentile(&times, 0.5);
+    rows.push(Row {
+        figure: format!("`GET /graph/dot`, {jobs} jobs, {edges} edges"),
+        value: format!(
+            "median {median:.1} ms, max {:.1} ms",
+            times.last().copied().unwrap_or(0.0)
+        ),
+        baseline: "—".to_owned(),
+        target: "≤ 100 ms".to_owned(),
+        verdict: verdict(times.last().copied().unwrap_or(f64::MAX) <= 100.0),
+    });
+    Ok(())
+}
+
+async fn containers(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let image = "kairos-test/busybox:latest";
+    let docker_ok = Command::new("docker")
+        .args(["image", "inspect", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !docker_ok {
+        rows.push(Row {
+            figure: "Docker tasks".to_owned(),
+            value: "not measured: no Docker engine or test image (run tests/docker_image.sh)".to_owned(),
+            baseline: "—".to_owned(),
+            target: "≥ 1.0× `docker run --rm`".to_owned(),
+            verdict: "not measured".to_owned(),
+        });
+        return Ok(());
+    }
+    let parallel = 4;
+    let server = start_server(
+        &work.join("containers"),
+        &["--worker-cpus", "4", "--task-cpus", "1"],
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let count = plan.containers;
+    fan_out(count, 16, |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let body = json!({"name": format!("c{i}"), "command": "true", "cpus": 1, "mem": 64,
+                "container": {"type": "DOCKER", "image": image, "network": "NONE"}, "schedule": "R0/2030-01-01T00:00:00Z/P1D"});
+            expect_ok(client.post(format!("{base}/v1/scheduler/iso8601")).json(&body).send().await?).await
+        }
+    })
+    .await?;
+    let before = counter(&client, &base, "kairos.tasks.ended").await?;
+    let started = Instant::now();
+    fan_out(count, 16, |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { expect_ok(client.put(format!("{base}/v1/scheduler/job/c{i}")).send().await?).await }
+    })
+    .await?;
+    while counter(&client, &base, "kairos.tasks.ended").await? < before + count as u64 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    server.stop().await?;
+    let elapsed = fan_out(count, parallel, |_| async move {
+        let status = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--cpus",
+                "1",
+                "--memory",
+                "64m",
+                image,
+                "true",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err("docker run failed".into())
+        }
+    })
+    .await?;
+    let cli = count as f64 / elapsed.as_secs_f64();
+    rows.push(Row {
+        figure: format!("Docker tasks (`true` in busybox, {parallel} at once)"),
+        value: format!("{rate:.1} tasks/s"),
+        baseline: format!("{cli:.1}/s with `docker run --rm`; ratio {:.2}", rate / cli),
+        target: "≥ 1.0×".to_owned(),
+        verdict: verdict(rate / cli >= 1.0),
+    });
+    Ok(())
+}
+
+async fn history(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    use kairos::store::{SqliteStore, Store, TaskRecord, TaskState, Write};
+    let empty = work.join("history");
+    let server = start_server(&empty, &[]).await?;
+    let client = reqwest::Client::new();
+    let body = json!({"name": "h", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"});
+    expect_ok(
+        client
+            .post(format!("{}/v1/scheduler/iso8601", server.base))
+            .json(&body)
+            .send()
+            .await?,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_empty = server.rss_mb();
+    server.stop().await?;
+    // The same data directory (with its write-ahead log), now filled with finished tasks.
+    let store = SqliteStore::open(&empty).await?;
+    let rows_wanted = plan.history_rows;
+    let mut written = 0;
+    while written < rows_wanted {
+        let batch: Vec<Write> = (written..(written + 10_000).min(rows_wanted))
+            .map(|i| {
+                let id = format!("ct:{i}:0:h:");
+                Write::PutTask(TaskRecord {
+                    id,
+                    job: "h".to_owned(),
+                    attempt: 0,
+                    due_ms: i as i64,
+                    arguments: String::new(),
+                    state: TaskState::Finished,
+                    created_ms: i as i64,
+                    started_ms: Some(i as i64),
+                    finished_ms: Some(i as i64 + 5),
+                    exit_code: Some(0),
+                    message: "exited with status 0".to_owned(),
+                    stdout: "a line of output\n".to_owned(),
+                    stderr: String::new(),
+                    elements_processed: 0,
+                    worker: "127.0.0.1".to_owned(),
+                })
+            })
+            .collect();
+        written += batch.len();
+        store.commit(batch).await?;
+    }
+    drop(store);
+    let server = start_server(&empty, &[]).await?;
+    let started = Instant::now();
+    let recent: Value = client
+        .get(format!("{}/v1/scheduler/job/h/tasks?limit=20", server.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let query = started.elapsed();
+    if recent.as_array().map_or(0, Vec::len) != 20 {
+        return Err(format!("reading the history failed: {recent}").into());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_full = server.rss_mb();
+    server.stop().await?;
+    rows.push(Row {
+        figure: format!("memory with {rows_wanted} finished tasks in the store"),
+        value: format!(
+            "{rss_full:.0} MB (latest 20 tasks read in {:.1} ms)",
+            query.as_secs_f64() * 1000.0
+        ),
+        baseline: format!("{rss_empty:.0} MB with none"),
+        target: "memory does not grow with history".to_owned(),
+        verdict: verdict(rss_full <= rss_empty * 1.5 + 20.0),
+    });
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem = kairos::config::detect_resources(Path::new("/")).mem;
+    format!("{cores} cores ({cpu}), {:.0} GiB memory", mem / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let plan = if quick {
+        Plan {
+            tasks: 1000,
+            lag_jobs: 200,
+            lag_seconds: 10,
+            scale_jobs: 10_000,
+            graph_jobs: 2_000,
+            containers: 20,
+            history_rows: 100_000,
+        }
+    } else {
+        Plan {
+            tasks: 5000,
+            lag_jobs: 1000,
+            lag_seconds: 60,
+            scale_jobs: 100_000,
+            graph_jobs: 10_000,
+            containers: 100,
+            history_rows: 1_000_000,
+        }
+    };
+    let work = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("throughput") {
+        launch_throughput(&plan, work.path(), &mut rows).await?;
+    }
+    if run("lag") {
+        scheduling_lag(&plan, work.path(), &mut rows).await?;
+    }
+    if run("scale") {
+        scale(&plan, work.path(), &mut rows).await?;
+    }
+    if run("graph") {
+        graph(&plan, work.path(), &mut rows).await?;
+    }
+    if run("containers") {
+        containers(&plan, work.path(), &mut rows).await?;
+    }
+    if run("history") {
+        history(&plan, work.path(), &mut rows).await?;
+    }
+    let mut table =
+        String::from("| figure | measured | baseline (same run) | target | |\n|---|---|---|---|---|\n");
+    for row in &rows {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            row.figure, row.value, row.baseline, row.target, row.verdict
+        ));
+    }
+    let report = format!(
+        "Machine: {}.\nRun: `{}` on {}.\n\n{table}",
+        machine(),
+        if quick {
+            "scripts/bench --quick"
+        } else {
+            "scripts/bench"
+        },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("{report}");
+    if let Some(out) = out {
+        // Replace the generated section of the document, keeping the prose around it.
+        let (begin, end) = ("<!-- load:begin -->", "<!-- load:end -->");
+        let current = std::fs::read_to_string(&out).unwrap_or_default();
+        let updated = match (current.find(begin), current.find(end)) {
+            (Some(b), Some(e)) if b < e => format!("{}{begin}\n{report}{}", &current[..b], &current[e..]),
+            _ => format!("{begin}\n{report}{end}\n"),
+        };
+        std::fs::write(out, updated)?;
+    }
+    Ok(())
+}
