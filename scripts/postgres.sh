@@ -90,8 +90,9 @@ if [ ! -f "$dir/PG_VERSION" ]; then
 fi
 
 echo "postgres.sh: starting PostgreSQL on 127.0.0.1:$port (log: $log)"
+# The server must not inherit fd 3 (our stdout): a caller reading it with $(...) would wait for it forever.
 if ! as_owner "$bindir/pg_ctl" -D "$dir" -l "$log" -w -t 60 \
-  -o "-p $port -k $sockets -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null; then
+  -o "-p $port -k $sockets -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null 3>&-; then
   echo "postgres.sh: PostgreSQL did not start; the end of $log:"
   tail -20 "$log" || true
   exit 1

@@ -3,15 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::wait_until;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::{free_port, wait_until};
 
 #[tokio::test]
 async fn the_binary_serves_and_stops_cleanly_on_sigterm() {

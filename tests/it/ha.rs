@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::process::{Child, Command};
 
-use crate::{lines, wait_until};
+use crate::{free_port, lines, wait_until};
 
 /// A fresh database on the test PostgreSQL (started by the README's test command).
 async fn fresh_database() -> String {
@@ -29,14 +29,6 @@ async fn fresh_database() -> String {
         .expect("create database");
     let (base, _) = url.rsplit_once('/').expect("a database in the URL");
     format!("{base}/{name}")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Node {
@@ -75,6 +67,43 @@ fn spawn_server(store: &str, dir: &std::path::Path, name: &str) -> Node {
         .spawn()
         .expect("kairos server starts");
     Node { child, http, agent }
+}
+
+/// An agent (8 cpus) given these servers in this order.
+fn spawn_agent(servers: &[&Node], dir: &std::path::Path) -> Child {
+    let list: Vec<String> = servers.iter().map(|n| format!("127.0.0.1:{}", n.agent)).collect();
+    Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("agent")
+        .args(["--server", &list.join(","), "--name", "a"])
+        .args(["--cpus", "8", "--mem", "4096", "--disk", "1000", "--work-dir"])
+        .arg(dir.join("agent"))
+        .env("KAIROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts")
+}
+
+/// The scheduled instants a PT1S job wrote: none twice, none missing in between.
+fn assert_each_instant_ran_once(ticks: &std::path::Path) {
+    let mut dues: Vec<i64> = lines(ticks)
+        .iter()
+        .map(|l| l.parse().expect("a due time"))
+        .collect();
+    let written = dues.len();
+    dues.sort_unstable();
+    dues.dedup();
+    assert_eq!(dues.len(), written, "an instant ran twice: {dues:?}");
+    for pair in dues.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            1000,
+            "an instant was missed between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
 }
 
 async fn get(client: &reqwest::Client, port: u16, path: &str) -> Option<Value> {
@@ -120,22 +149,7 @@ async fn the_standby_takes_over_and_every_run_happens_exactly_once() {
     .await;
 
     // The agent is given the standby first: it is pointed at the leader.
-    let _agent = Command::new(env!("CARGO_BIN_EXE_kairos"))
-        .arg("agent")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{},127.0.0.1:{}", s2.agent, s1.agent),
-            "--name",
-            "a",
-        ])
-        .args(["--cpus", "8", "--mem", "4096", "--disk", "1000", "--work-dir"])
-        .arg(dir.path().join("agent"))
-        .env("KAIROS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the agent starts");
+    let _agent = spawn_agent(&[&s2, &s1], dir.path());
     // Requests to the standby are served by the leader.
     wait_until("the agent attached to the leader", async || {
         get(&client, s2.http, "/v1/scheduler/workers")
@@ -235,23 +249,7 @@ async fn the_standby_takes_over_and_every_run_happens_exactly_once() {
     })
     .await;
     // Tasks run one after another (concurrent is false), so what is written so far is a prefix of the runs.
-    let mut dues: Vec<i64> = lines(&ticks)
-        .iter()
-        .map(|l| l.parse().expect("a due time"))
-        .collect();
-    let written = dues.len();
-    dues.sort_unstable();
-    dues.dedup();
-    assert_eq!(dues.len(), written, "an instant ran twice: {dues:?}");
-    for pair in dues.windows(2) {
-        assert_eq!(
-            pair[1] - pair[0],
-            1000,
-            "an instant was missed between {} and {}",
-            pair[0],
-            pair[1]
-        );
-    }
+    assert_each_instant_ran_once(&ticks);
 }
 
 #[tokio::test]
@@ -271,22 +269,7 @@ async fn a_leader_that_loses_its_database_session_steps_down_and_a_leader_return
         leader_of(&client, s2.http).await.as_deref() == Some(s1_name.as_str())
     })
     .await;
-    let _agent = Command::new(env!("CARGO_BIN_EXE_kairos"))
-        .arg("agent")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{},127.0.0.1:{}", s1.agent, s2.agent),
-            "--name",
-            "a",
-            "--work-dir",
-        ])
-        .arg(dir.path().join("agent"))
-        .env("KAIROS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the agent starts");
+    let _agent = spawn_agent(&[&s1, &s2], dir.path());
     let ticks = dir.path().join("ticks.log");
     let response = client
         .post(format!("http://127.0.0.1:{}/v1/scheduler/iso8601", s1.http))
@@ -326,21 +309,5 @@ async fn a_leader_that_loses_its_database_session_steps_down_and_a_leader_return
             .any(|due| due > cut_ms + 2000)
     })
     .await;
-    let mut dues: Vec<i64> = lines(&ticks)
-        .iter()
-        .map(|l| l.parse().expect("a due time"))
-        .collect();
-    let written = dues.len();
-    dues.sort_unstable();
-    dues.dedup();
-    assert_eq!(dues.len(), written, "an instant ran twice: {dues:?}");
-    for pair in dues.windows(2) {
-        assert_eq!(
-            pair[1] - pair[0],
-            1000,
-            "an instant was missed between {} and {}",
-            pair[0],
-            pair[1]
-        );
-    }
+    assert_each_instant_ran_once(&ticks);
 }

@@ -180,6 +180,15 @@ pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
