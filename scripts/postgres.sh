@@ -89,6 +89,15 @@ if [ ! -f "$dir/PG_VERSION" ]; then
   as_owner "$bindir/initdb" -D "$dir" --auth=trust -U postgres --encoding=UTF8 --locale=C >/dev/null
 fi
 
+# Another cluster (say, one left by an earlier run elsewhere) may hold the port: take the next free one.
+port_busy() { (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+tries=0
+while port_busy "$port"; do
+  tries=$((tries + 1))
+  [ "$tries" -le 100 ] || { echo "postgres.sh: no free port near ${KAIROS_PG_PORT:-55432}"; exit 1; }
+  port=$((port + 1))
+done
+
 echo "postgres.sh: starting PostgreSQL on 127.0.0.1:$port (log: $log)"
 # The server must not inherit fd 3 (our stdout): a caller reading it with $(...) would wait for it forever.
 if ! as_owner "$bindir/pg_ctl" -D "$dir" -l "$log" -w -t 60 \

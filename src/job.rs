@@ -96,6 +96,19 @@ pub struct Fetch {
     pub output_file: String,
 }
 
+impl Fetch {
+    /// A deprecated `uris` entry as a fetch entry, with Chronos' defaults (extract, nothing else).
+    pub fn from_uri(uri: &str) -> Fetch {
+        Fetch {
+            uri: uri.to_owned(),
+            executable: false,
+            cache: false,
+            extract: true,
+            output_file: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvVar {
     pub name: String,

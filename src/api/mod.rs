@@ -442,13 +442,7 @@ fn with_fetch_shim(job: &Job) -> Job {
         job.fetch = job
             .uris
             .iter()
-            .map(|uri| crate::job::Fetch {
-                uri: uri.clone(),
-                executable: false,
-                cache: false,
-                extract: true,
-                output_file: String::new(),
-            })
+            .map(|uri| crate::job::Fetch::from_uri(uri))
             .collect();
     } else {
         job.uris = job.fetch.iter().map(|f| f.uri.clone()).collect();

@@ -1501,20 +1501,15 @@ fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostname: &str) ->
     let fetch = job
         .fetch
         .iter()
+        .cloned()
+        .chain(job.uris.iter().map(|uri| crate::job::Fetch::from_uri(uri)))
         .map(|f| FetchSpec {
-            uri: f.uri.clone(),
+            uri: f.uri,
             executable: f.executable,
             cache: f.cache,
             extract: f.extract,
-            output_file: f.output_file.clone(),
+            output_file: f.output_file,
         })
-        .chain(job.uris.iter().map(|uri| FetchSpec {
-            uri: uri.clone(),
-            executable: false,
-            cache: false,
-            extract: true,
-            output_file: String::new(),
-        }))
         .collect();
     TaskLaunch {
         process,
