@@ -24,8 +24,6 @@ pub mod proto {
 pub enum Error {
     #[error("'{address}' is not a usable scheduler address: {reason}")]
     Address { address: String, reason: String },
-    #[error("the scheduler refused the agent: {status}")]
-    Refused { status: tonic::Status },
 }
 
 /// A launch as it travels to an agent.

@@ -15,11 +15,13 @@ use crate::{free_port, lines, wait_until};
 async fn fresh_database() -> String {
     let url = std::env::var("KAIROS_TEST_POSTGRES_URL")
         .expect("KAIROS_TEST_POSTGRES_URL is not set: run the README's test command (scripts/test), which starts PostgreSQL");
-    let name = format!(
-        "kairos_ha_{}_{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() % 1_000_000
-    );
+    // Unique per test: the tests of one run share a process id.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let name = format!("kairos_ha_{}_{serial}_{stamp}", std::process::id());
     let mut admin = sqlx::PgConnection::connect(&url)
         .await
         .expect("connect to the test PostgreSQL");
