@@ -172,6 +172,60 @@ fn verdict(ok: bool) -> String {
     }
 }
 
+/// Creates `count` jobs named `<prefix><i>` (fields from `fields(i)`, never scheduled), then runs
+/// each once through the API and waits until every task has ended; returns tasks per second.
+async fn create_and_run_once(
+    client: &reqwest::Client,
+    base: &str,
+    prefix: &str,
+    count: usize,
+    in_flight: usize,
+    fields: impl Fn(usize) -> Value,
+) -> Res<f64> {
+    let bodies: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut body = fields(i);
+            body["name"] = json!(format!("{prefix}{i}"));
+            body["schedule"] = json!("R0/2030-01-01T00:00:00Z/P1D");
+            body
+        })
+        .collect();
+    let bodies = Arc::new(bodies);
+    fan_out(count, in_flight, |i| {
+        let (client, base, bodies) = (client.clone(), base.to_owned(), bodies.clone());
+        async move {
+            expect_ok(
+                client
+                    .post(format!("{base}/v1/scheduler/iso8601"))
+                    .json(&bodies[i])
+                    .send()
+                    .await?,
+            )
+            .await
+        }
+    })
+    .await?;
+    let before = counter(client, base, "kairos.tasks.ended").await?;
+    let started = Instant::now();
+    fan_out(count, in_flight, |i| {
+        let (client, base, prefix) = (client.clone(), base.to_owned(), prefix.to_owned());
+        async move {
+            expect_ok(
+                client
+                    .put(format!("{base}/v1/scheduler/job/{prefix}{i}"))
+                    .send()
+                    .await?,
+            )
+            .await
+        }
+    })
+    .await?;
+    while counter(client, base, "kairos.tasks.ended").await? < before + count as u64 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Raw process spawning: `/bin/sh -c true`, `count` times, `parallel` at once.
 async fn raw_spawn_rate(count: usize, parallel: usize) -> Res<f64> {
     let elapsed = fan_out(count, parallel, |_| async {
@@ -195,26 +249,15 @@ async fn launch_throughput(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res
     // Each task asks for 0.1 cpu, so this is how many run at once.
     let parallel = ((cpus / 0.1).floor() as usize).max(1);
     let jobs = plan.tasks;
-    let base = server.base.clone();
-    fan_out(jobs, 32, |i| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let body = json!({"name": format!("t{i}"), "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"});
-            expect_ok(client.post(format!("{base}/v1/scheduler/iso8601")).json(&body).send().await?).await
-        }
-    })
+    let rate = create_and_run_once(
+        &client,
+        &server.base,
+        "t",
+        jobs,
+        32,
+        |_| json!({"command": "true"}),
+    )
     .await?;
-    let before = counter(&client, &base, "kairos.tasks.ended").await?;
-    let started = Instant::now();
-    fan_out(jobs, 32, |i| {
-        let (client, base) = (client.clone(), base.clone());
-        async move { expect_ok(client.put(format!("{base}/v1/scheduler/job/t{i}")).send().await?).await }
-    })
-    .await?;
-    while counter(&client, &base, "kairos.tasks.ended").await? < before + jobs as u64 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let rate = jobs as f64 / started.elapsed().as_secs_f64();
     server.stop().await?;
     let raw = raw_spawn_rate(jobs, parallel).await?;
     rows.push(Row {
@@ -505,28 +548,11 @@ async fn containers(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     )
     .await?;
     let client = reqwest::Client::new();
-    let base = server.base.clone();
     let count = plan.containers;
-    fan_out(count, 16, |i| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let body = json!({"name": format!("c{i}"), "command": "true", "cpus": 1, "mem": 64,
-                "container": {"type": "DOCKER", "image": image, "network": "NONE"}, "schedule": "R0/2030-01-01T00:00:00Z/P1D"});
-            expect_ok(client.post(format!("{base}/v1/scheduler/iso8601")).json(&body).send().await?).await
-        }
+    let rate = create_and_run_once(&client, &server.base, "c", count, 16, |_| {
+        json!({"command": "true", "cpus": 1, "mem": 64, "container": {"type": "DOCKER", "image": image, "network": "NONE"}})
     })
     .await?;
-    let before = counter(&client, &base, "kairos.tasks.ended").await?;
-    let started = Instant::now();
-    fan_out(count, 16, |i| {
-        let (client, base) = (client.clone(), base.clone());
-        async move { expect_ok(client.put(format!("{base}/v1/scheduler/job/c{i}")).send().await?).await }
-    })
-    .await?;
-    while counter(&client, &base, "kairos.tasks.ended").await? < before + count as u64 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
     server.stop().await?;
     let elapsed = fan_out(count, parallel, |_| async move {
         let status = Command::new("docker")
