@@ -634,7 +634,7 @@ async fn history(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
             })
             .collect();
         written += batch.len();
-        store.commit(batch).await?;
+        store.commit(&batch).await?;
     }
     drop(store);
     let server = start_server(&empty, &[]).await?;

@@ -136,7 +136,7 @@ where
                     // that nothing is scheduled without the lock.
                     tracing::error!("Lost the leadership lock; stepping down.");
                     view.set(None, None);
-                    engine.shutdown().await;
+                    engine.abandon().await;
                     drop(guard);
                 }
                 Ok(None) => {

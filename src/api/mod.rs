@@ -916,18 +916,17 @@ async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
                     for (job, n) in &s.metrics.failures {
                         counters.insert(format!("jobs.run.failure.{job}"), json!({ "count": n }));
                     }
-                    counters.insert(
-                        "kairos.tasks.started".into(),
-                        json!({ "count": s.metrics.tasks_started }),
-                    );
-                    counters.insert(
-                        "kairos.tasks.ended".into(),
-                        json!({ "count": s.metrics.tasks_ended }),
-                    );
-                    counters.insert(
-                        "kairos.runs.skipped".into(),
-                        json!({ "count": s.metrics.skipped_runs }),
-                    );
+                    let m = &s.metrics;
+                    for (name, count) in [
+                        ("kairos.tasks.started", m.tasks_started),
+                        ("kairos.tasks.ended", m.tasks_ended),
+                        ("kairos.runs.skipped", m.skipped_runs),
+                        ("kairos.store.commits", m.store_commits),
+                        ("kairos.store.writes", m.store_writes),
+                        ("kairos.store.failures", m.store_failures),
+                    ] {
+                        counters.insert(name.into(), json!({ "count": count }));
+                    }
                     for e in s.jobs.values().filter(|e| !e.durations.is_empty()) {
                         let h = Histogram::of(e.durations.iter().copied());
                         histograms.insert(

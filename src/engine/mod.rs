@@ -2,8 +2,12 @@
 //! running tasks. It is driven by a closed enum of [`Event`]s over a channel, so no lock guards
 //! scheduling state and every change is ordered.
 //!
-//! Every change is committed to the store before the request that caused it is answered and before
-//! the in-memory state moves on, so an acknowledged change survives a crash.
+//! The engine never waits for the store. Each turn of its loop changes the in-memory state and
+//! collects the writes that record the change; a separate writer task commits them as one group
+//! while the engine goes on. What must not happen before the change is durable waits for the
+//! group's commit: the reply to the request that caused it, and the launch of a task. So an
+//! acknowledged change survives a crash, a task never runs unrecorded, and a thousand task ends
+//! cost one transaction rather than a thousand.
 
 mod state;
 mod stats;
@@ -177,8 +181,11 @@ pub enum Event {
     },
     /// Read-only access for queries; the closure must be quick.
     Read(Box<dyn FnOnce(&State) + Send>),
+    /// Stops the engine. With `flush`, what is pending is committed first (a clean stop); without,
+    /// it is dropped, because another scheduler may lead by now.
     Shutdown {
         reply: oneshot::Sender<()>,
+        flush: bool,
     },
 }
 
@@ -214,10 +221,19 @@ impl Handle {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// Stops the engine, killing the tasks of the built-in worker.
+    /// Stops the engine after recording what is pending, killing the tasks of the built-in worker.
     pub async fn shutdown(&self) {
+        self.stop(true).await;
+    }
+
+    /// Stops the engine at once, without writing anything more: for a leader that lost its lock.
+    pub async fn abandon(&self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(&self, flush: bool) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Event::Shutdown { reply }).await.is_ok() {
+        if self.tx.send(Event::Shutdown { reply, flush }).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -258,6 +274,82 @@ struct Engine<S> {
     runner: Runner,
     /// Numbers agent connections, so a stale stream's events are ignored.
     next_connection: u64,
+    /// Writes made since the last group went to the writer.
+    pending: Vec<Write>,
+    /// What waits for `pending` to commit.
+    after: Vec<After>,
+    /// What waits for the group the writer is committing now; `None` while it is idle.
+    in_flight: Option<Vec<After>>,
+    /// Hands groups of writes to the writer task.
+    writer: mpsc::UnboundedSender<Vec<Write>>,
+    writer_task: tokio::task::JoinHandle<()>,
+    /// Resources may have been freed: every waiting job is tried once at the end of the turn.
+    start_all: bool,
+}
+
+/// Something that may happen only once the writes made before it are committed.
+enum After {
+    /// Answers a request.
+    Reply(Box<dyn FnOnce() + Send>),
+    /// Starts a task whose start is recorded.
+    Launch {
+        task_id: String,
+        worker: String,
+        launch: Box<TaskLaunch>,
+    },
+}
+
+/// How a commit went, from the writer back to the engine.
+struct Committed {
+    lost_claims: store::LostClaims,
+    writes: usize,
+    failures: u64,
+}
+
+/// How the engine was asked to stop.
+struct Stop {
+    reply: Option<oneshot::Sender<()>>,
+    flush: bool,
+}
+
+/// How long a clean stop waits for the store to take what is pending.
+const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Events taken in one turn before the turn's writes go to the writer.
+const MAX_EVENTS_PER_TURN: usize = 512;
+
+/// Commits groups of writes in order, retrying a failed commit until it succeeds: what waits for
+/// a group (replies, launches) must not go ahead without it, and the writes are idempotent.
+async fn write_groups<S: Store>(
+    store: Arc<S>,
+    mut groups: mpsc::UnboundedReceiver<Vec<Write>>,
+    done: mpsc::UnboundedSender<Committed>,
+) {
+    while let Some(group) = groups.recv().await {
+        let group = store::coalesce(group);
+        let mut failures = 0;
+        let mut delay = Duration::from_millis(50);
+        let lost_claims = loop {
+            match store.commit(&group).await {
+                Ok(lost) => break lost,
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!(%error, writes = group.len(), attempt = failures,
+                        "Could not record the scheduler's changes; replies and launches wait. Retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let committed = Committed {
+            lost_claims,
+            writes: group.len(),
+            failures,
+        };
+        if done.send(committed).is_err() {
+            return;
+        }
+    }
 }
 
 /// Loads state from the store and starts the engine task.
@@ -267,8 +359,17 @@ struct Engine<S> {
 pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Error> {
     let (tx, rx) = mpsc::channel(1024);
     let (exits, exit_rx) = mpsc::unbounded_channel();
+    let (writer, groups) = mpsc::unbounded_channel();
+    let (done, committed) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(write_groups(store.clone(), groups, done));
     let mut engine = Engine {
         store,
+        pending: Vec::new(),
+        after: Vec::new(),
+        in_flight: None,
+        writer,
+        writer_task,
+        start_all: false,
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
@@ -278,8 +379,11 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         config,
     };
     engine.add_local_worker();
-    engine.load().await?;
-    tokio::spawn(engine.run(rx, exit_rx));
+    if let Err(error) = engine.load().await {
+        engine.writer_task.abort();
+        return Err(error);
+    }
+    tokio::spawn(engine.run(rx, exit_rx, committed));
     Ok(Handle { tx })
 }
 
@@ -301,6 +405,7 @@ impl<S: Store> Engine<S> {
         mut self,
         mut rx: mpsc::Receiver<Event>,
         mut exits: mpsc::UnboundedReceiver<(String, TaskEnd)>,
+        mut committed: mpsc::UnboundedReceiver<Committed>,
     ) {
         // The first pruning waits a minute, so a restart serves before it scans a large history.
         let mut prune = tokio::time::interval_at(
@@ -308,6 +413,8 @@ impl<S: Store> Engine<S> {
             Duration::from_secs(3600),
         );
         let mut check_workers = tokio::time::interval(Duration::from_millis(250));
+        // Loading may have started tasks.
+        self.end_turn();
         loop {
             let next = self.timers.first().map(|(at, _)| *at);
             let sleep = async {
@@ -319,26 +426,149 @@ impl<S: Store> Engine<S> {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                event = rx.recv() => match event {
-                    Some(Event::Shutdown { reply }) => {
-                        self.kill_all_running();
-                        // Dropping the links ends every agent stream.
-                        self.state.workers.clear();
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Some(event) => self.handle(event).await,
-                    None => {
-                        self.kill_all_running();
-                        return;
-                    }
-                },
-                Some((worker, end)) = exits.recv() => self.on_task_end(&worker, end).await,
-                () = sleep => self.fire_timers().await,
-                _ = prune.tick() => self.prune(),
-                _ = check_workers.tick() => self.check_workers().await,
+            let stop = tokio::select! {
+                event = rx.recv() => self.take(event),
+                Some((worker, end)) = exits.recv() => {
+                    self.on_task_end(&worker, end);
+                    None
+                }
+                Some(done) = committed.recv() => {
+                    self.on_committed(done);
+                    None
+                }
+                () = sleep => {
+                    self.fire_timers();
+                    None
+                }
+                _ = prune.tick() => {
+                    self.prune();
+                    None
+                }
+                _ = check_workers.tick() => {
+                    self.check_workers();
+                    None
+                }
+            };
+            // Whatever else is already waiting joins this turn, and so its group commit.
+            let mut stop = stop;
+            for _ in 0..MAX_EVENTS_PER_TURN {
+                if stop.is_some() {
+                    break;
+                }
+                if let Ok((worker, end)) = exits.try_recv() {
+                    self.on_task_end(&worker, end);
+                } else if let Ok(event) = rx.try_recv() {
+                    stop = self.take(Some(event));
+                } else {
+                    break;
+                }
             }
+            if let Some(stop) = stop {
+                self.stop(stop, &mut committed).await;
+                return;
+            }
+            self.end_turn();
+        }
+    }
+
+    /// Handles an event from the front door; returns how to stop when it asks the engine to.
+    fn take(&mut self, event: Option<Event>) -> Option<Stop> {
+        match event {
+            Some(Event::Shutdown { reply, flush }) => Some(Stop {
+                reply: Some(reply),
+                flush,
+            }),
+            Some(event) => {
+                self.handle(event);
+                None
+            }
+            // Every handle is gone: stop cleanly.
+            None => Some(Stop {
+                reply: None,
+                flush: true,
+            }),
+        }
+    }
+
+    /// Ends a turn: tries waiting jobs if resources may have been freed, then hands the turn's
+    /// writes to the writer, or, with nothing to write, releases what waits at once.
+    fn end_turn(&mut self) {
+        if std::mem::take(&mut self.start_all) {
+            self.try_start_all();
+        }
+        if self.in_flight.is_some() {
+            // The next group goes when the writer is done with this one.
+            return;
+        }
+        if self.pending.is_empty() {
+            for after in std::mem::take(&mut self.after) {
+                self.release_after(after);
+            }
+            return;
+        }
+        let group = std::mem::take(&mut self.pending);
+        self.in_flight = Some(std::mem::take(&mut self.after));
+        if self.writer.send(group).is_err() {
+            // Only after a stop; nothing that waits can go ahead.
+            tracing::error!("The store writer is gone; dropping a group of writes.");
+        }
+    }
+
+    /// A group is committed: forget runs another scheduler claimed first, then release what waited.
+    fn on_committed(&mut self, done: Committed) {
+        self.state.metrics.store_commits += 1;
+        self.state.metrics.store_writes += done.writes as u64;
+        self.state.metrics.store_failures += done.failures;
+        for task_id in &done.lost_claims {
+            self.forget_lost_claim(task_id);
+        }
+        for after in self.in_flight.take().unwrap_or_default() {
+            self.release_after(after);
+        }
+    }
+
+    fn release_after(&mut self, after: After) {
+        match after {
+            After::Reply(send) => send(),
+            After::Launch {
+                task_id,
+                worker,
+                launch,
+            } => self.launch(&task_id, &worker, *launch),
+        }
+    }
+
+    /// A clean stop records what is pending (bounded, in case the store is down); an abandoning
+    /// one drops it, and the writer with it.
+    async fn stop(&mut self, stop: Stop, committed: &mut mpsc::UnboundedReceiver<Committed>) {
+        self.kill_all_running();
+        if stop.flush {
+            let flushed = tokio::time::timeout(STOP_FLUSH_LIMIT, async {
+                while self.in_flight.is_some() || !self.pending.is_empty() {
+                    if self.in_flight.is_none() {
+                        self.end_turn();
+                    }
+                    if committed.recv().await.is_none() {
+                        break;
+                    }
+                    // Replies go out; launches don't: the built-in worker's tasks are stopping.
+                    for after in self.in_flight.take().unwrap_or_default() {
+                        if let After::Reply(send) = after {
+                            send();
+                        }
+                    }
+                }
+            })
+            .await;
+            if flushed.is_err() {
+                tracing::error!("Stopping with changes the store did not take in time.");
+            }
+        }
+        self.writer_task.abort();
+        // Dropping the links ends every agent stream.
+        self.state.workers.clear();
+        if let Some(reply) = stop.reply {
+            let _ = reply.send(());
         }
     }
 
@@ -354,33 +584,46 @@ impl<S: Store> Engine<S> {
         });
     }
 
-    async fn handle(&mut self, event: Event) {
+    /// Answers a request once the writes made so far are committed.
+    fn respond<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, Error>) {
+        self.after.push(After::Reply(Box::new(move || {
+            let _ = reply.send(result);
+        })));
+    }
+
+    fn handle(&mut self, event: Event) {
         match event {
             Event::Upsert { job, provided, reply } => {
-                let _ = reply.send(self.upsert(*job, provided).await);
+                let result = self.upsert(*job, provided);
+                self.respond(reply, result);
             }
             Event::Delete { name, reply } => {
-                let _ = reply.send(self.delete(&name).await);
+                let result = self.delete(&name);
+                self.respond(reply, result);
             }
             Event::RunNow {
                 name,
                 arguments,
                 reply,
             } => {
-                let _ = reply.send(self.run_now(&name, arguments).await);
+                let result = self.run_now(&name, arguments);
+                self.respond(reply, result);
             }
             Event::MarkSuccess { name, reply } => {
-                let _ = reply.send(self.mark_success(&name).await);
+                let result = self.mark_success(&name);
+                self.respond(reply, result);
             }
             Event::Kill { name, reply } => {
-                let _ = reply.send(self.kill(&name).await);
+                let result = self.kill(&name);
+                self.respond(reply, result);
             }
             Event::Complete {
                 task_id,
                 status_code,
                 reply,
             } => {
-                let _ = reply.send(self.complete(&task_id, status_code).await);
+                let result = self.complete(&task_id, status_code);
+                self.respond(reply, result);
             }
             Event::Progress {
                 job,
@@ -429,14 +672,15 @@ impl<S: Store> Engine<S> {
                 });
             }
             Event::WorkerConnected { info, link, reply } => {
-                let connection = self.worker_connected(info, link).await;
+                let connection = self.worker_connected(info, link);
                 let _ = reply.send(connection);
             }
             Event::WorkerHeartbeat { name, connection } => self.worker_heartbeat(&name, connection),
             Event::WorkerDisconnected { name, connection } => self.worker_disconnected(&name, connection),
-            Event::TaskEnded { worker, end } => self.on_task_end(&worker, end).await,
+            Event::TaskEnded { worker, end } => self.on_task_end(&worker, end),
             Event::Read(f) => f(&self.state),
-            Event::Shutdown { reply } => {
+            // Taken by the loop before it gets here.
+            Event::Shutdown { reply, .. } => {
                 let _ = reply.send(());
             }
         }
@@ -517,16 +761,14 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        self.store.commit(batch).await?;
+        self.store.commit(&batch).await?;
         for task in lost {
             let mut batch = Vec::new();
             self.after_failure(&task, &mut batch, now);
-            self.store.commit(batch).await?;
+            self.store.commit(&batch).await?;
         }
-        let names: Vec<String> = self.state.jobs.keys().cloned().collect();
-        for name in names {
-            self.try_start(&name).await;
-        }
+        // Starts are recorded by the first turn of the loop, before they launch.
+        self.try_start_all();
         Ok(())
     }
 
@@ -572,7 +814,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn fire_timers(&mut self) {
+    fn fire_timers(&mut self) {
         let now = clock::now();
         let now_ms = now.timestamp_millis();
         while let Some((at, timer)) = self.timers.first().cloned() {
@@ -583,14 +825,14 @@ impl<S: Store> Engine<S> {
             match timer {
                 Timer::Schedule(name) => {
                     self.schedule_timer.remove(&name);
-                    self.fire_schedule(&name, now).await;
+                    self.fire_schedule(&name, now);
                 }
                 Timer::Retry(task_id) => {
                     if let Some(job) = self.state.retrying.remove(&task_id)
                         && let Some(entry) = self.state.jobs.get_mut(&job)
                     {
                         entry.queue.push_back(task_id);
-                        self.try_start(&job).await;
+                        self.try_start(&job);
                     }
                 }
             }
@@ -598,7 +840,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// A scheduled job's next occurrence is due: run it unless it is later than epsilon allows.
-    async fn fire_schedule(&mut self, name: &str, now: DateTime<Utc>) {
+    fn fire_schedule(&mut self, name: &str, now: DateTime<Utc>) {
         let Some(entry) = self.state.jobs.get(name) else {
             return;
         };
@@ -608,26 +850,25 @@ impl<S: Store> Engine<S> {
         if entry.job.disabled {
             return;
         }
-        let before_text = entry.job.schedule.clone();
         let arguments = entry.job.arguments.join(" ");
         let (schedule, skipped) = before.skip_missed(now, entry.epsilon);
         let mut batch = Vec::new();
         let mut updated = schedule.clone();
         if let Some(due) = schedule.next_run().filter(|due| *due <= now) {
             updated = schedule.advance();
-            // Claimed in the same transaction as the task, so only one scheduler ever records it.
-            batch.push(Write::ClaimRun {
-                job: name.to_owned(),
-                due_ms: due.timestamp_millis(),
-            });
-            self.enqueue(
-                name,
-                due.timestamp_millis(),
-                0,
-                &arguments,
-                Trigger::Schedule,
-                &mut batch,
-            );
+            let due_ms = due.timestamp_millis();
+            if let Some(task_id) = self.enqueue(name, due_ms, 0, &arguments, Trigger::Schedule, &mut batch) {
+                // Claimed before the task is written, in the same transaction, so only one
+                // scheduler ever records this occurrence; a lost claim skips the task's writes.
+                batch.insert(
+                    0,
+                    Write::ClaimRun {
+                        job: name.to_owned(),
+                        due_ms,
+                        task_id,
+                    },
+                );
+            }
         }
         if updated != before {
             let Some(entry) = self.state.jobs.get_mut(name) else {
@@ -637,62 +878,44 @@ impl<S: Store> Engine<S> {
             entry.job.schedule = Some(updated.render());
             batch.push(self.put_job(name));
         }
-        if let Err(error) = self.commit_or_forget(batch).await {
-            if let store::Error::AlreadyClaimed { .. } = error {
-                // Another scheduler ran this occurrence (a leader that was not yet deposed); move on.
-                tracing::warn!(job = name, %error, "Skipping an occurrence another scheduler claimed.");
-                if let Some(entry) = self.state.jobs.get_mut(name) {
-                    entry.schedule = Some(updated.clone());
-                    entry.job.schedule = Some(updated.render());
-                }
-                let put = self.put_job(name);
-                self.commit_logged(vec![put]).await;
-                self.arm_schedule(name);
-                return;
-            }
-            tracing::error!(job = name, %error, "Could not record a scheduled run; retrying in a second.");
-            // Put the schedule back, so the same occurrence is tried again.
-            if let Some(entry) = self.state.jobs.get_mut(name) {
-                entry.schedule = Some(before);
-                entry.job.schedule = before_text;
-            }
-            let retry_at = now.timestamp_millis() + 1000;
-            self.timers.insert((retry_at, Timer::Schedule(name.to_owned())));
-            self.schedule_timer.insert(name.to_owned(), retry_at);
-            return;
-        }
+        self.record(batch);
         if skipped > 0 {
             tracing::warn!(job = name, skipped, "Skipped occurrences later than epsilon.");
             self.state.metrics.skipped_runs += skipped;
         }
         self.arm_schedule(name);
-        self.try_start(name).await;
+        self.try_start(name);
     }
 
-    /// Commits a batch; if that fails, forgets the tasks the batch would have created, so memory
-    /// never holds a task the store doesn't.
-    async fn commit_or_forget(&mut self, batch: Vec<Write>) -> Result<(), store::Error> {
-        let created: Vec<String> = batch
-            .iter()
-            .filter_map(|w| match w {
-                Write::PutTask(t) if t.state == TaskState::Queued => Some(t.id.clone()),
-                _ => None,
-            })
-            .collect();
-        let result = self.store.commit(batch).await;
-        if result.is_err() {
-            for id in &created {
-                if let Some(open) = self.state.tasks.remove(id)
-                    && let Some(entry) = self.state.jobs.get_mut(&open.record.job)
-                {
-                    entry.queue.retain(|q| q != id);
-                }
-                self.state.retrying.remove(id);
-            }
-            self.timers
-                .retain(|(_, t)| !matches!(t, Timer::Retry(id) if created.contains(id)));
+    /// Another scheduler recorded this scheduled run first (a leader that was not yet deposed):
+    /// the task never existed here, and its launch, if it was placed, is dropped.
+    fn forget_lost_claim(&mut self, task_id: &str) {
+        tracing::warn!(
+            task = task_id,
+            "Another scheduler claimed this run first; not running it here."
+        );
+        if self
+            .state
+            .tasks
+            .get(task_id)
+            .is_some_and(|t| t.record.state == TaskState::Running)
+        {
+            self.release(task_id);
+            self.state.metrics.tasks_started = self.state.metrics.tasks_started.saturating_sub(1);
         }
-        result
+        let Some(open) = self.state.tasks.remove(task_id) else {
+            return;
+        };
+        if let Some(entry) = self.state.jobs.get_mut(&open.record.job) {
+            entry.queue.retain(|id| id != task_id);
+            entry.running.retain(|id| id != task_id);
+        }
+        self.start_all = true;
+    }
+
+    /// Adds writes to the turn's group.
+    fn record(&mut self, batch: Vec<Write>) {
+        self.pending.extend(batch);
     }
 
     // ----- task lifecycle -----
@@ -705,8 +928,8 @@ impl<S: Store> Engine<S> {
         }))
     }
 
-    /// Creates a queued task for a job. Returns false when the job already has a fresh run queued
-    /// (Chronos keeps at most one queued task per job; a retry is not a fresh run).
+    /// Creates a queued task for a job and returns its id; `None` when the job already has a fresh
+    /// run queued (Chronos keeps at most one queued task per job; a retry is not a fresh run).
     #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
@@ -716,10 +939,8 @@ impl<S: Store> Engine<S> {
         arguments: &str,
         trigger: Trigger,
         batch: &mut Vec<Write>,
-    ) -> bool {
-        let Some(entry) = self.state.jobs.get_mut(name) else {
-            return false;
-        };
+    ) -> Option<String> {
+        let entry = self.state.jobs.get_mut(name)?;
         let fresh_waiting = entry
             .queue
             .iter()
@@ -730,11 +951,11 @@ impl<S: Store> Engine<S> {
             // the cap only stops a job far slower than its period from growing without bound.
             Trigger::Schedule if fresh_waiting >= MAX_QUEUED_OCCURRENCES => {
                 tracing::warn!(job = name, "Too many occurrences queued; skipping this one.");
-                return false;
+                return None;
             }
             Trigger::Request if fresh_waiting > 0 => {
                 tracing::info!(job = name, "A run is already queued; not queueing another.");
-                return false;
+                return None;
             }
             _ => {}
         }
@@ -760,20 +981,21 @@ impl<S: Store> Engine<S> {
             worker: String::new(),
         };
         batch.push(Write::PutTask(record.clone()));
-        entry.queue.push_back(record.id.clone());
-        self.state.tasks.insert(record.id.clone(), OpenTask::new(record));
-        true
+        let id = record.id.clone();
+        entry.queue.push_back(id.clone());
+        self.state.tasks.insert(id.clone(), OpenTask::new(record));
+        Some(id)
     }
 
     /// Starts queued tasks of a job while its concurrency and the workers allow.
-    async fn try_start(&mut self, name: &str) {
+    fn try_start(&mut self, name: &str) {
         let mut offers = self.state.offers();
-        self.try_start_with(name, &mut offers).await;
+        self.try_start_with(name, &mut offers);
     }
 
     /// Like `try_start`, with the workers' offers built once by the caller and kept up to date
     /// here, so a pass over many waiting jobs doesn't rebuild them for each.
-    async fn try_start_with(&mut self, name: &str, offers: &mut [placement::Offer]) {
+    fn try_start_with(&mut self, name: &str, offers: &mut [placement::Offer]) {
         loop {
             let Some(entry) = self.state.jobs.get_mut(name) else {
                 return;
@@ -793,9 +1015,7 @@ impl<S: Store> Engine<S> {
                     entry.waiting = None;
                     let worker = offers[index].worker.clone();
                     offers[index].used = offers[index].used.plus(&need);
-                    if !self.start_task(name, task_id, &worker).await {
-                        return;
-                    }
+                    self.start_task(name, task_id, &worker);
                 }
                 Err(reason) => {
                     // The task waits in the queue; it is tried again whenever workers or resources change.
@@ -807,7 +1027,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Tries every job that has queued tasks, high priority first.
-    async fn try_start_all(&mut self) {
+    fn try_start_all(&mut self) {
         let mut names: Vec<(bool, String)> = self
             .state
             .jobs
@@ -821,21 +1041,21 @@ impl<S: Store> Engine<S> {
         names.sort_by_key(|(low, _)| *low);
         let mut offers = self.state.offers();
         for (_, name) in names {
-            self.try_start_with(&name, &mut offers).await;
+            self.try_start_with(&name, &mut offers);
         }
     }
 
-    /// Launches a task on a worker; false if it could not be recorded (and so did not launch).
-    async fn start_task(&mut self, name: &str, task_id: String, worker_name: &str) -> bool {
+    /// Starts a task on a worker: records the start now and launches once it is committed.
+    fn start_task(&mut self, name: &str, task_id: String, worker_name: &str) {
         let now = now_ms();
         let Some(entry) = self.state.jobs.get_mut(name) else {
-            return true;
+            return;
         };
         let Some(open) = self.state.tasks.get_mut(&task_id) else {
-            return true;
+            return;
         };
         let Some(worker) = self.state.workers.get_mut(worker_name) else {
-            return true;
+            return;
         };
         let resources = job_resources(&entry.job);
         let launch = task_launch(&entry.job, &open.record, &self.config, &worker.hostname);
@@ -850,23 +1070,33 @@ impl<S: Store> Engine<S> {
         // A dependent job's parents must all succeed again before its next run.
         self.state.graph.reset(name);
         self.state.metrics.tasks_started += 1;
+        // Never run what the store doesn't know about: another leader might run it too, and a
+        // restart would not know to look for it.
         let batch = vec![Write::PutTask(open.record.clone()), self.put_job(name)];
-        if let Err(error) = self.store.commit(batch).await {
-            // Never run what the store doesn't know about (another leader might run it too): put
-            // the task back; it is tried again with the next change.
-            tracing::error!(task = %task_id, %error, "Could not record a task start; not launching it.");
-            self.release(&task_id);
-            if let Some(open) = self.state.tasks.get_mut(&task_id) {
-                open.record.state = TaskState::Queued;
-                open.record.started_ms = None;
-                open.record.worker.clear();
-            }
-            if let Some(entry) = self.state.jobs.get_mut(name) {
-                entry.running.retain(|id| *id != task_id);
-                entry.queue.push_front(task_id);
-                entry.waiting = Some(state::Waiting::StoreFailing(error.to_string()));
-            }
-            return false;
+        self.record(batch);
+        self.after.push(After::Launch {
+            task_id,
+            worker: worker_name.to_owned(),
+            launch: Box::new(launch),
+        });
+    }
+
+    /// Sends a task whose start is committed to its worker, unless it was ended or killed meanwhile.
+    fn launch(&mut self, task_id: &str, worker_name: &str, launch: TaskLaunch) {
+        let Some(open) = self.state.tasks.get(task_id) else {
+            return; // Completed through the API, or its job was deleted.
+        };
+        if open.record.state != TaskState::Running || open.record.worker != worker_name {
+            return; // Declared lost (its worker went away) and queued again.
+        }
+        if open.kill_requested {
+            let end = TaskEnd {
+                killed: true,
+                error: Some("killed on request before it started".to_owned()),
+                ..lost_end(task_id, "")
+            };
+            let _ = self.exits.send((worker_name.to_owned(), end));
+            return;
         }
         let sent = match self.state.workers.get(worker_name).map(|w| &w.link) {
             Some(state::Link::Local) => {
@@ -883,16 +1113,15 @@ impl<S: Store> Engine<S> {
         if !sent {
             // The agent went away between placement and launch: the task is lost.
             let end = lost_end(
-                &task_id,
+                task_id,
                 "the worker disconnected before the task could be sent to it",
             );
             let _ = self.exits.send((worker_name.to_owned(), end));
         }
-        true
     }
 
     /// Records the end of a task and everything that follows from it.
-    async fn on_task_end(&mut self, worker: &str, end: TaskEnd) {
+    fn on_task_end(&mut self, worker: &str, end: TaskEnd) {
         let now = clock::now();
         let Some(open) = self.state.tasks.get_mut(&end.task_id) else {
             return; // Already completed through the API, or its job was deleted.
@@ -934,8 +1163,8 @@ impl<S: Store> Engine<S> {
             self.close_task(&end.task_id, now, &mut batch);
             self.after_failure(&record, &mut batch, now);
         }
-        self.commit_logged(batch).await;
-        self.start_ready(&name).await;
+        self.record(batch);
+        self.start_ready(&name);
     }
 
     fn set_state(&mut self, task_id: &str, state: TaskState) {
@@ -1027,14 +1256,17 @@ impl<S: Store> Engine<S> {
         if task.attempt < entry.job.retries {
             let due = now.timestamp_millis() + self.config.failure_retry.as_millis() as i64;
             let name = task.job.clone();
-            if self.enqueue(
-                &name,
-                due,
-                task.attempt + 1,
-                &task.arguments,
-                Trigger::Retry,
-                batch,
-            ) {
+            if self
+                .enqueue(
+                    &name,
+                    due,
+                    task.attempt + 1,
+                    &task.arguments,
+                    Trigger::Retry,
+                    batch,
+                )
+                .is_some()
+            {
                 // `enqueue` put it in the queue; a retry waits for its due time instead.
                 if let Some(entry) = self.state.jobs.get_mut(&name)
                     && let Some(id) = entry.queue.pop_back()
@@ -1063,20 +1295,14 @@ impl<S: Store> Engine<S> {
     }
 
     /// Starts whatever became startable: this job's queue, children just enqueued, and, since
-    /// resources may have been freed, every other job that waits.
-    async fn start_ready(&mut self, name: &str) {
-        self.try_start(name).await;
+    /// resources may have been freed, every other job that waits (once, at the end of the turn).
+    fn start_ready(&mut self, name: &str) {
+        self.try_start(name);
         let pending = std::mem::take(&mut self.state.pending_starts);
         for child in pending {
-            self.try_start(&child).await;
+            self.try_start(&child);
         }
-        self.try_start_all().await;
-    }
-
-    async fn commit_logged(&mut self, batch: Vec<Write>) {
-        if let Err(error) = self.store.commit(batch).await {
-            tracing::error!(%error, "Could not record task results.");
-        }
+        self.start_all = true;
     }
 
     /// On shutdown the built-in worker's processes end with the server; agents keep theirs.
@@ -1101,7 +1327,7 @@ impl<S: Store> Engine<S> {
 
     // ----- API commands -----
 
-    async fn upsert(&mut self, mut job: Job, provided: Provided) -> Result<(), Error> {
+    fn upsert(&mut self, mut job: Job, provided: Provided) -> Result<(), Error> {
         let now = clock::now();
         let name = job.name.clone();
         if let Some(parents) = &job.parents {
@@ -1139,7 +1365,7 @@ impl<S: Store> Engine<S> {
             job: job.clone(),
             satisfied,
         };
-        self.store.commit(vec![Write::PutJob(Box::new(stored))]).await?;
+        self.record(vec![Write::PutJob(Box::new(stored))]);
         self.state.graph.add_job(&name);
         self.state
             .graph
@@ -1157,11 +1383,11 @@ impl<S: Store> Engine<S> {
         }
         self.arm_schedule(&name);
         // New constraints or resources may let a waiting task start.
-        self.try_start(&name).await;
+        self.try_start(&name);
         Ok(())
     }
 
-    async fn delete(&mut self, name: &str) -> Result<(), Error> {
+    fn delete(&mut self, name: &str) -> Result<(), Error> {
         let Some(entry) = self.state.jobs.get(name) else {
             return Err(Error::JobNotFound {
                 name: name.to_owned(),
@@ -1215,7 +1441,7 @@ impl<S: Store> Engine<S> {
                 satisfied: graph.satisfied_parents(&job.name),
             })));
         }
-        self.store.commit(batch).await?;
+        self.record(batch);
         if has_children {
             self.state.graph = graph;
         } else {
@@ -1253,7 +1479,7 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    async fn run_now(&mut self, name: &str, arguments: Option<String>) -> Result<(), Error> {
+    fn run_now(&mut self, name: &str, arguments: Option<String>) -> Result<(), Error> {
         let Some(entry) = self.state.jobs.get(name) else {
             return Err(Error::JobNotFound {
                 name: name.to_owned(),
@@ -1264,14 +1490,17 @@ impl<S: Store> Engine<S> {
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| entry.job.arguments.join(" "));
         let mut batch = Vec::new();
-        if self.enqueue(name, now_ms(), 0, &arguments, Trigger::Request, &mut batch) {
-            self.commit_or_forget(batch).await?;
-            self.try_start(name).await;
+        if self
+            .enqueue(name, now_ms(), 0, &arguments, Trigger::Request, &mut batch)
+            .is_some()
+        {
+            self.record(batch);
+            self.try_start(name);
         }
         Ok(())
     }
 
-    async fn mark_success(&mut self, name: &str) -> Result<bool, Error> {
+    fn mark_success(&mut self, name: &str) -> Result<bool, Error> {
         if !self.state.jobs.contains_key(name) {
             return Ok(false);
         }
@@ -1279,12 +1508,12 @@ impl<S: Store> Engine<S> {
         self.state.graph.reset(name);
         let mut batch = Vec::new();
         self.after_success(name, &mut batch, now);
-        self.store.commit(batch).await?;
-        self.start_ready(name).await;
+        self.record(batch);
+        self.start_ready(name);
         Ok(true)
     }
 
-    async fn kill(&mut self, name: &str) -> Result<(), Error> {
+    fn kill(&mut self, name: &str) -> Result<(), Error> {
         let Some(entry) = self.state.jobs.get_mut(name) else {
             return Err(Error::JobNotFound {
                 name: name.to_owned(),
@@ -1322,12 +1551,12 @@ impl<S: Store> Engine<S> {
         }
         self.timers
             .retain(|(_, t)| !matches!(t, Timer::Retry(id) if !self.state.tasks.contains_key(id)));
-        self.store.commit(batch).await?;
-        self.try_start(name).await;
+        self.record(batch);
+        self.try_start(name);
         Ok(())
     }
 
-    async fn complete(&mut self, task_id: &str, status_code: i64) -> Result<(), Error> {
+    fn complete(&mut self, task_id: &str, status_code: i64) -> Result<(), Error> {
         let parsed = TaskId::parse(task_id).ok_or_else(|| Error::InvalidTaskId {
             id: task_id.to_owned(),
         })?;
@@ -1366,8 +1595,8 @@ impl<S: Store> Engine<S> {
             self.close_task(task_id, now, &mut batch);
             self.after_failure(&record, &mut batch, now);
         }
-        self.store.commit(batch).await?;
-        self.start_ready(&name).await;
+        self.record(batch);
+        self.start_ready(&name);
         Ok(())
     }
 

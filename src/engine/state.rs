@@ -92,14 +92,12 @@ fn compile_constraints(job: &Job) -> Vec<Constraint> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Waiting {
     Unplaceable(placement::Unplaceable),
-    StoreFailing(String),
 }
 
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Waiting::Unplaceable(reason) => reason.fmt(f),
-            Waiting::StoreFailing(error) => write!(f, "the store is failing: {error}"),
         }
     }
 }
@@ -186,6 +184,11 @@ pub struct Metrics {
     /// Tasks that reached a final state (finished, failed, killed, lost).
     pub tasks_ended: u64,
     pub skipped_runs: u64,
+    /// Group commits of the engine's writes, the writes in them (after coalescing), and failed
+    /// attempts (each retried).
+    pub store_commits: u64,
+    pub store_writes: u64,
+    pub store_failures: u64,
     pub successes: HashMap<String, u64>,
     pub failures: HashMap<String, u64>,
 }

@@ -33,15 +33,19 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
-struct Fixture {
+struct Fixture<S = MemoryStore> {
     engine: Handle,
-    store: Arc<MemoryStore>,
+    store: Arc<S>,
     _dir: tempfile::TempDir,
 }
 
 async fn start() -> Fixture {
+    start_on(MemoryStore::default()).await
+}
+
+async fn start_on<S: Store>(store: S) -> Fixture<S> {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(store);
     let engine = super::start(config(dir.path()), store.clone()).await.unwrap();
     Fixture {
         engine,
@@ -50,7 +54,61 @@ async fn start() -> Fixture {
     }
 }
 
-impl Fixture {
+/// A memory store whose next commits fail on request, as a store that lost its disk or network.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failing: std::sync::atomic::AtomicU32,
+}
+
+impl FlakyStore {
+    fn fail_next(&self, commits: u32) {
+        self.failing.store(commits, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Store for FlakyStore {
+    async fn commit(&self, batch: &[Write]) -> Result<store::LostClaims, store::Error> {
+        let failing = &self.failing;
+        let fail = failing
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if fail {
+            return Err(store::Error::Corrupt {
+                what: "the disk".to_owned(),
+                reason: "injected failure".to_owned(),
+            });
+        }
+        self.inner.commit(batch).await
+    }
+    async fn load_jobs(&self) -> Result<Vec<StoredJob>, store::Error> {
+        self.inner.load_jobs().await
+    }
+    async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, store::Error> {
+        self.inner.load_open_tasks().await
+    }
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, store::Error> {
+        self.inner.task(id).await
+    }
+    async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, store::Error> {
+        self.inner.job_tasks(job, limit).await
+    }
+    async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, store::Error> {
+        self.inner.recent_durations(per_job).await
+    }
+    async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, store::Error> {
+        self.inner.add_progress(task_id, elements).await
+    }
+    async fn prune_history(&self, keep_per_job: u32) -> Result<u64, store::Error> {
+        self.inner.prune_history(keep_per_job).await
+    }
+}
+
+impl<S: Store> Fixture<S> {
     async fn upsert(&self, body: serde_json::Value) {
         let defaults = Defaults {
             cpus: 0.1,
@@ -186,4 +244,68 @@ async fn disable_after_failures_stops_the_schedule() {
     // Ten minutes of schedule later, nothing more has run.
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(f.job("broken").await.error_count, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_waits_until_its_change_is_committed_and_failed_commits_are_retried() {
+    let f = start_on(FlakyStore::default()).await;
+    f.upsert(
+        serde_json::json!({"name": "manual", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
+    f.store.fail_next(3);
+    let asked = tokio::time::Instant::now();
+    f.engine
+        .call(|reply| Event::RunNow {
+            name: "manual".to_owned(),
+            arguments: None,
+            reply,
+        })
+        .await
+        .unwrap();
+    // The writer backed off 50, 100 and 200 ms before the fourth attempt went through, and only
+    // then was the request answered: by then the store holds the task, started.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        asked.elapsed()
+    );
+    let tasks = f.tasks("manual").await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_ne!(
+        tasks[0].state,
+        TaskState::Queued,
+        "the start was recorded with the run"
+    );
+    let job = f.wait("manual", |j| j.success_count == 1).await;
+    assert_eq!(job.error_count, 0);
+    let failures = f.engine.read(|s| s.metrics.store_failures).await.unwrap();
+    assert_eq!(failures, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_another_scheduler_claimed_is_not_run_here() {
+    let f = start().await;
+    let first = clock::now();
+    let hour = chrono::Duration::hours(1);
+    // Another leader recorded the first occurrence before this one took over.
+    f.store
+        .commit(&[Write::ClaimRun {
+            job: "claimed".to_owned(),
+            due_ms: first.timestamp_millis(),
+            task_id: "elsewhere".to_owned(),
+        }])
+        .await
+        .unwrap();
+    f.upsert(serde_json::json!({"name": "claimed", "command": "true", "schedule": format!("R2/{}/PT1H", iso(first))})).await;
+    let job = f.wait("claimed", |j| j.success_count == 1).await;
+    assert!(job.schedule.as_deref().unwrap().starts_with("R0/"), "{job:?}");
+    let dues: Vec<i64> = f.tasks("claimed").await.iter().map(|t| t.due_ms).collect();
+    assert_eq!(
+        dues,
+        [(first + hour).timestamp_millis()],
+        "only the unclaimed run ran here"
+    );
+    let started = f.engine.read(|s| s.metrics.tasks_started).await.unwrap();
+    assert_eq!(started, 1);
 }

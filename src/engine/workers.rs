@@ -91,7 +91,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    pub(super) async fn worker_connected(
+    pub(super) fn worker_connected(
         &mut self,
         info: WorkerInfo,
         link: mpsc::UnboundedSender<WorkerCommand>,
@@ -140,13 +140,13 @@ impl<S: Store> Engine<S> {
             .unwrap_or_default();
         // Ends that happened while it was away.
         for end in info.finished {
-            self.on_task_end(&info.name, end).await;
+            self.on_task_end(&info.name, end);
         }
         // Reconcile: what we think runs there against what it says runs there.
         for task_id in &ours {
             if !info.running.contains(task_id) {
                 let end = lost_end(task_id, "the worker came back without it");
-                self.on_task_end(&info.name, end).await;
+                self.on_task_end(&info.name, end);
             }
         }
         for task_id in &info.running {
@@ -164,7 +164,7 @@ impl<S: Store> Engine<S> {
                 });
             }
         }
-        self.try_start_all().await;
+        self.start_all = true;
         connection
     }
 
@@ -187,7 +187,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Declares workers lost that have been silent longer than the timeout; their tasks are lost.
-    pub(super) async fn check_workers(&mut self) {
+    pub(super) fn check_workers(&mut self) {
         let now = clock::now();
         let timeout = chrono::Duration::from_std(self.config.worker_timeout).unwrap_or_default();
         let silent: Vec<String> = self
@@ -209,7 +209,7 @@ impl<S: Store> Engine<S> {
             };
             for task_id in tasks {
                 let end = lost_end(&task_id, &format!("worker {name} stopped responding"));
-                self.on_task_end(&name, end).await;
+                self.on_task_end(&name, end);
             }
         }
     }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use indexmap::IndexMap;
 
-use super::{Error, Store, StoredJob, TaskRecord, Write};
+use super::{Error, LostClaims, Store, StoredJob, TaskRecord, Write};
 
 /// Jobs in creation order and tasks by id, behind one lock held only for plain map updates.
 #[derive(Debug, Default)]
@@ -28,49 +28,41 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    async fn commit(&self, batch: Vec<Write>) -> Result<(), Error> {
+    async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
         self.with(|inner| {
-            // All or nothing, as in the SQL stores: check claims before applying anything.
-            for write in &batch {
-                if let Write::ClaimRun { job, due_ms } = write
-                    && inner.claims.contains(&(job.clone(), *due_ms))
-                {
-                    return Err(Error::AlreadyClaimed {
-                        job: job.clone(),
-                        due_ms: *due_ms,
-                    });
-                }
-            }
+            let mut lost = LostClaims::new();
             for write in batch {
                 match write {
                     Write::PutJob(stored) => {
-                        inner.jobs.insert(stored.job.name.clone(), *stored);
+                        inner.jobs.insert(stored.job.name.clone(), (**stored).clone());
                     }
-                    Write::ClaimRun { job, due_ms } => {
-                        inner.claims.insert((job, due_ms));
+                    Write::ClaimRun { job, due_ms, task_id } => {
+                        if !inner.claims.insert((job.clone(), *due_ms)) {
+                            lost.push(task_id.clone());
+                        }
                     }
                     Write::DeleteJob(name) => {
-                        inner.claims.retain(|(job, _)| *job != name);
-                        inner.jobs.shift_remove(&name);
-                        inner.tasks.retain(|_, t| t.job != name);
+                        inner.claims.retain(|(job, _)| job != name);
+                        inner.jobs.shift_remove(name);
+                        inner.tasks.retain(|_, t| t.job != *name);
                     }
+                    Write::PutTask(task) if lost.contains(&task.id) => {}
                     Write::PutTask(task) => {
                         let elements = inner
                             .tasks
                             .get(&task.id)
                             .map_or(task.elements_processed, |t| t.elements_processed);
-                        let id = task.id.clone();
                         inner.tasks.insert(
-                            id,
+                            task.id.clone(),
                             TaskRecord {
                                 elements_processed: elements,
-                                ..task
+                                ..task.clone()
                             },
                         );
                     }
                 }
             }
-            Ok(())
+            Ok(lost)
         })
     }
 

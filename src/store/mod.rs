@@ -1,8 +1,8 @@
 //! Durable state behind one trait: job definitions with their dependency progress, and task records.
 //!
 //! The engine is the only writer. Every write goes through [`Store::commit`], which applies a batch
-//! atomically, so a request is acknowledged only after everything it changed is on disk, and a
-//! failed write leaves nothing half-done.
+//! atomically; the engine acknowledges a request only after the batch holding its changes has
+//! committed, and a failed commit leaves nothing half-done.
 
 mod memory;
 mod postgres;
@@ -34,9 +34,6 @@ pub enum Error {
     },
     #[error("stored row for {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
-    /// Another scheduler already took this scheduled run; the batch was not applied.
-    #[error("the run of job '{job}' due at {due_ms} was already claimed")]
-    AlreadyClaimed { job: String, due_ms: i64 },
 }
 
 /// A job as stored: its definition plus the parents that have succeeded since its last run.
@@ -128,15 +125,65 @@ pub enum Write {
     DeleteJob(String),
     /// Insert or replace a task record.
     PutTask(TaskRecord),
-    /// Claims the scheduled run of a job at an instant. If it was claimed before, the whole
-    /// batch fails with [`Error::AlreadyClaimed`], so a run is recorded by one scheduler only.
-    ClaimRun { job: String, due_ms: i64 },
+    /// Claims the scheduled run of a job at an instant for the task `task_id`. If the run was
+    /// claimed before, the claim is lost: every later `PutTask` of that task in the batch is
+    /// skipped and the commit reports the task, so a run is recorded by one scheduler only.
+    ClaimRun {
+        job: String,
+        due_ms: i64,
+        task_id: String,
+    },
 }
+
+impl Write {
+    /// The job this write belongs to.
+    fn job(&self) -> &str {
+        match self {
+            Write::PutJob(stored) => &stored.job.name,
+            Write::DeleteJob(name) => name,
+            Write::PutTask(task) => &task.job,
+            Write::ClaimRun { job, .. } => job,
+        }
+    }
+}
+
+/// Drops the writes of a batch that later writes in it make pointless: a job or task put again
+/// later, and anything of a job that is deleted later. Committing the rest has the same effect.
+///
+/// The engine records a task several times on its way (queued, running, ended) and a job after
+/// each run; when those land in one group commit, only the last of each needs writing.
+pub fn coalesce(batch: Vec<Write>) -> Vec<Write> {
+    let mut deleted = std::collections::HashSet::new();
+    let mut jobs = std::collections::HashSet::new();
+    let mut tasks = std::collections::HashSet::new();
+    let mut kept: Vec<Write> = Vec::with_capacity(batch.len());
+    // Walking backwards, everything already seen happens later than the write at hand.
+    for write in batch.into_iter().rev() {
+        if deleted.contains(write.job()) {
+            continue;
+        }
+        let keep = match &write {
+            Write::DeleteJob(name) => deleted.insert(name.clone()),
+            Write::PutJob(stored) => jobs.insert(stored.job.name.clone()),
+            Write::PutTask(task) => tasks.insert(task.id.clone()),
+            Write::ClaimRun { .. } => true,
+        };
+        if keep {
+            kept.push(write);
+        }
+    }
+    kept.reverse();
+    kept
+}
+
+/// The tasks whose [`Write::ClaimRun`] was lost to another scheduler in a commit.
+pub type LostClaims = Vec<String>;
 
 /// The durable store. Implementations must make [`Store::commit`] atomic and durable before it returns.
 pub trait Store: Send + Sync + 'static {
-    /// Applies every write of the batch, or none of them.
-    fn commit(&self, batch: Vec<Write>) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Applies every write of the batch, or none of them. A batch can be committed again after a
+    /// failure: every write is idempotent.
+    fn commit(&self, batch: &[Write]) -> impl Future<Output = Result<LostClaims, Error>> + Send;
     /// Every job, in the order they were first created.
     fn load_jobs(&self) -> impl Future<Output = Result<Vec<StoredJob>, Error>> + Send;
     /// Every task that is not final (queued, running or waiting).

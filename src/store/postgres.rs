@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
-use super::{Error, Store, StoredJob, TaskRecord, TaskState, Write};
+use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
 ///
@@ -389,9 +389,10 @@ fn task_from_row(row: &PgRow) -> Result<TaskRecord, Error> {
 }
 
 impl Store for PostgresStore {
-    async fn commit(&self, batch: Vec<Write>) -> Result<(), Error> {
+    async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
+        let mut lost = LostClaims::new();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(lost);
         }
         let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
         for write in batch {
@@ -422,25 +423,26 @@ impl Store for PostgresStore {
                         "DELETE FROM run_claims WHERE job = $1",
                     ] {
                         sqlx::query(statement)
-                            .bind(&name)
+                            .bind(name)
                             .execute(&mut *tx)
                             .await
                             .map_err(query_err("delete job"))?;
                     }
                 }
-                Write::ClaimRun { job, due_ms } => {
+                Write::ClaimRun { job, due_ms, task_id } => {
                     let done = sqlx::query(
                         "INSERT INTO run_claims (job, due_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     )
-                    .bind(&job)
-                    .bind(due_ms)
+                    .bind(job)
+                    .bind(*due_ms)
                     .execute(&mut *tx)
                     .await
                     .map_err(query_err("claim run"))?;
                     if done.rows_affected() == 0 {
-                        return Err(Error::AlreadyClaimed { job, due_ms });
+                        lost.push(task_id.clone());
                     }
                 }
+                Write::PutTask(task) if lost.contains(&task.id) => {}
                 Write::PutTask(task) => {
                     // The update leaves `elements_processed` alone: progress arrives separately.
                     sqlx::query(
@@ -473,7 +475,8 @@ impl Store for PostgresStore {
                 }
             }
         }
-        tx.commit().await.map_err(query_err("commit"))
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(lost)
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {

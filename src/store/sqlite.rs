@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{Error, Store, StoredJob, TaskRecord, TaskState, Write};
+use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -136,9 +136,10 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, Error> {
 }
 
 impl Store for SqliteStore {
-    async fn commit(&self, batch: Vec<Write>) -> Result<(), Error> {
+    async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
+        let mut lost = LostClaims::new();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(lost);
         }
         let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
         for write in batch {
@@ -162,34 +163,35 @@ impl Store for SqliteStore {
                 }
                 Write::DeleteJob(name) => {
                     sqlx::query("DELETE FROM jobs WHERE name = ?")
-                        .bind(&name)
+                        .bind(name)
                         .execute(&mut *tx)
                         .await
                         .map_err(query_err("delete job"))?;
                     sqlx::query("DELETE FROM tasks WHERE job = ?")
-                        .bind(&name)
+                        .bind(name)
                         .execute(&mut *tx)
                         .await
                         .map_err(query_err("delete job"))?;
                     sqlx::query("DELETE FROM run_claims WHERE job = ?")
-                        .bind(&name)
+                        .bind(name)
                         .execute(&mut *tx)
                         .await
                         .map_err(query_err("delete job"))?;
                 }
-                Write::ClaimRun { job, due_ms } => {
+                Write::ClaimRun { job, due_ms, task_id } => {
                     let done = sqlx::query(
                         "INSERT INTO run_claims (job, due_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     )
-                    .bind(&job)
-                    .bind(due_ms)
+                    .bind(job)
+                    .bind(*due_ms)
                     .execute(&mut *tx)
                     .await
                     .map_err(query_err("claim run"))?;
                     if done.rows_affected() == 0 {
-                        return Err(Error::AlreadyClaimed { job, due_ms });
+                        lost.push(task_id.clone());
                     }
                 }
+                Write::PutTask(task) if lost.contains(&task.id) => {}
                 Write::PutTask(task) => {
                     sqlx::query(
                         "INSERT INTO tasks (id, job, attempt, due_ms, arguments, state, created_ms, started_ms,
@@ -221,7 +223,8 @@ impl Store for SqliteStore {
                 }
             }
         }
-        tx.commit().await.map_err(query_err("commit"))
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(lost)
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {

@@ -43,12 +43,12 @@ fn put(name: &str, satisfied: &[&str]) -> Write {
 }
 
 async fn conformance(store: impl Store) {
-    store.commit(vec![put("b", &[]), put("a", &["b"])]).await.unwrap();
+    store.commit(&[put("b", &[]), put("a", &["b"])]).await.unwrap();
     // An update keeps the job's place in creation order.
     let mut changed = job("b");
     changed.success_count = 7;
     store
-        .commit(vec![Write::PutJob(Box::new(StoredJob {
+        .commit(&[Write::PutJob(Box::new(StoredJob {
             job: changed,
             satisfied: vec![],
         }))])
@@ -61,7 +61,7 @@ async fn conformance(store: impl Store) {
     assert_eq!(jobs[1].satisfied, ["b"]);
 
     store
-        .commit(vec![
+        .commit(&[
             Write::PutTask(task("t1", "a", TaskState::Finished, 1)),
             Write::PutTask(task("t2", "a", TaskState::Finished, 2)),
             Write::PutTask(task("t3", "a", TaskState::Running, 3)),
@@ -93,7 +93,7 @@ async fn conformance(store: impl Store) {
     assert!(!store.add_progress("nope", 1).await.unwrap());
     // Rewriting a task keeps its progress.
     store
-        .commit(vec![Write::PutTask(task("t1", "a", TaskState::Finished, 1))])
+        .commit(&[Write::PutTask(task("t1", "a", TaskState::Finished, 1))])
         .await
         .unwrap();
     assert_eq!(store.task("t1").await.unwrap().unwrap().elements_processed, 7);
@@ -106,44 +106,92 @@ async fn conformance(store: impl Store) {
     assert!(store.task("t1").await.unwrap().is_none());
     assert!(store.task("t3").await.unwrap().is_some());
 
-    // A claimed run can be recorded once; a second batch claiming it is refused whole.
-    let claim = || Write::ClaimRun {
+    // A claimed run can be recorded once; a second claim is lost, and the task written after it in
+    // the same batch is skipped while the rest of the batch is applied.
+    let claim = |task_id: &str| Write::ClaimRun {
         job: "a".to_owned(),
         due_ms: 1000,
+        task_id: task_id.to_owned(),
     };
-    store
-        .commit(vec![
-            claim(),
-            Write::PutTask(task("c1", "a", TaskState::Queued, 9)),
+    let lost = store
+        .commit(&[claim("c1"), Write::PutTask(task("c1", "a", TaskState::Queued, 9))])
+        .await
+        .unwrap();
+    assert!(lost.is_empty(), "{lost:?}");
+    let lost = store
+        .commit(&[
+            claim("c2"),
+            Write::PutTask(task("c2", "a", TaskState::Queued, 9)),
+            Write::PutTask(task("c3", "a", TaskState::Queued, 9)),
         ])
         .await
         .unwrap();
-    let again = store
-        .commit(vec![
-            claim(),
-            Write::PutTask(task("c2", "a", TaskState::Queued, 9)),
-        ])
-        .await;
-    assert!(matches!(again, Err(Error::AlreadyClaimed { .. })), "{again:?}");
+    assert_eq!(lost, ["c2"]);
     assert!(
         store.task("c2").await.unwrap().is_none(),
-        "nothing of the refused batch was written"
+        "the lost run's task was skipped"
+    );
+    assert!(
+        store.task("c3").await.unwrap().is_some(),
+        "the rest of the batch was applied"
     );
     assert!(store.task("c1").await.unwrap().is_some());
-    store
-        .commit(vec![Write::ClaimRun {
-            job: "a".to_owned(),
-            due_ms: 2000,
-        }])
-        .await
-        .unwrap();
+    let other = Write::ClaimRun {
+        job: "a".to_owned(),
+        due_ms: 2000,
+        task_id: "c4".to_owned(),
+    };
+    assert!(store.commit(&[other]).await.unwrap().is_empty());
 
-    store
-        .commit(vec![Write::DeleteJob("a".to_owned())])
-        .await
-        .unwrap();
+    store.commit(&[Write::DeleteJob("a".to_owned())]).await.unwrap();
     assert_eq!(store.load_jobs().await.unwrap().len(), 1);
     assert!(store.job_tasks("a", 10).await.unwrap().is_empty());
+    // A job created again under the name starts with no claimed runs.
+    assert!(store.commit(&[claim("c5")]).await.unwrap().is_empty());
+}
+
+#[test]
+fn coalescing_keeps_the_last_write_of_each_job_and_task() {
+    let describe = |batch: &[Write]| -> Vec<String> {
+        batch
+            .iter()
+            .map(|w| match w {
+                Write::PutJob(s) => format!("job {} {}", s.job.name, s.job.success_count),
+                Write::DeleteJob(name) => format!("delete {name}"),
+                Write::PutTask(t) => format!("task {} {}", t.id, t.state.as_str()),
+                Write::ClaimRun { task_id, .. } => format!("claim {task_id}"),
+            })
+            .collect()
+    };
+    let counted = |name: &str, n: u64| {
+        let mut j = job(name);
+        j.success_count = n;
+        Write::PutJob(Box::new(StoredJob {
+            job: j,
+            satisfied: vec![],
+        }))
+    };
+    let claim = Write::ClaimRun {
+        job: "a".to_owned(),
+        due_ms: 1,
+        task_id: "t1".to_owned(),
+    };
+    let batch = vec![
+        claim,
+        Write::PutTask(task("t1", "a", TaskState::Queued, 1)),
+        counted("a", 1),
+        Write::PutTask(task("t1", "a", TaskState::Running, 1)),
+        Write::PutTask(task("u1", "b", TaskState::Running, 1)),
+        counted("b", 1),
+        Write::PutTask(task("t1", "a", TaskState::Finished, 1)),
+        counted("a", 2),
+        Write::DeleteJob("b".to_owned()),
+        counted("b", 0),
+    ];
+    assert_eq!(
+        describe(&coalesce(batch)),
+        ["claim t1", "task t1 finished", "job a 2", "delete b", "job b 0"]
+    );
 }
 
 #[tokio::test]
@@ -262,7 +310,7 @@ async fn postgres_breaks_ties_like_sqlite() {
     // Tasks created in the same millisecond come newest-written first, as SQLite's rowid orders them.
     async fn newest(store: &impl Store) -> Vec<String> {
         store
-            .commit(vec![
+            .commit(&[
                 Write::PutTask(task("x1", "a", TaskState::Finished, 5)),
                 Write::PutTask(task("x2", "a", TaskState::Finished, 5)),
                 Write::PutTask(task("x3", "a", TaskState::Finished, 5)),
@@ -271,7 +319,7 @@ async fn postgres_breaks_ties_like_sqlite() {
             .unwrap();
         // Rewriting a task keeps its place.
         store
-            .commit(vec![Write::PutTask(task("x1", "a", TaskState::Finished, 5))])
+            .commit(&[Write::PutTask(task("x1", "a", TaskState::Finished, 5))])
             .await
             .unwrap();
         store
@@ -324,7 +372,7 @@ async fn postgres_run_is_claimed_once() {
     assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
 
     // Deleting a job forgets its claims, so a job created again under its name can run.
-    a.commit(vec![Write::DeleteJob("j".to_owned())]).await.unwrap();
+    a.commit(&[Write::DeleteJob("j".to_owned())]).await.unwrap();
     assert!(b.claim_run("j", 1000).await.unwrap());
     assert!(!a.claim_run("k", 1000).await.unwrap());
     drop((a, b));
