@@ -7,13 +7,13 @@
 pub mod docker;
 pub mod fetch;
 pub mod runner;
+pub mod spawn;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::net::unix::pipe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,34 +112,21 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
         path: spec.sandbox.display().to_string(),
         source,
     })?;
-    let mut command = if spec.shell {
-        let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(&spec.command);
-        command
+    let (program, args) = if spec.shell {
+        ("/bin/sh".into(), vec!["-c".into(), spec.command.clone().into()])
     } else {
-        let mut command = Command::new(&spec.command);
-        command.args(&spec.arguments);
-        command
+        (
+            spec.command.clone().into(),
+            spec.arguments.iter().map(Into::into).collect(),
+        )
     };
-    command
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.sandbox)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so that kill reaches everything the task started.
-        .process_group(0)
-        .kill_on_drop(false);
-    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            // The task dies with its worker instead of running on unseen, which would duplicate
-            // it once the scheduler retries it elsewhere.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(|source| Error::Spawn {
+    let child = spawn::spawn(&spawn::Spawn {
+        program,
+        args,
+        env: spec.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        cwd: spec.sandbox.clone(),
+    })
+    .map_err(|source| Error::Spawn {
         program: if spec.shell {
             "/bin/sh".to_owned()
         } else {
@@ -147,24 +134,27 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
         },
         source,
     })?;
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let pid = child.pid;
+    let stdout = pipe::Receiver::from_owned_fd(child.stdout).ok();
+    let stderr = pipe::Receiver::from_owned_fd(child.stderr).ok();
+    let exit = child.exit;
     let limit = spec.output_limit;
     tokio::spawn(async move {
         let out = tokio::spawn(capture(stdout, limit));
         let err = tokio::spawn(capture(stderr, limit));
         let mut timed_out = false;
+        let exit = exit.wait();
+        tokio::pin!(exit);
         let status = match spec.time_limit {
-            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Some(limit) => match tokio::time::timeout(limit, &mut exit).await {
                 Ok(status) => status,
                 Err(_) => {
                     timed_out = true;
                     signal_group(pid, libc::SIGKILL);
-                    child.wait().await
+                    exit.await
                 }
             },
-            None => child.wait().await,
+            None => exit.await,
         };
         // Whatever the task left behind in its group dies with it, as in a Mesos container;
         // it would otherwise hold the output pipes open.
@@ -172,10 +162,8 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
         let stdout = out.await.unwrap_or_default();
         let stderr = err.await.unwrap_or_default();
         let (exit_code, signal) = match status {
-            Ok(status) => {
-                use std::os::unix::process::ExitStatusExt;
-                (status.code(), status.signal())
-            }
+            Ok(spawn::Exit::Code(code)) => (Some(code), None),
+            Ok(spawn::Exit::Signal(signal)) => (None, Some(signal)),
             Err(_) => (None, None),
         };
         let _ = tokio::fs::remove_dir_all(&spec.sandbox).await;
