@@ -326,7 +326,6 @@ async fn write_groups<S: Store>(
     done: mpsc::UnboundedSender<Committed>,
 ) {
     while let Some(group) = groups.recv().await {
-        let group = store::coalesce(group);
         let mut failures = 0;
         let mut delay = Duration::from_millis(50);
         let lost_claims = loop {
@@ -1067,12 +1066,16 @@ impl<S: Store> Engine<S> {
         worker.used = worker.used.plus(&resources);
         worker.tasks.insert(task_id.clone());
         entry.running.push(task_id.clone());
-        // A dependent job's parents must all succeed again before its next run.
-        self.state.graph.reset(name);
+        let dependent = entry.job.parents.is_some();
         self.state.metrics.tasks_started += 1;
         // Never run what the store doesn't know about: another leader might run it too, and a
         // restart would not know to look for it.
-        let batch = vec![Write::PutTask(open.record.clone()), self.put_job(name)];
+        let mut batch = vec![Write::PutTask(open.record.clone())];
+        if dependent {
+            // Its parents must all succeed again before its next run.
+            self.state.graph.reset(name);
+            batch.push(self.put_job(name));
+        }
         self.record(batch);
         self.after.push(After::Launch {
             task_id,

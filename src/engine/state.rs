@@ -184,7 +184,7 @@ pub struct Metrics {
     /// Tasks that reached a final state (finished, failed, killed, lost).
     pub tasks_ended: u64,
     pub skipped_runs: u64,
-    /// Group commits of the engine's writes, the writes in them (after coalescing), and failed
+    /// Group commits of the engine's writes, the writes in them, and failed
     /// attempts (each retried).
     pub store_commits: u64,
     pub store_writes: u64,

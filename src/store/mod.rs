@@ -6,6 +6,7 @@
 
 mod memory;
 mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -148,24 +149,29 @@ impl Write {
 }
 
 /// Drops the writes of a batch that later writes in it make pointless: a job or task put again
-/// later, and anything of a job that is deleted later. Committing the rest has the same effect.
+/// later, and anything of a job that is deleted later. Then orders the rest deletes, claims,
+/// jobs, tasks (keeping the order within each kind), so the SQL stores can write each kind with
+/// a few multi-row statements. Committing the result has the same effect as the batch:
+/// - every write of a job that survives a delete of it came after the delete anyway;
+/// - a claim still comes before the task it guards;
+/// - jobs and tasks are independent rows.
 ///
 /// The engine records a task several times on its way (queued, running, ended) and a job after
 /// each run; when those land in one group commit, only the last of each needs writing.
-pub fn coalesce(batch: Vec<Write>) -> Vec<Write> {
+pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
     let mut deleted = std::collections::HashSet::new();
     let mut jobs = std::collections::HashSet::new();
     let mut tasks = std::collections::HashSet::new();
-    let mut kept: Vec<Write> = Vec::with_capacity(batch.len());
+    let mut kept: Vec<&Write> = Vec::with_capacity(batch.len());
     // Walking backwards, everything already seen happens later than the write at hand.
-    for write in batch.into_iter().rev() {
+    for write in batch.iter().rev() {
         if deleted.contains(write.job()) {
             continue;
         }
-        let keep = match &write {
-            Write::DeleteJob(name) => deleted.insert(name.clone()),
-            Write::PutJob(stored) => jobs.insert(stored.job.name.clone()),
-            Write::PutTask(task) => tasks.insert(task.id.clone()),
+        let keep = match write {
+            Write::DeleteJob(name) => deleted.insert(name.as_str()),
+            Write::PutJob(stored) => jobs.insert(stored.job.name.as_str()),
+            Write::PutTask(task) => tasks.insert(task.id.as_str()),
             Write::ClaimRun { .. } => true,
         };
         if keep {
@@ -173,6 +179,12 @@ pub fn coalesce(batch: Vec<Write>) -> Vec<Write> {
         }
     }
     kept.reverse();
+    kept.sort_by_key(|write| match write {
+        Write::DeleteJob(_) => 0,
+        Write::ClaimRun { .. } => 1,
+        Write::PutJob(_) => 2,
+        Write::PutTask(_) => 3,
+    });
     kept
 }
 
@@ -181,7 +193,7 @@ pub type LostClaims = Vec<String>;
 
 /// The durable store. Implementations must make [`Store::commit`] atomic and durable before it returns.
 pub trait Store: Send + Sync + 'static {
-    /// Applies every write of the batch, or none of them. A batch can be committed again after a
+    /// Applies every write of the batch, or none of them, with the effect of applying them in order. A batch can be committed again after a
     /// failure: every write is idempotent.
     fn commit(&self, batch: &[Write]) -> impl Future<Output = Result<LostClaims, Error>> + Send;
     /// Every job, in the order they were first created.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
-use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write};
+use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write, sql};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
 ///
@@ -395,27 +395,9 @@ impl Store for PostgresStore {
             return Ok(lost);
         }
         let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
-        for write in batch {
-            match write {
-                Write::PutJob(stored) => {
-                    let body = serde_json::to_string(&stored.job).map_err(|e| Error::Corrupt {
-                        what: format!("job {}", stored.job.name),
-                        reason: e.to_string(),
-                    })?;
-                    let satisfied = serde_json::to_string(&stored.satisfied).unwrap_or_default();
-                    // The update leaves `seq` alone, so a changed job keeps its place.
-                    sqlx::query(
-                        "INSERT INTO jobs (name, body, satisfied) VALUES ($1, $2, $3)
-                         ON CONFLICT (name) DO UPDATE SET body = excluded.body, satisfied = excluded.satisfied",
-                    )
-                    .bind(&stored.job.name)
-                    .bind(body)
-                    .bind(satisfied)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put job"))?;
-                }
-                Write::DeleteJob(name) => {
+        for step in sql::steps(batch) {
+            match step {
+                sql::Step::Delete(name) => {
                     for statement in [
                         "DELETE FROM jobs WHERE name = $1",
                         "DELETE FROM tasks WHERE job = $1",
@@ -429,49 +411,31 @@ impl Store for PostgresStore {
                             .map_err(query_err("delete job"))?;
                     }
                 }
-                Write::ClaimRun { job, due_ms, task_id } => {
-                    let done = sqlx::query(
-                        "INSERT INTO run_claims (job, due_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(job)
-                    .bind(*due_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("claim run"))?;
-                    if done.rows_affected() == 0 {
-                        lost.push(task_id.clone());
-                    }
+                sql::Step::Claims(claims) => {
+                    let inserted: Vec<(String, i64)> = sql::claims::<sqlx::Postgres>(&claims)
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(query_err("claim runs"))?;
+                    lost.extend(sql::lost_claims(&claims, &inserted));
                 }
-                Write::PutTask(task) if lost.contains(&task.id) => {}
-                Write::PutTask(task) => {
-                    // The update leaves `elements_processed` alone: progress arrives separately.
-                    sqlx::query(
-                        "INSERT INTO tasks (id, job, attempt, due_ms, arguments, state, created_ms, started_ms,
-                             finished_ms, exit_code, message, stdout, stderr, elements_processed, worker)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, started_ms = excluded.started_ms,
-                             finished_ms = excluded.finished_ms, exit_code = excluded.exit_code,
-                             message = excluded.message, stdout = excluded.stdout, stderr = excluded.stderr,
-                             worker = excluded.worker",
-                    )
-                    .bind(&task.id)
-                    .bind(&task.job)
-                    .bind(i64::from(task.attempt))
-                    .bind(task.due_ms)
-                    .bind(&task.arguments)
-                    .bind(task.state.as_str())
-                    .bind(task.created_ms)
-                    .bind(task.started_ms)
-                    .bind(task.finished_ms)
-                    .bind(task.exit_code.map(i64::from))
-                    .bind(&task.message)
-                    .bind(&task.stdout)
-                    .bind(&task.stderr)
-                    .bind(task.elements_processed)
-                    .bind(&task.worker)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put task"))?;
+                sql::Step::Jobs(jobs) => {
+                    sql::jobs::<sqlx::Postgres>(&jobs)?
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put jobs"))?;
+                }
+                sql::Step::Tasks(mut tasks) => {
+                    tasks.retain(|t| !lost.contains(&t.id));
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    sql::tasks::<sqlx::Postgres>(&tasks)
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put tasks"))?;
                 }
             }
         }

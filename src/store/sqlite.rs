@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write};
+use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write, sql};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -142,84 +142,47 @@ impl Store for SqliteStore {
             return Ok(lost);
         }
         let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
-        for write in batch {
-            match write {
-                Write::PutJob(stored) => {
-                    let body = serde_json::to_string(&stored.job).map_err(|e| Error::Corrupt {
-                        what: format!("job {}", stored.job.name),
-                        reason: e.to_string(),
-                    })?;
-                    let satisfied = serde_json::to_string(&stored.satisfied).unwrap_or_default();
-                    sqlx::query(
-                        "INSERT INTO jobs (name, body, satisfied) VALUES (?, ?, ?)
-                         ON CONFLICT (name) DO UPDATE SET body = excluded.body, satisfied = excluded.satisfied",
-                    )
-                    .bind(&stored.job.name)
-                    .bind(body)
-                    .bind(satisfied)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put job"))?;
-                }
-                Write::DeleteJob(name) => {
-                    sqlx::query("DELETE FROM jobs WHERE name = ?")
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("delete job"))?;
-                    sqlx::query("DELETE FROM tasks WHERE job = ?")
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("delete job"))?;
-                    sqlx::query("DELETE FROM run_claims WHERE job = ?")
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("delete job"))?;
-                }
-                Write::ClaimRun { job, due_ms, task_id } => {
-                    let done = sqlx::query(
-                        "INSERT INTO run_claims (job, due_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(job)
-                    .bind(*due_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("claim run"))?;
-                    if done.rows_affected() == 0 {
-                        lost.push(task_id.clone());
+        for step in sql::steps(batch) {
+            match step {
+                sql::Step::Delete(name) => {
+                    for statement in [
+                        "DELETE FROM jobs WHERE name = ?",
+                        "DELETE FROM tasks WHERE job = ?",
+                        // A job created again under the same name starts with no claimed runs.
+                        "DELETE FROM run_claims WHERE job = ?",
+                    ] {
+                        sqlx::query(statement)
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("delete job"))?;
                     }
                 }
-                Write::PutTask(task) if lost.contains(&task.id) => {}
-                Write::PutTask(task) => {
-                    sqlx::query(
-                        "INSERT INTO tasks (id, job, attempt, due_ms, arguments, state, created_ms, started_ms,
-                             finished_ms, exit_code, message, stdout, stderr, elements_processed, worker)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, started_ms = excluded.started_ms,
-                             finished_ms = excluded.finished_ms, exit_code = excluded.exit_code,
-                             message = excluded.message, stdout = excluded.stdout, stderr = excluded.stderr,
-                             worker = excluded.worker",
-                    )
-                    .bind(&task.id)
-                    .bind(&task.job)
-                    .bind(i64::from(task.attempt))
-                    .bind(task.due_ms)
-                    .bind(&task.arguments)
-                    .bind(task.state.as_str())
-                    .bind(task.created_ms)
-                    .bind(task.started_ms)
-                    .bind(task.finished_ms)
-                    .bind(task.exit_code.map(i64::from))
-                    .bind(&task.message)
-                    .bind(&task.stdout)
-                    .bind(&task.stderr)
-                    .bind(task.elements_processed)
-                    .bind(&task.worker)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put task"))?;
+                sql::Step::Claims(claims) => {
+                    let inserted: Vec<(String, i64)> = sql::claims::<sqlx::Sqlite>(&claims)
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(query_err("claim runs"))?;
+                    lost.extend(sql::lost_claims(&claims, &inserted));
+                }
+                sql::Step::Jobs(jobs) => {
+                    sql::jobs::<sqlx::Sqlite>(&jobs)?
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put jobs"))?;
+                }
+                sql::Step::Tasks(mut tasks) => {
+                    tasks.retain(|t| !lost.contains(&t.id));
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    sql::tasks::<sqlx::Sqlite>(&tasks)
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put tasks"))?;
                 }
             }
         }

@@ -106,6 +106,38 @@ async fn conformance(store: impl Store) {
     assert!(store.task("t1").await.unwrap().is_none());
     assert!(store.task("t3").await.unwrap().is_some());
 
+    // A batch with a task and a job written several times, and more tasks than one statement
+    // holds, lands as if applied in order.
+    let mut many = vec![
+        Write::PutTask(task("m0", "a", TaskState::Queued, 20)),
+        put("a", &[]),
+        Write::PutTask(task("m0", "a", TaskState::Running, 20)),
+    ];
+    many.extend((1..150).map(|i| Write::PutTask(task(&format!("m{i}"), "a", TaskState::Finished, 20))));
+    let mut counted = job("a");
+    counted.success_count = 3;
+    many.push(Write::PutJob(Box::new(StoredJob {
+        job: counted,
+        satisfied: vec!["b".to_owned()],
+    })));
+    many.push(Write::PutTask(task("m0", "a", TaskState::Failed, 20)));
+    assert!(store.commit(&many).await.unwrap().is_empty());
+    assert_eq!(store.task("m0").await.unwrap().unwrap().state, TaskState::Failed);
+    assert_eq!(
+        store.job_tasks("a", 1000).await.unwrap().len(),
+        150 + 2,
+        "t2 and t3 were there"
+    );
+    let a = store
+        .load_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.job.name == "a")
+        .unwrap();
+    assert_eq!((a.job.success_count, a.satisfied), (3, vec!["b".to_owned()]));
+    store.commit(&[put("a", &["b"])]).await.unwrap();
+
     // A claimed run can be recorded once; a second claim is lost, and the task written after it in
     // the same batch is skipped while the rest of the batch is applied.
     let claim = |task_id: &str| Write::ClaimRun {
@@ -152,9 +184,9 @@ async fn conformance(store: impl Store) {
 
 #[test]
 fn coalescing_keeps_the_last_write_of_each_job_and_task() {
-    let describe = |batch: &[Write]| -> Vec<String> {
+    let describe = |batch: Vec<&Write>| -> Vec<String> {
         batch
-            .iter()
+            .into_iter()
             .map(|w| match w {
                 Write::PutJob(s) => format!("job {} {}", s.job.name, s.job.success_count),
                 Write::DeleteJob(name) => format!("delete {name}"),
@@ -189,8 +221,8 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
         counted("b", 0),
     ];
     assert_eq!(
-        describe(&coalesce(batch)),
-        ["claim t1", "task t1 finished", "job a 2", "delete b", "job b 0"]
+        describe(coalesce(&batch)),
+        ["delete b", "claim t1", "job a 2", "job b 0", "task t1 finished"]
     );
 }
 
