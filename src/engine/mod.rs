@@ -710,9 +710,7 @@ impl<S: Store> Engine<S> {
                 }
             };
             let name = job.name.clone();
-            self.state
-                .jobs
-                .insert(name.clone(), JobEntry::new(job, schedule, epsilon));
+            self.state.add_job(JobEntry::new(job, schedule, epsilon));
             self.arm_schedule(&name);
         }
         for (job, durations) in self.store.recent_durations(stats::KEPT).await? {
@@ -735,6 +733,7 @@ impl<S: Store> Engine<S> {
                         self.state.retrying.insert(task.id.clone(), task.job.clone());
                     } else {
                         entry.queue.push_back(task.id.clone());
+                        self.state.mark_queued(&task.job);
                     }
                     self.state.tasks.insert(task.id.clone(), OpenTask::new(task));
                 }
@@ -831,6 +830,7 @@ impl<S: Store> Engine<S> {
                         && let Some(entry) = self.state.jobs.get_mut(&job)
                     {
                         entry.queue.push_back(task_id);
+                        self.state.mark_queued(&job);
                         self.try_start(&job);
                     }
                 }
@@ -983,6 +983,7 @@ impl<S: Store> Engine<S> {
         let id = record.id.clone();
         entry.queue.push_back(id.clone());
         self.state.tasks.insert(id.clone(), OpenTask::new(record));
+        self.state.mark_queued(name);
         Some(id)
     }
 
@@ -993,19 +994,22 @@ impl<S: Store> Engine<S> {
     }
 
     /// Like `try_start`, with the workers' offers built once by the caller and kept up to date
-    /// here, so a pass over many waiting jobs doesn't rebuild them for each.
-    fn try_start_with(&mut self, name: &str, offers: &mut [placement::Offer]) {
+    /// here, so a pass over many waiting jobs doesn't rebuild them for each. Returns why the job's
+    /// next task found no place, if that is what stopped it.
+    fn try_start_with(
+        &mut self,
+        name: &str,
+        offers: &mut [placement::Offer],
+    ) -> Option<placement::Unplaceable> {
         loop {
-            let Some(entry) = self.state.jobs.get_mut(name) else {
-                return;
-            };
+            let entry = self.state.jobs.get_mut(name)?;
             if !entry.job.concurrent && !entry.running.is_empty() {
                 entry.waiting = None;
-                return;
+                return None;
             }
             let Some(task_id) = entry.queue.front().cloned() else {
                 entry.waiting = None;
-                return;
+                return None;
             };
             let need = job_resources(&entry.job);
             match placement::place(&need, &entry.constraints, offers) {
@@ -1018,29 +1022,78 @@ impl<S: Store> Engine<S> {
                 }
                 Err(reason) => {
                     // The task waits in the queue; it is tried again whenever workers or resources change.
-                    entry.waiting = Some(state::Waiting::Unplaceable(reason));
-                    return;
+                    entry.waiting = Some(state::Waiting::Unplaceable(reason.clone()));
+                    return Some(reason);
                 }
             }
         }
     }
 
-    /// Tries every job that has queued tasks, high priority first.
+    /// Tries every job that has queued tasks, high priority first, in creation order, until the
+    /// workers are full.
+    ///
+    /// When many tasks wait for room, most of a pass would be jobs that cannot fit: once a job
+    /// without constraints found no room, a later one without constraints that needs at least as
+    /// much of everything cannot either, so it is not placed again; and once no worker has room
+    /// for the smallest job there is, the pass ends.
     fn try_start_all(&mut self) {
-        let mut names: Vec<(bool, String)> = self
-            .state
-            .jobs
-            .values()
-            .filter(|e| !e.queue.is_empty())
-            .map(|e| (!e.job.high_priority, e.job.name.clone()))
-            .collect();
-        if names.is_empty() {
-            return;
-        }
-        names.sort_by_key(|(low, _)| *low);
         let mut offers = self.state.offers();
-        for (_, name) in names {
-            self.try_start_with(&name, &mut offers);
+        let mut no_room: Option<(Resources, placement::Unplaceable)> = None;
+        let mut cursor: Option<state::QueuedJob> = None;
+        loop {
+            if let Some(min) = self.state.min_need
+                && !offers.iter().any(|offer| min.fits_in(&offer.free()))
+            {
+                return;
+            }
+            let next = match &cursor {
+                None => self.state.queued_jobs.first(),
+                Some(key) => self
+                    .state
+                    .queued_jobs
+                    .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some(key) = next.cloned() else {
+                return;
+            };
+            let name = key.2.clone();
+            cursor = Some(key);
+            let Some(entry) = self.state.jobs.get_mut(&name) else {
+                self.forget_queued(cursor.as_ref());
+                continue;
+            };
+            if entry.queue.is_empty() {
+                self.forget_queued(cursor.as_ref());
+                continue;
+            }
+            let need = job_resources(&entry.job);
+            let unconstrained = entry.constraints.is_empty();
+            if unconstrained
+                && let Some((smallest, reason)) = &no_room
+                && smallest.fits_in(&need)
+            {
+                entry.waiting = Some(state::Waiting::Unplaceable(reason.clone()));
+                continue;
+            }
+            let stopped = self.try_start_with(&name, &mut offers);
+            if self.state.jobs.get(&name).is_none_or(|e| e.queue.is_empty()) {
+                self.forget_queued(cursor.as_ref());
+            }
+            if let Some(reason) = stopped
+                && unconstrained
+                && no_room
+                    .as_ref()
+                    .is_none_or(|(smallest, _)| need.fits_in(smallest))
+            {
+                no_room = Some((need, reason));
+            }
+        }
+    }
+
+    fn forget_queued(&mut self, key: Option<&state::QueuedJob>) {
+        if let Some(key) = key {
+            self.state.queued_jobs.remove(key);
         }
     }
 
@@ -1376,13 +1429,17 @@ impl<S: Store> Engine<S> {
             .map_err(|errors| Error::Graph { errors })?;
         match self.state.jobs.get_mut(&name) {
             Some(entry) => {
-                entry.replace(job, schedule, epsilon);
+                let queued = !entry.queue.is_empty();
+                self.state.note_need(&job);
+                if let Some(entry) = self.state.jobs.get_mut(&name) {
+                    entry.replace(job, schedule, epsilon);
+                }
+                if queued {
+                    // Its priority may have changed.
+                    self.state.mark_queued(&name);
+                }
             }
-            None => {
-                self.state
-                    .jobs
-                    .insert(name.clone(), JobEntry::new(job, schedule, epsilon));
-            }
+            None => self.state.add_job(JobEntry::new(job, schedule, epsilon)),
         }
         self.arm_schedule(&name);
         // New constraints or resources may let a waiting task start.

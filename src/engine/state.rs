@@ -36,6 +36,8 @@ pub struct JobEntry {
     /// Why the first queued task can't start yet, for the API. Kept unformatted: it is set on
     /// every failed placement, which is a hot path when many tasks wait.
     pub waiting: Option<Waiting>,
+    /// Creation order, for the order in which waiting jobs are tried.
+    pub(super) seq: u64,
 }
 
 impl JobEntry {
@@ -46,6 +48,7 @@ impl JobEntry {
             search_command: job.command.to_lowercase(),
             constraints,
             waiting: None,
+            seq: 0,
             job,
             schedule,
             epsilon,
@@ -218,9 +221,50 @@ pub struct State {
     pub workers: IndexMap<String, Worker>,
     /// Children enqueued by a fan-out, to be started once the batch is committed.
     pub(super) pending_starts: Vec<String>,
+    /// Jobs that may have queued tasks, high priority first, then in creation order. A job is
+    /// added whenever a task joins its queue and dropped once a pass finds its queue empty.
+    pub(super) queued_jobs: BTreeSet<QueuedJob>,
+    /// No job needs less than this of every resource (a lower bound, never raised): once no
+    /// worker has this much free, nothing more can start.
+    pub(super) min_need: Option<Resources>,
+    next_seq: u64,
 }
 
+/// A job in [`State::queued_jobs`]: (low priority, creation order, name).
+pub(super) type QueuedJob = (bool, u64, String);
+
 impl State {
+    /// Adds a new job, after every existing one in creation order.
+    pub(super) fn add_job(&mut self, mut entry: JobEntry) {
+        self.next_seq += 1;
+        entry.seq = self.next_seq;
+        self.note_need(&entry.job);
+        self.jobs.insert(entry.job.name.clone(), entry);
+    }
+
+    /// Lowers `min_need` to a job's resources where they are smaller.
+    pub(super) fn note_need(&mut self, job: &Job) {
+        let need = super::job_resources(job);
+        self.min_need = Some(match self.min_need {
+            Some(min) => Resources {
+                cpus: min.cpus.min(need.cpus),
+                mem: min.mem.min(need.mem),
+                disk: min.disk.min(need.disk),
+            },
+            None => need,
+        });
+    }
+
+    /// Records that a job has queued tasks (again, or under a changed priority).
+    pub(super) fn mark_queued(&mut self, name: &str) {
+        let Some(entry) = self.jobs.get(name) else {
+            return;
+        };
+        let (seq, low) = (entry.seq, !entry.job.high_priority);
+        self.queued_jobs.remove(&(!low, seq, name.to_owned()));
+        self.queued_jobs.insert((low, seq, name.to_owned()));
+    }
+
     /// Chronos' live state of a job: `N running`, `queued` or `idle`.
     pub fn job_state(&self, name: &str) -> String {
         let Some(entry) = self.jobs.get(name) else {

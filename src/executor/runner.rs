@@ -204,9 +204,12 @@ impl Runner {
 
     async fn prepare(&self, launch: &TaskLaunch) -> Result<(), String> {
         let sandbox = &launch.process.sandbox;
-        tokio::fs::create_dir_all(sandbox)
-            .await
-            .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+        // A process's launch makes its sandbox itself; fetching and containers need it first.
+        if !launch.fetch.is_empty() || launch.container.is_some() {
+            tokio::fs::create_dir_all(sandbox)
+                .await
+                .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+        }
         if !launch.fetch.is_empty() {
             fetch::fetch_all(
                 &launch.fetch,

@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -173,20 +174,21 @@ fn resolve(program: &OsStr, path: Option<&OsStr>) -> PathBuf {
     PathBuf::from(program)
 }
 
-/// The worker's environment with the task's variables set on top, as `KEY=value` strings.
-fn environment(extra: &[(OsString, OsString)]) -> io::Result<Vec<CString>> {
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(key, _)| !extra.iter().any(|(k, _)| k == key))
-        .collect();
-    vars.extend(extra.iter().cloned());
-    vars.into_iter()
-        .map(|(key, value)| {
-            let mut entry = key;
-            entry.push("=");
-            entry.push(value);
-            c_string(&entry)
-        })
-        .collect()
+/// The worker's own environment as `KEY=value` strings, read once: it does not change while the
+/// worker runs, and reading and converting it for every task was a visible part of a launch.
+fn base_environment() -> &'static [(OsString, CString)] {
+    static BASE: OnceLock<Vec<(OsString, CString)>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(key, value)| Some((key.clone(), entry(key, &value).ok()?)))
+            .collect()
+    })
+}
+
+fn entry(mut key: OsString, value: &OsStr) -> io::Result<CString> {
+    key.push("=");
+    key.push(value);
+    c_string(&key)
 }
 
 /// Starts the process and returns once it has called exec.
@@ -202,16 +204,22 @@ pub fn spawn(spec: &Spawn) -> io::Result<Child> {
     for arg in &spec.args {
         argv_owned.push(c_string(arg)?);
     }
-    let envp_owned = environment(&spec.env)?;
+    let mut task_env = Vec::with_capacity(spec.env.len());
+    for (key, value) in &spec.env {
+        task_env.push(entry(key.clone(), value)?);
+    }
     let cwd = c_string(spec.cwd.as_os_str())?;
     let argv: Vec<*const c_char> = argv_owned
         .iter()
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let envp: Vec<*const c_char> = envp_owned
+    // The task's variables replace the worker's of the same name.
+    let envp: Vec<*const c_char> = base_environment()
         .iter()
-        .map(|a| a.as_ptr())
+        .filter(|(key, _)| !spec.env.iter().any(|(k, _)| k == key))
+        .map(|(_, entry)| entry.as_ptr())
+        .chain(task_env.iter().map(|e| e.as_ptr()))
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let (stdout_r, stdout_w) = pipe()?;
