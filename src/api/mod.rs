@@ -172,6 +172,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(warp::query::<MetricsQuery>())
         .and(with_ctx(ctx.clone()))
         .and_then(metrics);
     // A standby serves everything else by forwarding it to the leader, as Chronos does.
@@ -901,20 +902,36 @@ async fn graph_csv(ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
+/// `GET /metrics?prefix=`: a kairos extension that keeps only the metrics whose names start
+/// with the prefix. Per-job metrics cost time on the engine for every job, so a monitor that only
+/// wants the totals can ask for `prefix=kairos.`.
+#[derive(Debug, Deserialize)]
+struct MetricsQuery {
+    prefix: Option<String>,
+}
+
 /// Codahale's metrics JSON (`version`, `gauges`, `counters`, `histograms`, `meters`, `timers`).
-async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
+async fn metrics(query: MetricsQuery, ctx: Ctx) -> Result<Response, Infallible> {
+    let prefix = query.prefix.unwrap_or_default();
+    // Whether any name starting with `start` can match the prefix.
+    let wanted = move |start: &str| start.starts_with(&prefix) || prefix.starts_with(start);
     respond(
         async {
             let body = ctx
                 .engine()?
-                .read(|s| {
+                .read(move |s| {
                     let mut counters = serde_json::Map::new();
                     let mut histograms = serde_json::Map::new();
-                    for (job, n) in &s.metrics.successes {
-                        counters.insert(format!("jobs.run.success.{job}"), json!({ "count": n }));
+                    let mut gauges = serde_json::Map::new();
+                    if wanted("jobs.run.success.") {
+                        for (job, n) in &s.metrics.successes {
+                            counters.insert(format!("jobs.run.success.{job}"), json!({ "count": n }));
+                        }
                     }
-                    for (job, n) in &s.metrics.failures {
-                        counters.insert(format!("jobs.run.failure.{job}"), json!({ "count": n }));
+                    if wanted("jobs.run.failure.") {
+                        for (job, n) in &s.metrics.failures {
+                            counters.insert(format!("jobs.run.failure.{job}"), json!({ "count": n }));
+                        }
                     }
                     let m = &s.metrics;
                     for (name, count) in [
@@ -925,9 +942,21 @@ async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
                         ("kairos.store.writes", m.store_writes),
                         ("kairos.store.failures", m.store_failures),
                     ] {
-                        counters.insert(name.into(), json!({ "count": count }));
+                        if wanted(name) {
+                            counters.insert(name.into(), json!({ "count": count }));
+                        }
                     }
-                    for e in s.jobs.values().filter(|e| !e.durations.is_empty()) {
+                    for (name, value) in [
+                        ("kairos.jobs", s.jobs.len()),
+                        ("kairos.tasks.running", s.running_count()),
+                        ("kairos.tasks.queued", s.queued_count()),
+                    ] {
+                        if wanted(name) {
+                            gauges.insert(name.into(), json!({ "value": value }));
+                        }
+                    }
+                    let timed = s.jobs.values().filter(|e| !e.durations.is_empty());
+                    for e in timed.filter(|_| wanted("jobs.run.time.")) {
                         let h = Histogram::of(e.durations.iter().copied());
                         histograms.insert(
                             format!("jobs.run.time.{}", e.job.name),
@@ -939,11 +968,7 @@ async fn metrics(ctx: Ctx) -> Result<Response, Infallible> {
                     }
                     json!({
                         "version": "4.0.0",
-                        "gauges": {
-                            "kairos.jobs": { "value": s.jobs.len() },
-                            "kairos.tasks.running": { "value": s.running_count() },
-                            "kairos.tasks.queued": { "value": s.queued_count() },
-                        },
+                        "gauges": gauges,
                         "counters": counters,
                         "histograms": histograms,
                         "meters": {},

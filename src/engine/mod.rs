@@ -258,7 +258,13 @@ const MAX_QUEUED_OCCURRENCES: usize = 1000;
 enum Timer {
     Schedule(String),
     Retry(String),
+    /// A task recorded ahead of its instant launches at it.
+    Launch(String),
 }
+
+/// Scheduled runs are recorded this long before their instant, so that the group commit is done
+/// by then and the task launches on time rather than a commit later.
+const SCHEDULE_LEAD_MS: i64 = 20;
 
 struct Engine<S> {
     config: Config,
@@ -285,6 +291,8 @@ struct Engine<S> {
     writer_task: tokio::task::JoinHandle<()>,
     /// Resources may have been freed: every waiting job is tried once at the end of the turn.
     start_all: bool,
+    /// Launches recorded ahead of their instant, by task id, until their `Timer::Launch`.
+    early: HashMap<String, (String, TaskLaunch)>,
 }
 
 /// Something that may happen only once the writes made before it are committed.
@@ -328,6 +336,7 @@ async fn write_groups<S: Store>(
     while let Some(group) = groups.recv().await {
         let mut failures = 0;
         let mut delay = Duration::from_millis(50);
+        let t0 = std::time::Instant::now();
         let lost_claims = loop {
             match store.commit(&group).await {
                 Ok(lost) => break lost,
@@ -340,6 +349,9 @@ async fn write_groups<S: Store>(
                 }
             }
         };
+        if std::env::var_os("KAIROS_DEBUG_COMMITS").is_some() {
+            eprintln!("commit {} writes in {:?}", group.len(), t0.elapsed());
+        }
         let committed = Committed {
             lost_claims,
             writes: group.len(),
@@ -369,6 +381,7 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         writer,
         writer_task,
         start_all: false,
+        early: HashMap::new(),
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
@@ -419,8 +432,8 @@ impl<S: Store> Engine<S> {
             let sleep = async {
                 match next {
                     Some(at) => {
-                        let wait = (at - now_ms()).max(0) as u64;
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let wait = (at * 1000 - clock::now().timestamp_micros()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_micros(wait)).await;
                     }
                     None => std::future::pending().await,
                 }
@@ -533,7 +546,7 @@ impl<S: Store> Engine<S> {
                 task_id,
                 worker,
                 launch,
-            } => self.launch(&task_id, &worker, *launch),
+            } => self.launch_when_due(task_id, worker, *launch),
         }
     }
 
@@ -806,7 +819,7 @@ impl<S: Store> Engine<S> {
             return;
         }
         if let Some(at) = entry.schedule.as_ref().and_then(Schedule::next_run) {
-            let at = at.timestamp_millis();
+            let at = at.timestamp_millis() - SCHEDULE_LEAD_MS;
             self.timers.insert((at, Timer::Schedule(name.to_owned())));
             self.schedule_timer.insert(name.to_owned(), at);
         }
@@ -834,6 +847,11 @@ impl<S: Store> Engine<S> {
                         self.try_start(&job);
                     }
                 }
+                Timer::Launch(task_id) => {
+                    if let Some((worker, launch)) = self.early.remove(&task_id) {
+                        self.launch(&task_id, &worker, launch);
+                    }
+                }
             }
         }
     }
@@ -853,7 +871,8 @@ impl<S: Store> Engine<S> {
         let (schedule, skipped) = before.skip_missed(now, entry.epsilon);
         let mut batch = Vec::new();
         let mut updated = schedule.clone();
-        if let Some(due) = schedule.next_run().filter(|due| *due <= now) {
+        let horizon = now + chrono::Duration::milliseconds(SCHEDULE_LEAD_MS);
+        if let Some(due) = schedule.next_run().filter(|due| *due <= horizon) {
             updated = schedule.advance();
             let due_ms = due.timestamp_millis();
             if let Some(task_id) = self.enqueue(name, due_ms, 0, &arguments, Trigger::Schedule, &mut batch) {
@@ -1112,7 +1131,8 @@ impl<S: Store> Engine<S> {
         let resources = job_resources(&entry.job);
         let launch = task_launch(&entry.job, &open.record, &self.config, &worker.hostname);
         open.record.state = TaskState::Running;
-        open.record.started_ms = Some(now);
+        // A scheduled run recorded ahead of its instant starts at it.
+        open.record.started_ms = Some(now.max(open.record.due_ms));
         open.record.worker = worker_name.to_owned();
         open.record.message = String::new();
         open.resources = resources;
@@ -1135,6 +1155,17 @@ impl<S: Store> Engine<S> {
             worker: worker_name.to_owned(),
             launch: Box::new(launch),
         });
+    }
+
+    /// Launches a task whose start is committed, at its instant if that is still ahead.
+    fn launch_when_due(&mut self, task_id: String, worker: String, launch: TaskLaunch) {
+        let due = self.state.tasks.get(&task_id).map_or(0, |t| t.record.due_ms);
+        if due > now_ms() {
+            self.timers.insert((due, Timer::Launch(task_id.clone())));
+            self.early.insert(task_id, (worker, launch));
+        } else {
+            self.launch(&task_id, &worker, launch);
+        }
     }
 
     /// Sends a task whose start is committed to its worker, unless it was ended or killed meanwhile.

@@ -309,3 +309,24 @@ async fn a_run_another_scheduler_claimed_is_not_run_here() {
     let started = f.engine.read(|s| s.metrics.tasks_started).await.unwrap();
     assert_eq!(started, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_run_is_recorded_ahead_and_launches_at_its_instant() {
+    let f = start().await;
+    let due = clock::now() + chrono::Duration::hours(1);
+    let marker = f._dir.path().join("started");
+    let command = format!("touch {}", marker.display());
+    f.upsert(serde_json::json!({"name": "punctual", "command": command, "schedule": format!("R1/{}/PT1H", iso(due))}))
+        .await;
+    // Just before the instant the run is recorded as started, but its process has not run.
+    tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600) - Duration::from_millis(5))
+        .await;
+    let tasks = f.tasks("punctual").await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].state, TaskState::Running);
+    assert_eq!(tasks[0].started_ms, Some(due.timestamp_millis()));
+    assert!(!marker.exists(), "the process started early");
+    f.wait("punctual", |j| j.success_count == 1).await;
+    assert!(marker.exists());
+    assert!(clock::now() >= due);
+}

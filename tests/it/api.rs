@@ -15,11 +15,31 @@ async fn ping_leader_and_metrics() {
         assert_eq!(status, 200, "{path}");
         assert_eq!(body, json!({ "leader": format!("kairos-test:{port}") }), "{path}");
     }
+    h.create(json!({"name": "counted", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    assert_eq!(h.put("/v1/scheduler/job/counted", None).await.0, 204);
+    h.wait_job("counted", "a success", |j| j["successCount"] == 1).await;
     let (status, body) = h.get("/metrics").await;
     assert_eq!(status, 200);
     for key in ["version", "gauges", "counters", "histograms", "meters", "timers"] {
         assert!(body.get(key).is_some(), "metrics lacks {key}: {body}");
     }
+    assert_eq!(body["counters"]["jobs.run.success.counted"]["count"], 1, "{body}");
+    assert_eq!(body["histograms"]["jobs.run.time.counted"]["count"], 1, "{body}");
+    assert_eq!(body["gauges"]["kairos.jobs"]["value"], 1, "{body}");
+    let commits = body["counters"]["kairos.store.commits"]["count"].as_u64().unwrap();
+    let writes = body["counters"]["kairos.store.writes"]["count"].as_u64().unwrap();
+    assert!(commits >= 1 && writes >= commits, "{body}");
+    // A prefix keeps only the totals asked for, and none of the per-job entries.
+    let (_, only) = h.get("/metrics?prefix=kairos.tasks.").await;
+    let names = |kind: &str| -> Vec<String> {
+        let map = only[kind].as_object().unwrap();
+        map.keys().cloned().collect()
+    };
+    assert_eq!(names("counters"), ["kairos.tasks.ended", "kairos.tasks.started"]);
+    assert_eq!(names("gauges"), ["kairos.tasks.queued", "kairos.tasks.running"]);
+    assert!(names("histograms").is_empty(), "{only}");
+    assert_eq!(only["counters"]["kairos.tasks.ended"]["count"], 1);
     let response = h.client.get(h.url("/v1/scheduler/jobs")).send().await.unwrap();
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }
