@@ -280,7 +280,14 @@ async fn build_lag_probe(work: &Path) -> Option<PathBuf> {
     let probe = work.join("lagprobe");
     std::fs::write(&source, include_str!("../scripts/lagprobe.c")).ok()?;
     let status = Command::new("cc")
-        .args(["-O2", "-static", "-nostdlib", "-fno-stack-protector", "-fno-builtin", "-o"])
+        .args([
+            "-O2",
+            "-static",
+            "-nostdlib",
+            "-fno-stack-protector",
+            "-fno-builtin",
+            "-o",
+        ])
         .arg(&probe)
         .arg(&source)
         .status()
@@ -340,6 +347,9 @@ async fn scheduling_lag(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()
     ))
     .await;
     server.stop().await?;
+    if let Some(keep) = std::env::var_os("KAIROS_LOAD_KEEP_LAG_LOG") {
+        let _ = std::fs::copy(&log, keep);
+    }
     let mut lags = Vec::new();
     let mut runs = std::collections::HashSet::new();
     for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {

@@ -264,7 +264,7 @@ enum Timer {
 
 /// Scheduled runs are recorded this long before their instant, so that the group commit is done
 /// by then and the task launches on time rather than a commit later.
-const SCHEDULE_LEAD_MS: i64 = 20;
+const SCHEDULE_LEAD_MS: i64 = 100;
 
 struct Engine<S> {
     config: Config,
@@ -1161,6 +1161,13 @@ impl<S: Store> Engine<S> {
     fn launch_when_due(&mut self, task_id: String, worker: String, launch: TaskLaunch) {
         let due = self.state.tasks.get(&task_id).map_or(0, |t| t.record.due_ms);
         if due > now_ms() {
+            if self.is_local(&worker) {
+                // Make the sandbox now, off the engine, so the launch at the instant is only a
+                // spawn: a directory operation can wait tens of milliseconds on the file
+                // system's journal while something else syncs.
+                let sandbox = launch.process.sandbox.clone();
+                tokio::task::spawn_blocking(move || std::fs::create_dir_all(sandbox));
+            }
             self.timers.insert((due, Timer::Launch(task_id.clone())));
             self.early.insert(task_id, (worker, launch));
         } else {

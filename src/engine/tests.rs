@@ -319,8 +319,10 @@ async fn a_scheduled_run_is_recorded_ahead_and_launches_at_its_instant() {
     f.upsert(serde_json::json!({"name": "punctual", "command": command, "schedule": format!("R1/{}/PT1H", iso(due))}))
         .await;
     // Just before the instant the run is recorded as started, but its process has not run.
-    tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600) - Duration::from_millis(5))
-        .await;
+    tokio::time::sleep_until(
+        tokio::time::Instant::now() + Duration::from_secs(3600) - Duration::from_millis(5),
+    )
+    .await;
     let tasks = f.tasks("punctual").await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].state, TaskState::Running);

@@ -10,6 +10,7 @@ pub mod runner;
 pub mod spawn;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -166,10 +167,7 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
             Ok(spawn::Exit::Signal(signal)) => (None, Some(signal)),
             Err(_) => (None, None),
         };
-        // Most sandboxes are left empty: one rmdir, without a trip to the blocking pool.
-        if std::fs::remove_dir(&spec.sandbox).is_err() {
-            let _ = tokio::fs::remove_dir_all(&spec.sandbox).await;
-        }
+        remove_sandbox(spec.sandbox.clone());
         on_exit(Outcome {
             task_id: spec.task_id,
             exit_code,
@@ -180,6 +178,34 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
         });
     });
     Ok(Running { pid })
+}
+
+/// Removes a finished task's sandbox on a thread of its own. A directory operation can wait tens
+/// of milliseconds on the file system's journal while something else syncs; on the runtime's few
+/// threads that stalled every launch behind it, and the blocking pool costs a thread hand-off per
+/// task. Here a send wakes the thread only when it is idle.
+pub fn remove_sandbox(path: PathBuf) {
+    static REMOVER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<PathBuf>>>> = OnceLock::new();
+    let remove = |path: &PathBuf| {
+        // Most sandboxes are left empty: one rmdir.
+        if std::fs::remove_dir(path).is_err() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    };
+    let remover = REMOVER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("kairos-sandboxes".to_owned())
+            .spawn(move || rx.into_iter().for_each(|path| remove(&path)))
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let sent = remover
+        .as_ref()
+        .is_some_and(|tx| tx.lock().map(|tx| tx.send(path.clone()).is_ok()).unwrap_or(false));
+    if !sent {
+        remove(&path);
+    }
 }
 
 /// Asks the task's whole process group to stop, and kills it for good after `grace`.

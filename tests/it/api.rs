@@ -18,7 +18,8 @@ async fn ping_leader_and_metrics() {
     h.create(json!({"name": "counted", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
         .await;
     assert_eq!(h.put("/v1/scheduler/job/counted", None).await.0, 204);
-    h.wait_job("counted", "a success", |j| j["successCount"] == 1).await;
+    h.wait_job("counted", "a success", |j| j["successCount"] == 1)
+        .await;
     let (status, body) = h.get("/metrics").await;
     assert_eq!(status, 200);
     for key in ["version", "gauges", "counters", "histograms", "meters", "timers"] {
@@ -27,7 +28,9 @@ async fn ping_leader_and_metrics() {
     assert_eq!(body["counters"]["jobs.run.success.counted"]["count"], 1, "{body}");
     assert_eq!(body["histograms"]["jobs.run.time.counted"]["count"], 1, "{body}");
     assert_eq!(body["gauges"]["kairos.jobs"]["value"], 1, "{body}");
-    let commits = body["counters"]["kairos.store.commits"]["count"].as_u64().unwrap();
+    let commits = body["counters"]["kairos.store.commits"]["count"]
+        .as_u64()
+        .unwrap();
     let writes = body["counters"]["kairos.store.writes"]["count"].as_u64().unwrap();
     assert!(commits >= 1 && writes >= commits, "{body}");
     // A prefix keeps only the totals asked for, and none of the per-job entries.
