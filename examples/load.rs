@@ -173,21 +173,41 @@ fn verdict(ok: bool) -> String {
     }
 }
 
-/// Creates `count` jobs named `<prefix><i>` (fields from `fields(i)`, never scheduled), then runs
-/// each once through the API and waits until every task has ended; returns tasks per second.
+/// How the runs of `create_and_run_once` are started.
+#[derive(Clone, Copy)]
+enum Trigger {
+    /// `PUT /job/<name>` for each job, `in_flight` at a time.
+    Api,
+    /// Every job scheduled once at the same instant, after all are created: the scheduler alone
+    /// works during the measurement, with no load-tool requests competing for the cores.
+    Schedule,
+}
+
+/// Creates `count` jobs named `<prefix><i>` (fields from `fields(i)`), runs each once and waits
+/// until every task has ended; returns tasks per second from the first run's start.
 async fn create_and_run_once(
     client: &reqwest::Client,
     base: &str,
     prefix: &str,
     count: usize,
     in_flight: usize,
+    trigger: Trigger,
     fields: impl Fn(usize) -> Value,
 ) -> Res<f64> {
+    // Creation runs at thousands of jobs a second; the instant leaves it ample time.
+    let instant = chrono::Utc::now() + chrono::Duration::milliseconds(2000 + count as i64);
+    let schedule = match trigger {
+        Trigger::Api => "R0/2030-01-01T00:00:00Z/P1D".to_owned(),
+        Trigger::Schedule => format!(
+            "R1/{}/PT1S",
+            instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+    };
     let bodies: Vec<Value> = (0..count)
         .map(|i| {
             let mut body = fields(i);
             body["name"] = json!(format!("{prefix}{i}"));
-            body["schedule"] = json!("R0/2030-01-01T00:00:00Z/P1D");
+            body["schedule"] = json!(schedule);
             body
         })
         .collect();
@@ -207,22 +227,34 @@ async fn create_and_run_once(
     })
     .await?;
     let before = counter(client, base, "kairos.tasks.ended").await?;
-    let started = Instant::now();
-    fan_out(count, in_flight, |i| {
-        let (client, base, prefix) = (client.clone(), base.to_owned(), prefix.to_owned());
-        async move {
-            expect_ok(
-                client
-                    .put(format!("{base}/v1/scheduler/job/{prefix}{i}"))
-                    .send()
-                    .await?,
-            )
-            .await
+    let started = match trigger {
+        Trigger::Api => {
+            let started = Instant::now();
+            fan_out(count, in_flight, |i| {
+                let (client, base, prefix) = (client.clone(), base.to_owned(), prefix.to_owned());
+                async move {
+                    expect_ok(
+                        client
+                            .put(format!("{base}/v1/scheduler/job/{prefix}{i}"))
+                            .send()
+                            .await?,
+                    )
+                    .await
+                }
+            })
+            .await?;
+            started
         }
-    })
-    .await?;
+        Trigger::Schedule => {
+            let ahead = (instant - chrono::Utc::now()).to_std().map_err(|_| {
+                "creating the jobs took longer than planned; the runs began during it".to_owned()
+            })?;
+            tokio::time::sleep(ahead).await;
+            Instant::now()
+        }
+    };
     while counter(client, base, "kairos.tasks.ended").await? < before + count as u64 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
@@ -256,6 +288,7 @@ async fn launch_throughput(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res
         "t",
         jobs,
         32,
+        Trigger::Schedule,
         |_| json!({"command": "true"}),
     )
     .await?;
@@ -594,7 +627,7 @@ async fn containers(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     .await?;
     let client = reqwest::Client::new();
     let count = plan.containers;
-    let rate = create_and_run_once(&client, &server.base, "c", count, 16, |_| {
+    let rate = create_and_run_once(&client, &server.base, "c", count, 16, Trigger::Api, |_| {
         json!({"command": "true", "cpus": 1, "mem": 64, "container": {"type": "DOCKER", "image": image, "network": "NONE"}})
     })
     .await?;
