@@ -554,20 +554,30 @@ impl<S: Store> Engine<S> {
     /// one drops it, and the writer with it.
     async fn stop(&mut self, stop: Stop, committed: &mut mpsc::UnboundedReceiver<Committed>) {
         self.kill_all_running();
+        // Nothing more launches: the built-in worker's tasks are stopping, and a started task
+        // that never launched is found lost and retried at the next start.
+        self.start_all = false;
+        self.after.retain(|after| matches!(after, After::Reply(_)));
+        if let Some(in_flight) = &mut self.in_flight {
+            in_flight.retain(|after| matches!(after, After::Reply(_)));
+        }
         if stop.flush {
             let flushed = tokio::time::timeout(STOP_FLUSH_LIMIT, async {
-                while self.in_flight.is_some() || !self.pending.is_empty() {
+                loop {
                     if self.in_flight.is_none() {
+                        if self.pending.is_empty() {
+                            for after in std::mem::take(&mut self.after) {
+                                self.release_after(after);
+                            }
+                            return;
+                        }
                         self.end_turn();
                     }
                     if committed.recv().await.is_none() {
-                        break;
+                        return;
                     }
-                    // Replies go out; launches don't: the built-in worker's tasks are stopping.
                     for after in self.in_flight.take().unwrap_or_default() {
-                        if let After::Reply(send) = after {
-                            send();
-                        }
+                        self.release_after(after);
                     }
                 }
             })
