@@ -320,6 +320,10 @@ struct Stop {
     flush: bool,
 }
 
+/// Run claims are kept at least this long past the widest epsilon, for a deposed leader that
+/// has not noticed yet.
+const MIN_CLAIM_RETENTION: chrono::Duration = chrono::Duration::hours(1);
+
 /// How long a clean stop waits for the store to take what is pending.
 const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
@@ -594,14 +598,30 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Prunes task history beyond the retention, and the claims of runs no scheduler can still
+    /// start: none runs an occurrence later than its job's epsilon.
     fn prune(&self) {
         let store = self.store.clone();
         let keep = self.config.task_history_per_job;
+        let widest_epsilon = self
+            .state
+            .jobs
+            .values()
+            .map(|e| e.epsilon)
+            .max()
+            .unwrap_or_default()
+            .max(MIN_CLAIM_RETENTION);
+        let claims_before = (clock::now() - widest_epsilon - MIN_CLAIM_RETENTION).timestamp_millis();
         tokio::spawn(async move {
             match store.prune_history(keep).await {
                 Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old task history."),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "Pruning task history failed."),
+            }
+            match store.prune_claims(claims_before).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old run claims."),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "Pruning run claims failed."),
             }
         });
     }

@@ -106,6 +106,9 @@ impl Store for FlakyStore {
     async fn prune_history(&self, keep_per_job: u32) -> Result<u64, store::Error> {
         self.inner.prune_history(keep_per_job).await
     }
+    async fn prune_claims(&self, before_ms: i64) -> Result<u64, store::Error> {
+        self.inner.prune_claims(before_ms).await
+    }
 }
 
 impl<S: Store> Fixture<S> {

@@ -124,6 +124,14 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn prune_claims(&self, before_ms: i64) -> Result<u64, Error> {
+        Ok(self.with(|inner| {
+            let before = inner.claims.len();
+            inner.claims.retain(|(_, due_ms)| *due_ms >= before_ms);
+            (before - inner.claims.len()) as u64
+        }))
+    }
+
     async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
         Ok(self.with(|inner| {
             let mut seen: IndexMap<String, u32> = IndexMap::new();

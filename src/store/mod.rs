@@ -213,4 +213,7 @@ pub trait Store: Send + Sync + 'static {
     fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send;
     /// Deletes final tasks beyond the newest `keep_per_job` of each job; returns how many went.
     fn prune_history(&self, keep_per_job: u32) -> impl Future<Output = Result<u64, Error>> + Send;
+    /// Deletes the claims of runs due before `before_ms`, in short transactions; returns how many
+    /// went. One claim is written per scheduled run, so without this they would grow forever.
+    fn prune_claims(&self, before_ms: i64) -> impl Future<Output = Result<u64, Error>> + Send;
 }

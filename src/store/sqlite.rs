@@ -44,6 +44,7 @@ CREATE TABLE run_claims (
     PRIMARY KEY (job, due_ms)
 );
 "#,
+    "CREATE INDEX run_claims_by_due ON run_claims (due_ms);",
 ];
 
 pub struct SqliteStore {
@@ -333,5 +334,24 @@ impl Store for SqliteStore {
             pruned += done.rows_affected();
         }
         Ok(pruned)
+    }
+
+    async fn prune_claims(&self, before_ms: i64) -> Result<u64, Error> {
+        let mut pruned = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM run_claims WHERE rowid IN (
+                     SELECT rowid FROM run_claims WHERE due_ms < ? LIMIT ?)",
+            )
+            .bind(before_ms)
+            .bind(PRUNE_CHUNK as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("prune claims"))?;
+            pruned += done.rows_affected();
+            if done.rows_affected() < PRUNE_CHUNK as u64 {
+                return Ok(pruned);
+            }
+        }
     }
 }

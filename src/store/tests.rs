@@ -180,6 +180,23 @@ async fn conformance(store: impl Store) {
     assert!(store.job_tasks("a", 10).await.unwrap().is_empty());
     // A job created again under the name starts with no claimed runs.
     assert!(store.commit(&[claim("c5")]).await.unwrap().is_empty());
+
+    // Pruning forgets claims due before the horizon and keeps the rest.
+    let claim_at = |due_ms: i64, task_id: &str| Write::ClaimRun {
+        job: "p".to_owned(),
+        due_ms,
+        task_id: task_id.to_owned(),
+    };
+    let old: Vec<Write> = (0..1200).map(|i| claim_at(i, &format!("o{i}"))).collect();
+    assert!(store.commit(&old).await.unwrap().is_empty());
+    assert!(store.commit(&[claim_at(5000, "n")]).await.unwrap().is_empty());
+    assert_eq!(
+        store.prune_claims(2000).await.unwrap(),
+        1201,
+        "the 1,200 and c5 (due at 1000)"
+    );
+    assert!(store.commit(&[claim_at(7, "again")]).await.unwrap().is_empty());
+    assert_eq!(store.commit(&[claim_at(5000, "twice")]).await.unwrap(), ["twice"]);
 }
 
 #[test]
@@ -332,7 +349,7 @@ async fn postgres_store_conforms() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3]);
     drop(again);
     db.remove().await;
 }
@@ -382,7 +399,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3]);
     drop(opened);
     db.remove().await;
 }
