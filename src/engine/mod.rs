@@ -16,6 +16,7 @@ mod workers;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -293,6 +294,8 @@ struct Engine<S> {
     start_all: bool,
     /// Launches recorded ahead of their instant, by task id, until their `Timer::Launch`.
     early: HashMap<String, (String, TaskLaunch)>,
+    /// Set by the writer while a commit keeps failing; scheduled runs wait meanwhile.
+    store_failing: Arc<AtomicBool>,
 }
 
 /// Something that may happen only once the writes made before it are committed.
@@ -327,6 +330,9 @@ const MIN_CLAIM_RETENTION: chrono::Duration = chrono::Duration::hours(1);
 /// How long a clean stop waits for the store to take what is pending.
 const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often a scheduled run waiting for a failing store looks again.
+const STORE_FAILING_RECHECK_MS: i64 = 1000;
+
 /// Events taken in one turn before the turn's writes go to the writer.
 const MAX_EVENTS_PER_TURN: usize = 512;
 
@@ -336,15 +342,19 @@ async fn write_groups<S: Store>(
     store: Arc<S>,
     mut groups: mpsc::UnboundedReceiver<Vec<Write>>,
     done: mpsc::UnboundedSender<Committed>,
+    failing: Arc<AtomicBool>,
 ) {
     while let Some(group) = groups.recv().await {
         let mut failures = 0;
         let mut delay = Duration::from_millis(50);
-        let t0 = std::time::Instant::now();
         let lost_claims = loop {
             match store.commit(&group).await {
-                Ok(lost) => break lost,
+                Ok(lost) => {
+                    failing.store(false, Ordering::Relaxed);
+                    break lost;
+                }
                 Err(error) => {
+                    failing.store(true, Ordering::Relaxed);
                     failures += 1;
                     tracing::error!(%error, writes = group.len(), attempt = failures,
                         "Could not record the scheduler's changes; replies and launches wait. Retrying.");
@@ -353,9 +363,6 @@ async fn write_groups<S: Store>(
                 }
             }
         };
-        if std::env::var_os("KAIROS_DEBUG_COMMITS").is_some() {
-            eprintln!("commit {} writes in {:?}", group.len(), t0.elapsed());
-        }
         let committed = Committed {
             lost_claims,
             writes: group.len(),
@@ -376,7 +383,8 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
     let (exits, exit_rx) = mpsc::unbounded_channel();
     let (writer, groups) = mpsc::unbounded_channel();
     let (done, committed) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(write_groups(store.clone(), groups, done));
+    let store_failing = Arc::new(AtomicBool::new(false));
+    let writer_task = tokio::spawn(write_groups(store.clone(), groups, done, store_failing.clone()));
     let mut engine = Engine {
         store,
         pending: Vec::new(),
@@ -386,6 +394,7 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         writer_task,
         start_all: false,
         early: HashMap::new(),
+        store_failing,
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
@@ -864,6 +873,14 @@ impl<S: Store> Engine<S> {
             }
             self.timers.remove(&(at, timer.clone()));
             match timer {
+                Timer::Schedule(name) if self.store_failing.load(Ordering::Relaxed) => {
+                    // While the store refuses writes, new runs would only pile up in memory
+                    // behind the group being retried; look again in a second, when a run that
+                    // is later than its epsilon by then is skipped as usual.
+                    let retry_at = now_ms + STORE_FAILING_RECHECK_MS;
+                    self.timers.insert((retry_at, Timer::Schedule(name.clone())));
+                    self.schedule_timer.insert(name, retry_at);
+                }
                 Timer::Schedule(name) => {
                     self.schedule_timer.remove(&name);
                     self.fire_schedule(&name, now);

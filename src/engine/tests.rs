@@ -335,3 +335,25 @@ async fn a_scheduled_run_is_recorded_ahead_and_launches_at_its_instant() {
     assert!(marker.exists());
     assert!(clock::now() >= due);
 }
+
+#[tokio::test(start_paused = true)]
+async fn scheduled_runs_wait_while_the_store_fails_instead_of_piling_up() {
+    let f = start_on(FlakyStore::default()).await;
+    let first = clock::now() + chrono::Duration::seconds(10);
+    f.upsert(serde_json::json!({"name": "often", "command": "true", "epsilon": "PT10M", "schedule": format!("R/{}/PT1S", iso(first))}))
+        .await;
+    // About 75 s of failing commits (the writer backs off up to 5 s between attempts).
+    f.store.fail_next(20);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let open = f
+        .engine
+        .read(|s| s.tasks.values().filter(|t| t.record.job == "often").count())
+        .await
+        .unwrap();
+    assert!(open <= 2, "{open} runs piled up behind the failing store");
+    // Once the store takes writes again, the runs resume.
+    let job = f.wait("often", |j| j.success_count >= 3).await;
+    assert_eq!(job.error_count, 0);
+    let failures = f.engine.read(|s| s.metrics.store_failures).await.unwrap();
+    assert_eq!(failures, 20);
+}
