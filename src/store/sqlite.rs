@@ -63,14 +63,15 @@ impl Drop for SqliteStore {
 const PRUNE_CHUNK: usize = 500;
 
 /// How often the write-ahead log is copied back into the database file.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Copies the write-ahead log into the database, in small steps. SQLite would otherwise do it
 /// inside whichever commit crosses 1,000 pages of log, with an fsync, delaying that commit by
 /// tens of milliseconds. A passive checkpoint on its own connection runs beside the writer; the
-/// interval is short because a checkpoint's cost grows with the log it copies, and measured at
+/// interval is short because a checkpoint's cost grows with the log it copies: measured at
 /// 1,000 runs a second, checkpoints every 5 s, 1 s and 250 ms held launches back by about 80,
-/// 20 and 5 ms each (the scheduling-lag benchmark in docs/performance.md).
+/// 20 and 5 ms each (the scheduling-lag benchmark in docs/performance.md). With nothing new in
+/// the log, a checkpoint is a no-op.
 async fn checkpoint_loop(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
