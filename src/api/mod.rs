@@ -950,6 +950,7 @@ async fn metrics(query: MetricsQuery, ctx: Ctx) -> Result<Response, Infallible> 
                         ("kairos.jobs", s.jobs.len()),
                         ("kairos.tasks.running", s.running_count()),
                         ("kairos.tasks.queued", s.queued_count()),
+                        ("kairos.store.failing", usize::from(s.store_failing())),
                     ] {
                         if wanted(name) {
                             gauges.insert(name.into(), json!({ "value": value }));

@@ -294,8 +294,6 @@ struct Engine<S> {
     start_all: bool,
     /// Launches recorded ahead of their instant, by task id, until their `Timer::Launch`.
     early: HashMap<String, (String, TaskLaunch)>,
-    /// Set by the writer while a commit keeps failing; scheduled runs wait meanwhile.
-    store_failing: Arc<AtomicBool>,
 }
 
 /// Something that may happen only once the writes made before it are committed.
@@ -394,7 +392,6 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         writer_task,
         start_all: false,
         early: HashMap::new(),
-        store_failing,
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
@@ -403,6 +400,8 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         next_connection: 0,
         config,
     };
+    // Scheduled runs wait while it is set; `/metrics` shows it.
+    engine.state.store_failing = store_failing;
     engine.add_local_worker();
     if let Err(error) = engine.load().await {
         engine.writer_task.abort();
@@ -873,7 +872,7 @@ impl<S: Store> Engine<S> {
             }
             self.timers.remove(&(at, timer.clone()));
             match timer {
-                Timer::Schedule(name) if self.store_failing.load(Ordering::Relaxed) => {
+                Timer::Schedule(name) if self.state.store_failing() => {
                     // While the store refuses writes, new runs would only pile up in memory
                     // behind the group being retried; look again in a second, when a run that
                     // is later than its epsilon by then is skipped as usual.

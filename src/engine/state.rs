@@ -228,6 +228,8 @@ pub struct State {
     /// worker has this much free, nothing more can start.
     pub(super) min_need: Option<Resources>,
     next_seq: u64,
+    /// Set by the store writer while a commit keeps failing.
+    pub(super) store_failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A job in [`State::queued_jobs`]: (low priority, creation order, name).
@@ -263,6 +265,11 @@ impl State {
         let (seq, low) = (entry.seq, !entry.job.high_priority);
         self.queued_jobs.remove(&(!low, seq, name.to_owned()));
         self.queued_jobs.insert((low, seq, name.to_owned()));
+    }
+
+    /// Whether the store is refusing the engine's writes right now (they are being retried).
+    pub fn store_failing(&self) -> bool {
+        self.store_failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Chronos' live state of a job: `N running`, `queued` or `idle`.

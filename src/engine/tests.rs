@@ -345,11 +345,15 @@ async fn scheduled_runs_wait_while_the_store_fails_instead_of_piling_up() {
     // About 75 s of failing commits (the writer backs off up to 5 s between attempts).
     f.store.fail_next(20);
     tokio::time::sleep(Duration::from_secs(40)).await;
-    let open = f
+    let (open, failing) = f
         .engine
-        .read(|s| s.tasks.values().filter(|t| t.record.job == "often").count())
+        .read(|s| {
+            let open = s.tasks.values().filter(|t| t.record.job == "often").count();
+            (open, s.store_failing())
+        })
         .await
         .unwrap();
+    assert!(failing, "the failure shows while it lasts");
     assert!(open <= 2, "{open} runs piled up behind the failing store");
     // Once the store takes writes again, the runs resume.
     let job = f.wait("often", |j| j.success_count >= 3).await;

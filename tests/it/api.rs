@@ -28,6 +28,7 @@ async fn ping_leader_and_metrics() {
     assert_eq!(body["counters"]["jobs.run.success.counted"]["count"], 1, "{body}");
     assert_eq!(body["histograms"]["jobs.run.time.counted"]["count"], 1, "{body}");
     assert_eq!(body["gauges"]["kairos.jobs"]["value"], 1, "{body}");
+    assert_eq!(body["gauges"]["kairos.store.failing"]["value"], 0, "{body}");
     let commits = body["counters"]["kairos.store.commits"]["count"]
         .as_u64()
         .unwrap();
