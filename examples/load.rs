@@ -138,6 +138,11 @@ where
     Ok(started.elapsed())
 }
 
+/// POSTs a JSON body and expects a success status.
+async fn post_json(client: &reqwest::Client, url: String, body: &Value) -> Res<()> {
+    expect_ok(client.post(url).json(body).send().await?).await
+}
+
 async fn expect_ok(response: reqwest::Response) -> Res<()> {
     if response.status().is_success() {
         Ok(())
@@ -214,16 +219,7 @@ async fn create_and_run_once(
     let bodies = Arc::new(bodies);
     fan_out(count, in_flight, |i| {
         let (client, base, bodies) = (client.clone(), base.to_owned(), bodies.clone());
-        async move {
-            expect_ok(
-                client
-                    .post(format!("{base}/v1/scheduler/iso8601"))
-                    .json(&bodies[i])
-                    .send()
-                    .await?,
-            )
-            .await
-        }
+        async move { post_json(&client, format!("{base}/v1/scheduler/iso8601"), &bodies[i]).await }
     })
     .await?;
     let before = counter(client, base, "kairos.tasks.ended").await?;
@@ -363,14 +359,7 @@ async fn scheduling_lag(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let body = json!({"name": format!("lag{i}"), "command": program, "shell": false,
                 "arguments": arguments, "cpus": 0.01, "schedule": format!("R/{start}/PT1S")});
-            expect_ok(
-                client
-                    .post(format!("{base}/v1/scheduler/iso8601"))
-                    .json(&body)
-                    .send()
-                    .await?,
-            )
-            .await
+            post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await
         }
     })
     .await?;
@@ -433,7 +422,7 @@ async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
         async move {
             let body = json!({"name": format!("job-{i:06}"), "command": format!("echo report {i}"), "owner": "ops@example.com",
                 "schedule": "R/2030-01-01T00:00:00Z/P1D"});
-            expect_ok(client.post(format!("{base}/v1/scheduler/iso8601")).json(&body).send().await?).await
+            post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await
         }
     })
     .await?;
@@ -530,14 +519,7 @@ async fn graph(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     for i in 0..10.min(jobs) {
         let body =
             json!({"name": format!("g{i}"), "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"});
-        expect_ok(
-            client
-                .post(format!("{base}/v1/scheduler/iso8601"))
-                .json(&body)
-                .send()
-                .await?,
-        )
-        .await?;
+        post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await?;
     }
     // Posted in waves so every parent exists before its children.
     let mut done = 10.min(jobs);
@@ -558,14 +540,7 @@ async fn graph(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
                     parents.iter().collect()
                 };
                 let body = json!({"name": format!("g{i}"), "command": "true", "parents": parents});
-                expect_ok(
-                    client
-                        .post(format!("{base}/v1/scheduler/dependency"))
-                        .json(&body)
-                        .send()
-                        .await?,
-                )
-                .await
+                post_json(&client, format!("{base}/v1/scheduler/dependency"), &body).await
             }
         })
         .await?;
@@ -673,14 +648,7 @@ async fn history(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     let server = start_server(&empty, &[]).await?;
     let client = reqwest::Client::new();
     let body = json!({"name": "h", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"});
-    expect_ok(
-        client
-            .post(format!("{}/v1/scheduler/iso8601", server.base))
-            .json(&body)
-            .send()
-            .await?,
-    )
-    .await?;
+    post_json(&client, format!("{}/v1/scheduler/iso8601", server.base), &body).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_empty = server.rss_mb();
     server.stop().await?;

@@ -10,7 +10,7 @@ pub mod runner;
 pub mod spawn;
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -185,7 +185,7 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
 /// threads that stalled every launch behind it, and the blocking pool costs a thread hand-off per
 /// task. Here a send wakes the thread only when it is idle.
 pub fn remove_sandbox(path: PathBuf) {
-    static REMOVER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<PathBuf>>>> = OnceLock::new();
+    static REMOVER: OnceLock<Option<std::sync::mpsc::Sender<PathBuf>>> = OnceLock::new();
     let remove = |path: &PathBuf| {
         // Most sandboxes are left empty: one rmdir.
         if std::fs::remove_dir(path).is_err() {
@@ -198,11 +198,9 @@ pub fn remove_sandbox(path: PathBuf) {
             .name("kairos-sandboxes".to_owned())
             .spawn(move || rx.into_iter().for_each(|path| remove(&path)))
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
-    let sent = remover
-        .as_ref()
-        .is_some_and(|tx| tx.lock().map(|tx| tx.send(path.clone()).is_ok()).unwrap_or(false));
+    let sent = remover.as_ref().is_some_and(|tx| tx.send(path.clone()).is_ok());
     if !sent {
         remove(&path);
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::sql::query_err;
 use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write, sql};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
@@ -84,10 +85,6 @@ pub struct PostgresStore {
     options: PgConnectOptions,
     /// The URL without its password, for error messages.
     location: String,
-}
-
-fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |source| Error::Query { operation, source }
 }
 
 /// The URL with any password removed, from the user-info part and from a `password=` query
@@ -391,57 +388,7 @@ fn task_from_row(row: &PgRow) -> Result<TaskRecord, Error> {
 
 impl Store for PostgresStore {
     async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
-        let mut lost = LostClaims::new();
-        if batch.is_empty() {
-            return Ok(lost);
-        }
-        let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
-        for step in sql::steps(batch) {
-            match step {
-                sql::Step::Delete(name) => {
-                    for statement in [
-                        "DELETE FROM jobs WHERE name = $1",
-                        "DELETE FROM tasks WHERE job = $1",
-                        // A job created again under the same name starts with no claimed runs.
-                        "DELETE FROM run_claims WHERE job = $1",
-                    ] {
-                        sqlx::query(statement)
-                            .bind(name)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(query_err("delete job"))?;
-                    }
-                }
-                sql::Step::Claims(claims) => {
-                    let inserted: Vec<(String, i64)> = sql::claims::<sqlx::Postgres>(&claims)
-                        .build_query_as()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(query_err("claim runs"))?;
-                    lost.extend(sql::lost_claims(&claims, &inserted));
-                }
-                sql::Step::Jobs(jobs) => {
-                    sql::jobs::<sqlx::Postgres>(&jobs)?
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("put jobs"))?;
-                }
-                sql::Step::Tasks(mut tasks) => {
-                    tasks.retain(|t| !lost.contains(&t.id));
-                    if tasks.is_empty() {
-                        continue;
-                    }
-                    sql::tasks::<sqlx::Postgres>(&tasks)
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("put tasks"))?;
-                }
-            }
-        }
-        tx.commit().await.map_err(query_err("commit"))?;
-        Ok(lost)
+        sql::commit(&self.pool, batch).await
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {

@@ -4,16 +4,87 @@
 //! With SQLite every statement is a round trip to sqlx's worker thread, and with PostgreSQL one
 //! over the network; at a thousand tasks a second the trips, not the rows, were the cost.
 
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Database, Encode, Executor, FromRow, Pool, QueryBuilder, Type};
 
-use super::{Error, StoredJob, TaskRecord, Write};
+use super::{Error, LostClaims, StoredJob, TaskRecord, Write};
+
+/// Wraps a driver error with the store operation that failed.
+pub(super) fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Query { operation, source }
+}
+
+/// Commits a batch in one transaction: `Store::commit` for both SQL stores.
+pub(super) async fn commit<DB>(pool: &Pool<DB>, batch: &[Write]) -> Result<LostClaims, Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, i64): FromRow<'r, DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut lost = LostClaims::new();
+    if batch.is_empty() {
+        return Ok(lost);
+    }
+    let mut tx = pool.begin().await.map_err(query_err("commit"))?;
+    for step in steps(batch) {
+        match step {
+            Step::Delete(name) => {
+                for table in [
+                    "DELETE FROM jobs WHERE name = ",
+                    "DELETE FROM tasks WHERE job = ",
+                    // A job created again under the same name starts with no claimed runs.
+                    "DELETE FROM run_claims WHERE job = ",
+                ] {
+                    let mut query = QueryBuilder::<DB>::new(table);
+                    query.push_bind(name.to_owned());
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("delete job"))?;
+                }
+            }
+            Step::Claims(claims) => {
+                let inserted: Vec<(String, i64)> = claims_query::<DB>(&claims)
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(query_err("claim runs"))?;
+                lost.extend(lost_claims(&claims, &inserted));
+            }
+            Step::Jobs(jobs) => {
+                jobs_query::<DB>(&jobs)?
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put jobs"))?;
+            }
+            Step::Tasks(mut tasks) => {
+                tasks.retain(|t| !lost.contains(&t.id));
+                if tasks.is_empty() {
+                    continue;
+                }
+                tasks_query::<DB>(&tasks)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put tasks"))?;
+            }
+        }
+    }
+    tx.commit().await.map_err(query_err("commit"))?;
+    Ok(lost)
+}
 
 /// Rows per multi-row statement: far below both databases' limits on bound values, and few
 /// distinct statement texts for the prepared-statement caches.
 const ROWS_PER_STATEMENT: usize = 64;
 
 /// One step of a commit, in order.
-pub(super) enum Step<'a> {
+enum Step<'a> {
     Delete(&'a str),
     Claims(Vec<(&'a str, i64, &'a str)>),
     Jobs(Vec<&'a StoredJob>),
@@ -23,7 +94,7 @@ pub(super) enum Step<'a> {
 /// Coalesces a batch (see [`super::coalesce`], which also orders it deletes, claims, jobs,
 /// tasks) and groups it into steps of at most [`ROWS_PER_STATEMENT`] rows of one kind. Within a
 /// step every task id and job name is unique, as PostgreSQL's multi-row upsert requires.
-pub(super) fn steps(batch: &[Write]) -> Vec<Step<'_>> {
+fn steps(batch: &[Write]) -> Vec<Step<'_>> {
     let mut steps: Vec<Step<'_>> = Vec::new();
     for write in super::coalesce(batch) {
         let full = |len: usize| len >= ROWS_PER_STATEMENT;
@@ -45,7 +116,7 @@ pub(super) fn steps(batch: &[Write]) -> Vec<Step<'_>> {
 }
 
 /// Inserts claims, returning the `(job, due_ms)` of those that were new.
-pub(super) fn claims<DB: Database>(claims: &[(&str, i64, &str)]) -> QueryBuilder<DB>
+fn claims_query<DB: Database>(claims: &[(&str, i64, &str)]) -> QueryBuilder<DB>
 where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
@@ -59,7 +130,7 @@ where
 }
 
 /// The tasks of the claims that were not among the inserted `(job, due_ms)` pairs.
-pub(super) fn lost_claims(claims: &[(&str, i64, &str)], inserted: &[(String, i64)]) -> Vec<String> {
+fn lost_claims(claims: &[(&str, i64, &str)], inserted: &[(String, i64)]) -> Vec<String> {
     claims
         .iter()
         .filter(|(job, due_ms, _)| !inserted.iter().any(|(j, d)| j == job && d == due_ms))
@@ -68,7 +139,7 @@ pub(super) fn lost_claims(claims: &[(&str, i64, &str)], inserted: &[(String, i64
 }
 
 /// Inserts or updates jobs; an update keeps a job's `seq`, so its place in creation order.
-pub(super) fn jobs<DB: Database>(jobs: &[&StoredJob]) -> Result<QueryBuilder<DB>, Error>
+fn jobs_query<DB: Database>(jobs: &[&StoredJob]) -> Result<QueryBuilder<DB>, Error>
 where
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
@@ -91,7 +162,7 @@ where
 
 /// Inserts or updates tasks. The update leaves `elements_processed` alone: progress arrives
 /// separately, straight to the store.
-pub(super) fn tasks<DB: Database>(tasks: &[&TaskRecord]) -> QueryBuilder<DB>
+fn tasks_query<DB: Database>(tasks: &[&TaskRecord]) -> QueryBuilder<DB>
 where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,

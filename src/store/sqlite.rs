@@ -6,6 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::sql::query_err;
 use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write, sql};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
@@ -81,10 +82,6 @@ async fn checkpoint_loop(pool: SqlitePool) {
             tracing::warn!(%error, "Checkpointing the SQLite log failed; retrying.");
         }
     }
-}
-
-fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |source| Error::Query { operation, source }
 }
 
 impl SqliteStore {
@@ -176,57 +173,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, Error> {
 
 impl Store for SqliteStore {
     async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
-        let mut lost = LostClaims::new();
-        if batch.is_empty() {
-            return Ok(lost);
-        }
-        let mut tx = self.pool.begin().await.map_err(query_err("commit"))?;
-        for step in sql::steps(batch) {
-            match step {
-                sql::Step::Delete(name) => {
-                    for statement in [
-                        "DELETE FROM jobs WHERE name = ?",
-                        "DELETE FROM tasks WHERE job = ?",
-                        // A job created again under the same name starts with no claimed runs.
-                        "DELETE FROM run_claims WHERE job = ?",
-                    ] {
-                        sqlx::query(statement)
-                            .bind(name)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(query_err("delete job"))?;
-                    }
-                }
-                sql::Step::Claims(claims) => {
-                    let inserted: Vec<(String, i64)> = sql::claims::<sqlx::Sqlite>(&claims)
-                        .build_query_as()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(query_err("claim runs"))?;
-                    lost.extend(sql::lost_claims(&claims, &inserted));
-                }
-                sql::Step::Jobs(jobs) => {
-                    sql::jobs::<sqlx::Sqlite>(&jobs)?
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("put jobs"))?;
-                }
-                sql::Step::Tasks(mut tasks) => {
-                    tasks.retain(|t| !lost.contains(&t.id));
-                    if tasks.is_empty() {
-                        continue;
-                    }
-                    sql::tasks::<sqlx::Sqlite>(&tasks)
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("put tasks"))?;
-                }
-            }
-        }
-        tx.commit().await.map_err(query_err("commit"))?;
-        Ok(lost)
+        sql::commit(&self.pool, batch).await
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
