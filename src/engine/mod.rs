@@ -298,7 +298,7 @@ struct Engine<S> {
 
 /// Something that may happen only once the writes made before it are committed.
 enum After {
-    /// Answers a request.
+    /// Answers a request, or starts the store read that answers it.
     Reply(Box<dyn FnOnce() + Send>),
     /// Starts a task whose start is recorded.
     Launch {
@@ -641,6 +641,14 @@ impl<S: Store> Engine<S> {
         })));
     }
 
+    /// Runs a read of the store once the writes made so far are committed, so that it sees
+    /// what memory already shows (a task that ended has its output in its record).
+    fn read_store(&mut self, read: impl Future<Output = ()> + Send + 'static) {
+        self.after.push(After::Reply(Box::new(move || {
+            tokio::spawn(read);
+        })));
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
             Event::Upsert { job, provided, reply } => {
@@ -689,7 +697,7 @@ impl<S: Store> Engine<S> {
                     return;
                 }
                 let store = self.store.clone();
-                tokio::spawn(async move {
+                self.read_store(async move {
                     let _ = reply.send(store.job_tasks(&job, limit).await.map_err(Error::from));
                 });
             }
@@ -699,7 +707,7 @@ impl<S: Store> Engine<S> {
                     return;
                 }
                 let store = self.store.clone();
-                tokio::spawn(async move {
+                self.read_store(async move {
                     let result = match store.task(&task_id).await {
                         Ok(Some(task)) => Ok(task),
                         Ok(None) => Err(Error::TaskNotFound { id: task_id }),
@@ -716,7 +724,7 @@ impl<S: Store> Engine<S> {
                 let histogram = Histogram::of(entry.durations.iter().copied());
                 let store = self.store.clone();
                 let limit = self.config.job_history_limit;
-                tokio::spawn(async move {
+                self.read_store(async move {
                     let result = store.job_tasks(&job, limit).await.map_err(Error::from);
                     let _ = reply.send(result.map(|tasks| (histogram, tasks)));
                 });
