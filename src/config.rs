@@ -206,6 +206,20 @@ pub fn attributes(items: &[String]) -> Result<Vec<(String, String)>, Error> {
         .collect()
 }
 
+/// Makes a working directory (the server's data directory, an agent's work directory) ready to
+/// use: creates it when missing and returns it absolute.
+///
+/// Every path derived from it leaves the process (a Docker bind source, `MESOS_SANDBOX`, fetch
+/// output), and Docker reads a relative bind source as a volume name; so the directory is
+/// resolved once, at start-up, against the current directory.
+///
+/// # Errors
+/// Fails when the directory cannot be created or resolved.
+pub fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::canonicalize(dir)
+}
+
 /// What this machine offers: all cpus, all memory, the free disk under `dir`.
 pub fn detect_resources(dir: &Path) -> Resources {
     let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
@@ -394,6 +408,25 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("kairos-data"));
         assert_eq!(c.failure_retry, Duration::from_secs(60));
         assert_eq!((c.task_cpus, c.task_mem, c.task_disk), (0.1, 128.0, 256.0));
+    }
+
+    #[test]
+    fn working_directories_are_created_and_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        let resolved = resolve_dir(&nested).unwrap();
+        assert!(
+            resolved.is_absolute() && resolved.is_dir(),
+            "{}",
+            resolved.display()
+        );
+        // A relative path resolves against the current directory.
+        let relative = resolve_dir(Path::new(".")).unwrap();
+        assert_eq!(relative, std::env::current_dir().unwrap().canonicalize().unwrap());
+        // A file in the way is an error, not a silent fallback.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(resolve_dir(&file.join("sub")).is_err());
     }
 
     #[test]

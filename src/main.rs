@@ -59,6 +59,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in journald or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -89,7 +91,6 @@ fn main() -> anyhow::Result<()> {
                     fetch_timeout: std::time::Duration::try_from_secs_f64(args.fetch_timeout)
                         .context("reading --fetch-timeout")?,
                 };
-                std::fs::create_dir_all(&config.work_dir).context("creating the work directory")?;
                 let shutdown = async {
                     if let Err(error) = wait_for_signal().await {
                         tracing::error!(%error, "Signal handling failed.");

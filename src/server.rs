@@ -91,8 +91,9 @@ impl Server {
     ///
     /// # Errors
     /// Fails when the data directory, the store or a listen address can't be used.
-    pub async fn start(config: ServerConfig) -> Result<Server, Error> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+    pub async fn start(mut config: ServerConfig) -> Result<Server, Error> {
+        // Sandboxes, bind mounts and the store all derive from it: absolute from here on.
+        config.data_dir = crate::config::resolve_dir(&config.data_dir).map_err(|source| Error::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;

@@ -24,6 +24,12 @@ pub mod proto {
 pub enum Error {
     #[error("'{address}' is not a usable scheduler address: {reason}")]
     Address { address: String, reason: String },
+    #[error("cannot use the work directory {path}: {source}")]
+    WorkDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A launch as it travels to an agent.

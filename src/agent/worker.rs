@@ -65,8 +65,17 @@ fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, Error> {
 /// Runs the agent until `shutdown` resolves, then kills its process tasks.
 ///
 /// # Errors
-/// Fails only on a malformed scheduler address; connection problems are retried forever.
-pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+/// Fails on a malformed scheduler address or an unusable work directory; connection problems
+/// are retried forever.
+pub async fn run(
+    mut config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    // Sandboxes become Docker bind sources and `MESOS_SANDBOX`: absolute from here on.
+    config.work_dir = crate::config::resolve_dir(&config.work_dir).map_err(|source| Error::WorkDir {
+        path: config.work_dir.display().to_string(),
+        source,
+    })?;
     let servers: Vec<String> = config
         .server
         .split(',')

@@ -668,6 +668,10 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
     let mut binds = Vec::new();
     let mut anonymous = Vec::new();
     if let Some(sandbox) = &spec.sandbox {
+        // Docker takes a relative bind source for the name of a volume.
+        if !sandbox.is_absolute() {
+            return Err(format!("the sandbox path {} is not absolute", sandbox.display()));
+        }
         let host = sandbox
             .to_str()
             .ok_or_else(|| format!("the sandbox path {} is not UTF-8", sandbox.display()))?;
@@ -734,6 +738,9 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         host_config: Some(host_config),
+        // As under Mesos, the task starts in its sandbox, where its fetched files are; a
+        // `workdir` parameter below still wins.
+        working_dir: spec.sandbox.is_some().then(|| SANDBOX_IN_CONTAINER.to_owned()),
         ..Default::default()
     };
     // The API checked privilege when the job was saved; here every supported key is mapped.
@@ -1699,6 +1706,30 @@ mod tests {
             body.host_config.and_then(|h| h.network_mode).as_deref(),
             Some("jobs")
         );
+    }
+
+    #[test]
+    fn the_sandbox_is_an_absolute_bind_and_the_working_directory() {
+        let mut s = spec("ct:1:0:c:", "ls");
+        assert_eq!(container_body(&s).expect("body").working_dir, None);
+        s.sandbox = Some(PathBuf::from("/srv/kairos/sandbox/ct_1_0_c_"));
+        let body = container_body(&s).expect("body");
+        assert_eq!(body.working_dir.as_deref(), Some(SANDBOX_IN_CONTAINER));
+        assert_eq!(
+            body.host_config.and_then(|h| h.binds),
+            Some(vec![format!(
+                "/srv/kairos/sandbox/ct_1_0_c_:{SANDBOX_IN_CONTAINER}"
+            )])
+        );
+        s.parameters = params(&[("workdir", "/tmp")]);
+        assert_eq!(
+            container_body(&s).expect("body").working_dir.as_deref(),
+            Some("/tmp")
+        );
+        // Docker would take this for the name of a volume.
+        s.sandbox = Some(PathBuf::from("kairos-data/sandbox/ct_1_0_c_"));
+        let error = container_body(&s).expect_err("a relative sandbox is refused");
+        assert!(error.contains("not absolute"), "{error}");
     }
 
     #[test]

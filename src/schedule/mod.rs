@@ -77,6 +77,12 @@ pub struct Schedule {
     pub start: DateTime<Utc>,
     pub period: Period,
     pub zone: Zone,
+    /// The wall-clock time the occurrence at `start` is meant for, kept in a named zone when
+    /// the period steps on the calendar (days, weeks, months, years). It differs from the wall
+    /// clock at `start` only when that time fell into a daylight saving gap: 02:30 on a
+    /// spring-forward day runs at 03:30, and the next day runs at 02:30 again, because each
+    /// step starts from the time meant rather than the time it ran.
+    pub wall: Option<NaiveDateTime>,
 }
 
 /// Parse a Chronos schedule string with its `scheduleTimeZone`. An empty start
@@ -111,7 +117,7 @@ pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Sche
         })?)
     };
     let period = Period::parse(period_text)?;
-    let (start, zone) = parse_start(schedule, start_text, time_zone, now)?;
+    let (start, zone, local) = parse_start(schedule, start_text, time_zone, now)?;
     if start.timestamp() < 1 {
         return Err(Error::StartBefore1970 {
             start: if start_text.is_empty() {
@@ -126,28 +132,32 @@ pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Sche
             schedule: schedule.to_owned(),
         });
     }
+    let wall = (matches!(zone, Zone::Named(_)) && period.has_calendar_part()).then_some(local);
     Ok(Schedule {
         repeat,
         start,
         period,
         zone,
+        wall,
     })
 }
 
-/// Works out the start instant and the zone of a schedule.
+/// Works out the start instant and the zone of a schedule, and the wall-clock time written.
 fn parse_start(
     schedule: &str,
     start_text: &str,
     time_zone: &str,
     now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, Zone), Error> {
+) -> Result<(DateTime<Utc>, Zone, NaiveDateTime), Error> {
     let named = if time_zone.is_empty() {
         None
     } else {
         Some(parse_time_zone(time_zone)?)
     };
     if start_text.is_empty() {
-        return Ok((now.trunc_subsecs(3), named.unwrap_or(Zone::Utc)));
+        let zone = named.unwrap_or(Zone::Utc);
+        let start = now.trunc_subsecs(3);
+        return Ok((start, zone, zone.local(start).0));
     }
     let invalid = || Error::InvalidStart {
         schedule: schedule.to_owned(),
@@ -161,7 +171,7 @@ fn parse_start(
     };
     let preferred = written.has_offset.then_some(written.offset);
     let start = zone.resolve(written.local, preferred).ok_or_else(invalid)?;
-    Ok((start, zone))
+    Ok((start, zone, written.local))
 }
 
 /// A date-time as written: wall-clock fields and the offset beside them.
@@ -237,23 +247,35 @@ impl Schedule {
     /// added as exact durations.
     ///
     /// Each occurrence is computed from the one before it, as Chronos does, so
-    /// clamping and daylight saving shifts carry forward: January 31 + `P1M` +
-    /// `P1M` is March 28 (not 31), and a 02:30 `P1D` schedule that meets a
-    /// spring-forward gap runs at 03:30 from then on.
+    /// month-end clamping carries forward: January 31 + `P1M` + `P1M` is
+    /// March 28 (not 31). A daylight saving gap does not (unlike Chronos): a
+    /// 02:30 `P1D` schedule runs at 03:30 on the spring-forward day and at
+    /// 02:30 again the day after, because the step starts from the wall-clock
+    /// time meant ([`Schedule::wall`]) when `t` is the schedule's own start.
     ///
     /// Results past the end of chrono's range (about 262,000 years from now)
     /// saturate at [`DateTime::<Utc>::MAX_UTC`], a time that never comes.
     pub fn following(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        self.checked_following(t).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        let wall = self.wall.filter(|_| t == self.start);
+        self.step(t, wall)
+            .map_or(DateTime::<Utc>::MAX_UTC, |(next, _)| next)
     }
 
-    fn checked_following(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The occurrence one period after `t` (meant for the wall-clock time
+    /// `wall`, when kept), with the wall-clock time it is meant for.
+    fn step(
+        &self,
+        t: DateTime<Utc>,
+        wall: Option<NaiveDateTime>,
+    ) -> Option<(DateTime<Utc>, Option<NaiveDateTime>)> {
         let period = &self.period;
+        let time = TimeDelta::try_milliseconds(period.time_millis())?;
         let mut next = t;
+        let mut next_wall = None;
         // Converting to wall-clock time and back would lose which of two
         // ambiguous instants `t` is, so only do it when the calendar is used.
         if period.has_calendar_part() {
-            let (local, _) = self.zone.local(t);
+            let local = wall.unwrap_or_else(|| self.zone.local(t).0);
             // Years go first and on their own, as in Joda: Feb 29 + P1Y1M is
             // Feb 28 + P1M = Mar 28, not Feb 29 + 13 months = Mar 29.
             let local = local
@@ -261,8 +283,15 @@ impl Schedule {
                 .checked_add_months(Months::new(period.months))?
                 .checked_add_days(Days::new(period.total_days()))?;
             next = self.zone.resolve(local, None)?;
+            next_wall = wall.and_then(|_| local.checked_add_signed(time));
         }
-        next.checked_add_signed(TimeDelta::try_milliseconds(period.time_millis())?)
+        Some((next.checked_add_signed(time)?, next_wall))
+    }
+
+    /// Moves to the next occurrence, or to the end of time when it is out of range.
+    fn stepped(&self) -> (DateTime<Utc>, Option<NaiveDateTime>) {
+        self.step(self.start, self.wall)
+            .unwrap_or((DateTime::<Utc>::MAX_UTC, None))
     }
 
     /// The schedule after the run at `self.start` was launched: one run fewer
@@ -271,11 +300,15 @@ impl Schedule {
     pub fn advance(&self) -> Schedule {
         match self.repeat {
             Some(0) => self.clone(),
-            repeat => Schedule {
-                repeat: repeat.map(|n| n.saturating_sub(1)),
-                start: self.following(self.start),
-                ..self.clone()
-            },
+            repeat => {
+                let (start, wall) = self.stepped();
+                Schedule {
+                    repeat: repeat.map(|n| n.saturating_sub(1)),
+                    start,
+                    wall,
+                    ..self.clone()
+                }
+            }
         }
     }
 
@@ -302,13 +335,17 @@ impl Schedule {
         if self.start >= target {
             return unchanged;
         }
-        let (start, skipped) = match self.exact_step_millis() {
-            Some(step) => jump(self.start, target, step),
+        let (start, wall, skipped) = match self.exact_step_millis() {
+            Some(step) => {
+                let (start, skipped) = jump(self.start, target, step);
+                (start, None, skipped)
+            }
             None => self.step_until(target),
         };
         (
             Schedule {
                 start,
+                wall,
                 ..self.clone()
             },
             skipped,
@@ -328,28 +365,34 @@ impl Schedule {
 
     /// Steps one occurrence at a time; used for calendar periods, whose steps
     /// are at least a day long, so even decades take only thousands of steps.
-    fn step_until(&self, target: DateTime<Utc>) -> (DateTime<Utc>, u64) {
-        let mut start = self.start;
+    fn step_until(&self, target: DateTime<Utc>) -> (DateTime<Utc>, Option<NaiveDateTime>, u64) {
+        let mut at = (self.start, self.wall);
         let mut skipped = 0u64;
-        while start < target {
-            let next = self.following(start);
+        while at.0 < target {
+            let next = self.step(at.0, at.1).unwrap_or((DateTime::<Utc>::MAX_UTC, None));
             // Only saturation at the end of time can stop the clock; stop
             // there rather than loop forever.
-            if next <= start {
+            if next.0 <= at.0 {
                 break;
             }
-            start = next;
+            at = next;
             skipped += 1;
         }
-        (start, skipped)
+        (at.0, at.1, skipped)
     }
 
     /// Render as Chronos stores it: `R<n>/<start>/<period>` or
     /// `R/<start>/<period>`, with the start as `yyyy-MM-ddTHH:mm:ss.SSS` in the
     /// zone followed by `Z` for a zero offset or the zone's `±HH:mm` then.
+    ///
+    /// A kept [`Schedule::wall`] is written as the wall-clock time, so the
+    /// time meant survives a round trip through the text even on a gap day
+    /// (the offset then is the one in force at the instant; parsing moves the
+    /// wall-clock time across the gap to that same instant).
     pub fn render(&self) -> String {
         let repeat = self.repeat.map(|n| n.to_string()).unwrap_or_default();
         let (local, offset) = self.zone.local(self.start);
+        let local = self.wall.unwrap_or(local);
         format!(
             "R{repeat}/{}{}/{}",
             local.format("%Y-%m-%dT%H:%M:%S%.3f"),

@@ -569,6 +569,7 @@ fn renders() {
             start: utc("2008-03-01T13:00:00Z"),
             period: Period::default(),
             zone: Zone::Utc,
+            wall: None,
         });
         assert_eq!(s.start, utc(start), "start of {schedule:?} in {time_zone:?}");
         assert_eq!(s.render(), render, "render of {schedule:?} in {time_zone:?}");
@@ -712,12 +713,12 @@ fn daylight_saving_time() {
     // (schedule, time zone, the next occurrences after the start, in order)
     let rows: Vec<(&str, &str, Vec<&str>)> = vec![
         // 02:30 does not exist on 2026-03-08 in New York; it moves forward by
-        // the one-hour gap to 03:30, and since each step starts from the
-        // previous occurrence the schedule stays at 03:30 from then on.
+        // the one-hour gap to 03:30, and the day after runs at 02:30 again:
+        // each step starts from the wall-clock time meant (unlike Chronos).
         (
             "R/2026-03-07T02:30:00/P1D",
             "America/New_York",
-            vec!["2026-03-08T03:30:00-04:00", "2026-03-09T03:30:00-04:00"],
+            vec!["2026-03-08T03:30:00-04:00", "2026-03-09T02:30:00-04:00"],
         ),
         // A day keeps the wall clock: 17:00Z in winter, then 16:00Z.
         (
@@ -750,7 +751,7 @@ fn daylight_saving_time() {
         (
             "R/2026-03-28T02:30:00/P1D",
             "Europe/Paris",
-            vec!["2026-03-29T03:30:00+02:00", "2026-03-30T03:30:00+02:00"],
+            vec!["2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00"],
         ),
         // A fixed offset has no daylight saving time.
         (
@@ -771,6 +772,25 @@ fn daylight_saving_time() {
             );
         }
     }
+    // The README's example keeps 02:30 Paris time all year, through both
+    // changes, and so does its rendering, however often it is parsed again.
+    let mut s = must_parse("R/2026-01-01T02:30:00/P1D", "Europe/Paris");
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        let (local, _) = s.zone.local(s.start);
+        if local.format("%H:%M").to_string() != "02:30" {
+            seen.push(s.render());
+        }
+        s = must_parse(&s.advance().render(), "Europe/Paris");
+    }
+    assert_eq!(seen, vec!["R/2026-03-29T02:30:00.000+02:00/P1D"]);
+    assert_eq!(s.render(), "R/2027-02-05T02:30:00.000+01:00/P1D");
+    let (after, _) = must_parse("R/2026-01-01T02:30:00/P1D", "Europe/Paris")
+        .skip_missed(utc("2026-12-01T12:00:00Z"), Duration::zero());
+    assert_eq!(after.render(), "R/2026-12-02T02:30:00.000+01:00/P1D");
+    let (after, _) = must_parse("R/2026-01-01T02:30:00/P1D", "America/New_York")
+        .skip_missed(utc("2026-07-01T12:00:00Z"), Duration::zero());
+    assert_eq!(after.render(), "R/2026-07-02T02:30:00.000-04:00/P1D");
     // A start written inside the gap moves forward too.
     let s = must_parse("R/2026-03-08T02:30:00/P1D", "America/New_York");
     assert_eq!(s.start, utc("2026-03-08T03:30:00-04:00"));
@@ -910,13 +930,15 @@ proptest! {
         let (after, skipped) = s.skip_missed(now, epsilon);
         prop_assert_eq!(after.repeat, s.repeat);
         prop_assert!(after.start >= now - epsilon, "{:?} is too late for {}", after, now);
-        let mut stepped = s.start;
+        // Stepping one occurrence at a time (keeping the wall-clock time meant) lands there too.
+        let mut stepped = Schedule { repeat: None, ..s.clone() };
         let mut previous = None;
         for _ in 0..skipped {
-            previous = Some(stepped);
-            stepped = s.following(stepped);
+            previous = Some(stepped.start);
+            stepped = stepped.advance();
         }
-        prop_assert_eq!(after.start, stepped, "not an occurrence after {} skips", skipped);
+        prop_assert_eq!(after.start, stepped.start, "not an occurrence after {} skips", skipped);
+        prop_assert_eq!(after.wall, stepped.wall);
         if let Some(previous) = previous {
             prop_assert!(previous < now - epsilon, "skipped {} which was still on time", previous);
         }

@@ -5,6 +5,7 @@ mod binary;
 mod chronos_python;
 mod ha;
 mod lifecycle;
+mod readme;
 mod workers;
 
 use std::path::{Path, PathBuf};
