@@ -676,6 +676,7 @@ async fn history(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
                     stderr: String::new(),
                     elements_processed: 0,
                     worker: "127.0.0.1".to_owned(),
+                    scheduled: true,
                 })
             })
             .collect();

@@ -237,7 +237,9 @@ pub fn detect_resources(dir: &Path) -> Resources {
 
 fn free_disk_mb(dir: &Path) -> Option<f64> {
     use std::os::unix::ffi::OsStrExt;
-    let mut probe = dir.to_path_buf();
+    // A relative directory that does not exist yet (the default `kairos-data` on a first start)
+    // would run out of parents before reaching one that exists.
+    let mut probe = std::path::absolute(dir).ok()?;
     while !probe.exists() {
         probe = probe.parent()?.to_path_buf();
     }
@@ -408,6 +410,13 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("kairos-data"));
         assert_eq!(c.failure_retry, Duration::from_secs(60));
         assert_eq!((c.task_cpus, c.task_mem, c.task_disk), (0.1, 128.0, 256.0));
+    }
+
+    #[test]
+    fn free_disk_is_read_for_a_relative_directory_that_does_not_exist_yet() {
+        let missing = Path::new("kairos-test-missing-dir/sub");
+        assert!(!missing.exists());
+        assert!(free_disk_mb(missing).is_some_and(|mb| mb > 0.0));
     }
 
     #[test]

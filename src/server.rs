@@ -190,6 +190,11 @@ impl Server {
     /// Stops serving HTTP, then stops the engine (killing tasks of the built-in worker), which
     /// ends every agent stream so agents go looking for a scheduler again, then the agent server.
     pub async fn shutdown(self) {
+        // First nothing new starts: requests still in flight are answered below, but an
+        // occurrence falling due meanwhile is left to the next start rather than cut short.
+        if let Some(engine) = self.cluster.engine() {
+            engine.quiesce().await;
+        }
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         match self.election {

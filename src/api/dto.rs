@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::ApiError;
+use crate::engine::Provided;
 use crate::job::{Constraint, Container, EnvVar, Fetch, Job, Parameter, Volume, is_valid_name};
 
 /// Defaults for fields a client leaves out, from the server's flags.
@@ -115,12 +116,12 @@ fn resource(obj: &Obj, key: &str, default: f64) -> Result<f64, ApiError> {
     }
 }
 
-/// Parses a posted job. Returns the job and whether the client sent any of the counters.
+/// Parses a posted job. Returns the job and which of the counters the client sent.
 ///
 /// # Errors
 /// A 400 naming the field for malformed JSON, wrong types, a bad name, both `schedule` and
 /// `parents`, a job posted to the wrong route, or both `uris` and `fetch`.
-pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job, bool), ApiError> {
+pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job, Provided), ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -184,15 +185,13 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
         Some(_) => return Err(bad("container", "must be an object")),
     };
     let retries = count(&obj, "retries")?.unwrap_or(2);
-    let counters_given = [
-        "successCount",
-        "errorCount",
-        "lastSuccess",
-        "lastError",
-        "errorsSinceLastSuccess",
-    ]
-    .iter()
-    .any(|k| field(&obj, k).is_some());
+    let counters_given = Provided {
+        success_count: field(&obj, "successCount").is_some(),
+        error_count: field(&obj, "errorCount").is_some(),
+        last_success: field(&obj, "lastSuccess").is_some(),
+        last_error: field(&obj, "lastError").is_some(),
+        errors_since_last_success: field(&obj, "errorsSinceLastSuccess").is_some(),
+    };
     let is_dependent = parents.is_some();
     let job = Job {
         command: string(&obj, "command")?.unwrap_or_default(),
@@ -448,8 +447,14 @@ mod tests {
     #[test]
     fn counters_given_is_reported() {
         let (_, given) = parse_job(br#"{"name":"a","successCount":4}"#, Route::Iso8601, &defaults()).unwrap();
-        assert!(given);
+        assert_eq!(
+            given,
+            Provided {
+                success_count: true,
+                ..Provided::default()
+            }
+        );
         let (_, given) = parse_job(br#"{"name":"a"}"#, Route::Iso8601, &defaults()).unwrap();
-        assert!(!given);
+        assert_eq!(given, Provided::default());
     }
 }

@@ -14,7 +14,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::cluster::Cluster;
-use crate::engine::{self, Event, Handle, Histogram, Provided};
+use crate::engine::{self, Event, Handle, Histogram};
 use crate::job::Job;
 use crate::store::{TaskRecord, TaskState};
 use dto::{Defaults, Route};
@@ -421,8 +421,7 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
 async fn upsert(body: Bytes, ctx: Ctx, route: Route) -> Result<Response, Infallible> {
     respond(
         async {
-            let (job, counters) = dto::parse_job(&body, route, &ctx.defaults)?;
-            let provided = Provided { counters };
+            let (job, provided) = dto::parse_job(&body, route, &ctx.defaults)?;
             ctx.engine()?
                 .call(|reply| Event::Upsert {
                     job: Box::new(job),
@@ -732,6 +731,7 @@ fn task_json(task: &TaskRecord) -> Value {
         "taskId": task.id,
         "jobName": task.job,
         "attempt": task.attempt,
+        "scheduled": task.scheduled,
         "state": task.state.as_str(),
         "due": crate::clock::iso(crate::clock::from_millis(task.due_ms)),
         "startedAt": task.started_ms.map(|ms| crate::clock::iso(crate::clock::from_millis(ms))),
@@ -826,7 +826,9 @@ async fn job_stat(job: String, ctx: Ctx) -> Result<Response, Infallible> {
                         TaskState::Finished => "Success",
                         TaskState::Running | TaskState::Waiting => "Running",
                         TaskState::Queued => "Idle",
-                        TaskState::Failed | TaskState::Killed | TaskState::Lost => "Fail",
+                        TaskState::Failed | TaskState::Killed | TaskState::Lost | TaskState::Skipped => {
+                            "Fail"
+                        }
                     };
                     let mut entry = json!({
                         "taskId": t.id,

@@ -107,10 +107,14 @@ pub struct LocalWorker {
 /// Who runs a command: the engine or, for reads, a closure over its state.
 pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
-/// What counters a client sent with a job; omitted counters keep their stored values.
-#[derive(Debug, Clone, Copy, Default)]
+/// Which counters a client sent with a job; each one omitted keeps its stored value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Provided {
-    pub counters: bool,
+    pub success_count: bool,
+    pub error_count: bool,
+    pub last_success: bool,
+    pub last_error: bool,
+    pub errors_since_last_success: bool,
 }
 
 /// Everything that can happen to the engine.
@@ -182,6 +186,11 @@ pub enum Event {
     },
     /// Read-only access for queries; the closure must be quick.
     Read(Box<dyn FnOnce(&State) + Send>),
+    /// The server is stopping: from now on nothing is launched and no occurrence is recorded,
+    /// while requests still in flight are answered.
+    Quiesce {
+        reply: oneshot::Sender<()>,
+    },
     /// Stops the engine. With `flush`, what is pending is committed first (a clean stop); without,
     /// it is dropped, because another scheduler may lead by now.
     Shutdown {
@@ -222,6 +231,15 @@ impl Handle {
         rx.await.map_err(|_| Error::Stopped)
     }
 
+    /// Stops launching tasks and recording occurrences, before the server stops taking requests:
+    /// an occurrence due during the stop is run by the next start instead of being cut short.
+    pub async fn quiesce(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Event::Quiesce { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Stops the engine after recording what is pending, killing the tasks of the built-in worker.
     pub async fn shutdown(&self) {
         self.stop(true).await;
@@ -243,16 +261,15 @@ impl Handle {
 /// Why a task is queued, which decides whether it merges with one already waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
-    /// A scheduled occurrence: never merged.
+    /// A scheduled occurrence: at most one waits per job, and it never starts later than the
+    /// job's `epsilon`; one that would is skipped.
     Schedule,
-    /// A manual run or a dependency fan-out: merged with a fresh run already waiting, as in Chronos.
+    /// A manual run or a dependency fan-out: merged with a request already waiting with the same
+    /// arguments, as in Chronos; a different one waits beside it.
     Request,
     /// A retry of a failed attempt.
     Retry,
 }
-
-/// Fresh scheduled runs one job may have waiting before further occurrences are skipped.
-const MAX_QUEUED_OCCURRENCES: usize = 1000;
 
 /// What a timer entry wakes up for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -261,6 +278,8 @@ enum Timer {
     Retry(String),
     /// A task recorded ahead of its instant launches at it.
     Launch(String),
+    /// A scheduled occurrence still waiting at this instant is past its epsilon: it is skipped.
+    Expire(String),
 }
 
 /// Scheduled runs are recorded this long before their instant, so that the group commit is done
@@ -294,6 +313,12 @@ struct Engine<S> {
     start_all: bool,
     /// Launches recorded ahead of their instant, by task id, until their `Timer::Launch`.
     early: HashMap<String, (String, TaskLaunch)>,
+    /// The latest `started_ms` of a task handed to its worker, and the last value recorded as
+    /// [`Write::LaunchedThrough`]: a task recorded as running with a later start never launched.
+    launched_through: i64,
+    marked_through: i64,
+    /// Set when the server begins to stop: nothing launches or is recorded to run any more.
+    quiesced: bool,
 }
 
 /// Something that may happen only once the writes made before it are committed.
@@ -392,6 +417,9 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         writer_task,
         start_all: false,
         early: HashMap::new(),
+        launched_through: 0,
+        marked_through: 0,
+        quiesced: false,
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
@@ -520,6 +548,10 @@ impl<S: Store> Engine<S> {
         if std::mem::take(&mut self.start_all) {
             self.try_start_all();
         }
+        if self.launched_through > self.marked_through {
+            self.marked_through = self.launched_through;
+            self.pending.push(Write::LaunchedThrough(self.marked_through));
+        }
         if self.in_flight.is_some() {
             // The next group goes when the writer is done with this one.
             return;
@@ -566,12 +598,32 @@ impl<S: Store> Engine<S> {
     /// one drops it, and the writer with it.
     async fn stop(&mut self, stop: Stop, committed: &mut mpsc::UnboundedReceiver<Committed>) {
         self.kill_all_running();
-        // Nothing more launches: the built-in worker's tasks are stopping, and a started task
-        // that never launched is found lost and retried at the next start.
+        // Nothing more launches: the built-in worker's tasks are stopping. A task recorded as
+        // started that never launched is recorded as queued again, so the next start runs it
+        // (and would anyway: its start is later than the launch mark).
         self.start_all = false;
-        self.after.retain(|after| matches!(after, After::Reply(_)));
+        self.quiesced = true;
+        let mut unlaunched: Vec<String> = self.early.drain().map(|(id, _)| id).collect();
+        let mut keep_replies = |afters: &mut Vec<After>| {
+            afters.retain(|after| match after {
+                After::Reply(_) => true,
+                After::Launch { task_id, .. } => {
+                    unlaunched.push(task_id.clone());
+                    false
+                }
+            });
+        };
+        keep_replies(&mut self.after);
         if let Some(in_flight) = &mut self.in_flight {
-            in_flight.retain(|after| matches!(after, After::Reply(_)));
+            keep_replies(in_flight);
+        }
+        for task_id in unlaunched {
+            if let Some(open) = self.state.tasks.get_mut(&task_id)
+                && open.record.state == TaskState::Running
+            {
+                unstart(&mut open.record);
+                self.pending.push(Write::PutTask(open.record.clone()));
+            }
         }
         if stop.flush {
             let flushed = tokio::time::timeout(STOP_FLUSH_LIMIT, async {
@@ -737,6 +789,11 @@ impl<S: Store> Engine<S> {
             Event::WorkerDisconnected { name, connection } => self.worker_disconnected(&name, connection),
             Event::TaskEnded { worker, end } => self.on_task_end(&worker, end),
             Event::Read(f) => f(&self.state),
+            Event::Quiesce { reply } => {
+                self.quiesced = true;
+                tracing::info!("Stopping: no more launches or scheduled runs.");
+                let _ = reply.send(());
+            }
             // Taken by the loop before it gets here.
             Event::Shutdown { reply, .. } => {
                 let _ = reply.send(());
@@ -778,13 +835,34 @@ impl<S: Store> Engine<S> {
             }
         }
         // Tasks that were open when the last process ended.
+        let launched_through = self.store.launched_through().await?;
+        self.launched_through = launched_through;
+        self.marked_through = launched_through;
         let mut batch = Vec::new();
         let mut lost = Vec::new();
+        let mut expiring = Vec::new();
         for mut task in self.store.load_open_tasks().await? {
             let local = self.is_local(&task.worker);
             let Some(entry) = self.state.jobs.get_mut(&task.job) else {
                 continue;
             };
+            if task.state == TaskState::Running && task.started_ms.is_none_or(|s| s > launched_through) {
+                // Recorded as started (a scheduled run is recorded ahead of its instant) but
+                // never handed to a worker before the last scheduler stopped: it runs now.
+                unstart(&mut task);
+                batch.push(Write::PutTask(task.clone()));
+            }
+            if task.state == TaskState::Queued && task.scheduled && task.attempt == 0 {
+                let deadline = task.due_ms.saturating_add(entry.epsilon.num_milliseconds());
+                if now.timestamp_millis() > deadline {
+                    task.state = TaskState::Skipped;
+                    task.finished_ms = Some(now.timestamp_millis());
+                    task.message = skipped_message(entry.epsilon);
+                    batch.push(Write::PutTask(task));
+                    continue;
+                }
+                expiring.push((deadline, task.id.clone()));
+            }
             match task.state {
                 TaskState::Queued => {
                     if task.due_ms > now.timestamp_millis() && task.attempt > 0 {
@@ -819,6 +897,10 @@ impl<S: Store> Engine<S> {
             }
         }
         self.store.commit(&batch).await?;
+        for (deadline, task_id) in expiring {
+            self.timers
+                .insert((deadline.saturating_add(1), Timer::Expire(task_id)));
+        }
         for task in lost {
             let mut batch = Vec::new();
             self.after_failure(&task, &mut batch, now);
@@ -880,6 +962,8 @@ impl<S: Store> Engine<S> {
             }
             self.timers.remove(&(at, timer.clone()));
             match timer {
+                // Stopping: what is due now is run by the next start, within its epsilon.
+                Timer::Schedule(_) | Timer::Retry(_) | Timer::Launch(_) if self.quiesced => {}
                 Timer::Schedule(name) if self.state.store_failing() => {
                     // While the store refuses writes, new runs would only pile up in memory
                     // behind the group being retried; look again in a second, when a run that
@@ -906,8 +990,39 @@ impl<S: Store> Engine<S> {
                         self.launch(&task_id, &worker, launch);
                     }
                 }
+                Timer::Expire(task_id) => self.expire(&task_id, now),
             }
         }
+    }
+
+    /// A scheduled occurrence that has not started by its deadline is skipped: it is recorded
+    /// as such and never runs. Its repeat is given back, since `Rn` counts runs that happen.
+    fn expire(&mut self, task_id: &str, now: DateTime<Utc>) {
+        let Some(open) = self.state.tasks.get_mut(task_id) else {
+            return;
+        };
+        if open.record.state != TaskState::Queued || !open.record.scheduled {
+            return;
+        }
+        let name = open.record.job.clone();
+        let Some(entry) = self.state.jobs.get_mut(&name) else {
+            return;
+        };
+        open.record.state = TaskState::Skipped;
+        open.record.message = skipped_message(entry.epsilon);
+        let mut batch = Vec::new();
+        if let Some(schedule) = entry.schedule.as_mut()
+            && let Some(n) = schedule.repeat.as_mut()
+        {
+            *n += 1;
+            entry.job.schedule = Some(schedule.render());
+            batch.push(self.put_job(&name));
+            self.arm_schedule(&name);
+        }
+        tracing::warn!(job = %name, task = task_id, "Skipped a scheduled run that could not start within its epsilon.");
+        self.state.metrics.skipped_runs += 1;
+        self.close_task(task_id, now, &mut batch);
+        self.record(batch);
     }
 
     /// A scheduled job's next occurrence is due: run it unless it is later than epsilon allows.
@@ -922,14 +1037,35 @@ impl<S: Store> Engine<S> {
             return;
         }
         let arguments = entry.job.arguments.join(" ");
+        let epsilon = entry.epsilon;
         let (schedule, skipped) = before.skip_missed(now, entry.epsilon);
         let mut batch = Vec::new();
         let mut updated = schedule.clone();
         let horizon = now + chrono::Duration::milliseconds(SCHEDULE_LEAD_MS);
+        let mut expiring = None;
         if let Some(due) = schedule.next_run().filter(|due| *due <= horizon) {
-            updated = schedule.advance();
             let due_ms = due.timestamp_millis();
-            if let Some(task_id) = self.enqueue(name, due_ms, 0, &arguments, Trigger::Schedule, &mut batch) {
+            let task_id = match self.waiting_occurrence(name) {
+                Some(earlier) => {
+                    // One occurrence waits per job: this one is passed over, and says why.
+                    updated = schedule.pass();
+                    let why = format!(
+                        "skipped: the run due at {} had not started yet",
+                        clock::iso(clock::from_millis(earlier))
+                    );
+                    self.state.metrics.skipped_runs += 1;
+                    Some(self.record_skipped(name, due_ms, &arguments, why, now, &mut batch))
+                }
+                None => {
+                    updated = schedule.advance();
+                    let id = self.enqueue(name, due_ms, 0, &arguments, Trigger::Schedule, &mut batch);
+                    expiring = id
+                        .clone()
+                        .map(|id| (due_ms.saturating_add(epsilon.num_milliseconds()), id));
+                    id
+                }
+            };
+            if let Some(task_id) = task_id {
                 // Claimed before the task is written, in the same transaction, so only one
                 // scheduler ever records this occurrence; a lost claim skips the task's writes.
                 batch.insert(
@@ -957,6 +1093,65 @@ impl<S: Store> Engine<S> {
         }
         self.arm_schedule(name);
         self.try_start(name);
+        if let Some((deadline, task_id)) = expiring
+            && self
+                .state
+                .tasks
+                .get(&task_id)
+                .is_some_and(|t| t.record.state == TaskState::Queued)
+        {
+            // It waits (for the job's running task, or for room): it must start by its deadline.
+            self.timers
+                .insert((deadline.saturating_add(1), Timer::Expire(task_id)));
+        }
+    }
+
+    /// The due instant of the scheduled occurrence of this job that waits to start, if one does.
+    fn waiting_occurrence(&self, name: &str) -> Option<i64> {
+        let entry = self.state.jobs.get(name)?;
+        entry
+            .queue
+            .iter()
+            .filter_map(|id| self.state.tasks.get(id))
+            .find(|t| t.record.scheduled && t.record.attempt == 0)
+            .map(|t| t.record.due_ms)
+    }
+
+    /// Records an occurrence that is passed over as a skipped task, for the job's history.
+    fn record_skipped(
+        &mut self,
+        name: &str,
+        due_ms: i64,
+        arguments: &str,
+        why: String,
+        now: DateTime<Utc>,
+        batch: &mut Vec<Write>,
+    ) -> String {
+        let mut id = TaskId::new(due_ms, 0, name, arguments);
+        while self.state.tasks.contains_key(&id.to_string()) {
+            id.due_millis += 1;
+        }
+        let record = TaskRecord {
+            id: id.to_string(),
+            job: name.to_owned(),
+            attempt: 0,
+            due_ms: id.due_millis,
+            arguments: id.arguments.clone(),
+            state: TaskState::Skipped,
+            created_ms: now.timestamp_millis(),
+            started_ms: None,
+            finished_ms: Some(now.timestamp_millis()),
+            exit_code: None,
+            message: why,
+            stdout: String::new(),
+            stderr: String::new(),
+            elements_processed: 0,
+            worker: String::new(),
+            scheduled: true,
+        };
+        let id = record.id.clone();
+        batch.push(Write::PutTask(record));
+        id
     }
 
     /// Another scheduler recorded this scheduled run first (a leader that was not yet deposed):
@@ -1000,9 +1195,10 @@ impl<S: Store> Engine<S> {
         }))
     }
 
-    /// Creates a queued task for a job and returns its id; `None` when the job already has a fresh
-    /// run queued (Chronos keeps at most one queued task per job; a retry is not a fresh run).
-    #[allow(clippy::too_many_arguments)]
+    /// Creates a queued task for a job and returns its id; `None` when a request merges with
+    /// one already waiting with the same arguments (Chronos keeps one queued task per job). A
+    /// scheduled occurrence is never merged: the caller passes over one that comes due while
+    /// another waits.
     fn enqueue(
         &mut self,
         name: &str,
@@ -1013,23 +1209,18 @@ impl<S: Store> Engine<S> {
         batch: &mut Vec<Write>,
     ) -> Option<String> {
         let entry = self.state.jobs.get_mut(name)?;
-        let fresh_waiting = entry
-            .queue
-            .iter()
-            .filter(|id| self.state.tasks.get(*id).is_some_and(|t| t.record.attempt == 0))
-            .count();
-        match trigger {
-            // Each scheduled occurrence is its own run, so none is lost while an earlier one runs;
-            // the cap only stops a job far slower than its period from growing without bound.
-            Trigger::Schedule if fresh_waiting >= MAX_QUEUED_OCCURRENCES => {
-                tracing::warn!(job = name, "Too many occurrences queued; skipping this one.");
-                return None;
-            }
-            Trigger::Request if fresh_waiting > 0 => {
-                tracing::info!(job = name, "A run is already queued; not queueing another.");
-                return None;
-            }
-            _ => {}
+        if trigger == Trigger::Request
+            && entry.queue.iter().any(|id| {
+                self.state.tasks.get(id).is_some_and(|t| {
+                    t.record.attempt == 0 && !t.record.scheduled && t.record.arguments == arguments
+                })
+            })
+        {
+            tracing::info!(
+                job = name,
+                "The same run is already queued; not queueing another."
+            );
+            return None;
         }
         let mut id = TaskId::new(due_ms, attempt, name, arguments);
         while self.state.tasks.contains_key(&id.to_string()) {
@@ -1051,6 +1242,7 @@ impl<S: Store> Engine<S> {
             stderr: String::new(),
             elements_processed: 0,
             worker: String::new(),
+            scheduled: trigger == Trigger::Schedule,
         };
         batch.push(Write::PutTask(record.clone()));
         let id = record.id.clone();
@@ -1074,6 +1266,9 @@ impl<S: Store> Engine<S> {
         name: &str,
         offers: &mut [placement::Offer],
     ) -> Option<placement::Unplaceable> {
+        if self.quiesced {
+            return None;
+        }
         loop {
             let entry = self.state.jobs.get_mut(name)?;
             if !entry.job.concurrent && !entry.running.is_empty() {
@@ -1084,6 +1279,16 @@ impl<S: Store> Engine<S> {
                 entry.waiting = None;
                 return None;
             };
+            let deadline = entry.epsilon.num_milliseconds();
+            if let Some(open) = self.state.tasks.get(&task_id)
+                && open.record.scheduled
+                && open.record.attempt == 0
+                && now_ms() > open.record.due_ms.saturating_add(deadline)
+            {
+                self.expire(&task_id, clock::now());
+                continue;
+            }
+            let entry = self.state.jobs.get_mut(name)?;
             let need = job_resources(&entry.job);
             match placement::place(&need, &entry.constraints, offers) {
                 Ok(index) => {
@@ -1231,12 +1436,21 @@ impl<S: Store> Engine<S> {
 
     /// Sends a task whose start is committed to its worker, unless it was ended or killed meanwhile.
     fn launch(&mut self, task_id: &str, worker_name: &str, launch: TaskLaunch) {
-        let Some(open) = self.state.tasks.get(task_id) else {
+        let Some(open) = self.state.tasks.get_mut(task_id) else {
             return; // Completed through the API, or its job was deleted.
         };
         if open.record.state != TaskState::Running || open.record.worker != worker_name {
             return; // Declared lost (its worker went away) and queued again.
         }
+        if self.quiesced {
+            // The server is stopping: the next start runs it.
+            unstart(&mut open.record);
+            let record = open.record.clone();
+            self.record(vec![Write::PutTask(record)]);
+            return;
+        }
+        let started = open.record.started_ms.unwrap_or_default();
+        let open = &*open;
         if open.kill_requested {
             let end = TaskEnd {
                 killed: true,
@@ -1258,7 +1472,9 @@ impl<S: Store> Engine<S> {
             Some(state::Link::Remote { tx, .. }) => tx.send(WorkerCommand::Launch(Box::new(launch))).is_ok(),
             _ => false,
         };
-        if !sent {
+        if sent {
+            self.launched_through = self.launched_through.max(started);
+        } else {
             // The agent went away between placement and launch: the task is lost.
             let end = lost_end(
                 task_id,
@@ -1287,10 +1503,15 @@ impl<S: Store> Engine<S> {
         open.record.exit_code = end.outcome.exit_code;
         open.record.message = end.describe();
         let killed = end.killed || open.kill_requested;
+        let completed = open.completed;
         let record = open.record.clone();
         self.release(&record.id);
         let mut batch = Vec::new();
-        if killed {
+        if let Some(status) = completed.filter(|_| !killed) {
+            // Completed through the API while its process ran; now that the process is done
+            // too, the task ends the way the client said.
+            self.finish_async(&end.task_id, status, now, &mut batch);
+        } else if killed {
             self.set_state(&end.task_id, TaskState::Killed);
             self.close_task(&end.task_id, now, &mut batch);
         } else if end.success() && is_async {
@@ -1491,14 +1712,37 @@ impl<S: Store> Engine<S> {
                 job.schedule = Some(format!("{}/{}/{}", parts[0], clock::iso(now), parts[2]));
             }
         }
-        let (schedule, epsilon) = self.runtime_schedule(&job, now)?;
+        let (mut schedule, epsilon) = self.runtime_schedule(&job, now)?;
         let existing = self.state.jobs.get(&name);
-        if let Some(old) = existing.filter(|_| !provided.counters) {
-            job.success_count = old.job.success_count;
-            job.error_count = old.job.error_count;
-            job.last_success = old.job.last_success.clone();
-            job.last_error = old.job.last_error.clone();
-            job.errors_since_last_success = old.job.errors_since_last_success;
+        if let Some(old) = existing {
+            // Counters the client did not send keep their values.
+            if !provided.success_count {
+                job.success_count = old.job.success_count;
+            }
+            if !provided.error_count {
+                job.error_count = old.job.error_count;
+            }
+            if !provided.last_success {
+                job.last_success = old.job.last_success.clone();
+            }
+            if !provided.last_error {
+                job.last_error = old.job.last_error.clone();
+            }
+            if !provided.errors_since_last_success {
+                job.errors_since_last_success = old.job.errors_since_last_success;
+            }
+            // Occurrences that fell due while the job was disabled are passed over, without
+            // using repeats: enabling it again does not replay them.
+            if old.job.disabled
+                && !job.disabled
+                && let Some(parsed) = schedule.as_mut()
+            {
+                let (moved, passed) = parsed.skip_missed(now, chrono::Duration::zero());
+                if passed > 0 {
+                    *parsed = moved;
+                    job.schedule = Some(parsed.render());
+                }
+            }
         }
         // The parents were checked above, so changing the graph after the commit cannot fail;
         // the edges that stay keep their flags, which is what gets stored.
@@ -1708,48 +1952,82 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
+    /// `PUT /task/<id>`: an async task says how it went. Only async jobs take it; their tasks
+    /// otherwise end with their process, and a completion must not let the next run (or a
+    /// child) start while the process still runs.
     fn complete(&mut self, task_id: &str, status_code: i64) -> Result<(), Error> {
         let parsed = TaskId::parse(task_id).ok_or_else(|| Error::InvalidTaskId {
             id: task_id.to_owned(),
         })?;
-        if !self.state.jobs.contains_key(&parsed.job) {
+        let Some(entry) = self.state.jobs.get(&parsed.job) else {
             return Err(Error::JobNotFound { name: parsed.job });
-        }
-        let open_now = self
+        };
+        let is_async = entry.job.is_async;
+        let Some(open) = self
             .state
             .tasks
-            .get(task_id)
-            .is_some_and(|t| matches!(t.record.state, TaskState::Running | TaskState::Waiting));
-        if !open_now {
-            return Err(Error::TaskNotFound {
-                id: task_id.to_owned(),
-            });
-        }
-        // A process that still runs is left alone: the client has said how the task went.
-        self.release(task_id);
-        let now = clock::now();
-        let mut batch = Vec::new();
-        let Some(open) = self.state.tasks.get_mut(task_id) else {
+            .get_mut(task_id)
+            .filter(|t| matches!(t.record.state, TaskState::Running | TaskState::Waiting))
+        else {
             return Err(Error::TaskNotFound {
                 id: task_id.to_owned(),
             });
         };
+        if !is_async {
+            return Err(Error::Invalid {
+                field: "taskId",
+                message: format!(
+                    "job '{}' is not async: its tasks end when their process ends, not by a completion call",
+                    parsed.job
+                ),
+            });
+        }
+        if open.completed.is_some() {
+            return Err(Error::Invalid {
+                field: "taskId",
+                message: format!("task {task_id} was already completed; it ends when its process ends"),
+            });
+        }
+        let now = clock::now();
+        let mut batch = Vec::new();
+        if open.record.state == TaskState::Running {
+            // The process still runs: the task keeps its slot (and its job's concurrency) until
+            // the process ends, and then ends with this status.
+            open.completed = Some(status_code);
+            open.record.message =
+                format!("completed asynchronously with status {status_code}; waiting for its process to end");
+            batch.push(Write::PutTask(open.record.clone()));
+            self.record(batch);
+            return Ok(());
+        }
         let name = open.record.job.clone();
+        self.finish_async(task_id, status_code, now, &mut batch);
+        self.record(batch);
+        self.start_ready(&name);
+        Ok(())
+    }
+
+    /// Ends an async task whose process has ended with the status its completion call gave.
+    fn finish_async(&mut self, task_id: &str, status_code: i64, now: DateTime<Utc>, batch: &mut Vec<Write>) {
+        let Some(open) = self.state.tasks.get_mut(task_id) else {
+            return;
+        };
+        let name = open.record.job.clone();
+        // The status the client gave is the task's outcome, so it is what `exitCode` shows.
+        open.record.exit_code =
+            Some(i32::try_from(status_code).unwrap_or(if status_code < 0 { i32::MIN } else { i32::MAX }));
         if status_code == 0 {
             open.record.state = TaskState::Finished;
             open.record.message = "completed asynchronously".to_owned();
-            self.close_task(task_id, now, &mut batch);
-            self.after_success(&name, &mut batch, now);
+            self.close_task(task_id, now, batch);
+            self.after_success(&name, batch, now);
         } else {
             open.record.state = TaskState::Failed;
             open.record.message = format!("completed asynchronously with status {status_code}");
             let record = open.record.clone();
-            self.close_task(task_id, now, &mut batch);
-            self.after_failure(&record, &mut batch, now);
+            self.close_task(task_id, now, batch);
+            self.after_failure(&record, batch, now);
         }
-        self.record(batch);
-        self.start_ready(&name);
-        Ok(())
     }
 
     fn progress(&self, job: String, task_id: String, elements: Option<i64>, reply: Reply<()>) {
@@ -1906,6 +2184,22 @@ fn job_resources(job: &Job) -> Resources {
         mem: job.mem,
         disk: job.disk,
     }
+}
+
+/// Turns a task recorded as started but never launched back into a queued one.
+fn unstart(record: &mut TaskRecord) {
+    record.state = TaskState::Queued;
+    record.started_ms = None;
+    record.worker = String::new();
+    record.message = String::new();
+}
+
+/// Why a scheduled occurrence was skipped.
+fn skipped_message(epsilon: chrono::Duration) -> String {
+    format!(
+        "skipped: it could not start within its epsilon ({})",
+        schedule::format_duration(epsilon)
+    )
 }
 
 /// The end reported for a task whose worker went away.

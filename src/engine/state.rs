@@ -113,6 +113,9 @@ pub struct OpenTask {
     pub resources: Resources,
     /// Set by kill, so the task's end counts as killed rather than failed.
     pub kill_requested: bool,
+    /// The status an async task was completed with (`PUT /task/<id>`) while its process still
+    /// ran: the task keeps its slot until the process ends, then ends with this status.
+    pub completed: Option<i64>,
 }
 
 impl OpenTask {
@@ -121,6 +124,7 @@ impl OpenTask {
             record,
             resources: Resources::default(),
             kill_requested: false,
+            completed: None,
         }
     }
 }

@@ -155,6 +155,9 @@ impl<S: Store> Engine<S> {
                 .tasks
                 .get(task_id)
                 .is_some_and(|t| t.record.state == TaskState::Running && t.record.worker == info.name);
+            if !known && self.adopt(&info.name, task_id, now) {
+                continue;
+            }
             if !known {
                 // Nobody expects this task any more (it was declared lost and retried): stop it.
                 tracing::warn!(worker = %info.name, task = %task_id, "Killing a task the scheduler does not know.");
@@ -166,6 +169,41 @@ impl<S: Store> Engine<S> {
         }
         self.start_all = true;
         connection
+    }
+
+    /// A task this scheduler holds as queued, because its launch was not yet marked when the
+    /// previous scheduler stopped, that the worker does run: it is running there, not queued.
+    fn adopt(&mut self, worker: &str, task_id: &str, now: DateTime<Utc>) -> bool {
+        let Some(open) = self.state.tasks.get_mut(task_id) else {
+            return false;
+        };
+        if open.record.state != TaskState::Queued || self.state.retrying.contains_key(task_id) {
+            return false;
+        }
+        let Some(entry) = self.state.jobs.get_mut(&open.record.job) else {
+            return false;
+        };
+        let Some(w) = self.state.workers.get_mut(worker) else {
+            return false;
+        };
+        tracing::info!(
+            worker,
+            task = task_id,
+            "Adopting a task the worker runs that was recorded as queued."
+        );
+        let resources = super::job_resources(&entry.job);
+        entry.queue.retain(|id| id != task_id);
+        entry.running.push(task_id.to_owned());
+        open.record.state = TaskState::Running;
+        open.record.worker = worker.to_owned();
+        open.record.started_ms = Some(now.timestamp_millis());
+        open.resources = resources;
+        w.used = w.used.plus(&resources);
+        w.tasks.insert(task_id.to_owned());
+        let record = open.record.clone();
+        self.launched_through = self.launched_through.max(now.timestamp_millis());
+        self.record(vec![crate::store::Write::PutTask(record)]);
+        true
     }
 
     pub(super) fn worker_heartbeat(&mut self, name: &str, connection: u64) {

@@ -78,7 +78,7 @@ pub struct Schedule {
     pub period: Period,
     pub zone: Zone,
     /// The wall-clock time the occurrence at `start` is meant for, kept in a named zone when
-    /// the period steps on the calendar (days, weeks, months, years). It differs from the wall
+    /// the period steps on the calendar only (days, weeks, months, years). It differs from the wall
     /// clock at `start` only when that time fell into a daylight saving gap: 02:30 on a
     /// spring-forward day runs at 03:30, and the next day runs at 02:30 again, because each
     /// step starts from the time meant rather than the time it ran.
@@ -132,7 +132,11 @@ pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Sche
             schedule: schedule.to_owned(),
         });
     }
-    let wall = (matches!(zone, Zone::Named(_)) && period.has_calendar_part()).then_some(local);
+    // Only a whole-calendar period keeps it: with hours on top, the wall-clock time of each
+    // occurrence moves with the exact hours anyway.
+    let keeps_wall =
+        matches!(zone, Zone::Named(_)) && period.has_calendar_part() && period.time_millis() == 0;
+    let wall = keeps_wall.then_some(local);
     Ok(Schedule {
         repeat,
         start,
@@ -304,6 +308,24 @@ impl Schedule {
                 let (start, wall) = self.stepped();
                 Schedule {
                     repeat: repeat.map(|n| n.saturating_sub(1)),
+                    start,
+                    wall,
+                    ..self.clone()
+                }
+            }
+        }
+    }
+
+    /// The schedule after the occurrence at `start` was passed over without
+    /// running: the start moves one period on and the repeats stay, since
+    /// `Rn` counts runs that happen. A schedule with no runs left is returned
+    /// unchanged.
+    pub fn pass(&self) -> Schedule {
+        match self.repeat {
+            Some(0) => self.clone(),
+            _ => {
+                let (start, wall) = self.stepped();
+                Schedule {
                     start,
                     wall,
                     ..self.clone()

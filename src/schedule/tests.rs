@@ -947,11 +947,15 @@ proptest! {
     #[test]
     fn advance_moves_forward_and_counts_down((s, _zone) in arb_schedule()) {
         let next = s.advance();
+        let passed = s.pass();
         if s.repeat == Some(0) {
-            prop_assert_eq!(next, s);
+            prop_assert_eq!(next, s.clone());
+            prop_assert_eq!(passed, s);
         } else {
             prop_assert!(next.start > s.start, "{:?} did not move forward", s);
             prop_assert_eq!(next.repeat, s.repeat.map(|n| n - 1));
+            // Passing over an occurrence moves to the same next one and keeps the repeats.
+            prop_assert_eq!(passed, Schedule { repeat: s.repeat, ..next });
         }
     }
 

@@ -17,6 +17,7 @@ struct Inner {
     jobs: IndexMap<String, StoredJob>,
     tasks: IndexMap<String, TaskRecord>,
     claims: std::collections::HashSet<(String, i64)>,
+    launched_through: i64,
 }
 
 impl MemoryStore {
@@ -45,6 +46,9 @@ impl Store for MemoryStore {
                         inner.claims.retain(|(job, _)| job != name);
                         inner.jobs.shift_remove(name);
                         inner.tasks.retain(|_, t| t.job != *name);
+                    }
+                    Write::LaunchedThrough(ms) => {
+                        inner.launched_through = inner.launched_through.max(*ms);
                     }
                     Write::PutTask(task) if lost.contains(&task.id) => {}
                     Write::PutTask(task) => {
@@ -79,6 +83,10 @@ impl Store for MemoryStore {
                 .cloned()
                 .collect()
         }))
+    }
+
+    async fn launched_through(&self) -> Result<i64, Error> {
+        Ok(self.with(|inner| inner.launched_through))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {

@@ -58,6 +58,8 @@ pub enum TaskState {
     Killed,
     /// The worker went away while the task ran (for example the server restarted).
     Lost,
+    /// A scheduled occurrence that could not start within its job's `epsilon`: it never ran.
+    Skipped,
 }
 
 impl TaskState {
@@ -70,6 +72,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Killed => "killed",
             TaskState::Lost => "lost",
+            TaskState::Skipped => "skipped",
         }
     }
 
@@ -82,6 +85,7 @@ impl TaskState {
             "failed" => TaskState::Failed,
             "killed" => TaskState::Killed,
             "lost" => TaskState::Lost,
+            "skipped" => TaskState::Skipped,
             _ => return None,
         })
     }
@@ -113,6 +117,9 @@ pub struct TaskRecord {
     pub stderr: String,
     pub elements_processed: i64,
     pub worker: String,
+    /// A scheduled occurrence (claimed, bound by `epsilon`), rather than a manual run, a
+    /// dependency fan-out or a retry.
+    pub scheduled: bool,
 }
 
 /// One change in a [`Store::commit`] batch.
@@ -134,24 +141,30 @@ pub enum Write {
         due_ms: i64,
         task_id: String,
     },
+    /// Every task whose `started_ms` is at most this (epoch ms) has been handed to its worker.
+    /// Only ever raised. A task recorded as running with a later start was recorded ahead of
+    /// its instant and never launched, so a scheduler that starts afterwards runs it rather than
+    /// counting it lost.
+    LaunchedThrough(i64),
 }
 
 impl Write {
-    /// The job this write belongs to.
-    fn job(&self) -> &str {
+    /// The job this write belongs to, if any.
+    fn job(&self) -> Option<&str> {
         match self {
-            Write::PutJob(stored) => &stored.job.name,
-            Write::DeleteJob(name) => name,
-            Write::PutTask(task) => &task.job,
-            Write::ClaimRun { job, .. } => job,
+            Write::PutJob(stored) => Some(&stored.job.name),
+            Write::DeleteJob(name) => Some(name),
+            Write::PutTask(task) => Some(&task.job),
+            Write::ClaimRun { job, .. } => Some(job),
+            Write::LaunchedThrough(_) => None,
         }
     }
 }
 
 /// Drops the writes of a batch that later writes in it make pointless: a job or task put again
-/// later, and anything of a job that is deleted later. Then orders the rest deletes, claims,
-/// jobs, tasks (keeping the order within each kind), so the SQL stores can write each kind with
-/// a few multi-row statements. Committing the result has the same effect as the batch:
+/// later, anything of a job that is deleted later, and every launch mark but the highest. Then
+/// orders the rest deletes, claims, jobs, tasks, mark (keeping the order within each kind), so the
+/// SQL stores can write each kind with a few multi-row statements. Committing the result has the same effect as the batch:
 /// - every write of a job that survives a delete of it came after the delete anyway;
 /// - a claim still comes before the task it guards;
 /// - jobs and tasks are independent rows.
@@ -162,10 +175,18 @@ pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
     let mut deleted = std::collections::HashSet::new();
     let mut jobs = std::collections::HashSet::new();
     let mut tasks = std::collections::HashSet::new();
+    let highest_mark = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::LaunchedThrough(ms) => Some(*ms),
+            _ => None,
+        })
+        .max();
+    let mut mark_kept = false;
     let mut kept: Vec<&Write> = Vec::with_capacity(batch.len());
     // Walking backwards, everything already seen happens later than the write at hand.
     for write in batch.iter().rev() {
-        if deleted.contains(write.job()) {
+        if write.job().is_some_and(|job| deleted.contains(job)) {
             continue;
         }
         let keep = match write {
@@ -173,6 +194,11 @@ pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
             Write::PutJob(stored) => jobs.insert(stored.job.name.as_str()),
             Write::PutTask(task) => tasks.insert(task.id.as_str()),
             Write::ClaimRun { .. } => true,
+            Write::LaunchedThrough(ms) => {
+                let first = !mark_kept && Some(*ms) == highest_mark;
+                mark_kept |= first;
+                first
+            }
         };
         if keep {
             kept.push(write);
@@ -184,6 +210,7 @@ pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
         Write::ClaimRun { .. } => 1,
         Write::PutJob(_) => 2,
         Write::PutTask(_) => 3,
+        Write::LaunchedThrough(_) => 4,
     });
     kept
 }
@@ -200,6 +227,8 @@ pub trait Store: Send + Sync + 'static {
     fn load_jobs(&self) -> impl Future<Output = Result<Vec<StoredJob>, Error>> + Send;
     /// Every task that is not final (queued, running or waiting).
     fn load_open_tasks(&self) -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
+    /// The highest [`Write::LaunchedThrough`] committed so far (0 when none was).
+    fn launched_through(&self) -> impl Future<Output = Result<i64, Error>> + Send;
     fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;
     /// The newest tasks of a job, newest first.
     fn job_tasks(&self, job: &str, limit: u32)

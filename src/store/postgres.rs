@@ -62,6 +62,10 @@ CREATE TABLE leader (
 );
 "#,
     "CREATE INDEX run_claims_by_due ON run_claims (due_ms);",
+    r#"
+CREATE TABLE launches (id INT PRIMARY KEY CHECK (id = 1), through_ms BIGINT NOT NULL);
+ALTER TABLE tasks ADD COLUMN scheduled BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Advisory lock keys are per database; both spell "kairos" in ASCII, plus a purpose number.
@@ -382,6 +386,7 @@ fn task_from_row(row: &PgRow) -> Result<TaskRecord, Error> {
         stderr: column(row, "stderr", what)?,
         elements_processed: column(row, "elements_processed", what)?,
         worker: column(row, "worker", what)?,
+        scheduled: column::<i64>(row, "scheduled", what)? != 0,
         id,
     })
 }
@@ -421,6 +426,14 @@ impl Store for PostgresStore {
         .await
         .map_err(query_err("load open tasks"))?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn launched_through(&self) -> Result<i64, Error> {
+        let through: Option<i64> = sqlx::query_scalar("SELECT MAX(through_ms) FROM launches")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("read the launch mark"))?;
+        Ok(through.unwrap_or(0))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {

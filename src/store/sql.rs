@@ -62,6 +62,21 @@ where
                     .await
                     .map_err(query_err("put jobs"))?;
             }
+            Step::Mark(through_ms) => {
+                // Only ever raised, even by a deposed leader committing late.
+                let mut query = QueryBuilder::<DB>::new("INSERT INTO launches (id, through_ms) VALUES (1, ");
+                query.push_bind(through_ms);
+                query.push(
+                    ") ON CONFLICT (id) DO UPDATE SET through_ms = CASE \
+                     WHEN excluded.through_ms > launches.through_ms THEN excluded.through_ms \
+                     ELSE launches.through_ms END",
+                );
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("mark launches"))?;
+            }
             Step::Tasks(mut tasks) => {
                 tasks.retain(|t| !lost.contains(&t.id));
                 if tasks.is_empty() {
@@ -89,6 +104,7 @@ enum Step<'a> {
     Claims(Vec<(&'a str, i64, &'a str)>),
     Jobs(Vec<&'a StoredJob>),
     Tasks(Vec<&'a TaskRecord>),
+    Mark(i64),
 }
 
 /// Coalesces a batch (see [`super::coalesce`], which also orders it deletes, claims, jobs,
@@ -110,6 +126,7 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
             (Write::PutJob(stored), _) => steps.push(Step::Jobs(vec![stored])),
             (Write::PutTask(task), Some(Step::Tasks(tasks))) if !full(tasks.len()) => tasks.push(task),
             (Write::PutTask(task), _) => steps.push(Step::Tasks(vec![task])),
+            (Write::LaunchedThrough(ms), _) => steps.push(Step::Mark(*ms)),
         }
     }
     steps
@@ -170,7 +187,7 @@ where
 {
     let mut query = QueryBuilder::new(
         "INSERT INTO tasks (id, job, attempt, due_ms, arguments, state, created_ms, started_ms,
-             finished_ms, exit_code, message, stdout, stderr, elements_processed, worker) ",
+             finished_ms, exit_code, message, stdout, stderr, elements_processed, worker, scheduled) ",
     );
     query.push_values(tasks, |mut row, task| {
         row.push_bind(task.id.clone())
@@ -187,7 +204,8 @@ where
             .push_bind(task.stdout.clone())
             .push_bind(task.stderr.clone())
             .push_bind(task.elements_processed)
-            .push_bind(task.worker.clone());
+            .push_bind(task.worker.clone())
+            .push_bind(i64::from(task.scheduled));
     });
     query.push(
         " ON CONFLICT (id) DO UPDATE SET state = excluded.state, started_ms = excluded.started_ms,

@@ -46,6 +46,10 @@ CREATE TABLE run_claims (
 );
 "#,
     "CREATE INDEX run_claims_by_due ON run_claims (due_ms);",
+    r#"
+CREATE TABLE launches (id INTEGER PRIMARY KEY CHECK (id = 1), through_ms INTEGER NOT NULL);
+ALTER TABLE tasks ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -167,6 +171,10 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, Error> {
         stderr: row.get("stderr"),
         elements_processed: row.get("elements_processed"),
         worker: row.get("worker"),
+        scheduled: row.try_get::<i64, _>("scheduled").map_err(|e| Error::Corrupt {
+            what: format!("task {id}"),
+            reason: e.to_string(),
+        })? != 0,
         id,
     })
 }
@@ -203,6 +211,14 @@ impl Store for SqliteStore {
         .await
         .map_err(query_err("load open tasks"))?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn launched_through(&self) -> Result<i64, Error> {
+        let through: Option<i64> = sqlx::query_scalar("SELECT MAX(through_ms) FROM launches")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("read the launch mark"))?;
+        Ok(through.unwrap_or(0))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {

@@ -32,6 +32,7 @@ fn task(id: &str, job: &str, state: TaskState, created_ms: i64) -> TaskRecord {
         stderr: String::new(),
         elements_processed: 0,
         worker: "w".to_owned(),
+        scheduled: id.starts_with('s'),
     }
 }
 
@@ -197,6 +198,20 @@ async fn conformance(store: impl Store) {
     );
     assert!(store.commit(&[claim_at(7, "again")]).await.unwrap().is_empty());
     assert_eq!(store.commit(&[claim_at(5000, "twice")]).await.unwrap(), ["twice"]);
+
+    // The launch mark starts at 0 and is only ever raised, within a batch and across them.
+    assert_eq!(store.launched_through().await.unwrap(), 0);
+    let marks = [
+        Write::LaunchedThrough(50),
+        Write::LaunchedThrough(70),
+        Write::LaunchedThrough(60),
+    ];
+    store.commit(&marks).await.unwrap();
+    assert_eq!(store.launched_through().await.unwrap(), 70);
+    store.commit(&[Write::LaunchedThrough(10)]).await.unwrap();
+    assert_eq!(store.launched_through().await.unwrap(), 70);
+    store.commit(&[Write::LaunchedThrough(90)]).await.unwrap();
+    assert_eq!(store.launched_through().await.unwrap(), 90);
 }
 
 #[test]
@@ -209,6 +224,7 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
                 Write::DeleteJob(name) => format!("delete {name}"),
                 Write::PutTask(t) => format!("task {} {}", t.id, t.state.as_str()),
                 Write::ClaimRun { task_id, .. } => format!("claim {task_id}"),
+                Write::LaunchedThrough(ms) => format!("mark {ms}"),
             })
             .collect()
     };
@@ -226,8 +242,10 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
         task_id: "t1".to_owned(),
     };
     let batch = vec![
+        Write::LaunchedThrough(3),
         claim,
         Write::PutTask(task("t1", "a", TaskState::Queued, 1)),
+        Write::LaunchedThrough(5),
         counted("a", 1),
         Write::PutTask(task("t1", "a", TaskState::Running, 1)),
         Write::PutTask(task("u1", "b", TaskState::Running, 1)),
@@ -236,10 +254,18 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
         counted("a", 2),
         Write::DeleteJob("b".to_owned()),
         counted("b", 0),
+        Write::LaunchedThrough(4),
     ];
     assert_eq!(
         describe(coalesce(&batch)),
-        ["delete b", "claim t1", "job a 2", "job b 0", "task t1 finished"]
+        [
+            "delete b",
+            "claim t1",
+            "job a 2",
+            "job b 0",
+            "task t1 finished",
+            "mark 5"
+        ]
     );
 }
 
@@ -349,7 +375,7 @@ async fn postgres_store_conforms() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2, 3]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4]);
     drop(again);
     db.remove().await;
 }
@@ -399,7 +425,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2, 3]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4]);
     drop(opened);
     db.remove().await;
 }
