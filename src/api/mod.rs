@@ -700,7 +700,9 @@ async fn progress(job: String, task_id: String, body: Bytes, ctx: Ctx) -> Result
             let elements = match value.get("numAdditionalElementsProcessed") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    ApiError::bad_request("field 'numAdditionalElementsProcessed': must be an integer")
+                    ApiError::bad_request(
+                        "field 'numAdditionalElementsProcessed': must be a whole number no larger than 9223372036854775807",
+                    )
                 })?),
             };
             ctx.engine()?
