@@ -260,7 +260,17 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .and(warp::body::bytes())
         .and_then(proxy);
     // Answered by every server itself: it needs no state.
-    let options = warp::options()
+    // Not `warp::options()`, whose 405 for every other method would outrank a 404 for a
+    // path no route serves.
+    let options = warp::method()
+        .and_then(|method: warp::http::Method| async move {
+            if method == warp::http::Method::OPTIONS {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
         .and(warp::path::full())
         .map(|path: warp::path::FullPath| options_reply(path.as_str()));
     let routes = options
@@ -678,6 +688,11 @@ struct JobSummary {
     queued_reason: Option<String>,
 }
 
+#[derive(Serialize)]
+struct Summaries {
+    jobs: Vec<JobSummary>,
+}
+
 async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
@@ -699,7 +714,7 @@ async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
                         .collect::<Vec<_>>()
                 })
                 .await?;
-            Ok(json_reply(&json!({ "jobs": jobs })))
+            Ok(json_reply(&Summaries { jobs }))
         }
         .await,
     )
