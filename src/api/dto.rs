@@ -524,10 +524,18 @@ mod tests {
             serde_json::json!([{"uri": "http://x/a.tgz", "executable": false, "cache": false, "extract": true, "output_file": "b.tgz"}])
         );
         // kairos' old spelling still reads.
-        let job = parse(r#"{"name":"a","fetch":[{"uri":"u","outputFile":"o"}]}"#, Route::Iso8601).unwrap();
+        let job = parse(
+            r#"{"name":"a","fetch":[{"uri":"u","outputFile":"o"}]}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
         assert_eq!(job.fetch[0].output_file, "o");
         // Parents are a set, in first-seen order.
-        let job = parse(r#"{"name":"a","parents":["c1","c1","p1","c1"]}"#, Route::Dependency).unwrap();
+        let job = parse(
+            r#"{"name":"a","parents":["c1","c1","p1","c1"]}"#,
+            Route::Dependency,
+        )
+        .unwrap();
         assert_eq!(job.parents.unwrap(), ["c1", "p1"]);
         // forcePullImage is true only for true or "true"; ports are written as strings.
         let job = parse(

@@ -397,10 +397,7 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::query::<HistoryQuery>())
         .and(c())
         .and_then(job_history);
-    let get_job = warp::path!("job" / Segment)
-        .and(get())
-        .and(c())
-        .and_then(get_job);
+    let get_job = warp::path!("job" / Segment).and(get()).and(c()).and_then(get_job);
     let delete_job = warp::path!("job" / Segment)
         .and(warp::delete())
         .and(c())
@@ -431,10 +428,7 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(get())
         .and(c())
         .and_then(graph_csv);
-    let stats = warp::path!("stats" / Segment)
-        .and(get())
-        .and(c())
-        .and_then(stats);
+    let stats = warp::path!("stats" / Segment).and(get()).and(c()).and_then(stats);
     let workers = warp::path!("workers").and(get()).and(c()).and_then(workers);
     let leader = warp::path!("leader")
         .and(get())
@@ -492,17 +486,28 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
         message: message.to_owned(),
     };
     let error = if rejection.is_not_found() {
-        with(StatusCode::NOT_FOUND, "there is no such route; see docs/compatibility.md for the routes served")
+        with(
+            StatusCode::NOT_FOUND,
+            "there is no such route; see docs/compatibility.md for the routes served",
+        )
     } else if let Some(e) = rejection.find::<ApiError>() {
         e.clone()
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
-        ApiError::bad_request("the query string is malformed or a parameter has the wrong type (limit and offset are whole numbers)")
+        ApiError::bad_request(
+            "the query string is malformed or a parameter has the wrong type (limit and offset are whole numbers)",
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         too_large()
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        with(StatusCode::LENGTH_REQUIRED, "the request needs a Content-Length header")
+        with(
+            StatusCode::LENGTH_REQUIRED,
+            "the request needs a Content-Length header",
+        )
     } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        with(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be JSON (Content-Type: application/json)")
+        with(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)",
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         with(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -861,7 +866,9 @@ async fn complete(Segment(task_id): Segment, body: Bytes, ctx: Ctx) -> Result<Re
 async fn progress(
     Segment(job): Segment,
     Segment(task_id): Segment,
-    body: Bytes, ctx: Ctx) -> Result<Response, Infallible> {
+    body: Bytes,
+    ctx: Ctx,
+) -> Result<Response, Infallible> {
     respond(
         async {
             let value: Value = if body.is_empty() {
@@ -1254,7 +1261,11 @@ mod tests {
             ((-20, 10), (0, 0)),
             ((5, i64::MAX), (5, usize::try_from(i64::MAX - 5).unwrap())),
         ] {
-            assert_eq!(search_window(offset, limit), want, "offset {offset}, limit {limit}");
+            assert_eq!(
+                search_window(offset, limit),
+                want,
+                "offset {offset}, limit {limit}"
+            );
         }
     }
 
@@ -1268,7 +1279,10 @@ mod tests {
             ("/v1/scheduler/jobs/summary", Some("GET, HEAD, OPTIONS")),
             ("/v1/scheduler/job/a.b", Some("GET, HEAD, PUT, DELETE, OPTIONS")),
             ("/v1/scheduler/job/success/a", Some("PUT, OPTIONS")),
-            ("/v1/scheduler/job/a/task/ct:1:0:a:/progress", Some("POST, OPTIONS")),
+            (
+                "/v1/scheduler/job/a/task/ct:1:0:a:/progress",
+                Some("POST, OPTIONS"),
+            ),
             ("/scheduler/task/kill/a", Some("DELETE, OPTIONS")),
             ("/scheduler/task/all", Some("GET, HEAD, PUT, OPTIONS")),
             ("/v1/scheduler/stats/mean", Some("GET, HEAD, OPTIONS")),

@@ -109,7 +109,11 @@ mod tests {
         assert!(h.median <= h.p75 && h.p75 <= h.p95 && h.p95 <= h.p98 && h.p98 <= h.p99);
         assert!(h.p99 <= h.p999 && h.p999 <= 100.0 && h.median >= 50.0);
         // Sample standard deviation of 1..=100: sqrt(100·101/12).
-        assert!((h.stddev - (100.0f64 * 101.0 / 12.0).sqrt()).abs() < 1e-9, "{}", h.stddev);
+        assert!(
+            (h.stddev - (100.0f64 * 101.0 / 12.0).sqrt()).abs() < 1e-9,
+            "{}",
+            h.stddev
+        );
         assert_eq!(Histogram::of([7.0].into_iter()).stddev, 0.0);
         assert_eq!(h.get("99thPercentile"), Some(h.p99));
         assert_eq!(h.get("bogus"), None);

@@ -101,7 +101,10 @@ async fn conformance(store: impl Store) {
     for _ in 0..2 {
         assert!(store.add_progress("t2", i64::MAX).await.unwrap());
     }
-    assert_eq!(store.task("t2").await.unwrap().unwrap().elements_processed, i64::MAX);
+    assert_eq!(
+        store.task("t2").await.unwrap().unwrap().elements_processed,
+        i64::MAX
+    );
     assert_eq!(store.job_tasks("a", 10).await.unwrap().len(), 3);
 
     let durations = store.recent_durations(1).await.unwrap();
@@ -271,7 +274,10 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     store
-        .commit(&[put("a", &[]), Write::PutTask(task("t1", "a", TaskState::Finished, 1))])
+        .commit(&[
+            put("a", &[]),
+            Write::PutTask(task("t1", "a", TaskState::Finished, 1)),
+        ])
         .await
         .unwrap();
     let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
@@ -289,7 +295,10 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
     assert!(store.job_tasks("a", 10).await.is_err());
     drop(store);
     let again = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(again.task("t1").await.unwrap().unwrap().elements_processed, i64::MAX);
+    assert_eq!(
+        again.task("t1").await.unwrap().unwrap().elements_processed,
+        i64::MAX
+    );
     raw.close().await.unwrap();
 }
 

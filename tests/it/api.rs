@@ -373,7 +373,10 @@ fn assert_key_order(text: &str, keys: &[&str]) {
                 .unwrap_or_else(|| panic!("{k} missing in {text}"))
         })
         .collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "want {keys:?} in order: {text}");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "want {keys:?} in order: {text}"
+    );
 }
 
 #[tokio::test]
@@ -385,7 +388,10 @@ async fn head_options_and_every_refusal_is_a_sentence() {
     for path in ["/ping", "/v1/scheduler/jobs", "/scheduler/job/stat/a", "/metrics"] {
         let response = h.client.head(h.url(path)).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "HEAD {path}");
-        assert!(response.text().await.unwrap().is_empty(), "HEAD {path} has no body");
+        assert!(
+            response.text().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
     }
     // OPTIONS names the methods of the route.
     for (path, allow) in [
@@ -405,21 +411,61 @@ async fn head_options_and_every_refusal_is_a_sentence() {
     // Every refusal warp makes is Chronos' error body with a sentence in it.
     let big = "x".repeat((1 << 20) + 1);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str, Option<&str>)> = vec![
-        (h.client.post(h.url("/v1/scheduler/jobs")), 405, "method", Some("GET, HEAD, OPTIONS")),
-        (h.client.delete(h.url("/scheduler/task/all")), 405, "method", Some("GET, HEAD, PUT, OPTIONS")),
-        (h.client.get(h.url("/v1/scheduler/nope")), 404, "no such route", None),
+        (
+            h.client.post(h.url("/v1/scheduler/jobs")),
+            405,
+            "method",
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        (
+            h.client.delete(h.url("/scheduler/task/all")),
+            405,
+            "method",
+            Some("GET, HEAD, PUT, OPTIONS"),
+        ),
+        (
+            h.client.get(h.url("/v1/scheduler/nope")),
+            404,
+            "no such route",
+            None,
+        ),
         (h.client.get(h.url("/logging")), 404, "no such route", None),
-        (h.client.request(reqwest::Method::OPTIONS, h.url("/nope")), 404, "no such route", None),
-        (h.client.post(h.url("/v1/scheduler/iso8601")), 400, "needs a body", None),
-        (h.client.put(h.url("/scheduler/task/ct:1:0:a:")), 400, "needs a body", None),
-        (h.client.post(h.url("/v1/scheduler/iso8601")).body(big), 413, "larger than 1 MiB", None),
+        (
+            h.client.request(reqwest::Method::OPTIONS, h.url("/nope")),
+            404,
+            "no such route",
+            None,
+        ),
+        (
+            h.client.post(h.url("/v1/scheduler/iso8601")),
+            400,
+            "needs a body",
+            None,
+        ),
+        (
+            h.client.put(h.url("/scheduler/task/ct:1:0:a:")),
+            400,
+            "needs a body",
+            None,
+        ),
+        (
+            h.client.post(h.url("/v1/scheduler/iso8601")).body(big),
+            413,
+            "larger than 1 MiB",
+            None,
+        ),
         (
             h.client.post(h.url("/v1/scheduler/iso8601")).body("{\"name\": "),
             400,
             "not valid JSON",
             None,
         ),
-        (h.client.get(h.url("/v1/scheduler/jobs/search?limit=ten")), 400, "query string", None),
+        (
+            h.client.get(h.url("/v1/scheduler/jobs/search?limit=ten")),
+            400,
+            "query string",
+            None,
+        ),
     ];
     for (request, status, needle, allow) in cases {
         let response = request.send().await.unwrap();
@@ -449,7 +495,8 @@ async fn percent_encoded_names_are_decoded_and_dot_names_refused() {
         assert_eq!((status, &job["name"]), (200, &json!(name)), "{encoded}: {job}");
         let (status, body) = h.put(&format!("/scheduler/job/{encoded}"), None).await;
         assert_eq!(status, 204, "PUT {encoded}: {body}");
-        h.wait_job(name, "the manual run", |j| j["successCount"] == 1).await;
+        h.wait_job(name, "the manual run", |j| j["successCount"] == 1)
+            .await;
         let (status, stat) = h.get(&format!("/v1/scheduler/job/stat/{encoded}")).await;
         assert_eq!(status, 200, "{stat}");
         let (status, body) = h.delete(&format!("/v1/scheduler/job/{encoded}")).await;
@@ -475,7 +522,11 @@ async fn listed_jobs_post_back_unchanged() {
     h.create(json!({"name": "by-fetch", "command": "true", "schedule": schedule,
         "fetch": [{"uri": "http://x/b", "output_file": "b.tgz", "extract": false}, {"uri": "http://x/c.tgz"}]}))
         .await;
-    for (name, parents) in [("p1", None), ("c1", None), ("child", Some(json!(["c1", "c1", "p1"])))] {
+    for (name, parents) in [
+        ("p1", None),
+        ("c1", None),
+        ("child", Some(json!(["c1", "c1", "p1"]))),
+    ] {
         let mut job = json!({"name": name, "command": "true"});
         match parents {
             Some(parents) => {
@@ -493,13 +544,28 @@ async fn listed_jobs_post_back_unchanged() {
     assert_eq!(h.job("child").await["parents"], json!(["c1", "p1"]));
     // Chronos' fetch shape: output_file only when set.
     let (_, text) = h.get_text("/v1/scheduler/job/by-fetch").await;
-    assert!(text.contains(r#""output_file":"b.tgz""#) && !text.contains("outputFile"), "{text}");
+    assert!(
+        text.contains(r#""output_file":"b.tgz""#) && !text.contains("outputFile"),
+        "{text}"
+    );
     assert_eq!(text.matches("output_file").count(), 1, "{text}");
     let (_, before) = h.get("/v1/scheduler/jobs").await;
-    let by_uris = before.as_array().unwrap().iter().find(|j| j["name"] == "by-uris").unwrap();
-    assert_eq!(by_uris["fetch"][0]["uri"], "http://x/a.tgz", "the list fills fetch from uris");
+    let by_uris = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "by-uris")
+        .unwrap();
+    assert_eq!(
+        by_uris["fetch"][0]["uri"], "http://x/a.tgz",
+        "the list fills fetch from uris"
+    );
     for job in before.as_array().unwrap() {
-        let route = if job.get("parents").is_some() { "dependency" } else { "iso8601" };
+        let route = if job.get("parents").is_some() {
+            "dependency"
+        } else {
+            "iso8601"
+        };
         let (status, body) = h.post(&format!("/v1/scheduler/{route}"), job.clone()).await;
         assert_eq!(status, 204, "re-posting {}: {body}", job["name"]);
     }
@@ -518,11 +584,13 @@ async fn listed_jobs_post_back_unchanged() {
 #[tokio::test]
 async fn wire_shapes_follow_chronos() {
     let h = Harness::start().await;
-    h.create(json!({"name": "data", "command": "true", "dataProcessingJobType": true,
+    h.create(
+        json!({"name": "data", "command": "true", "dataProcessingJobType": true,
         "schedule": "R0/2030-01-01T00:00:00Z/P1D",
         "container": {"type": "DOCKER", "image": "busybox", "forcePullImage": "yes", "networkInfos": [
-            {"name": "n", "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}]}}))
-        .await;
+            {"name": "n", "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}]}}),
+    )
+    .await;
     let job = h.job("data").await;
     assert_eq!(job["container"]["forcePullImage"], false, "{job}");
     assert_eq!(
@@ -530,28 +598,62 @@ async fn wire_shapes_follow_chronos() {
         json!({"hostPort": "8080", "containerPort": "80", "protocol": "tcp"})
     );
     // Run without the container: the built-in worker has no Docker in this test.
-    h.create(json!({"name": "data", "command": "true", "dataProcessingJobType": true,
-        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
-        .await;
+    h.create(
+        json!({"name": "data", "command": "true", "dataProcessingJobType": true,
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
     h.put("/v1/scheduler/job/data", None).await;
     h.wait_job("data", "a success", |j| j["successCount"] == 1).await;
     let (_, summary) = h.get_text("/v1/scheduler/jobs/summary").await;
-    assert_key_order(&summary, &["name", "status", "state", "schedule", "parents", "disabled"]);
+    assert_key_order(
+        &summary,
+        &["name", "status", "state", "schedule", "parents", "disabled"],
+    );
     let (_, stat) = h.get_text("/v1/scheduler/job/stat/data").await;
     assert_key_order(
         &stat,
         &[
-            "histogram", "75thPercentile", "95thPercentile", "98thPercentile", "99thPercentile",
-            "median", "mean", "count", "taskStatHistory", "taskId", "jobName", "slaveId",
-            "startTime", "endTime", "duration", "status", "numElementsProcessed",
+            "histogram",
+            "75thPercentile",
+            "95thPercentile",
+            "98thPercentile",
+            "99thPercentile",
+            "median",
+            "mean",
+            "count",
+            "taskStatHistory",
+            "taskId",
+            "jobName",
+            "slaveId",
+            "startTime",
+            "endTime",
+            "duration",
+            "status",
+            "numElementsProcessed",
         ],
     );
     let (_, metrics) = h.get_text("/metrics?prefix=jobs.run.time.").await;
     assert_key_order(
         &metrics,
         &[
-            "version", "gauges", "counters", "histograms", "count", "max", "mean", "min", "p50",
-            "p75", "p95", "p98", "p99", "p999", "stddev", "meters", "timers",
+            "version",
+            "gauges",
+            "counters",
+            "histograms",
+            "count",
+            "max",
+            "mean",
+            "min",
+            "p50",
+            "p75",
+            "p95",
+            "p98",
+            "p99",
+            "p999",
+            "stddev",
+            "meters",
+            "timers",
         ],
     );
     // Chronos' reader accepts these; so does kairos.

@@ -340,7 +340,10 @@ async fn progress_saturates_and_the_job_stays_readable_after_a_restart() {
     h.put("/v1/scheduler/job/big", None).await;
     h.wait_job("big", "success", |j| j["successCount"] == 1).await;
     let task_id = h.history("big").await[0]["taskId"].as_str().unwrap().to_owned();
-    let path = format!("/v1/scheduler/job/big/task/{}/progress", task_id.replace(':', "%3A"));
+    let path = format!(
+        "/v1/scheduler/job/big/task/{}/progress",
+        task_id.replace(':', "%3A")
+    );
     for _ in 0..2 {
         let (status, body) = h
             .post(&path, json!({"numAdditionalElementsProcessed": i64::MAX}))
@@ -349,12 +352,25 @@ async fn progress_saturates_and_the_job_stays_readable_after_a_restart() {
     }
     // Beyond i64 is refused, not wrapped.
     let (status, body) = h
-        .post(&path, json!({"numAdditionalElementsProcessed": 9223372036854775808u64}))
+        .post(
+            &path,
+            json!({"numAdditionalElementsProcessed": 9223372036854775808u64}),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("numAdditionalElementsProcessed"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("numAdditionalElementsProcessed"),
+        "{body}"
+    );
     for round in ["before", "after"] {
-        assert_eq!(h.history("big").await[0]["numElementsProcessed"], i64::MAX, "{round} the restart");
+        assert_eq!(
+            h.history("big").await[0]["numElementsProcessed"],
+            i64::MAX,
+            "{round} the restart"
+        );
         let (status, stat) = h.get("/v1/scheduler/job/stat/big").await;
         assert_eq!(status, 200, "{round} the restart: {stat}");
         assert_eq!(stat["taskStatHistory"][0]["numElementsProcessed"], i64::MAX);
