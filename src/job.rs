@@ -5,9 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Chronos' job name rule (`[\w.-]+`, ASCII word characters).
+/// Chronos' job name rule (`[\w.-]+`, ASCII word characters), minus `.` and `..`, which HTTP
+/// clients normalise out of a URL path, so a job with such a name could not be addressed.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name != "."
+        && name != ".."
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
@@ -92,7 +95,14 @@ pub struct Fetch {
     pub executable: bool,
     pub cache: bool,
     pub extract: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Chronos' spelling, written only when set. `outputFile` is what kairos wrote before, so
+    /// stored jobs from then still load.
+    #[serde(
+        rename = "output_file",
+        alias = "outputFile",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub output_file: String,
 }
 
@@ -264,6 +274,9 @@ mod tests {
             ("job with spaces", false),
             ("a#b", false),
             ("é", false),
+            (".", false),
+            ("..", false),
+            ("...", true),
         ] {
             assert_eq!(is_valid_name(name), ok, "{name:?}");
         }

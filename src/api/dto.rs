@@ -122,6 +122,11 @@ fn resource(obj: &Obj, key: &str, default: f64) -> Result<f64, ApiError> {
 /// A 400 naming the field for malformed JSON, wrong types, a bad name, both `schedule` and
 /// `parents`, a job posted to the wrong route, or both `uris` and `fetch`.
 pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job, Provided), ApiError> {
+    if body.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request(
+            "the request needs a body: the job as a JSON object",
+        ));
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -136,9 +141,15 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
             format!("the job's name '{name}' is invalid. Allowed names: '([\\w\\.-]+)'"),
         ));
     }
+    // Chronos keeps parents as a set: a repeated name counts once, in first-seen order.
     let parents = match field(&obj, "parents") {
         None => None,
-        Some(_) => Some(strings(&obj, "parents")?),
+        Some(_) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut parents = strings(&obj, "parents")?;
+            parents.retain(|p| seen.insert(p.clone()));
+            Some(parents)
+        }
     };
     let schedule = string(&obj, "schedule")?;
     match (route, &parents, &schedule) {
@@ -156,13 +167,22 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
         }
         _ => {}
     }
-    let uris = strings(&obj, "uris")?;
+    let mut uris = strings(&obj, "uris")?;
     let fetch = objects(&obj, "fetch")?
         .into_iter()
         .map(parse_fetch)
         .collect::<Result<Vec<_>, _>>()?;
     if !uris.is_empty() && !fetch.is_empty() {
-        return Err(bad("fetch", "give either uris (deprecated) or fetch, not both"));
+        // `GET /jobs` fills each from the other, so a listed job comes back with both. When they
+        // name the same URIs that is one list, kept as `fetch` (the current form, which carries
+        // the options); `uris` then adds nothing.
+        if !uris.iter().eq(fetch.iter().map(|f| &f.uri)) {
+            return Err(bad(
+                "fetch",
+                "uris (deprecated) and fetch name different URIs; give one of them, or the same URIs in both",
+            ));
+        }
+        uris.clear();
     }
     let environment_variables = objects(&obj, "environmentVariables")?
         .into_iter()
@@ -252,7 +272,11 @@ fn parse_fetch(obj: &Obj) -> Result<Fetch, ApiError> {
         executable: boolean(obj, "executable")?.unwrap_or(false),
         cache: boolean(obj, "cache")?.unwrap_or(false),
         extract: boolean(obj, "extract")?.unwrap_or(true),
-        output_file: string(obj, "output_file")?.unwrap_or_default(),
+        // Chronos' name is `output_file`; kairos once wrote `outputFile`, so that is read too.
+        output_file: match string(obj, "output_file")? {
+            Some(file) => file,
+            None => string(obj, "outputFile")?.unwrap_or_default(),
+        },
     })
 }
 
@@ -334,11 +358,40 @@ fn parse_container(obj: &Obj, allow_privileged: bool) -> Result<Option<Container
         image,
         network,
         network_name: string(obj, "networkName")?,
-        network_infos: array(obj, "networkInfos")?.to_vec(),
+        network_infos: array(obj, "networkInfos")?
+            .iter()
+            .map(port_numbers_as_strings)
+            .collect(),
         volumes,
-        force_pull_image: boolean(obj, "forcePullImage")?.unwrap_or(false),
+        // Chronos reads the value as text and takes only "true" as true; anything else is false.
+        force_pull_image: field(obj, "forcePullImage").is_some_and(|v| match v {
+            Value::Bool(b) => *b,
+            Value::String(s) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        }),
         parameters,
     }))
+}
+
+/// Chronos writes `portMappings`' `hostPort` and `containerPort` as strings (and reads numbers or
+/// strings); a network entry is otherwise kept as sent.
+fn port_numbers_as_strings(network: &Value) -> Value {
+    let mut network = network.clone();
+    let mappings = network
+        .get_mut("portMappings")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten();
+    for mapping in mappings.filter_map(Value::as_object_mut) {
+        for key in ["hostPort", "containerPort"] {
+            if let Some(port) = mapping.get_mut(key)
+                && let Value::Number(n) = port
+            {
+                *port = Value::String(n.to_string());
+            }
+        }
+    }
+    network
 }
 
 #[cfg(test)]
@@ -422,6 +475,8 @@ mod tests {
                 Route::Iso8601,
                 "'fetch'",
             ),
+            (r#"{"name":"."}"#, Route::Iso8601, "'name'"),
+            (r#"{"name":".."}"#, Route::Iso8601, "'name'"),
             (
                 r#"{"name":"a","constraints":[["rack","NEAR","x"]]}"#,
                 Route::Iso8601,
@@ -456,5 +511,48 @@ mod tests {
         );
         let (_, given) = parse_job(br#"{"name":"a"}"#, Route::Iso8601, &defaults()).unwrap();
         assert_eq!(given, Provided::default());
+    }
+
+    #[test]
+    fn listed_shapes_are_read_back_as_chronos_writes_them() {
+        // Both lists, as `GET /jobs` shows them, are one list, kept as fetch.
+        let job = parse(
+            r#"{"name":"a","uris":["http://x/a.tgz"],"fetch":[{"uri":"http://x/a.tgz","extract":true,"output_file":"b.tgz"}]}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
+        assert!(job.uris.is_empty());
+        assert_eq!(job.fetch[0].output_file, "b.tgz");
+        let fetch = serde_json::to_value(&job.fetch).unwrap();
+        assert_eq!(
+            fetch,
+            serde_json::json!([{"uri": "http://x/a.tgz", "executable": false, "cache": false, "extract": true, "output_file": "b.tgz"}])
+        );
+        // kairos' old spelling still reads.
+        let job = parse(
+            r#"{"name":"a","fetch":[{"uri":"u","outputFile":"o"}]}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
+        assert_eq!(job.fetch[0].output_file, "o");
+        // Parents are a set, in first-seen order.
+        let job = parse(
+            r#"{"name":"a","parents":["c1","c1","p1","c1"]}"#,
+            Route::Dependency,
+        )
+        .unwrap();
+        assert_eq!(job.parents.unwrap(), ["c1", "p1"]);
+        // forcePullImage is true only for true or "true"; ports are written as strings.
+        let job = parse(
+            r#"{"name":"a","container":{"image":"i","forcePullImage":"yes","networkInfos":[{"name":"n","portMappings":[{"hostPort":80,"containerPort":"8080","protocol":"tcp"}]}]}}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
+        let container = job.container.unwrap();
+        assert!(!container.force_pull_image);
+        assert_eq!(
+            container.network_infos[0]["portMappings"][0],
+            serde_json::json!({"hostPort": "80", "containerPort": "8080", "protocol": "tcp"})
+        );
     }
 }

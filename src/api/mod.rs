@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
@@ -41,6 +41,56 @@ impl ApiError {
         });
         warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
     }
+}
+
+/// Lets a filter refuse a request with a readable answer (see [`handle_rejection`]).
+impl warp::reject::Reject for ApiError {}
+
+/// Request bodies above this are refused.
+const BODY_LIMIT: usize = 1 << 20;
+
+/// A request body of at most [`BODY_LIMIT`] bytes. Unlike `warp::body::content_length_limit`,
+/// a body without a `Content-Length` (none at all, or chunked) is read too: a POST without a
+/// body is an empty body, which the handler explains.
+fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|length: Option<u64>, stream| async move {
+            read_body(length, stream).await.map_err(warp::reject::custom)
+        })
+}
+
+fn too_large() -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: "the request body is larger than 1 MiB".to_owned(),
+    }
+}
+
+async fn read_body(
+    length: Option<u64>,
+    stream: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    if length.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the request body could not be read: {e}")))?;
+        if body.len() + chunk.remaining() > BODY_LIMIT {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(body))
 }
 
 /// The one mapping from engine failures to HTTP. Chronos answers unknown jobs with 400.
@@ -122,7 +172,20 @@ fn text(body: String) -> Response {
     response
 }
 
-/// Decodes `%XX` escapes in a path segment (task ids carry `:` and spaces).
+/// A path parameter with its `%XX` escapes decoded, as Jersey hands them to Chronos: clients
+/// encode job names (`a%2Eb`) and task ids (which carry `:` and spaces).
+#[derive(Debug, Clone)]
+struct Segment(String);
+
+impl std::str::FromStr for Segment {
+    type Err = Infallible;
+
+    fn from_str(raw: &str) -> Result<Segment, Infallible> {
+        Ok(Segment(percent_decode(raw)))
+    }
+}
+
+/// Decodes `%XX` escapes in a path segment.
 fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -143,6 +206,11 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// GET, and HEAD answered the same way: hyper leaves the body out of a HEAD answer.
+fn get() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
 fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
     warp::any().map(move || ctx.clone())
 }
@@ -153,7 +221,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .and(warp::path("scheduler"))
         .and(scheduler_routes(ctx.clone()));
     let v2 = warp::path("scheduler").and(scheduler_routes(ctx.clone()));
-    let ping = warp::path!("ping").and(warp::get()).map(|| {
+    let ping = warp::path!("ping").and(get()).map(|| {
         let mut response = text("pong\n".to_owned());
         response.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -167,11 +235,11 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .unify()
         .or(warp::path!("scheduler" / "leader"))
         .unify()
-        .and(warp::get())
+        .and(get())
         .and(with_ctx(ctx.clone()))
         .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
     let metrics = warp::path!("metrics")
-        .and(warp::get())
+        .and(get())
         .and(warp::query::<MetricsQuery>())
         .and(with_ctx(ctx.clone()))
         .and_then(metrics);
@@ -191,7 +259,24 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         // No length limit here: GET requests carry no Content-Length, and the leader enforces its own.
         .and(warp::body::bytes())
         .and_then(proxy);
-    ping.or(leader)
+    // Answered by every server itself: it needs no state.
+    // Not `warp::options()`, whose 405 for every other method would outrank a 404 for a
+    // path no route serves.
+    let options = warp::method()
+        .and_then(|method: warp::http::Method| async move {
+            if method == warp::http::Method::OPTIONS {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::path::full())
+        .map(|path: warp::path::FullPath| options_reply(path.as_str()));
+    let routes = options
+        .or(ping)
+        .unify()
+        .or(leader)
         .unify()
         .or(proxy)
         .unify()
@@ -202,11 +287,20 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .or(metrics)
         .unify()
         .recover(handle_rejection)
-        .unify()
-        .map(|mut response: Response| {
+        .unify();
+    warp::path::full()
+        .and(routes)
+        .map(|path: warp::path::FullPath, mut response: Response| {
             response
                 .headers_mut()
                 .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                && let Some(allow) = allowed_methods(path.as_str())
+            {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
             response
         })
 }
@@ -264,7 +358,6 @@ async fn proxy(
 fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
     let c = move || with_ctx(ctx.clone());
     let post_or_put = || warp::post().or(warp::put()).unify();
-    let body = || warp::body::content_length_limit(1 << 20).and(warp::body::bytes());
 
     let iso = warp::path!("iso8601")
         .and(post_or_put())
@@ -276,75 +369,69 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(body())
         .and(c())
         .and_then(|b, ctx| upsert(b, ctx, Route::Dependency));
-    let jobs = warp::path!("jobs").and(warp::get()).and(c()).and_then(list_jobs);
+    let jobs = warp::path!("jobs").and(get()).and(c()).and_then(list_jobs);
     let search = warp::path!("jobs" / "search")
-        .and(warp::get())
+        .and(get())
         .and(warp::query::<SearchQuery>())
         .and(c())
         .and_then(search_jobs);
     let summary = warp::path!("jobs" / "summary")
-        .and(warp::get())
+        .and(get())
         .and(c())
         .and_then(summary);
-    let mark_success = warp::path!("job" / "success" / String)
+    let mark_success = warp::path!("job" / "success" / Segment)
         .and(warp::put())
         .and(c())
         .and_then(mark_success);
-    let stat = warp::path!("job" / "stat" / String)
-        .and(warp::get())
+    let stat = warp::path!("job" / "stat" / Segment)
+        .and(get())
         .and(c())
         .and_then(job_stat);
-    let progress = warp::path!("job" / String / "task" / String / "progress")
+    let progress = warp::path!("job" / Segment / "task" / Segment / "progress")
         .and(warp::post())
         .and(body())
         .and(c())
         .and_then(progress);
-    let history = warp::path!("job" / String / "tasks")
-        .and(warp::get())
+    let history = warp::path!("job" / Segment / "tasks")
+        .and(get())
         .and(warp::query::<HistoryQuery>())
         .and(c())
         .and_then(job_history);
-    let get_job = warp::path!("job" / String)
-        .and(warp::get())
-        .and(c())
-        .and_then(get_job);
-    let delete_job = warp::path!("job" / String)
+    let get_job = warp::path!("job" / Segment).and(get()).and(c()).and_then(get_job);
+    let delete_job = warp::path!("job" / Segment)
         .and(warp::delete())
         .and(c())
         .and_then(delete_job);
-    let run_job = warp::path!("job" / String)
+    let run_job = warp::path!("job" / Segment)
         .and(warp::put())
         .and(warp::query::<RunQuery>())
         .and(c())
         .and_then(run_job);
-    let kill = warp::path!("task" / "kill" / String)
+    let kill = warp::path!("task" / "kill" / Segment)
         .and(warp::delete())
         .and(c())
         .and_then(kill);
-    let complete = warp::path!("task" / String)
+    let complete = warp::path!("task" / Segment)
         .and(warp::put())
         .and(body())
         .and(c())
         .and_then(complete);
-    let get_task = warp::path!("task" / String)
-        .and(warp::get())
+    let get_task = warp::path!("task" / Segment)
+        .and(get())
         .and(c())
         .and_then(get_task);
     let dot = warp::path!("graph" / "dot")
-        .and(warp::get())
+        .and(get())
         .and(c())
         .and_then(graph_dot);
     let csv = warp::path!("graph" / "csv")
-        .and(warp::get())
+        .and(get())
         .and(c())
         .and_then(graph_csv);
-    let stats = warp::path!("stats" / String)
-        .and(warp::get())
-        .and(c())
-        .and_then(stats);
-    let workers = warp::path!("workers").and(warp::get()).and(c()).and_then(workers);
+    let stats = warp::path!("stats" / Segment).and(get()).and(c()).and_then(stats);
+    let workers = warp::path!("workers").and(get()).and(c()).and_then(workers);
     let leader = warp::path!("leader")
-        .and(warp::get())
+        .and(get())
         .and(c())
         .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
 
@@ -392,28 +479,90 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Every refusal warp makes, as a sentence in Chronos' error body.
 async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    let with = |status: StatusCode, message: &str| ApiError {
+        status,
+        message: message.to_owned(),
+    };
     let error = if rejection.is_not_found() {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: "no such route".to_owned(),
-        }
-    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        ApiError::bad_request(format!("bad query string: {e}"))
+        with(
+            StatusCode::NOT_FOUND,
+            "there is no such route; see docs/compatibility.md for the routes served",
+        )
+    } else if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ApiError::bad_request(
+            "the query string is malformed or a parameter has the wrong type (limit and offset are whole numbers)",
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: "the body is larger than 1 MiB".to_owned(),
-        }
+        too_large()
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        with(
+            StatusCode::LENGTH_REQUIRED,
+            "the request needs a Content-Length header",
+        )
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        with(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)",
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            message: "method not allowed on this route".to_owned(),
-        }
+        with(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this route does not accept that method; the Allow header lists the ones it does",
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request(format!("the request needs a {} header", e.name()))
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request(format!("the {} header is not valid", e.name()))
     } else {
-        ApiError::bad_request(format!("bad request: {rejection:?}"))
+        tracing::warn!(?rejection, "An unexpected rejection.");
+        ApiError::bad_request("the request could not be understood")
     };
     Ok(error.into_response())
+}
+
+/// The methods a path accepts, for `OPTIONS` and the `Allow` header of a 405; `None` for a path
+/// no route serves. It mirrors the routes above and `allow_lists_every_route` keeps it honest.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    const READ: &str = "GET, HEAD, OPTIONS";
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["ping" | "metrics" | "leader"] => return Some(READ),
+        ["v1", "scheduler", rest @ ..] | ["scheduler", rest @ ..] => rest,
+        _ => return None,
+    };
+    Some(match rest {
+        ["iso8601" | "dependency"] => "POST, PUT, OPTIONS",
+        ["jobs"] | ["jobs", "search" | "summary"] | ["graph", "dot" | "csv"] | ["workers" | "leader"] => READ,
+        ["job", "success", _] => "PUT, OPTIONS",
+        ["job", "stat", _] | ["job", _, "tasks"] | ["stats", _] => READ,
+        ["job", _, "task", _, "progress"] => "POST, OPTIONS",
+        ["job", _] => "GET, HEAD, PUT, DELETE, OPTIONS",
+        ["task", "kill", _] => "DELETE, OPTIONS",
+        ["task", _] => "GET, HEAD, PUT, OPTIONS",
+        _ => return None,
+    })
+}
+
+/// `OPTIONS`: the methods of the path in `Allow` (no CORS preflight, as CORS is not configured).
+fn options_reply(path: &str) -> Response {
+    match allowed_methods(path) {
+        Some(allow) => {
+            let mut response = no_content();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            response
+        }
+        None => ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: "there is no such route; see docs/compatibility.md for the routes served".to_owned(),
+        }
+        .into_response(),
+    }
 }
 
 // ----- handlers -----
@@ -475,8 +624,18 @@ struct SearchQuery {
     name: Option<String>,
     command: Option<String>,
     any: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// Which of the matching jobs a search returns: Chronos' `slice(offset, offset + limit)`, so a
+/// negative limit returns nothing and a negative offset starts at the first job.
+fn search_window(offset: i64, limit: i64) -> (usize, usize) {
+    let from = offset.max(0);
+    let until = offset.saturating_add(limit);
+    let skip = usize::try_from(from).unwrap_or(usize::MAX);
+    let take = usize::try_from(until.saturating_sub(from)).unwrap_or(0);
+    (skip, take)
 }
 
 /// Case-insensitive substring search. `name` and `command` must all match; `any` matches either,
@@ -498,8 +657,7 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
         async {
             let lower = |s: &Option<String>| s.as_deref().unwrap_or("").to_lowercase();
             let (name, command, any) = (lower(&q.name), lower(&q.command), lower(&q.any));
-            let limit = q.limit.unwrap_or(10);
-            let offset = q.offset.unwrap_or(0);
+            let (offset, limit) = search_window(q.offset.unwrap_or(0), q.limit.unwrap_or(10));
             let jobs = ctx
                 .engine()?
                 .read(move |state| {
@@ -519,6 +677,26 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
+/// One `/jobs/summary` entry, in the key order of Chronos' `JobSummaryWrapperSerializer`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobSummary {
+    name: String,
+    status: &'static str,
+    state: String,
+    schedule: String,
+    parents: Vec<String>,
+    disabled: bool,
+    /// Beyond Chronos: why a queued task can't start yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queued_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Summaries {
+    jobs: Vec<JobSummary>,
+}
+
 async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
@@ -528,25 +706,19 @@ async fn summary(ctx: Ctx) -> Result<Response, Infallible> {
                     state
                         .jobs
                         .values()
-                        .map(|e| {
-                            let mut summary = json!({
-                                "name": e.job.name,
-                                "status": e.job.last_status(),
-                                "state": state.job_state(&e.job.name),
-                                "schedule": e.job.schedule.clone().unwrap_or_default(),
-                                "parents": e.job.parents(),
-                                "disabled": e.job.disabled,
-                            });
-                            // Beyond Chronos: why a queued task can't start yet.
-                            if let Some(reason) = &e.waiting {
-                                summary["queuedReason"] = json!(reason.to_string());
-                            }
-                            summary
+                        .map(|e| JobSummary {
+                            name: e.job.name.clone(),
+                            status: e.job.last_status(),
+                            state: state.job_state(&e.job.name),
+                            schedule: e.job.schedule.clone().unwrap_or_default(),
+                            parents: e.job.parents().to_vec(),
+                            disabled: e.job.disabled,
+                            queued_reason: e.waiting.as_ref().map(ToString::to_string),
                         })
                         .collect::<Vec<_>>()
                 })
                 .await?;
-            Ok(json_reply(&json!({ "jobs": jobs })))
+            Ok(json_reply(&Summaries { jobs }))
         }
         .await,
     )
@@ -587,7 +759,7 @@ async fn workers(ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
-async fn get_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn get_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let lookup = name.clone();
@@ -602,7 +774,7 @@ async fn get_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
-async fn delete_job(name: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn delete_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             ctx.engine()?.call(|reply| Event::Delete { name, reply }).await?;
@@ -617,7 +789,7 @@ struct RunQuery {
     arguments: Option<String>,
 }
 
-async fn run_job(name: String, q: RunQuery, ctx: Ctx) -> Result<Response, Infallible> {
+async fn run_job(Segment(name): Segment, q: RunQuery, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let arguments = q.arguments;
@@ -634,7 +806,7 @@ async fn run_job(name: String, q: RunQuery, ctx: Ctx) -> Result<Response, Infall
     )
 }
 
-async fn mark_success(name: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn mark_success(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let label = name.clone();
@@ -648,7 +820,7 @@ async fn mark_success(name: String, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
-async fn kill(name: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn kill(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             ctx.engine()?.call(|reply| Event::Kill { name, reply }).await?;
@@ -658,10 +830,14 @@ async fn kill(name: String, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
-async fn complete(task_id: String, body: Bytes, ctx: Ctx) -> Result<Response, Infallible> {
+async fn complete(Segment(task_id): Segment, body: Bytes, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            let task_id = percent_decode(&task_id);
+            if body.trim_ascii().is_empty() {
+                return Err(ApiError::bad_request(
+                    "the request needs a body: {\"statusCode\": 0} for success, another number for failure",
+                ));
+            }
             let value: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
             let status_code = value
@@ -686,10 +862,14 @@ async fn complete(task_id: String, body: Bytes, ctx: Ctx) -> Result<Response, In
     )
 }
 
-async fn progress(job: String, task_id: String, body: Bytes, ctx: Ctx) -> Result<Response, Infallible> {
+async fn progress(
+    Segment(job): Segment,
+    Segment(task_id): Segment,
+    body: Bytes,
+    ctx: Ctx,
+) -> Result<Response, Infallible> {
     respond(
         async {
-            let task_id = percent_decode(&task_id);
             let value: Value = if body.is_empty() {
                 Value::Null
             } else {
@@ -699,7 +879,9 @@ async fn progress(job: String, task_id: String, body: Bytes, ctx: Ctx) -> Result
             let elements = match value.get("numAdditionalElementsProcessed") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    ApiError::bad_request("field 'numAdditionalElementsProcessed': must be an integer")
+                    ApiError::bad_request(
+                        "field 'numAdditionalElementsProcessed': must be a whole number no larger than 9223372036854775807",
+                    )
                 })?),
             };
             ctx.engine()?
@@ -746,7 +928,7 @@ fn task_json(task: &TaskRecord) -> Value {
     })
 }
 
-async fn job_history(job: String, q: HistoryQuery, ctx: Ctx) -> Result<Response, Infallible> {
+async fn job_history(Segment(job): Segment, q: HistoryQuery, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let limit = q.limit.unwrap_or(20).min(1000);
@@ -760,10 +942,9 @@ async fn job_history(job: String, q: HistoryQuery, ctx: Ctx) -> Result<Response,
     )
 }
 
-async fn get_task(task_id: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn get_task(Segment(task_id): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            let task_id = percent_decode(&task_id);
             let task = ctx.engine()?.call(|reply| Event::Task { task_id, reply }).await?;
             Ok(json_reply(&task_json(&task)))
         }
@@ -771,16 +952,58 @@ async fn get_task(task_id: String, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
-fn histogram_json(h: &Histogram) -> Value {
-    json!({
-        "75thPercentile": h.p75,
-        "95thPercentile": h.p95,
-        "98thPercentile": h.p98,
-        "99thPercentile": h.p99,
-        "median": h.median,
-        "mean": h.mean,
-        "count": h.count,
-    })
+/// `/job/stat`'s histogram, in the key order of Chronos' `HistogramSerializer`.
+#[derive(Serialize)]
+struct ChronosHistogram {
+    #[serde(rename = "75thPercentile")]
+    p75: f64,
+    #[serde(rename = "95thPercentile")]
+    p95: f64,
+    #[serde(rename = "98thPercentile")]
+    p98: f64,
+    #[serde(rename = "99thPercentile")]
+    p99: f64,
+    median: f64,
+    mean: f64,
+    count: usize,
+}
+
+impl From<&Histogram> for ChronosHistogram {
+    fn from(h: &Histogram) -> ChronosHistogram {
+        ChronosHistogram {
+            p75: h.p75,
+            p95: h.p95,
+            p98: h.p98,
+            p99: h.p99,
+            median: h.median,
+            mean: h.mean,
+            count: h.count,
+        }
+    }
+}
+
+/// A `taskStatHistory` entry, in the key order of Chronos' `JobStatWrapperSerializer`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskStat<'a> {
+    task_id: &'a str,
+    job_name: &'a str,
+    slave_id: &'a str,
+    start_time: String,
+    end_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    status: &'static str,
+    /// Only for data jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_elements_processed: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobStat<'a> {
+    histogram: ChronosHistogram,
+    task_stat_history: Vec<TaskStat<'a>>,
 }
 
 /// Chronos' `MM/dd/yy HH:mm:ss` (UTC here) or `N/A`.
@@ -808,7 +1031,7 @@ fn chronos_duration(ms: i64) -> String {
     out
 }
 
-async fn job_stat(job: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn job_stat(Segment(job): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let data_job = {
@@ -819,43 +1042,39 @@ async fn job_stat(job: String, ctx: Ctx) -> Result<Response, Infallible> {
                     .unwrap_or(false)
             };
             let (histogram, tasks) = ctx.engine()?.call(|reply| Event::Stat { job, reply }).await?;
-            let history: Vec<Value> = tasks
+            let task_stat_history = tasks
                 .iter()
-                .map(|t| {
-                    let status = match t.state {
+                .map(|t| TaskStat {
+                    task_id: &t.id,
+                    job_name: &t.job,
+                    slave_id: &t.worker,
+                    start_time: chronos_time(t.started_ms),
+                    end_time: chronos_time(t.finished_ms),
+                    duration: t
+                        .started_ms
+                        .zip(t.finished_ms)
+                        .map(|(s, f)| chronos_duration(f - s)),
+                    status: match t.state {
                         TaskState::Finished => "Success",
                         TaskState::Running | TaskState::Waiting => "Running",
                         TaskState::Queued => "Idle",
                         TaskState::Failed | TaskState::Killed | TaskState::Lost | TaskState::Skipped => {
                             "Fail"
                         }
-                    };
-                    let mut entry = json!({
-                        "taskId": t.id,
-                        "jobName": t.job,
-                        "slaveId": t.worker,
-                        "startTime": chronos_time(t.started_ms),
-                        "endTime": chronos_time(t.finished_ms),
-                        "status": status,
-                    });
-                    if let (Some(s), Some(f)) = (t.started_ms, t.finished_ms) {
-                        entry["duration"] = json!(chronos_duration(f - s));
-                    }
-                    if data_job {
-                        entry["numElementsProcessed"] = json!(t.elements_processed);
-                    }
-                    entry
+                    },
+                    num_elements_processed: data_job.then_some(t.elements_processed),
                 })
                 .collect();
-            Ok(json_reply(
-                &json!({ "histogram": histogram_json(&histogram), "taskStatHistory": history }),
-            ))
+            Ok(json_reply(&JobStat {
+                histogram: ChronosHistogram::from(&histogram),
+                task_stat_history,
+            }))
         }
         .await,
     )
 }
 
-async fn stats(key: String, ctx: Ctx) -> Result<Response, Infallible> {
+async fn stats(Segment(key): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let mut rows = ctx
@@ -912,6 +1131,34 @@ struct MetricsQuery {
     prefix: Option<String>,
 }
 
+/// Codahale's metrics JSON, in its key order. Metric names are sorted within each kind, as
+/// Codahale's registry sorts them.
+#[derive(Serialize)]
+struct Metrics {
+    version: &'static str,
+    gauges: serde_json::Map<String, Value>,
+    counters: serde_json::Map<String, Value>,
+    histograms: serde_json::Map<String, Value>,
+    meters: serde_json::Map<String, Value>,
+    timers: serde_json::Map<String, Value>,
+}
+
+/// A Codahale histogram (`MetricsModule`'s `HistogramSerializer`, without the samples).
+#[derive(Serialize)]
+struct CodahaleHistogram {
+    count: usize,
+    max: f64,
+    mean: f64,
+    min: f64,
+    p50: f64,
+    p75: f64,
+    p95: f64,
+    p98: f64,
+    p99: f64,
+    p999: f64,
+    stddev: f64,
+}
+
 /// Codahale's metrics JSON (`version`, `gauges`, `counters`, `histograms`, `meters`, `timers`).
 async fn metrics(query: MetricsQuery, ctx: Ctx) -> Result<Response, Infallible> {
     let prefix = query.prefix.unwrap_or_default();
@@ -961,22 +1208,32 @@ async fn metrics(query: MetricsQuery, ctx: Ctx) -> Result<Response, Infallible> 
                     let timed = s.jobs.values().filter(|e| !e.durations.is_empty());
                     for e in timed.filter(|_| wanted("jobs.run.time.")) {
                         let h = Histogram::of(e.durations.iter().copied());
+                        let shape = CodahaleHistogram {
+                            count: h.count,
+                            max: h.max,
+                            mean: h.mean,
+                            min: h.min,
+                            p50: h.median,
+                            p75: h.p75,
+                            p95: h.p95,
+                            p98: h.p98,
+                            p99: h.p99,
+                            p999: h.p999,
+                            stddev: h.stddev,
+                        };
                         histograms.insert(
                             format!("jobs.run.time.{}", e.job.name),
-                            json!({
-                                "count": h.count, "min": h.min, "max": h.max, "mean": h.mean,
-                                "p50": h.median, "p75": h.p75, "p95": h.p95, "p98": h.p98, "p99": h.p99,
-                            }),
+                            serde_json::to_value(shape).unwrap_or_default(),
                         );
                     }
-                    json!({
-                        "version": "4.0.0",
-                        "gauges": gauges,
-                        "counters": counters,
-                        "histograms": histograms,
-                        "meters": {},
-                        "timers": {},
-                    })
+                    Metrics {
+                        version: "4.0.0",
+                        gauges,
+                        counters,
+                        histograms,
+                        meters: serde_json::Map::new(),
+                        timers: serde_json::Map::new(),
+                    }
                 })
                 .await?;
             Ok(json_reply(&body))
@@ -994,6 +1251,48 @@ mod tests {
         assert_eq!(percent_decode("ct%3A1%3A0%3Aa%3A-x%201"), "ct:1:0:a:-x 1");
         assert_eq!(percent_decode("plain"), "plain");
         assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+    }
+
+    #[test]
+    fn search_windows_follow_scala_slice() {
+        for ((offset, limit), want) in [
+            ((0, 10), (0, 10)),
+            ((2, 3), (2, 3)),
+            ((0, -1), (0, 0)),
+            ((-1, 10), (0, 9)),
+            ((-20, 10), (0, 0)),
+            ((5, i64::MAX), (5, usize::try_from(i64::MAX - 5).unwrap())),
+        ] {
+            assert_eq!(
+                search_window(offset, limit),
+                want,
+                "offset {offset}, limit {limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_lists_every_route() {
+        for (path, want) in [
+            ("/ping", Some("GET, HEAD, OPTIONS")),
+            ("/metrics", Some("GET, HEAD, OPTIONS")),
+            ("/v1/scheduler/iso8601", Some("POST, PUT, OPTIONS")),
+            ("/scheduler/dependency", Some("POST, PUT, OPTIONS")),
+            ("/v1/scheduler/jobs/summary", Some("GET, HEAD, OPTIONS")),
+            ("/v1/scheduler/job/a.b", Some("GET, HEAD, PUT, DELETE, OPTIONS")),
+            ("/v1/scheduler/job/success/a", Some("PUT, OPTIONS")),
+            (
+                "/v1/scheduler/job/a/task/ct:1:0:a:/progress",
+                Some("POST, OPTIONS"),
+            ),
+            ("/scheduler/task/kill/a", Some("DELETE, OPTIONS")),
+            ("/scheduler/task/all", Some("GET, HEAD, PUT, OPTIONS")),
+            ("/v1/scheduler/stats/mean", Some("GET, HEAD, OPTIONS")),
+            ("/v1/scheduler/nope", None),
+            ("/logging", None),
+        ] {
+            assert_eq!(allowed_methods(path), want, "{path}");
+        }
     }
 
     #[test]

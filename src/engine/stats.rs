@@ -10,12 +10,15 @@ pub struct Histogram {
     pub p95: f64,
     pub p98: f64,
     pub p99: f64,
+    pub p999: f64,
     pub median: f64,
     /// The arithmetic mean (Chronos printed the median under this key; we don't).
     pub mean: f64,
     pub count: usize,
     pub min: f64,
     pub max: f64,
+    /// The sample standard deviation, as Codahale's snapshots compute it (0 below two values).
+    pub stddev: f64,
 }
 
 impl Histogram {
@@ -26,16 +29,25 @@ impl Histogram {
         }
         sorted.sort_by(f64::total_cmp);
         let q = |quantile: f64| quantile_of(&sorted, quantile);
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().sum::<f64>() / n;
+        let stddev = if sorted.len() < 2 {
+            0.0
+        } else {
+            (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
         Histogram {
             p75: q(0.75),
             p95: q(0.95),
             p98: q(0.98),
             p99: q(0.99),
+            p999: q(0.999),
             median: q(0.5),
-            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            mean,
             count: sorted.len(),
             min: sorted[0],
             max: sorted[sorted.len() - 1],
+            stddev,
         }
     }
 
@@ -95,7 +107,14 @@ mod tests {
     fn percentiles_are_ordered_and_bounded() {
         let h = Histogram::of((1..=100).map(f64::from));
         assert!(h.median <= h.p75 && h.p75 <= h.p95 && h.p95 <= h.p98 && h.p98 <= h.p99);
-        assert!(h.p99 <= 100.0 && h.median >= 50.0);
+        assert!(h.p99 <= h.p999 && h.p999 <= 100.0 && h.median >= 50.0);
+        // Sample standard deviation of 1..=100: sqrt(100·101/12).
+        assert!(
+            (h.stddev - (100.0f64 * 101.0 / 12.0).sqrt()).abs() < 1e-9,
+            "{}",
+            h.stddev
+        );
+        assert_eq!(Histogram::of([7.0].into_iter()).stddev, 0.0);
         assert_eq!(h.get("99thPercentile"), Some(h.p99));
         assert_eq!(h.get("bogus"), None);
     }

@@ -125,7 +125,7 @@ impl Store for MemoryStore {
     async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
         Ok(self.with(|inner| match inner.tasks.get_mut(task_id) {
             Some(t) => {
-                t.elements_processed += elements;
+                t.elements_processed = t.elements_processed.saturating_add(elements.max(0));
                 true
             }
             None => false,

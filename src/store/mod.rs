@@ -238,7 +238,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         per_job: u32,
     ) -> impl Future<Output = Result<Vec<(String, f64)>, Error>> + Send;
-    /// Adds to a task's processed-elements count; false when the task is unknown.
+    /// Adds to a task's processed-elements count; false when the task is unknown. The count
+    /// saturates at `i64::MAX`, and a negative `elements` adds nothing (the engine refuses those).
     fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send;
     /// Deletes final tasks beyond the newest `keep_per_job` of each job; returns how many went.
     fn prune_history(&self, keep_per_job: u32) -> impl Future<Output = Result<u64, Error>> + Send;

@@ -479,12 +479,16 @@ impl Store for PostgresStore {
     }
 
     async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
-        let done = sqlx::query("UPDATE tasks SET elements_processed = elements_processed + $1 WHERE id = $2")
-            .bind(elements)
-            .bind(task_id)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("add progress"))?;
+        // Clamped at i64::MAX, where BIGINT would refuse the sum.
+        let done = sqlx::query(
+            "UPDATE tasks SET elements_processed = LEAST(elements_processed, 9223372036854775807 - $1) + $1
+             WHERE id = $2",
+        )
+        .bind(elements.max(0))
+        .bind(task_id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("add progress"))?;
         Ok(done.rows_affected() > 0)
     }
 

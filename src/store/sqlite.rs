@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 use super::sql::query_err;
@@ -46,6 +48,10 @@ CREATE TABLE run_claims (
 );
 "#,
     "CREATE INDEX run_claims_by_due ON run_claims (due_ms);",
+    // Before progress additions were clamped, a sum past i64 was stored by SQLite as REAL, which
+    // no read can decode. CAST saturates a too-large REAL at the largest integer.
+    "UPDATE tasks SET elements_processed = CAST(elements_processed AS INTEGER)
+     WHERE typeof(elements_processed) <> 'integer';",
     r#"
 CREATE TABLE launches (id INTEGER PRIMARY KEY CHECK (id = 1), through_ms INTEGER NOT NULL);
 ALTER TABLE tasks ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
@@ -149,32 +155,42 @@ impl SqliteStore {
     }
 }
 
-fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, Error> {
-    let id: String = row.get("id");
-    let state: String = row.get("state");
+/// Reads one column, reporting a missing column or a type mismatch as a corrupt row instead of
+/// panicking as `Row::get` would.
+fn column<'r, T>(row: &'r SqliteRow, name: &str, what: impl FnOnce() -> String) -> Result<T, Error>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(|e| Error::Corrupt {
+        what: what(),
+        reason: format!("column {name}: {e}"),
+    })
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, Error> {
+    let id: String = column(row, "id", || "a task".to_owned())?;
+    let what = || format!("task {id}");
+    let state: String = column(row, "state", what)?;
     let state = TaskState::parse(&state).ok_or_else(|| Error::Corrupt {
-        what: format!("task {id}"),
+        what: what(),
         reason: format!("unknown state {state:?}"),
     })?;
     Ok(TaskRecord {
-        job: row.get("job"),
-        attempt: u32::try_from(row.get::<i64, _>("attempt")).unwrap_or(0),
-        due_ms: row.get("due_ms"),
-        arguments: row.get("arguments"),
+        job: column(row, "job", what)?,
+        attempt: u32::try_from(column::<i64>(row, "attempt", what)?).unwrap_or(0),
+        due_ms: column(row, "due_ms", what)?,
+        arguments: column(row, "arguments", what)?,
         state,
-        created_ms: row.get("created_ms"),
-        started_ms: row.get("started_ms"),
-        finished_ms: row.get("finished_ms"),
-        exit_code: row.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
-        message: row.get("message"),
-        stdout: row.get("stdout"),
-        stderr: row.get("stderr"),
-        elements_processed: row.get("elements_processed"),
-        worker: row.get("worker"),
-        scheduled: row.try_get::<i64, _>("scheduled").map_err(|e| Error::Corrupt {
-            what: format!("task {id}"),
-            reason: e.to_string(),
-        })? != 0,
+        created_ms: column(row, "created_ms", what)?,
+        started_ms: column(row, "started_ms", what)?,
+        finished_ms: column(row, "finished_ms", what)?,
+        exit_code: column::<Option<i64>>(row, "exit_code", what)?.map(|c| c as i32),
+        message: column(row, "message", what)?,
+        stdout: column(row, "stdout", what)?,
+        stderr: column(row, "stderr", what)?,
+        elements_processed: column(row, "elements_processed", what)?,
+        worker: column(row, "worker", what)?,
+        scheduled: column::<i64>(row, "scheduled", what)? != 0,
         id,
     })
 }
@@ -191,13 +207,16 @@ impl Store for SqliteStore {
             .map_err(query_err("load jobs"))?;
         rows.iter()
             .map(|row| {
-                let name: String = row.get("name");
+                let name: String = column(row, "name", || "a job".to_owned())?;
+                let what = || format!("job {name}");
                 let corrupt = |e: serde_json::Error| Error::Corrupt {
-                    what: format!("job {name}"),
+                    what: what(),
                     reason: e.to_string(),
                 };
-                let job = serde_json::from_str(row.get("body")).map_err(corrupt)?;
-                let satisfied = serde_json::from_str(row.get("satisfied")).map_err(corrupt)?;
+                let body: String = column(row, "body", what)?;
+                let satisfied: String = column(row, "satisfied", what)?;
+                let job = serde_json::from_str(&body).map_err(corrupt)?;
+                let satisfied = serde_json::from_str(&satisfied).map_err(corrupt)?;
                 Ok(StoredJob { job, satisfied })
             })
             .collect()
@@ -253,19 +272,26 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("recent durations"))?;
-        Ok(rows
-            .iter()
-            .map(|row| (row.get("job"), row.get::<i64, _>("duration") as f64))
-            .collect())
+        rows.iter()
+            .map(|row| {
+                let job: String = column(row, "job", || "a task".to_owned())?;
+                let duration: i64 = column(row, "duration", || format!("a task of job {job}"))?;
+                Ok((job, duration as f64))
+            })
+            .collect()
     }
 
     async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
-        let done = sqlx::query("UPDATE tasks SET elements_processed = elements_processed + ? WHERE id = ?")
-            .bind(elements)
-            .bind(task_id)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("add progress"))?;
+        // Clamped at i64::MAX: past it SQLite would store a REAL that no read can decode.
+        let done = sqlx::query(
+            "UPDATE tasks SET elements_processed = MIN(elements_processed, 9223372036854775807 - ?1) + ?1
+             WHERE id = ?2",
+        )
+        .bind(elements.max(0))
+        .bind(task_id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("add progress"))?;
         Ok(done.rows_affected() > 0)
     }
 

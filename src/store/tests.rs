@@ -98,6 +98,15 @@ async fn conformance(store: impl Store) {
         .await
         .unwrap();
     assert_eq!(store.task("t1").await.unwrap().unwrap().elements_processed, 7);
+    // The count saturates instead of overflowing (SQLite would turn it into an unreadable REAL).
+    for _ in 0..2 {
+        assert!(store.add_progress("t2", i64::MAX).await.unwrap());
+    }
+    assert_eq!(
+        store.task("t2").await.unwrap().unwrap().elements_processed,
+        i64::MAX
+    );
+    assert_eq!(store.job_tasks("a", 10).await.unwrap().len(), 3);
 
     let durations = store.recent_durations(1).await.unwrap();
     assert_eq!(durations, [("a".to_owned(), 20.0)]);
@@ -281,6 +290,44 @@ async fn sqlite_store_conforms_and_persists() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
+}
+
+/// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
+/// the next start repairs it.
+#[tokio::test]
+async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    store
+        .commit(&[
+            put("a", &[]),
+            Write::PutTask(task("t1", "a", TaskState::Finished, 1)),
+        ])
+        .await
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    // What two increments of i64::MAX left behind, and a database from before the repair step.
+    sqlx::raw_sql(
+        "UPDATE tasks SET elements_processed = 9223372036854775807 + 9223372036854775807;
+         DELETE FROM schema_version WHERE version > 3;
+         DROP TABLE launches;
+         ALTER TABLE tasks DROP COLUMN scheduled;",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let err = store.task("t1").await.expect_err("a REAL count is not an i64");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(store.job_tasks("a", 10).await.is_err());
+    drop(store);
+    let again = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(
+        again.task("t1").await.unwrap().unwrap().elements_processed,
+        i64::MAX
+    );
+    raw.close().await.unwrap();
 }
 
 /// A database of its own for one PostgreSQL test, on the server named by

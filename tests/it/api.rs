@@ -363,3 +363,303 @@ async fn deleting_a_parent_keeps_the_graph_consistent() {
     let (_, dot) = h.get_text("/v1/scheduler/graph/dot").await;
     assert!(!dot.contains("root") && !dot.contains("mid"), "{dot}");
 }
+
+/// The byte offsets of `keys` (as `"key"`) in `text`, asserting they appear in that order.
+fn assert_key_order(text: &str, keys: &[&str]) {
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            text.find(&format!("\"{k}\""))
+                .unwrap_or_else(|| panic!("{k} missing in {text}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "want {keys:?} in order: {text}"
+    );
+}
+
+#[tokio::test]
+async fn head_options_and_every_refusal_is_a_sentence() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "a", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    // HEAD is GET without the body, which is what load balancers probe with.
+    for path in ["/ping", "/v1/scheduler/jobs", "/scheduler/job/stat/a", "/metrics"] {
+        let response = h.client.head(h.url(path)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "HEAD {path}");
+        assert!(
+            response.text().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+    // OPTIONS names the methods of the route.
+    for (path, allow) in [
+        ("/ping", "GET, HEAD, OPTIONS"),
+        ("/v1/scheduler/job/a", "GET, HEAD, PUT, DELETE, OPTIONS"),
+        ("/scheduler/iso8601", "POST, PUT, OPTIONS"),
+    ] {
+        let response = h
+            .client
+            .request(reqwest::Method::OPTIONS, h.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204, "OPTIONS {path}");
+        assert_eq!(response.headers()["allow"], allow, "OPTIONS {path}");
+    }
+    // Every refusal warp makes is Chronos' error body with a sentence in it.
+    let big = "x".repeat((1 << 20) + 1);
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str, Option<&str>)> = vec![
+        (
+            h.client.post(h.url("/v1/scheduler/jobs")),
+            405,
+            "method",
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        (
+            h.client.delete(h.url("/scheduler/task/all")),
+            405,
+            "method",
+            Some("GET, HEAD, PUT, OPTIONS"),
+        ),
+        (
+            h.client.get(h.url("/v1/scheduler/nope")),
+            404,
+            "no such route",
+            None,
+        ),
+        (h.client.get(h.url("/logging")), 404, "no such route", None),
+        (
+            h.client.request(reqwest::Method::OPTIONS, h.url("/nope")),
+            404,
+            "no such route",
+            None,
+        ),
+        (
+            h.client.post(h.url("/v1/scheduler/iso8601")),
+            400,
+            "needs a body",
+            None,
+        ),
+        (
+            h.client.put(h.url("/scheduler/task/ct:1:0:a:")),
+            400,
+            "needs a body",
+            None,
+        ),
+        (
+            h.client.post(h.url("/v1/scheduler/iso8601")).body(big),
+            413,
+            "larger than 1 MiB",
+            None,
+        ),
+        (
+            h.client.post(h.url("/v1/scheduler/iso8601")).body("{\"name\": "),
+            400,
+            "not valid JSON",
+            None,
+        ),
+        (
+            h.client.get(h.url("/v1/scheduler/jobs/search?limit=ten")),
+            400,
+            "query string",
+            None,
+        ),
+    ];
+    for (request, status, needle, allow) in cases {
+        let response = request.send().await.unwrap();
+        let what = format!("{} {}", response.status(), response.url());
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let reason = response.status().canonical_reason().unwrap().to_owned();
+        if let Some(allow) = allow {
+            assert_eq!(response.headers()["allow"], allow, "{what}");
+        }
+        let body: serde_json::Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{what}: {body}");
+        assert!(!message.contains("Rejection"), "{what}: {body}");
+        assert_eq!(body["status"], reason.as_str(), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn percent_encoded_names_are_decoded_and_dot_names_refused() {
+    let h = Harness::start().await;
+    for name in ["a.b", "a_b", "a-b"] {
+        h.create(json!({"name": name, "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+            .await;
+    }
+    for (encoded, name) in [("a%2Eb", "a.b"), ("a%5Fb", "a_b"), ("a%2db", "a-b")] {
+        let (status, job) = h.get(&format!("/v1/scheduler/job/{encoded}")).await;
+        assert_eq!((status, &job["name"]), (200, &json!(name)), "{encoded}: {job}");
+        let (status, body) = h.put(&format!("/scheduler/job/{encoded}"), None).await;
+        assert_eq!(status, 204, "PUT {encoded}: {body}");
+        h.wait_job(name, "the manual run", |j| j["successCount"] == 1)
+            .await;
+        let (status, stat) = h.get(&format!("/v1/scheduler/job/stat/{encoded}")).await;
+        assert_eq!(status, 200, "{stat}");
+        let (status, body) = h.delete(&format!("/v1/scheduler/job/{encoded}")).await;
+        assert_eq!(status, 204, "DELETE {encoded}: {body}");
+    }
+    let (_, jobs) = h.get("/v1/scheduler/jobs").await;
+    assert_eq!(jobs, json!([]));
+    for name in [".", ".."] {
+        let (status, body) = h
+            .post("/v1/scheduler/iso8601", json!({"name": name, "command": "true"}))
+            .await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("'name'"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn listed_jobs_post_back_unchanged() {
+    let h = Harness::start().await;
+    let schedule = "R/2030-01-01T00:00:00Z/P1D";
+    h.create(json!({"name": "by-uris", "command": "true", "schedule": schedule, "uris": ["http://x/a.tgz"]}))
+        .await;
+    h.create(json!({"name": "by-fetch", "command": "true", "schedule": schedule,
+        "fetch": [{"uri": "http://x/b", "output_file": "b.tgz", "extract": false}, {"uri": "http://x/c.tgz"}]}))
+        .await;
+    for (name, parents) in [
+        ("p1", None),
+        ("c1", None),
+        ("child", Some(json!(["c1", "c1", "p1"]))),
+    ] {
+        let mut job = json!({"name": name, "command": "true"});
+        match parents {
+            Some(parents) => {
+                job["parents"] = parents;
+                let (status, body) = h.post("/v1/scheduler/dependency", job).await;
+                assert_eq!(status, 204, "{body}");
+            }
+            None => {
+                job["schedule"] = json!(schedule);
+                h.create(job).await;
+            }
+        }
+    }
+    // Parents are a set, in first-seen order.
+    assert_eq!(h.job("child").await["parents"], json!(["c1", "p1"]));
+    // Chronos' fetch shape: output_file only when set.
+    let (_, text) = h.get_text("/v1/scheduler/job/by-fetch").await;
+    assert!(
+        text.contains(r#""output_file":"b.tgz""#) && !text.contains("outputFile"),
+        "{text}"
+    );
+    assert_eq!(text.matches("output_file").count(), 1, "{text}");
+    let (_, before) = h.get("/v1/scheduler/jobs").await;
+    let by_uris = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "by-uris")
+        .unwrap();
+    assert_eq!(
+        by_uris["fetch"][0]["uri"], "http://x/a.tgz",
+        "the list fills fetch from uris"
+    );
+    for job in before.as_array().unwrap() {
+        let route = if job.get("parents").is_some() {
+            "dependency"
+        } else {
+            "iso8601"
+        };
+        let (status, body) = h.post(&format!("/v1/scheduler/{route}"), job.clone()).await;
+        assert_eq!(status, 204, "re-posting {}: {body}", job["name"]);
+    }
+    let (_, after) = h.get("/v1/scheduler/jobs").await;
+    assert_eq!(before, after);
+    // Lists that disagree are still refused: which one the client meant is unknown.
+    let (status, body) = h
+        .post(
+            "/v1/scheduler/iso8601",
+            json!({"name": "by-uris", "uris": ["http://x/a.tgz"], "fetch": [{"uri": "http://x/other"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn wire_shapes_follow_chronos() {
+    let h = Harness::start().await;
+    h.create(
+        json!({"name": "data", "command": "true", "dataProcessingJobType": true,
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+        "container": {"type": "DOCKER", "image": "busybox", "forcePullImage": "yes", "networkInfos": [
+            {"name": "n", "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}]}}),
+    )
+    .await;
+    let job = h.job("data").await;
+    assert_eq!(job["container"]["forcePullImage"], false, "{job}");
+    assert_eq!(
+        job["container"]["networkInfos"][0]["portMappings"][0],
+        json!({"hostPort": "8080", "containerPort": "80", "protocol": "tcp"})
+    );
+    // Run without the container: the built-in worker has no Docker in this test.
+    h.create(
+        json!({"name": "data", "command": "true", "dataProcessingJobType": true,
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
+    h.put("/v1/scheduler/job/data", None).await;
+    h.wait_job("data", "a success", |j| j["successCount"] == 1).await;
+    let (_, summary) = h.get_text("/v1/scheduler/jobs/summary").await;
+    assert_key_order(
+        &summary,
+        &["name", "status", "state", "schedule", "parents", "disabled"],
+    );
+    let (_, stat) = h.get_text("/v1/scheduler/job/stat/data").await;
+    assert_key_order(
+        &stat,
+        &[
+            "histogram",
+            "75thPercentile",
+            "95thPercentile",
+            "98thPercentile",
+            "99thPercentile",
+            "median",
+            "mean",
+            "count",
+            "taskStatHistory",
+            "taskId",
+            "jobName",
+            "slaveId",
+            "startTime",
+            "endTime",
+            "duration",
+            "status",
+            "numElementsProcessed",
+        ],
+    );
+    let (_, metrics) = h.get_text("/metrics?prefix=jobs.run.time.").await;
+    assert_key_order(
+        &metrics,
+        &[
+            "version",
+            "gauges",
+            "counters",
+            "histograms",
+            "count",
+            "max",
+            "mean",
+            "min",
+            "p50",
+            "p75",
+            "p95",
+            "p98",
+            "p99",
+            "p999",
+            "stddev",
+            "meters",
+            "timers",
+        ],
+    );
+    // Chronos' reader accepts these; so does kairos.
+    for (query, want) in [("limit=-1", 0), ("offset=-1&limit=2", 1), ("offset=-5", 5)] {
+        let (status, body) = h.get(&format!("/v1/scheduler/jobs/search?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body.as_array().unwrap().len(), want.min(1), "{query}: {body}");
+    }
+}

@@ -331,6 +331,53 @@ async fn progress_adds_to_the_task_count() {
     }
 }
 
+/// Issue 19: two increments of i64::MAX used to leave a REAL in SQLite that panicked every read
+/// of the job's tasks, for good. The count now saturates, and the job stays readable across restarts.
+#[tokio::test]
+async fn progress_saturates_and_the_job_stays_readable_after_a_restart() {
+    let mut h = Harness::start().await;
+    h.create(json!({"name": "big", "command": "true", "dataProcessingJobType": true, "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
+    h.put("/v1/scheduler/job/big", None).await;
+    h.wait_job("big", "success", |j| j["successCount"] == 1).await;
+    let task_id = h.history("big").await[0]["taskId"].as_str().unwrap().to_owned();
+    let path = format!(
+        "/v1/scheduler/job/big/task/{}/progress",
+        task_id.replace(':', "%3A")
+    );
+    for _ in 0..2 {
+        let (status, body) = h
+            .post(&path, json!({"numAdditionalElementsProcessed": i64::MAX}))
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // Beyond i64 is refused, not wrapped.
+    let (status, body) = h
+        .post(
+            &path,
+            json!({"numAdditionalElementsProcessed": 9223372036854775808u64}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("numAdditionalElementsProcessed"),
+        "{body}"
+    );
+    for round in ["before", "after"] {
+        assert_eq!(
+            h.history("big").await[0]["numElementsProcessed"],
+            i64::MAX,
+            "{round} the restart"
+        );
+        let (status, stat) = h.get("/v1/scheduler/job/stat/big").await;
+        assert_eq!(status, 200, "{round} the restart: {stat}");
+        assert_eq!(stat["taskStatHistory"][0]["numElementsProcessed"], i64::MAX);
+        h.restart().await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_false_never_overlaps() {
     let h = Harness::start().await;
