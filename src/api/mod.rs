@@ -411,6 +411,10 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::delete())
         .and(c())
         .and_then(kill);
+    let purge = warp::path!("task" / "all")
+        .and(warp::delete())
+        .and(c())
+        .and_then(purge);
     let complete = warp::path!("task" / Segment)
         .and(warp::put())
         .and(body())
@@ -460,6 +464,8 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .or(run_job)
         .unify()
         .or(kill)
+        .unify()
+        .or(purge)
         .unify()
         .or(complete)
         .unify()
@@ -542,6 +548,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         ["job", _, "task", _, "progress"] => "POST, OPTIONS",
         ["job", _] => "GET, HEAD, PUT, DELETE, OPTIONS",
         ["task", "kill", _] => "DELETE, OPTIONS",
+        ["task", "all"] => "GET, HEAD, PUT, DELETE, OPTIONS",
         ["task", _] => "GET, HEAD, PUT, OPTIONS",
         _ => return None,
     })
@@ -824,6 +831,17 @@ async fn kill(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> 
     respond(
         async {
             ctx.engine()?.call(|reply| Event::Kill { name, reply }).await?;
+            Ok(no_content())
+        }
+        .await,
+    )
+}
+
+/// 2.x's purge: drops every queued task and pending retry.
+async fn purge(ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            ctx.engine()?.call(|reply| Event::Purge { reply }).await?;
             Ok(no_content())
         }
         .await,
@@ -1286,7 +1304,7 @@ mod tests {
                 Some("POST, OPTIONS"),
             ),
             ("/scheduler/task/kill/a", Some("DELETE, OPTIONS")),
-            ("/scheduler/task/all", Some("GET, HEAD, PUT, OPTIONS")),
+            ("/scheduler/task/all", Some("GET, HEAD, PUT, DELETE, OPTIONS")),
             ("/v1/scheduler/stats/mean", Some("GET, HEAD, OPTIONS")),
             ("/v1/scheduler/nope", None),
             ("/logging", None),

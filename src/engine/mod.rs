@@ -141,6 +141,10 @@ pub enum Event {
         name: String,
         reply: Reply<()>,
     },
+    /// Drops every job's queued tasks and pending retries; running tasks go on (2.x's purge).
+    Purge {
+        reply: Reply<()>,
+    },
     Complete {
         task_id: String,
         status_code: i64,
@@ -726,6 +730,10 @@ impl<S: Store> Engine<S> {
             Event::Kill { name, reply } => {
                 let result = self.kill(&name);
                 self.respond(reply, result);
+            }
+            Event::Purge { reply } => {
+                self.purge();
+                self.respond(reply, Ok(()));
             }
             Event::Complete {
                 task_id,
@@ -1917,16 +1925,10 @@ impl<S: Store> Engine<S> {
         };
         let now = clock::now();
         let mut batch = Vec::new();
+        let running = entry.running.clone();
         // Queued tasks and pending retries go too, as Chronos 2.x did.
-        let mut to_close: Vec<String> = entry.queue.drain(..).collect();
-        to_close.extend(
-            self.state
-                .retrying
-                .iter()
-                .filter(|(_, job)| *job == name)
-                .map(|(id, _)| id.clone()),
-        );
-        for id in entry.running.clone() {
+        let mut to_close = self.waiting_tasks(name);
+        for id in running {
             let Some(open) = self.state.tasks.get_mut(&id) else {
                 continue;
             };
@@ -1938,18 +1940,60 @@ impl<S: Store> Engine<S> {
                 to_close.push(id);
             }
         }
-        for id in to_close {
-            if let Some(open) = self.state.tasks.get_mut(&id) {
-                open.record.state = TaskState::Killed;
-                open.record.message = "killed on request".to_owned();
-            }
-            self.close_task(&id, now, &mut batch);
-        }
-        self.timers
-            .retain(|(_, t)| !matches!(t, Timer::Retry(id) if !self.state.tasks.contains_key(id)));
+        self.close_killed(to_close, "killed on request", now, &mut batch);
         self.record(batch);
         self.try_start(name);
         Ok(())
+    }
+
+    /// `DELETE /scheduler/task/all`: every queued task and pending retry is dropped (recorded as
+    /// killed); running tasks go on.
+    fn purge(&mut self) {
+        let now = clock::now();
+        let names: Vec<String> = self.state.jobs.keys().cloned().collect();
+        let mut to_close = Vec::new();
+        for name in &names {
+            to_close.extend(self.waiting_tasks(name));
+        }
+        let mut batch = Vec::new();
+        self.close_killed(
+            to_close,
+            "purged on request: it was waiting to start",
+            now,
+            &mut batch,
+        );
+        self.record(batch);
+    }
+
+    /// A job's queued tasks and pending retries, taken out of its queue.
+    fn waiting_tasks(&mut self, name: &str) -> Vec<String> {
+        let mut waiting: Vec<String> = self
+            .state
+            .jobs
+            .get_mut(name)
+            .map(|entry| entry.queue.drain(..).collect())
+            .unwrap_or_default();
+        waiting.extend(
+            self.state
+                .retrying
+                .iter()
+                .filter(|(_, job)| *job == name)
+                .map(|(id, _)| id.clone()),
+        );
+        waiting
+    }
+
+    /// Closes tasks that never ran (or whose async completion never came) as killed.
+    fn close_killed(&mut self, ids: Vec<String>, why: &str, now: DateTime<Utc>, batch: &mut Vec<Write>) {
+        for id in ids {
+            if let Some(open) = self.state.tasks.get_mut(&id) {
+                open.record.state = TaskState::Killed;
+                open.record.message = why.to_owned();
+            }
+            self.close_task(&id, now, batch);
+        }
+        self.timers
+            .retain(|(_, t)| !matches!(t, Timer::Retry(id) if !self.state.tasks.contains_key(id)));
     }
 
     /// `PUT /task/<id>`: an async task says how it went. Only async jobs take it; their tasks

@@ -453,3 +453,38 @@ async fn disabled_jobs_do_not_run_on_schedule() {
         "not advanced"
     );
 }
+
+#[tokio::test]
+async fn purge_drops_every_queued_task_and_lets_running_ones_finish() {
+    let h = Harness::start().await;
+    let gate = h.path("gate");
+    h.create(json!({
+        "name": "busy",
+        "command": format!("while [ ! -e {} ]; do sleep 0.01; done", gate.display()),
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.put("/v1/scheduler/job/busy", None).await;
+    wait_until("the first run runs", async || {
+        h.summary("busy").await["state"] == "1 running"
+    })
+    .await;
+    // concurrent: false, so this one waits behind it.
+    h.put("/v1/scheduler/job/busy?arguments=--second", None).await;
+    assert_eq!(h.history("busy").await.len(), 2);
+    let (status, body) = h.delete("/scheduler/task/all").await;
+    assert_eq!(status, 204, "{body}");
+    let history = h.history("busy").await;
+    let queued = history
+        .iter()
+        .find(|t| t["taskId"].as_str().unwrap().ends_with("--second"))
+        .unwrap();
+    assert_eq!(queued["state"], "killed", "{queued}");
+    assert!(queued["message"].as_str().unwrap().contains("purged"), "{queued}");
+    std::fs::write(&gate, "").unwrap();
+    let job = h
+        .wait_job("busy", "the running one finishes", |j| j["successCount"] == 1)
+        .await;
+    assert_eq!(job["errorCount"], 0);
+    assert_eq!(h.history("busy").await.len(), 2, "the purged run never started");
+}
