@@ -141,6 +141,8 @@ struct FileConfig {
     worker_cpus: Option<f64>,
     worker_mem: Option<f64>,
     worker_disk: Option<f64>,
+    // The flag is `--worker-attribute`; the plural reads better for a list, so both are keys.
+    #[serde(alias = "worker_attribute")]
     worker_attributes: Option<Vec<String>>,
     worker_timeout: Option<f64>,
     heartbeat_interval: Option<f64>,

@@ -22,7 +22,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct AgentArgs {
-    /// The scheduler's agent address (its --agent-listen), host:port.
+    /// The schedulers' agent addresses (their --agent-listen), host:port[,host:port…]; the agent
+    /// attaches to whichever leads.
     #[arg(long, env = "KAIROS_SERVER")]
     server: String,
     /// This worker's name [default: the host name].
@@ -43,7 +44,7 @@ struct AgentArgs {
     /// Disk offered, MB [default: detected free space of the work directory].
     #[arg(long)]
     disk: Option<f64>,
-    /// Where sandboxes and the fetch cache live.
+    /// Where sandboxes and the fetch cache live (made absolute and created at start).
     #[arg(long, env = "KAIROS_AGENT_DIR", default_value = "kairos-agent")]
     work_dir: std::path::PathBuf,
     /// Seconds all fetches of one task may take.

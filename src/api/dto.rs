@@ -353,6 +353,16 @@ fn parse_container(obj: &Obj, allow_privileged: bool) -> Result<Option<Container
         .collect();
     crate::executor::docker::check_parameters(&pairs, allow_privileged)
         .map_err(|reason| bad("container.parameters", reason))?;
+    let specs: Vec<crate::executor::docker::VolumeSpec> = volumes
+        .iter()
+        .map(|v| crate::executor::docker::VolumeSpec {
+            host_path: v.host_path.clone(),
+            container_path: v.container_path.clone(),
+            read_only: v.mode.as_deref() == Some("RO"),
+        })
+        .collect();
+    crate::executor::docker::check_volumes(&specs, allow_privileged)
+        .map_err(|reason| bad("container.volumes", reason))?;
     Ok(Some(Container {
         kind,
         image,

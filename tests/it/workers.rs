@@ -349,6 +349,18 @@ async fn privileged_container_parameters_are_refused() {
             "{body}"
         );
     }
+    // The socket (or a directory holding it) as a volume is refused the same way.
+    for host_path in ["/var/run/docker.sock", "/run", "/"] {
+        let (status, body) = h
+            .post("/v1/scheduler/iso8601", json!({"name": "escalate", "command": "true", "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest",
+                "volumes": [{"hostPath": host_path, "containerPath": "/host", "mode": "RW"}]}}))
+            .await;
+        assert_eq!(status, 400, "{host_path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("container.volumes"),
+            "{body}"
+        );
+    }
     let (_, jobs) = h.get("/v1/scheduler/jobs").await;
     assert_eq!(jobs, json!([]));
     let allowed = Harness::start_with(|c| c.allow_privileged_containers = true).await;
