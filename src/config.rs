@@ -222,6 +222,27 @@ pub fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::canonicalize(dir)
 }
 
+/// The identity of a worker kept in `dir` (`worker-id`), made on first use: it labels the
+/// worker's containers, so that after a restart it adopts its own and no one else's, and it tells
+/// a restarted agent from another agent under the same name.
+///
+/// # Errors
+/// Fails when the file cannot be read or written.
+pub fn worker_identity(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("worker-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
+}
+
 /// What this machine offers: all cpus, all memory, the free disk under `dir`.
 pub fn detect_resources(dir: &Path) -> Resources {
     let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
@@ -419,6 +440,20 @@ mod tests {
         let missing = Path::new("kairos-test-missing-dir/sub");
         assert!(!missing.exists());
         assert!(free_disk_mb(missing).is_some_and(|mb| mb > 0.0));
+    }
+
+    #[test]
+    fn a_worker_keeps_its_identity_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let id = worker_identity(dir.path()).unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(worker_identity(dir.path()).unwrap(), id, "kept");
+        assert_ne!(
+            worker_identity(other.path()).unwrap(),
+            id,
+            "another directory, another worker"
+        );
     }
 
     #[test]

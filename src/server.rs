@@ -51,7 +51,7 @@ pub struct Server {
     http: JoinHandle<()>,
 }
 
-fn engine_config(config: &ServerConfig) -> engine::Config {
+fn engine_config(config: &ServerConfig, worker_id: String) -> engine::Config {
     engine::Config {
         failure_retry: config.failure_retry,
         default_epsilon: epsilon(config),
@@ -60,6 +60,7 @@ fn engine_config(config: &ServerConfig) -> engine::Config {
         output_limit: config.output_limit,
         sandbox_dir: config.data_dir.join("sandbox"),
         worker_name: config.hostname.clone(),
+        worker_id,
         job_history_limit: config.job_history_limit,
         task_history_per_job: config.task_history_per_job,
         local_worker: config.local_worker.map(|resources| engine::LocalWorker {
@@ -121,7 +122,12 @@ impl Server {
             http: format!("{}:{}", config.hostname, addr.port()),
             agent: format!("{}:{}", config.hostname, agent_addr.port()),
         };
-        let engine_config = engine_config(&config);
+        let worker_id =
+            crate::config::worker_identity(&config.data_dir).map_err(|source| Error::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+        let engine_config = engine_config(&config, worker_id);
         let (cluster, election) = match &config.store {
             None => {
                 let store = Arc::new(SqliteStore::open(&config.data_dir).await?);

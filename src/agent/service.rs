@@ -70,6 +70,7 @@ impl AgentLink for AgentService {
         let total = register.total.unwrap_or_default();
         let info = WorkerInfo {
             name: register.name,
+            id: register.agent_id,
             hostname: register.hostname,
             attributes: register.attributes.into_iter().collect(),
             total: Resources {
@@ -92,7 +93,8 @@ impl AgentLink for AgentService {
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         let connection = connection
             .await
-            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?
+            .map_err(Status::already_exists)?;
         tokio::spawn(async move {
             // Until the stream ends: heartbeats and task ends go to the engine.
             while let Ok(Some(message)) = inbound.message().await {

@@ -92,8 +92,28 @@ pub async fn run(
     for server in &servers {
         endpoint(server)?;
     }
-    let runner = Runner::new(config.work_dir.join("fetch-cache"), config.fetch_timeout);
+    let id = crate::config::worker_identity(&config.work_dir).map_err(|source| Error::WorkDir {
+        path: config.work_dir.display().to_string(),
+        source,
+    })?;
+    let runner = Runner::new(
+        config.work_dir.join("fetch-cache"),
+        config.fetch_timeout,
+        id.clone(),
+    );
     let outbox = Arc::new(Mutex::new(Outbox::default()));
+    // Containers this agent launched before it restarted are watched to their end and reported
+    // like any other; they are among the running tasks of the first registration.
+    let adopted = {
+        let outbox = outbox.clone();
+        runner.adopt(move |end| report(&outbox, end)).await
+    };
+    if !adopted.is_empty() {
+        tracing::info!(
+            containers = adopted.len(),
+            "Adopted this agent's containers from before its restart."
+        );
+    }
     let sandbox_dir = config.work_dir.join("sandbox");
     let session = async {
         let mut backoff = Duration::from_millis(100);
@@ -108,10 +128,17 @@ pub async fn run(
             let Ok(endpoint) = endpoint(&server) else {
                 continue;
             };
-            match session(&endpoint, &config, &runner, &outbox, &sandbox_dir).await {
+            match session(&endpoint, &config, &id, &runner, &outbox, &sandbox_dir).await {
                 Ok(()) => {
                     tracing::warn!(%server, "The scheduler closed the stream; reconnecting.");
                     backoff = Duration::from_millis(100);
+                }
+                Err(error) if error.contains("another agent named") || error.contains("built-in worker") => {
+                    // Refused for its name: say so plainly, and try again less often, since
+                    // it takes the name over once the other one has been gone long enough.
+                    tracing::error!(%server, %error, "The scheduler refused this agent's name.");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
                 }
                 Err(error) => {
                     if let Some((_, leader)) = error.split_once(crate::agent::service::LEADER_HINT) {
@@ -140,6 +167,7 @@ pub async fn run(
 async fn session(
     endpoint: &tonic::transport::Endpoint,
     config: &AgentConfig,
+    id: &str,
     runner: &Runner,
     outbox: &Arc<Mutex<Outbox>>,
     sandbox_dir: &std::path::Path,
@@ -164,6 +192,7 @@ async fn session(
         }),
         running_task_ids: runner.running().await,
         finished: finished.clone(),
+        agent_id: id.to_owned(),
     };
     let _ = tx.send(proto::AgentMessage {
         kind: Some(agent_message::Kind::Register(register)),
@@ -206,22 +235,7 @@ async fn session(
                 let launch = launch_from_proto(launch, sandbox_dir);
                 tracing::info!(task = %launch.process.task_id, "Launching task.");
                 let outbox = outbox.clone();
-                runner.start(launch, move |end| {
-                    let status = end_to_proto(&end);
-                    let mut outbox = lock(&outbox);
-                    let sent = outbox
-                        .stream
-                        .as_ref()
-                        .is_some_and(|s| s.send(status_message(status.clone())).is_ok());
-                    if sent {
-                        if outbox.sent.len() == RESEND_LIMIT {
-                            outbox.sent.remove(0);
-                        }
-                        outbox.sent.push(status);
-                    } else {
-                        outbox.buffered.push(status);
-                    }
-                });
+                runner.start(launch, move |end| report(&outbox, end));
             }
             Some(scheduler_message::Kind::Kill(kill)) => {
                 runner.kill(&kill.task_id, Duration::from_millis(u64::from(kill.grace_ms)));
@@ -234,6 +248,24 @@ async fn session(
         heartbeat.abort();
     }
     result
+}
+
+/// Sends a task's end on the open stream, or keeps it for the next one.
+fn report(outbox: &Mutex<Outbox>, end: crate::executor::runner::TaskEnd) {
+    let status = end_to_proto(&end);
+    let mut outbox = lock(outbox);
+    let sent = outbox
+        .stream
+        .as_ref()
+        .is_some_and(|s| s.send(status_message(status.clone())).is_ok());
+    if sent {
+        if outbox.sent.len() == RESEND_LIMIT {
+            outbox.sent.remove(0);
+        }
+        outbox.sent.push(status);
+    } else {
+        outbox.buffered.push(status);
+    }
 }
 
 fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {

@@ -81,6 +81,8 @@ pub struct Config {
     pub sandbox_dir: PathBuf,
     /// The name of the built-in worker, also the `HOST` of its tasks.
     pub worker_name: String,
+    /// The built-in worker's identity, on its containers.
+    pub worker_id: String,
     /// Entries of `taskStatHistory` in `/job/stat` (Chronos' `--job_history_limit`).
     pub job_history_limit: u32,
     /// Finished tasks kept per job; older ones are pruned.
@@ -170,10 +172,11 @@ pub enum Event {
         reply: Reply<(Histogram, Vec<TaskRecord>)>,
     },
     /// An agent opened its stream and registered.
+    /// Answered with the connection's number, or why the registration is refused.
     WorkerConnected {
         info: WorkerInfo,
         link: mpsc::UnboundedSender<WorkerCommand>,
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Result<u64, String>>,
     },
     WorkerHeartbeat {
         name: String,
@@ -427,7 +430,11 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
         state: State::default(),
         timers: BTreeSet::new(),
         schedule_timer: HashMap::new(),
-        runner: Runner::new(config.fetch_cache_dir.clone(), config.fetch_timeout),
+        runner: Runner::new(
+            config.fetch_cache_dir.clone(),
+            config.fetch_timeout,
+            config.worker_id.clone(),
+        ),
         exits,
         next_connection: 0,
         config,
@@ -435,6 +442,11 @@ pub async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Er
     // Scheduled runs wait while it is set; `/metrics` shows it.
     engine.state.store_failing = store_failing;
     engine.add_local_worker();
+    if engine.config.local_worker.is_some() {
+        // The built-in worker's tasks from before are recorded as lost below: none of its
+        // containers may run on (or be left behind).
+        engine.runner.reaping();
+    }
     if let Err(error) = engine.load().await {
         engine.writer_task.abort();
         return Err(error);
@@ -1682,9 +1694,10 @@ impl<S: Store> Engine<S> {
         self.start_all = true;
     }
 
-    /// On shutdown the built-in worker's processes end with the server; agents keep theirs.
+    /// On shutdown the built-in worker's tasks, containers too, end with the server; agents keep
+    /// theirs.
     fn kill_all_running(&mut self) {
-        self.runner.kill_processes(Duration::from_millis(200));
+        self.runner.kill_all(Duration::from_millis(200));
     }
 
     /// Asks a task's worker to kill it.

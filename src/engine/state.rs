@@ -167,6 +167,9 @@ pub(super) enum Link {
 #[derive(Debug)]
 pub struct Worker {
     pub name: String,
+    /// Its identity ([`crate::config::worker_identity`]); empty until an agent expected after a
+    /// restart has registered again.
+    pub id: String,
     pub hostname: String,
     pub attributes: Vec<(String, String)>,
     pub total: Resources,

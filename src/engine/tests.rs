@@ -16,6 +16,7 @@ fn config(dir: &std::path::Path) -> Config {
         output_limit: 4096,
         sandbox_dir: dir.join("sandbox"),
         worker_name: "engine-test".to_owned(),
+        worker_id: "engine-test".to_owned(),
         job_history_limit: 5,
         task_history_per_job: 100,
         local_worker: Some(LocalWorker {

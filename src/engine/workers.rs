@@ -15,6 +15,8 @@ use crate::store::{Store, TaskState};
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub name: String,
+    /// Its identity, kept in its work directory.
+    pub id: String,
     pub hostname: String,
     pub attributes: Vec<(String, String)>,
     pub total: Resources,
@@ -44,6 +46,7 @@ impl<S: Store> Engine<S> {
             name.clone(),
             Worker {
                 hostname: name.clone(),
+                id: self.config.worker_id.clone(),
                 name,
                 attributes: local.attributes,
                 total: local.resources,
@@ -75,6 +78,7 @@ impl<S: Store> Engine<S> {
             .entry(name.to_owned())
             .or_insert_with(|| Worker {
                 name: name.to_owned(),
+                id: String::new(),
                 hostname: name.to_owned(),
                 attributes: Vec::new(),
                 total: Resources::default(),
@@ -91,11 +95,36 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// An agent registers. A name that another worker holds (one that is connected, or gone for
+    /// less than the worker timeout) is refused, unless it is the same agent (same identity)
+    /// starting again, which takes over at once.
     pub(super) fn worker_connected(
         &mut self,
         info: WorkerInfo,
         link: mpsc::UnboundedSender<WorkerCommand>,
-    ) -> u64 {
+    ) -> Result<u64, String> {
+        if let Some(existing) = self.state.workers.get(&info.name) {
+            if existing.is_local() {
+                return Err(format!(
+                    "the name '{}' is the scheduler's built-in worker; give this agent another --name",
+                    info.name
+                ));
+            }
+            let same = existing.id.is_empty() || existing.id == info.id;
+            if !same && existing.state != WorkerState::Lost {
+                return Err(format!(
+                    "another agent named '{}' (on {}) is {}; give this agent another --name, or it \
+                     takes over once that one has been gone for the worker timeout",
+                    info.name,
+                    existing.hostname,
+                    if existing.state == WorkerState::Active {
+                        "connected"
+                    } else {
+                        "expected back"
+                    }
+                ));
+            }
+        }
         self.next_connection += 1;
         let connection = self.next_connection;
         let now = clock::now();
@@ -106,6 +135,7 @@ impl<S: Store> Engine<S> {
             .entry(info.name.clone())
             .or_insert_with(|| Worker {
                 name: info.name.clone(),
+                id: info.id.clone(),
                 hostname: info.hostname.clone(),
                 attributes: Vec::new(),
                 total: Resources::default(),
@@ -115,6 +145,12 @@ impl<S: Store> Engine<S> {
                 tasks: Default::default(),
                 link: Link::None,
             });
+        if worker.id != info.id && !worker.tasks.is_empty() {
+            // Another agent takes over a name whose holder was lost: nothing of the old one's
+            // runs here.
+            tracing::warn!(worker = %info.name, "A different agent takes over this name.");
+        }
+        worker.id = info.id.clone();
         worker.hostname = info.hostname.clone();
         worker.attributes = info.attributes.clone();
         worker.total = info.total;
@@ -168,7 +204,7 @@ impl<S: Store> Engine<S> {
             }
         }
         self.start_all = true;
-        connection
+        Ok(connection)
     }
 
     /// A task this scheduler holds as queued, because its launch was not yet marked when the

@@ -55,7 +55,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -68,8 +69,18 @@ const LABEL_TASK_ID: &str = "kairos.task_id";
 const LABEL_MANAGED: &str = "kairos.managed";
 /// The label recording the job's disk request (see [`ContainerSpec::disk_mb`]).
 const LABEL_DISK_MB: &str = "kairos.disk_mb";
+/// The label naming the worker that launched the container ([`ContainerSpec::owner`]): a worker
+/// lists, adopts and kills only its own, so workers and clusters can share one engine.
+const LABEL_OWNER: &str = "kairos.owner";
+/// The label holding the instant (epoch ms) a container with a time limit must end by, so that
+/// a worker that adopts it after a restart still enforces the limit.
+const LABEL_DEADLINE: &str = "kairos.deadline_ms";
+/// The label holding the bytes of output kept per stream, for the same reason.
+const LABEL_OUTPUT_LIMIT: &str = "kairos.output_limit";
 /// Where the task's sandbox appears inside the container, as under Mesos.
 const SANDBOX_IN_CONTAINER: &str = "/mnt/mesos/sandbox";
+/// Output kept per stream of an adopted container whose launch did not record its limit.
+const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 /// A pull that reports no progress for this long is given up.
 const PULL_IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// How long the output may still take to arrive once the container has ended.
@@ -141,6 +152,19 @@ pub struct ContainerSpec {
     /// The task's sandbox on the host, bind-mounted at /mnt/mesos/sandbox (and MESOS_SANDBOX
     /// points there). The caller owns the directory: it is neither made nor removed here.
     pub sandbox: Option<PathBuf>,
+    /// The identity of the worker launching it, kept as a label (see [`LABEL_OWNER`]).
+    pub owner: String,
+}
+
+/// A container of this worker's found on the engine, running or ended but not yet removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owned {
+    pub task_id: String,
+    pub container: String,
+    /// When its time limit runs out (epoch ms), if it has one.
+    pub deadline_ms: Option<i64>,
+    /// Bytes of stdout and of stderr to keep, as its launch said.
+    pub output_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +181,8 @@ pub struct Docker {
     client: bollard::Docker,
     /// The containers this process launched and still watches, by task id.
     tasks: Arc<Mutex<HashMap<String, Tracked>>>,
+    /// The identity of the worker using this engine ([`LABEL_OWNER`]).
+    owner: String,
 }
 
 /// A container being watched by its launch.
@@ -174,7 +200,7 @@ impl Docker {
     ///
     /// # Errors
     /// Fails when no engine answers there.
-    pub async fn connect() -> Result<Docker, Error> {
+    pub async fn connect(owner: &str) -> Result<Docker, Error> {
         let client = bollard::Docker::connect_with_defaults().map_err(|source| Error::Connect { source })?;
         // bollard speaks a newer API than many installed engines; agreeing on the engine's
         // version first keeps every later request acceptable to it.
@@ -186,6 +212,7 @@ impl Docker {
         Ok(Docker {
             client,
             tasks: Arc::new(Mutex::new(HashMap::new())),
+            owner: owner.to_owned(),
         })
     }
 
@@ -312,11 +339,98 @@ impl Docker {
                         _ = ended.wait_for(|ended| *ended) => return,
                     }
                 }
-                None => grace_over.await,
+                None => {
+                    // Nobody watches this one: it ends here, and is removed here.
+                    tokio::select! {
+                        () = grace_over => send_signal(&client, &container, "SIGKILL").await,
+                        _ = wait_exit(&client, &container) => {}
+                    }
+                    wait_exit(&client, &container).await;
+                    remove_container(&client, &container).await;
+                    return;
+                }
             }
             send_signal(&client, &container, "SIGKILL").await;
         });
         Ok(())
+    }
+
+    /// This worker's containers on the engine (by [`LABEL_OWNER`]), running or ended but not
+    /// removed: what a worker starting again adopts.
+    ///
+    /// # Errors
+    /// Fails when the engine cannot be asked.
+    pub async fn owned(&self) -> Result<Vec<Owned>, Error> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_OWNER}={}", self.owner)])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| Error::Engine {
+                action: "list this worker's containers".to_owned(),
+                source,
+            })?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels?;
+                Some(Owned {
+                    task_id: labels.get(LABEL_TASK_ID)?.clone(),
+                    container: c.id?,
+                    deadline_ms: labels.get(LABEL_DEADLINE).and_then(|d| d.parse().ok()),
+                    output_limit: labels.get(LABEL_OUTPUT_LIMIT).and_then(|d| d.parse().ok()),
+                })
+            })
+            .collect())
+    }
+
+    /// Stops (SIGTERM, SIGKILL after `grace`) and removes every container of this worker's;
+    /// returns how many there were.
+    ///
+    /// # Errors
+    /// Fails when the engine cannot be asked.
+    pub async fn reap(&self, grace: Duration) -> Result<usize, Error> {
+        let owned = self.owned().await?;
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        for container in &owned {
+            let options = bollard::query_parameters::StopContainerOptionsBuilder::new()
+                .t(seconds)
+                .build();
+            let _ = self
+                .client
+                .stop_container(&container.container, Some(options))
+                .await;
+            remove_container(&self.client, &container.container).await;
+        }
+        Ok(owned.len())
+    }
+
+    /// Watches a container this worker launched before it restarted, as its launch would have:
+    /// `on_exit` runs once with the outcome (the output read from the engine's log) when it has
+    /// ended and been removed. A kill reaches it like any other.
+    pub fn adopt(&self, owned: Owned, on_exit: impl FnOnce(Outcome) + Send + 'static) {
+        let output_limit = owned.output_limit.unwrap_or(DEFAULT_OUTPUT_LIMIT);
+        let killed = Arc::new(AtomicBool::new(false));
+        let (ended_tx, ended_rx) = watch::channel(false);
+        self.tasks().insert(
+            owned.task_id.clone(),
+            Tracked {
+                container: owned.container.clone(),
+                killed: killed.clone(),
+                ended: ended_rx,
+            },
+        );
+        let watcher = Watcher {
+            docker: self.clone(),
+            name: owned.container.clone(),
+            killed,
+            ended: ended_tx,
+        };
+        tokio::spawn(watcher.watch_adopted(owned, output_limit, on_exit));
     }
 
     /// Task ids of kairos containers that are running on this engine (found by label), for
@@ -325,7 +439,7 @@ impl Docker {
     /// # Errors
     /// Fails when the engine cannot be asked.
     pub async fn running_tasks(&self) -> Result<Vec<String>, Error> {
-        let containers = self.list_running(format!("{LABEL_MANAGED}=true")).await?;
+        let containers = self.list_running(format!("{LABEL_OWNER}={}", self.owner)).await?;
         let mut ids: Vec<String> = containers
             .into_iter()
             .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_TASK_ID)))
@@ -335,7 +449,7 @@ impl Docker {
         Ok(ids)
     }
 
-    /// The running kairos container of a task, if there is one.
+    /// This worker's running container of a task, if there is one.
     async fn find_running(&self, task_id: &str) -> Result<Option<String>, Error> {
         let containers = self.list_running(format!("{LABEL_TASK_ID}={task_id}")).await?;
         Ok(containers
@@ -343,7 +457,7 @@ impl Docker {
             .filter(|c| {
                 c.labels
                     .as_ref()
-                    .is_some_and(|l| l.get(LABEL_MANAGED).is_some_and(|v| v == "true"))
+                    .is_some_and(|l| l.get(LABEL_OWNER).is_some_and(|v| *v == self.owner))
             })
             .find_map(|c| c.id))
     }
@@ -429,16 +543,55 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// Waits for an adopted container (with what is left of its time limit), then reads its
+    /// output from the engine's log and finishes it like any other.
+    async fn watch_adopted(
+        self,
+        owned: Owned,
+        output_limit: usize,
+        on_exit: impl FnOnce(Outcome) + Send + 'static,
+    ) {
+        let client = self.docker.client.clone();
+        let name = self.name.clone();
+        let waited = wait_exit(&client, &name);
+        tokio::pin!(waited);
+        let mut timed_out = false;
+        let code = match owned.deadline_ms {
+            Some(deadline) => {
+                let left = (deadline - crate::clock::now().timestamp_millis()).max(0) as u64;
+                match tokio::time::timeout(Duration::from_millis(left), &mut waited).await {
+                    Ok(code) => code,
+                    Err(_) => {
+                        timed_out = true;
+                        self.killed.store(true, Ordering::SeqCst);
+                        send_signal(&client, &name, "SIGKILL").await;
+                        waited.await
+                    }
+                }
+            }
+            None => waited.await,
+        };
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        let logs = client.logs(&name, Some(options));
+        let (stdout, stderr) =
+            tokio::time::timeout(OUTPUT_DRAIN_LIMIT, read_stream(Box::pin(logs), output_limit))
+                .await
+                .unwrap_or_default();
+        self.finish(owned.task_id, code, timed_out, stdout, stderr, on_exit)
+            .await;
+    }
+
     async fn watch(
         self,
         spec: ContainerSpec,
         attach: AttachContainerResults,
         on_exit: impl FnOnce(Outcome) + Send + 'static,
     ) {
-        let client = &self.docker.client;
+        let client = &self.docker.client.clone();
+        let name = self.name.clone();
         let output = tokio::spawn(read_output(attach, spec.output_limit));
         let mut timed_out = false;
-        let waited = wait_exit(client, &self.name);
+        let waited = wait_exit(client, &name);
         tokio::pin!(waited);
         let code = match spec.time_limit {
             Some(limit) => match tokio::time::timeout(limit, &mut waited).await {
@@ -446,19 +599,35 @@ impl Watcher {
                 Err(_) => {
                     timed_out = true;
                     self.killed.store(true, Ordering::SeqCst);
-                    send_signal(client, &self.name, "SIGKILL").await;
+                    send_signal(client, &name, "SIGKILL").await;
                     waited.await
                 }
             },
             None => waited.await,
         };
-        let (stdout, mut stderr) = match tokio::time::timeout(OUTPUT_DRAIN_LIMIT, output).await {
+        let (stdout, stderr) = match tokio::time::timeout(OUTPUT_DRAIN_LIMIT, output).await {
             Ok(Ok(output)) => output,
             _ => {
                 tracing::warn!(container = %self.name, "the container's output could not be read to its end");
                 (String::new(), String::new())
             }
         };
+        self.finish(spec.task_id, code, timed_out, stdout, stderr, on_exit)
+            .await;
+    }
+
+    /// The end of every watched container: OOM noted, container removed and forgotten, then
+    /// `on_exit` with the outcome.
+    async fn finish(
+        self,
+        task_id: String,
+        code: Option<i32>,
+        timed_out: bool,
+        stdout: String,
+        mut stderr: String,
+        on_exit: impl FnOnce(Outcome) + Send + 'static,
+    ) {
+        let client = &self.docker.client;
         let state = client
             .inspect_container(&self.name, None)
             .await
@@ -474,7 +643,7 @@ impl Watcher {
             stderr.push_str("\n[kairos: the container was killed for exceeding its memory limit]\n");
         }
         remove_container(client, &self.name).await;
-        self.docker.untrack(&spec.task_id, &self.name);
+        self.docker.untrack(&task_id, &self.name);
         let _ = self.ended.send(true);
 
         // Docker reports a signal death as 128 + the signal; only after a kill of ours is that
@@ -485,7 +654,7 @@ impl Watcher {
             _ => None,
         };
         on_exit(Outcome {
-            task_id: spec.task_id,
+            task_id,
             exit_code: code,
             signal,
             timed_out,
@@ -527,10 +696,19 @@ async fn wait_exit(client: &bollard::Docker, name: &str) -> Option<i32> {
 }
 
 /// Reads the attached stdout and stderr to their end, keeping at most `limit` bytes of each.
-async fn read_output(mut attach: AttachContainerResults, limit: usize) -> (String, String) {
+async fn read_output(attach: AttachContainerResults, limit: usize) -> (String, String) {
+    read_stream(attach.output, limit).await
+}
+
+/// Reads a stream of output (attached, or the engine's log) to its end, keeping at most `limit`
+/// bytes of stdout and of stderr.
+async fn read_stream(
+    mut output: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>,
+    limit: usize,
+) -> (String, String) {
     let mut stdout = Bounded::new(limit);
     let mut stderr = Bounded::new(limit);
-    while let Some(item) = attach.output.next().await {
+    while let Some(item) = output.next().await {
         match item {
             Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
                 stdout.push(&message);
@@ -716,11 +894,18 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         "NONE" => "none".to_owned(),
         _ => spec.network.clone(),
     };
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_TASK_ID.to_owned(), spec.task_id.clone()),
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_DISK_MB.to_owned(), spec.disk_mb.to_string()),
+        (LABEL_OWNER.to_owned(), spec.owner.clone()),
+        (LABEL_OUTPUT_LIMIT.to_owned(), spec.output_limit.to_string()),
     ]);
+    if let Some(limit) = spec.time_limit {
+        let deadline =
+            crate::clock::now().timestamp_millis() + i64::try_from(limit.as_millis()).unwrap_or(i64::MAX / 2);
+        labels.insert(LABEL_DEADLINE.to_owned(), deadline.to_string());
+    }
     let host_config = HostConfig {
         nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9).round() as i64),
         memory: (spec.mem_mb > 0.0).then(|| (spec.mem_mb * 1024.0 * 1024.0).round() as i64),
@@ -1199,7 +1384,7 @@ mod tests {
     const BOUND: Duration = Duration::from_secs(30);
 
     async fn engine() -> Docker {
-        let docker = Docker::connect()
+        let docker = Docker::connect(&format!("docker-test-{}", std::process::id()))
             .await
             .expect("a Docker engine must answer (start dockerd)");
         docker
@@ -1228,6 +1413,7 @@ mod tests {
             time_limit: None,
             output_limit: 4096,
             sandbox: None,
+            owner: format!("docker-test-{}", std::process::id()),
         }
     }
 
@@ -1423,10 +1609,19 @@ mod tests {
         let running = docker.running_tasks().await.expect("running tasks");
         assert!(running.contains(&id), "{running:?}");
 
+        // Another worker on the same engine neither lists nor kills it.
+        let other = Docker {
+            client: docker.client.clone(),
+            tasks: Arc::default(),
+            owner: "someone-else".to_owned(),
+        };
+        assert!(!other.running_tasks().await.expect("running").contains(&id));
+        other.kill(&id, Duration::ZERO).await.expect("kill");
         // A second handle knows nothing of the launch, as after a restart: kill goes by label.
         let restarted = Docker {
             client: docker.client.clone(),
             tasks: Arc::default(),
+            owner: docker.owner.clone(),
         };
         restarted
             .kill(&id, Duration::from_millis(200))
@@ -1440,6 +1635,84 @@ mod tests {
             .kill("ct:0:0:nobody:", Duration::from_secs(1))
             .await
             .expect("unknown ids are fine");
+    }
+
+    /// A container as a worker that died left it: made with the CLI, watched by nobody.
+    fn leave_container(owner: &str, task_id: &str, script: &str) -> String {
+        let output = std::process::Command::new("docker")
+            .args(["run", "-d", "--label", &format!("{LABEL_OWNER}={owner}")])
+            .args(["--label", &format!("{LABEL_TASK_ID}={task_id}")])
+            .args(["--label", &format!("{LABEL_OUTPUT_LIMIT}=6")])
+            .args([IMAGE, "sh", "-c", script])
+            .output()
+            .expect("docker CLI");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_worker_adopts_its_own_containers_and_no_one_elses() {
+        let docker = engine().await;
+        let mine = task_id("adopt-mine");
+        let theirs = task_id("adopt-theirs");
+        let ended = task_id("adopt-ended");
+        leave_container(
+            &docker.owner,
+            &mine,
+            "echo early; sleep 1; echo late; echo oops >&2; exit 5",
+        );
+        leave_container(&docker.owner, &ended, "exit 0");
+        let their_container = leave_container("another-worker", &theirs, "sleep 30");
+        // Let the short one end before the worker comes back.
+        wait_exit(
+            &docker.client,
+            &containers_of(&docker, &ended).await[0].id.clone().unwrap(),
+        )
+        .await;
+        let owned = docker.owned().await.expect("owned");
+        let ids: Vec<&str> = owned.iter().map(|o| o.task_id.as_str()).collect();
+        assert!(
+            ids.contains(&mine.as_str()) && ids.contains(&ended.as_str()),
+            "{ids:?}"
+        );
+        assert!(!ids.contains(&theirs.as_str()), "{ids:?}");
+        let mut outcomes = Vec::new();
+        for container in owned
+            .into_iter()
+            .filter(|o| o.task_id == mine || o.task_id == ended)
+        {
+            let (tx, rx) = oneshot::channel();
+            docker.adopt(container, move |outcome| {
+                let _ = tx.send(outcome);
+            });
+            outcomes.push(rx);
+        }
+        let mut outcomes = futures_util::future::join_all(outcomes.into_iter().map(outcome)).await;
+        outcomes.sort_by_key(|o| o.exit_code);
+        assert_eq!(
+            (outcomes[0].task_id.as_str(), outcomes[0].exit_code),
+            (ended.as_str(), Some(0))
+        );
+        let adopted = &outcomes[1];
+        assert_eq!(
+            (adopted.task_id.as_str(), adopted.exit_code),
+            (mine.as_str(), Some(5))
+        );
+        // Output comes from the engine's log, bounded by the limit its launch recorded.
+        assert_eq!(
+            adopted.stdout,
+            "early\n\n[kairos: output truncated, 5 more bytes dropped]\n"
+        );
+        assert_eq!(adopted.stderr, "oops\n");
+        assert!(containers_of(&docker, &mine).await.is_empty(), "removed");
+        assert!(containers_of(&docker, &ended).await.is_empty(), "removed");
+        // The other worker's container runs on, untouched.
+        assert_eq!(containers_of(&docker, &theirs).await.len(), 1);
+        remove_container(&docker.client, &their_container).await;
     }
 
     #[tokio::test]

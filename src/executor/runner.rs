@@ -107,6 +107,11 @@ pub struct Runner {
 struct Inner {
     cache_dir: PathBuf,
     fetch_timeout: Duration,
+    /// This worker's identity, on every container it launches: it adopts and kills only its own.
+    owner: String,
+    /// Remove this worker's containers from an earlier process when first connecting to Docker,
+    /// before anything is launched (see [`Runner::reaping`]).
+    reap: std::sync::atomic::AtomicBool,
     /// Connected on first use, so a worker without Docker still runs plain tasks.
     docker: tokio::sync::OnceCell<Result<Docker, String>>,
     /// Held only for map updates, never across an await.
@@ -114,11 +119,13 @@ struct Inner {
 }
 
 impl Runner {
-    pub fn new(cache_dir: PathBuf, fetch_timeout: Duration) -> Runner {
+    pub fn new(cache_dir: PathBuf, fetch_timeout: Duration, owner: String) -> Runner {
         Runner {
             inner: Arc::new(Inner {
                 cache_dir,
                 fetch_timeout,
+                owner,
+                reap: std::sync::atomic::AtomicBool::new(false),
                 docker: tokio::sync::OnceCell::new(),
                 tasks: Mutex::new(HashMap::new()),
             }),
@@ -132,7 +139,21 @@ impl Runner {
     async fn docker(&self) -> Result<Docker, String> {
         self.inner
             .docker
-            .get_or_init(|| async { Docker::connect().await.map_err(|e| e.to_string()) })
+            .get_or_init(|| async {
+                let docker = Docker::connect(&self.inner.owner)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if self.inner.reap.load(std::sync::atomic::Ordering::SeqCst) {
+                    match docker.reap(Duration::from_secs(2)).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(containers = n, "Removed containers left by the previous server."),
+                        Err(error) => {
+                            tracing::warn!(%error, "Could not remove containers left by the previous server.");
+                        }
+                    }
+                }
+                Ok(docker)
+            })
             .await
             .clone()
     }
@@ -150,6 +171,50 @@ impl Runner {
             }
         }
         ids
+    }
+
+    /// Takes over this worker's containers left by its previous process (found by their owner
+    /// label, running or ended): each is watched to its end, and `on_end` reports it as if it had
+    /// been launched here. Returns their task ids. Without a Docker engine there is none.
+    pub async fn adopt(&self, on_end: impl Fn(TaskEnd) + Clone + Send + 'static) -> Vec<String> {
+        let Ok(docker) = self.docker().await else {
+            return Vec::new();
+        };
+        let owned = match docker.owned().await {
+            Ok(owned) => owned,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot list this worker's containers; none adopted.");
+                return Vec::new();
+            }
+        };
+        let mut adopted = Vec::new();
+        for container in owned {
+            let task_id = container.task_id.clone();
+            if self.tasks().contains_key(&task_id) {
+                continue;
+            }
+            tracing::info!(task = %task_id, "Adopting a container from before this worker restarted.");
+            self.tasks().insert(
+                task_id.clone(),
+                Slot::Container {
+                    kill_requested: false,
+                },
+            );
+            let runner = self.clone();
+            let on_end = on_end.clone();
+            let id = task_id.clone();
+            docker.adopt(container, move |outcome| {
+                let killed = runner.forget(&id).is_some_and(Slot::kill_requested);
+                on_end(TaskEnd {
+                    task_id: id,
+                    outcome,
+                    killed,
+                    error: None,
+                });
+            });
+            adopted.push(task_id);
+        }
+        adopted
     }
 
     /// Starts a task in the background; `on_end` runs once when it has ended.
@@ -273,6 +338,7 @@ impl Runner {
             time_limit: p.time_limit,
             output_limit: p.output_limit,
             sandbox: Some(p.sandbox.clone()),
+            owner: self.inner.owner.clone(),
         };
         let sandbox = p.sandbox.clone();
         docker
@@ -344,6 +410,26 @@ impl Runner {
                 super::kill(*running, grace);
             }
         }
+    }
+
+    /// Kills every task, containers included: the built-in worker's tasks end with the server.
+    pub fn kill_all(&self, grace: Duration) {
+        let ids: Vec<String> = self.tasks().keys().cloned().collect();
+        for id in ids {
+            self.kill(&id, grace);
+        }
+    }
+
+    /// For a worker whose earlier tasks are recorded as lost (the built-in worker, on a
+    /// server's start): its containers left by an earlier process are stopped and removed, in
+    /// the background but before this runner launches any container, so nothing of theirs
+    /// runs on.
+    pub fn reaping(&self) {
+        self.inner.reap.store(true, std::sync::atomic::Ordering::SeqCst);
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let _ = runner.docker().await;
+        });
     }
 }
 

@@ -12,8 +12,19 @@ use regex::Regex;
 #[cfg(test)]
 mod tests;
 
-/// Slack allowed when comparing resources, so that sums of fractional cpus such as `0.1 + 0.2` still fit in `0.3`.
-const EPSILON: f64 = 1e-9;
+/// Resources are counted in whole thousandths (milli-cpus, thousandths of a MB): sums and
+/// differences are exact integers, so twenty tasks of 0.1 cpu use exactly 2 cpus, and what is in
+/// use can never read above what was offered.
+const UNITS_PER_ONE: f64 = 1000.0;
+
+fn to_units(value: f64) -> i64 {
+    // `as` saturates, and NaN becomes 0: no input can overflow the sums below.
+    (value * UNITS_PER_ONE).round() as i64
+}
+
+fn from_units(units: i64) -> f64 {
+    units as f64 / UNITS_PER_ONE
+}
 
 /// The name of the attribute every worker has unless it sets its own.
 const HOSTNAME: &str = "hostname";
@@ -49,23 +60,32 @@ pub struct Resources {
 impl Resources {
     /// Whether these resources fit in `free` on all three dimensions.
     pub fn fits_in(&self, free: &Resources) -> bool {
-        self.cpus <= free.cpus + EPSILON && self.mem <= free.mem + EPSILON && self.disk <= free.disk + EPSILON
+        self.units()
+            .iter()
+            .zip(free.units())
+            .all(|(need, free)| *need <= free)
     }
 
     pub fn plus(&self, other: &Resources) -> Resources {
-        Resources {
-            cpus: self.cpus + other.cpus,
-            mem: self.mem + other.mem,
-            disk: self.disk + other.disk,
-        }
+        let [a, b] = [self.units(), other.units()];
+        Resources::from_units([0, 1, 2].map(|i| a[i].saturating_add(b[i])))
     }
 
     /// The difference, floored at zero so that an over-committed worker reads as full rather than negative.
     pub fn minus(&self, other: &Resources) -> Resources {
+        let [a, b] = [self.units(), other.units()];
+        Resources::from_units([0, 1, 2].map(|i| a[i].saturating_sub(b[i]).max(0)))
+    }
+
+    fn units(&self) -> [i64; 3] {
+        [to_units(self.cpus), to_units(self.mem), to_units(self.disk)]
+    }
+
+    fn from_units([cpus, mem, disk]: [i64; 3]) -> Resources {
         Resources {
-            cpus: (self.cpus - other.cpus).max(0.0),
-            mem: (self.mem - other.mem).max(0.0),
-            disk: (self.disk - other.disk).max(0.0),
+            cpus: from_units(cpus),
+            mem: from_units(mem),
+            disk: from_units(disk),
         }
     }
 
@@ -307,7 +327,7 @@ impl Offer {
             .map(|(&after, total)| {
                 if total > 0.0 {
                     after / total
-                } else if after <= EPSILON {
+                } else if after <= 0.0 {
                     // A resource the worker does not have and the task does not use says nothing about load.
                     0.0
                 } else {

@@ -284,9 +284,16 @@ fn automatic_hostname_attribute() {
 
 #[test]
 fn resource_arithmetic() {
-    // Fractional cpus add up with float noise; the epsilon keeps an exact fit a fit.
+    // Fractional cpus add up exactly (in thousandths), so an exact fit is a fit and sums read
+    // as people wrote them: twenty tasks of 0.1 cpu use 2 cpus, not 2.0000000000000004.
     let used = res(0.1, 0.0, 0.0).plus(&res(0.2, 0.0, 0.0));
     assert!(used.fits_in(&res(0.3, 0.0, 0.0)));
+    assert_eq!(used, res(0.3, 0.0, 0.0));
+    let twenty = (0..20).fold(Resources::default(), |sum, _| sum.plus(&res(0.1, 0.1, 0.1)));
+    assert_eq!(twenty, res(2.0, 2.0, 2.0));
+    assert_eq!(twenty.cpus.to_string(), "2");
+    let back = (0..20).fold(twenty, |left, _| left.minus(&res(0.1, 0.1, 0.1)));
+    assert_eq!(back, Resources::default());
     assert!(!res(0.31, 0.0, 0.0).fits_in(&res(0.3, 0.0, 0.0)));
     assert!(res(1.0, 2.0, 3.0).fits_in(&res(1.0, 2.0, 3.0)));
     assert!(!res(1.0, 2.0, 3.5).fits_in(&res(1.0, 2.0, 3.0)));

@@ -443,3 +443,238 @@ async fn a_lost_agent_that_returns_has_its_stale_task_killed() {
     );
     drop(a);
 }
+
+// ----- Reconciliation with real agents on one Docker engine -----
+
+/// `kairos agent` with its own work directory (its identity lives there) and its log in a file.
+fn spawn_agent_in(h: &Harness, name: &str, dir: &str, extra: &[&str]) -> Child {
+    let agent_addr = h.server.as_ref().unwrap().agent_addr;
+    let log = std::fs::File::create(h.path(&format!("{dir}.log"))).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("agent")
+        .args(["--server", &agent_addr.to_string(), "--name", name])
+        .args(["--hostname", &format!("host-{dir}")])
+        .args(["--cpus", "2", "--mem", "1024", "--disk", "1000"])
+        .arg("--work-dir")
+        .arg(h.path(dir))
+        .args(extra)
+        .env("KAIROS_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts")
+}
+
+fn reconciling(config: &mut kairos::config::ServerConfig) {
+    config.local_worker = None;
+    config.worker_timeout = std::time::Duration::from_secs(2);
+}
+
+/// The ids of the containers of a task (running or not).
+fn containers(task_id: &str) -> Vec<String> {
+    let listed = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=kairos.task_id={task_id}"),
+    ]);
+    listed.lines().map(str::to_owned).collect()
+}
+
+async fn newest_task(h: &Harness, name: &str) -> Value {
+    h.history(name).await.into_iter().next().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_restarted_agent_touches_only_its_own_containers_and_removes_what_it_kills() {
+    let h = Harness::start_with(reconciling).await;
+    let mut a2 = spawn_agent_in(&h, "a2", "a2", &["--attribute", "pool=x"]);
+    wait_for_worker(&h, "a2", "active").await;
+    h.create(
+        json!({"name": "lc1", "command": "sleep 30", "retries": 2, "constraints": [["pool", "EQUALS", "x"]],
+        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest", "network": "NONE"},
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
+    h.put("/v1/scheduler/job/lc1", None).await;
+    let mut first = String::new();
+    wait_until("the container runs on a2", async || {
+        first = newest_task(&h, "lc1").await["taskId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !first.is_empty()
+            && !docker(&["ps", "-q", "--filter", &format!("label=kairos.task_id={first}")]).is_empty()
+    })
+    .await;
+    a2.kill().await.unwrap();
+    wait_for_worker(&h, "a2", "lost").await;
+    // The retry runs on a3, which shares the engine.
+    let _a3 = spawn_agent_in(&h, "a3", "a3", &["--attribute", "pool=x"]);
+    let mut retry = String::new();
+    wait_until("the retry runs on a3", async || {
+        let task = newest_task(&h, "lc1").await;
+        retry = task["taskId"].as_str().unwrap_or_default().to_owned();
+        task["worker"] == "a3" && task["state"] == "running" && retry != first
+    })
+    .await;
+    wait_until("the retry's container runs", async || {
+        !docker(&["ps", "-q", "--filter", &format!("label=kairos.task_id={retry}")]).is_empty()
+    })
+    .await;
+    // a2 comes back: it adopts its own old container, which the scheduler no longer wants, so
+    // that one is killed and removed; a3's is not touched.
+    let _a2 = spawn_agent_in(&h, "a2", "a2", &["--attribute", "pool=x"]);
+    wait_for_worker(&h, "a2", "active").await;
+    wait_until("a2's stale container is gone", async || {
+        containers(&first).is_empty()
+    })
+    .await;
+    let task = newest_task(&h, "lc1").await;
+    assert_eq!(
+        (task["taskId"].as_str(), task["state"].as_str()),
+        (Some(retry.as_str()), Some("running")),
+        "{task}"
+    );
+    assert!(!docker(&["ps", "-q", "--filter", &format!("label=kairos.task_id={retry}")]).is_empty());
+    assert_eq!(h.delete("/v1/scheduler/task/kill/lc1").await.0, 204);
+    wait_until("the retry is killed and removed", async || {
+        containers(&retry).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_back_within_the_timeout_reports_how_its_container_ended() {
+    let h = Harness::start_with(reconciling).await;
+    let mut a4 = spawn_agent_in(&h, "a4", "a4", &[]);
+    wait_for_worker(&h, "a4", "active").await;
+    h.create(
+        json!({"name": "adopted", "command": "echo early; sleep 3; echo late; exit 5", "retries": 0,
+        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest", "network": "NONE"},
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
+    h.put("/v1/scheduler/job/adopted", None).await;
+    let mut id = String::new();
+    wait_until("the container runs", async || {
+        id = newest_task(&h, "adopted").await["taskId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !id.is_empty() && !docker(&["ps", "-q", "--filter", &format!("label=kairos.task_id={id}")]).is_empty()
+    })
+    .await;
+    a4.kill().await.unwrap();
+    let _a4 = spawn_agent_in(&h, "a4", "a4", &[]);
+    let job = h
+        .wait_job("adopted", "the end is recorded", |j| j["errorCount"] == 1)
+        .await;
+    assert_eq!(job["successCount"], 0);
+    let task = newest_task(&h, "adopted").await;
+    assert_eq!(
+        (
+            task["taskId"].as_str(),
+            task["state"].as_str(),
+            task["exitCode"].as_i64()
+        ),
+        (Some(id.as_str()), Some("failed"), Some(5)),
+        "{task}"
+    );
+    assert_eq!(task["stdout"], "early\nlate\n");
+    assert_eq!(h.history("adopted").await.len(), 1, "run once");
+    assert!(containers(&id).is_empty(), "removed");
+    let used = workers(&h).await.into_iter().find(|w| w["name"] == "a4").unwrap()["used"]["cpus"].clone();
+    assert_eq!(used, json!(0.0));
+}
+
+#[tokio::test]
+async fn a_frozen_agent_that_thaws_has_its_stale_container_killed_and_removed() {
+    let h = Harness::start_with(reconciling).await;
+    let a = spawn_agent_in(&h, "fa", "fa", &["--attribute", "pool=y"]);
+    wait_for_worker(&h, "fa", "active").await;
+    h.create(json!({"name": "frozen", "command": "if [ \"$HOST\" = host-fa ]; then sleep 60; fi; echo done", "retries": 1,
+        "constraints": [["pool", "EQUALS", "y"]],
+        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest", "network": "NONE"},
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.put("/v1/scheduler/job/frozen", None).await;
+    let mut stale = String::new();
+    wait_until("the container runs on fa", async || {
+        stale = newest_task(&h, "frozen").await["taskId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !stale.is_empty()
+            && !docker(&["ps", "-q", "--filter", &format!("label=kairos.task_id={stale}")]).is_empty()
+    })
+    .await;
+    let pid = a.id().unwrap() as i32;
+    // SAFETY: stopping and resuming our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_for_worker(&h, "fa", "lost").await;
+    let _b = spawn_agent_in(&h, "fb", "fb", &["--attribute", "pool=y"]);
+    h.wait_job("frozen", "success on fb", |j| j["successCount"] == 1)
+        .await;
+    assert_eq!(
+        containers(&stale).len(),
+        1,
+        "the stale container runs while its agent is frozen"
+    );
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for_worker(&h, "fa", "active").await;
+    wait_until("the stale container is killed and removed", async || {
+        containers(&stale).is_empty()
+    })
+    .await;
+    let job = h.job("frozen").await;
+    assert_eq!(
+        (job["successCount"].clone(), job["errorCount"].clone()),
+        (json!(1), json!(0))
+    );
+    drop(a);
+}
+
+#[tokio::test]
+async fn a_second_agent_under_a_live_name_is_refused_until_the_first_is_lost() {
+    let h = Harness::start_with(reconciling).await;
+    let mut first = spawn_agent_in(&h, "twin", "twin-1", &["--attribute", "copy=1"]);
+    wait_for_worker(&h, "twin", "active").await;
+    let gate = h.path("gate");
+    h.create(json!({"name": "steady", "command": format!("while [ ! -e {} ]; do sleep 0.05; done; echo ok", gate.display()),
+        "retries": 0, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    h.put("/v1/scheduler/job/steady", None).await;
+    wait_until("the task runs", async || {
+        h.summary("steady").await["state"] == "1 running"
+    })
+    .await;
+    // A clone of the machine: same name, another identity and other attributes.
+    let _second = spawn_agent_in(&h, "twin", "twin-2", &["--attribute", "copy=2"]);
+    let log = h.path("twin-2.log");
+    wait_until("the second agent is told why it is refused", async || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("refused this agent's name")
+    })
+    .await;
+    let listed = workers(&h).await;
+    let twin = listed.iter().find(|w| w["name"] == "twin").unwrap();
+    assert_eq!(
+        (twin["hostname"].as_str(), twin["attributes"]["copy"].as_str()),
+        (Some("host-twin-1"), Some("1"))
+    );
+    std::fs::write(&gate, "").unwrap();
+    let job = h.wait_job("steady", "success", |j| j["successCount"] == 1).await;
+    assert_eq!(job["errorCount"], 0, "the first agent's task was not disturbed");
+    // Once the first is gone past the timeout, the second takes the name over.
+    first.kill().await.unwrap();
+    wait_until("the second agent holds the name", async || {
+        workers(&h)
+            .await
+            .iter()
+            .any(|w| w["name"] == "twin" && w["state"] == "active" && w["hostname"] == "host-twin-2")
+    })
+    .await;
+}
