@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, stream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -13,7 +13,8 @@ use super::proto::agent_link_server::{AgentLink, AgentLinkServer};
 use super::proto::{self, agent_message, scheduler_message};
 use super::{end_from_proto, launch_to_proto};
 use crate::cluster::Cluster;
-use crate::engine::{Event, WorkerCommand, WorkerInfo};
+use crate::engine::{WorkerInfo, WorkerLink};
+use crate::executor::runner::TaskLaunch;
 use crate::placement::Resources;
 
 pub struct AgentService {
@@ -25,6 +26,34 @@ pub struct AgentService {
 pub const LEADER_HINT: &str = "leader agent address: ";
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<proto::SchedulerMessage, Status>> + Send>>;
+
+/// What the scheduler sends down an agent's stream.
+#[derive(Debug)]
+enum WorkerCommand {
+    Launch(Box<TaskLaunch>),
+    Kill {
+        task_id: String,
+        grace: std::time::Duration,
+    },
+}
+
+/// An agent, reached through its open stream: the engine's [`WorkerLink`] for it.
+struct RemoteLink {
+    tx: mpsc::UnboundedSender<WorkerCommand>,
+}
+
+impl WorkerLink for RemoteLink {
+    fn launch(&self, launch: TaskLaunch) -> bool {
+        self.tx.send(WorkerCommand::Launch(Box::new(launch))).is_ok()
+    }
+
+    fn kill(&self, task_id: &str, grace: Duration) {
+        let _ = self.tx.send(WorkerCommand::Kill {
+            task_id: task_id.to_owned(),
+            grace,
+        });
+    }
+}
 
 fn command_to_proto(command: WorkerCommand) -> proto::SchedulerMessage {
     let kind = match command {
@@ -80,43 +109,36 @@ impl AgentLink for AgentService {
             },
             running: register.running_task_ids,
             finished: register.finished.into_iter().filter_map(end_from_proto).collect(),
+            local: false,
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (reply, connection) = oneshot::channel();
-        engine
-            .send(Event::WorkerConnected {
-                info,
-                link: commands,
-                reply,
-            })
-            .await
-            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
-        let connection = connection
+        let link = std::sync::Arc::new(RemoteLink { tx: commands });
+        let connection = engine
+            .worker_connected(info, link)
             .await
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?
             .map_err(Status::already_exists)?;
+        let ends = engine.ends();
         tokio::spawn(async move {
             // Until the stream ends: heartbeats and task ends go to the engine.
             while let Ok(Some(message)) = inbound.message().await {
-                let event = match message.kind {
-                    Some(agent_message::Kind::Heartbeat(_)) => Event::WorkerHeartbeat {
-                        name: name.clone(),
-                        connection,
-                    },
-                    Some(agent_message::Kind::Status(status)) => match end_from_proto(status) {
-                        Some(end) => Event::TaskEnded {
-                            worker: name.clone(),
-                            end,
-                        },
-                        None => continue,
-                    },
-                    Some(agent_message::Kind::Register(_)) | None => continue,
-                };
-                if engine.send(event).await.is_err() {
-                    return;
+                match message.kind {
+                    Some(agent_message::Kind::Heartbeat(_)) => {
+                        if engine.worker_heartbeat(name.clone(), connection).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(agent_message::Kind::Status(status)) => {
+                        if let Some(end) = end_from_proto(status)
+                            && ends.send((name.clone(), end)).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(agent_message::Kind::Register(_)) | None => {}
                 }
             }
-            let _ = engine.send(Event::WorkerDisconnected { name, connection }).await;
+            let _ = engine.worker_disconnected(name, connection).await;
         });
         let registered = proto::SchedulerMessage {
             kind: Some(scheduler_message::Kind::Registered(proto::Registered {

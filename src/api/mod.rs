@@ -14,7 +14,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::cluster::Cluster;
-use crate::engine::{self, Event, Handle, Histogram};
+use crate::engine::{self, Handle, Histogram};
 use crate::job::Job;
 use crate::store::{TaskRecord, TaskState};
 use dto::{Defaults, Route};
@@ -578,13 +578,7 @@ async fn upsert(body: Bytes, ctx: Ctx, route: Route) -> Result<Response, Infalli
     respond(
         async {
             let (job, provided) = dto::parse_job(&body, route, &ctx.defaults)?;
-            ctx.engine()?
-                .call(|reply| Event::Upsert {
-                    job: Box::new(job),
-                    provided,
-                    reply,
-                })
-                .await?;
+            ctx.engine()?.upsert(job, provided).await?;
             Ok(no_content())
         }
         .await,
@@ -784,7 +778,7 @@ async fn get_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallibl
 async fn delete_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine()?.call(|reply| Event::Delete { name, reply }).await?;
+            ctx.engine()?.delete(name).await?;
             Ok(no_content())
         }
         .await,
@@ -800,13 +794,7 @@ async fn run_job(Segment(name): Segment, q: RunQuery, ctx: Ctx) -> Result<Respon
     respond(
         async {
             let arguments = q.arguments;
-            ctx.engine()?
-                .call(|reply| Event::RunNow {
-                    name,
-                    arguments,
-                    reply,
-                })
-                .await?;
+            ctx.engine()?.run_now(name, arguments).await?;
             Ok(no_content())
         }
         .await,
@@ -817,10 +805,7 @@ async fn mark_success(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infa
     respond(
         async {
             let label = name.clone();
-            let marked = ctx
-                .engine()?
-                .call(|reply| Event::MarkSuccess { name, reply })
-                .await?;
+            let marked = ctx.engine()?.mark_success(name).await?;
             Ok(text(format!("marked job {label} as successful: {marked}")))
         }
         .await,
@@ -830,7 +815,7 @@ async fn mark_success(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infa
 async fn kill(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine()?.call(|reply| Event::Kill { name, reply }).await?;
+            ctx.engine()?.kill(name).await?;
             Ok(no_content())
         }
         .await,
@@ -841,7 +826,7 @@ async fn kill(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> 
 async fn purge(ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine()?.call(|reply| Event::Purge { reply }).await?;
+            ctx.engine()?.purge().await?;
             Ok(no_content())
         }
         .await,
@@ -867,13 +852,7 @@ async fn complete(Segment(task_id): Segment, body: Bytes, ctx: Ctx) -> Result<Re
                 .ok_or_else(|| {
                     ApiError::bad_request("field 'statusCode': is required and must be an integer")
                 })?;
-            ctx.engine()?
-                .call(|reply| Event::Complete {
-                    task_id,
-                    status_code,
-                    reply,
-                })
-                .await?;
+            ctx.engine()?.complete(task_id, status_code).await?;
             Ok(no_content())
         }
         .await,
@@ -903,12 +882,7 @@ async fn progress(
                 })?),
             };
             ctx.engine()?
-                .call(|reply| Event::Progress {
-                    job,
-                    task_id,
-                    elements,
-                    reply,
-                })
+                .progress(job, task_id, elements)
                 .await?;
             Ok(no_content())
         }
@@ -950,10 +924,7 @@ async fn job_history(Segment(job): Segment, q: HistoryQuery, ctx: Ctx) -> Result
     respond(
         async {
             let limit = q.limit.unwrap_or(20).min(1000);
-            let tasks = ctx
-                .engine()?
-                .call(|reply| Event::History { job, limit, reply })
-                .await?;
+            let tasks = ctx.engine()?.history(job, limit).await?;
             Ok(json_reply(&tasks.iter().map(task_json).collect::<Vec<_>>()))
         }
         .await,
@@ -963,7 +934,7 @@ async fn job_history(Segment(job): Segment, q: HistoryQuery, ctx: Ctx) -> Result
 async fn get_task(Segment(task_id): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            let task = ctx.engine()?.call(|reply| Event::Task { task_id, reply }).await?;
+            let task = ctx.engine()?.task(task_id).await?;
             Ok(json_reply(&task_json(&task)))
         }
         .await,
@@ -1059,7 +1030,7 @@ async fn job_stat(Segment(job): Segment, ctx: Ctx) -> Result<Response, Infallibl
                     .await?
                     .unwrap_or(false)
             };
-            let (histogram, tasks) = ctx.engine()?.call(|reply| Event::Stat { job, reply }).await?;
+            let (histogram, tasks) = ctx.engine()?.stat(job).await?;
             let task_stat_history = tasks
                 .iter()
                 .map(|t| TaskStat {

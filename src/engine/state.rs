@@ -3,12 +3,12 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::WorkerCommand;
 use super::stats;
+use super::workers::WorkerLink;
 use crate::graph::JobGraph;
 use crate::job::Job;
 use crate::placement::{self, Constraint, Offer, Resources};
@@ -149,25 +149,10 @@ impl WorkerState {
     }
 }
 
-/// How the engine reaches a worker.
-#[derive(Debug)]
-pub(super) enum Link {
-    /// The scheduler's built-in worker.
-    Local,
-    /// An agent's open stream.
-    Remote {
-        tx: mpsc::UnboundedSender<WorkerCommand>,
-        connection: u64,
-    },
-    /// No stream right now.
-    None,
-}
-
 /// A worker: resources it offers, what is promised to tasks, and its liveness.
-#[derive(Debug)]
 pub struct Worker {
     pub name: String,
-    /// Its identity ([`crate::config::worker_identity`]); empty until an agent expected after a
+    /// Its identity ([`crate::config::worker_identity`]); empty until a worker expected after a
     /// restart has registered again.
     pub id: String,
     pub hostname: String,
@@ -178,12 +163,50 @@ pub struct Worker {
     pub last_heartbeat: DateTime<Utc>,
     /// Tasks running on it.
     pub tasks: BTreeSet<String>,
-    pub(super) link: Link,
+    /// The scheduler's own worker (see [`super::WorkerInfo::local`]).
+    pub local: bool,
+    /// How to reach it, while it is connected.
+    pub(super) link: Option<Arc<dyn WorkerLink>>,
+    /// Its current connection, so a stale stream's events are ignored.
+    pub(super) connection: u64,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("state", &self.state)
+            .field("connected", &self.link.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Worker {
+    /// A worker known only from its tasks in the store, until it registers.
+    pub(super) fn expected(name: &str, now: DateTime<Utc>) -> Worker {
+        Worker {
+            name: name.to_owned(),
+            id: String::new(),
+            hostname: name.to_owned(),
+            attributes: Vec::new(),
+            total: Resources::default(),
+            used: Resources::default(),
+            state: WorkerState::Disconnected,
+            last_heartbeat: now,
+            tasks: BTreeSet::new(),
+            local: false,
+            link: None,
+            connection: 0,
+        }
+    }
+
     pub fn is_local(&self) -> bool {
-        matches!(self.link, Link::Local)
+        self.local
+    }
+
+    /// Whether tasks can be sent to it now.
+    pub(super) fn is_connected(&self) -> bool {
+        self.link.is_some() && self.state == WorkerState::Active
     }
 }
 
@@ -253,7 +276,7 @@ impl State {
 
     /// Lowers `min_need` to a job's resources where they are smaller.
     pub(super) fn note_need(&mut self, job: &Job) {
-        let need = super::job_resources(job);
+        let need = super::core::job_resources(job);
         self.min_need = Some(match self.min_need {
             Some(min) => Resources {
                 cpus: min.cpus.min(need.cpus),

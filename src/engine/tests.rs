@@ -3,9 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
 use super::*;
 use crate::api::dto::{self, Defaults, Route};
+use crate::clock;
 use crate::store::MemoryStore;
+use crate::store::{StoredJob, TaskState, Write};
 
 fn config(dir: &std::path::Path) -> Config {
     Config {

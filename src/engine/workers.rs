@@ -1,18 +1,31 @@
-//! The engine's side of workers: the built-in one, agents joining and leaving, heartbeats,
-//! reconciliation after a reconnect, and declaring silent workers lost.
+//! The worker seam and registry. Every worker (the scheduler's built-in one, an agent over gRPC,
+//! and later a cluster engine) joins through [`Core::worker_connected`] with a [`WorkerLink`],
+//! reports ends through the same channel, and is reconciled the same way; the core cannot tell
+//! them apart. Silent workers are declared lost, and their tasks with them.
 
-use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::state::{Link, Worker, WorkerState};
-use super::{Engine, lost_end};
-use crate::clock;
+use super::core::{Command, Core, job_resources};
+use super::state::{Worker, WorkerState};
 use crate::executor::runner::{TaskEnd, TaskLaunch};
 use crate::placement::Resources;
-use crate::store::{Store, TaskState};
+use crate::store::{TaskState, Write};
 
-/// What an agent says about itself when it registers.
-#[derive(Debug, Clone)]
+/// How the engine reaches a worker. Calls return at once; what they start is reported later as
+/// a [`TaskEnd`] on the engine's end channel ([`super::Handle::ends`]).
+pub trait WorkerLink: Send + Sync {
+    /// Hands a task to the worker; false when the worker can no longer be reached.
+    fn launch(&self, launch: TaskLaunch) -> bool;
+    /// Stops a task: SIGTERM, then SIGKILL after `grace` (or the container equivalent).
+    fn kill(&self, task_id: &str, grace: Duration);
+    /// A launch with this sandbox is due soon; a worker on this host may make it now.
+    fn prepare(&self, _sandbox: &Path) {}
+}
+
+/// What a worker says about itself when it registers.
+#[derive(Clone)]
 pub struct WorkerInfo {
     pub name: String,
     /// Its identity, kept in its work directory.
@@ -24,70 +37,27 @@ pub struct WorkerInfo {
     pub running: Vec<String>,
     /// Tasks that ended while it was away.
     pub finished: Vec<TaskEnd>,
+    /// The scheduler's own worker: its tasks end with the scheduler, and no agent may take its
+    /// name.
+    pub local: bool,
 }
 
-/// What the engine asks of a remote worker.
-#[derive(Debug)]
-pub enum WorkerCommand {
-    Launch(Box<TaskLaunch>),
-    Kill {
-        task_id: String,
-        grace: std::time::Duration,
-    },
-}
-
-impl<S: Store> Engine<S> {
-    pub(super) fn add_local_worker(&mut self) {
-        let Some(local) = self.config.local_worker.clone() else {
-            return;
-        };
-        let name = self.config.worker_name.clone();
-        self.state.workers.insert(
-            name.clone(),
-            Worker {
-                hostname: name.clone(),
-                id: self.config.worker_id.clone(),
-                name,
-                attributes: local.attributes,
-                total: local.resources,
-                used: Resources::default(),
-                state: WorkerState::Active,
-                last_heartbeat: clock::now(),
-                tasks: Default::default(),
-                link: Link::Local,
-            },
-        );
-    }
-
-    pub(super) fn is_local(&self, worker: &str) -> bool {
-        self.state.workers.get(worker).is_some_and(Worker::is_local)
+impl Core {
+    /// Whether tasks recorded on this worker ended with the previous scheduler process.
+    pub(super) fn ends_with_scheduler(&self, worker: &str) -> bool {
+        self.state.workers.get(worker).is_some_and(|w| w.local)
             || (worker.is_empty() || worker == self.config.worker_name) && self.config.local_worker.is_some()
     }
 
-    /// After a restart: a task that an agent was running; the agent has until the timeout to return.
-    pub(super) fn expect_worker(
-        &mut self,
-        name: &str,
-        task_id: &str,
-        resources: Resources,
-        now: DateTime<Utc>,
-    ) {
+    /// After a restart: a task a worker was running counts on that worker until it registers
+    /// again (and says what became of it) or times out.
+    pub(super) fn expect_worker(&mut self, name: &str, task_id: &str, resources: Resources) {
+        let now = self.now;
         let worker = self
             .state
             .workers
             .entry(name.to_owned())
-            .or_insert_with(|| Worker {
-                name: name.to_owned(),
-                id: String::new(),
-                hostname: name.to_owned(),
-                attributes: Vec::new(),
-                total: Resources::default(),
-                used: Resources::default(),
-                state: WorkerState::Disconnected,
-                last_heartbeat: now,
-                tasks: Default::default(),
-                link: Link::None,
-            });
+            .or_insert_with(|| Worker::expected(name, now));
         worker.tasks.insert(task_id.to_owned());
         worker.used = worker.used.plus(&resources);
         if let Some(open) = self.state.tasks.get_mut(task_id) {
@@ -95,73 +65,71 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// An agent registers. A name that another worker holds (one that is connected, or gone for
-    /// less than the worker timeout) is refused, unless it is the same agent (same identity)
+    /// A worker registers. A name that another worker holds (one that is connected, or gone for
+    /// less than the worker timeout) is refused, unless it is the same worker (same identity)
     /// starting again, which takes over at once.
     pub(super) fn worker_connected(
         &mut self,
         info: WorkerInfo,
-        link: mpsc::UnboundedSender<WorkerCommand>,
+        link: Arc<dyn WorkerLink>,
     ) -> Result<u64, String> {
-        if let Some(existing) = self.state.workers.get(&info.name) {
-            if existing.is_local() {
-                return Err(format!(
-                    "the name '{}' is the scheduler's built-in worker; give this agent another --name",
-                    info.name
-                ));
-            }
-            let same = existing.id.is_empty() || existing.id == info.id;
-            if !same && existing.state != WorkerState::Lost {
-                return Err(format!(
-                    "another agent named '{}' (on {}) is {}; give this agent another --name, or it \
-                     takes over once that one has been gone for the worker timeout",
-                    info.name,
-                    existing.hostname,
-                    if existing.state == WorkerState::Active {
-                        "connected"
-                    } else {
-                        "expected back"
-                    }
-                ));
-            }
-        }
+        self.check_name(&info)?;
         self.next_connection += 1;
         let connection = self.next_connection;
-        let now = clock::now();
         tracing::info!(worker = %info.name, hostname = %info.hostname, "Worker registered.");
+        let now = self.now;
         let worker = self
             .state
             .workers
             .entry(info.name.clone())
-            .or_insert_with(|| Worker {
-                name: info.name.clone(),
-                id: info.id.clone(),
-                hostname: info.hostname.clone(),
-                attributes: Vec::new(),
-                total: Resources::default(),
-                used: Resources::default(),
-                state: WorkerState::Active,
-                last_heartbeat: now,
-                tasks: Default::default(),
-                link: Link::None,
-            });
-        if worker.id != info.id && !worker.tasks.is_empty() {
-            // Another agent takes over a name whose holder was lost: nothing of the old one's
-            // runs here.
-            tracing::warn!(worker = %info.name, "A different agent takes over this name.");
+            .or_insert_with(|| Worker::expected(&info.name, now));
+        if worker.id != info.id && !worker.id.is_empty() {
+            tracing::warn!(worker = %info.name, "A different worker takes over this name.");
         }
         worker.id = info.id.clone();
+        worker.local = info.local;
         worker.hostname = info.hostname.clone();
         worker.attributes = info.attributes.clone();
         worker.total = info.total;
         worker.state = WorkerState::Active;
         worker.last_heartbeat = now;
-        worker.link = Link::Remote {
-            tx: link.clone(),
-            connection,
+        worker.link = Some(link);
+        worker.connection = connection;
+        self.reconcile(&info);
+        self.out.start_all = true;
+        Ok(connection)
+    }
+
+    fn check_name(&self, info: &WorkerInfo) -> Result<(), String> {
+        let Some(existing) = self.state.workers.get(&info.name) else {
+            return Ok(());
         };
+        if existing.local && !info.local {
+            return Err(format!(
+                "the name '{}' is the scheduler's built-in worker; give this agent another --name",
+                info.name
+            ));
+        }
+        let same = existing.id.is_empty() || existing.id == info.id;
+        if same || existing.state == WorkerState::Lost {
+            return Ok(());
+        }
+        let held = if existing.state == WorkerState::Active {
+            "connected"
+        } else {
+            "expected back"
+        };
+        Err(format!(
+            "another agent named '{}' (on {}) is {held}; give this agent another --name, or it \
+             takes over once that one has been gone for the worker timeout",
+            info.name, existing.hostname
+        ))
+    }
+
+    /// What we think runs on a worker against what it says runs there.
+    fn reconcile(&mut self, info: &WorkerInfo) {
         // What we expected on it, taken before anything below launches new tasks there.
-        let finished_ids: Vec<String> = info.finished.iter().map(|e| e.task_id.clone()).collect();
+        let finished: Vec<&str> = info.finished.iter().map(|e| e.task_id.as_str()).collect();
         let ours: Vec<String> = self
             .state
             .workers
@@ -169,20 +137,18 @@ impl<S: Store> Engine<S> {
             .map(|w| {
                 w.tasks
                     .iter()
-                    .filter(|t| !finished_ids.contains(t))
+                    .filter(|t| !finished.contains(&t.as_str()))
                     .cloned()
                     .collect()
             })
             .unwrap_or_default();
         // Ends that happened while it was away.
-        for end in info.finished {
+        for end in info.finished.iter().cloned() {
             self.on_task_end(&info.name, end);
         }
-        // Reconcile: what we think runs there against what it says runs there.
         for task_id in &ours {
             if !info.running.contains(task_id) {
-                let end = lost_end(task_id, "the worker came back without it");
-                self.on_task_end(&info.name, end);
+                self.lose(&info.name, task_id, "the worker came back without it");
             }
         }
         for task_id in &info.running {
@@ -191,35 +157,31 @@ impl<S: Store> Engine<S> {
                 .tasks
                 .get(task_id)
                 .is_some_and(|t| t.record.state == TaskState::Running && t.record.worker == info.name);
-            if !known && self.adopt(&info.name, task_id, now) {
-                continue;
-            }
-            if !known {
+            if !known && !self.adopt(&info.name, task_id) {
                 // Nobody expects this task any more (it was declared lost and retried): stop it.
                 tracing::warn!(worker = %info.name, task = %task_id, "Killing a task the scheduler does not know.");
-                let _ = link.send(WorkerCommand::Kill {
+                self.out.commands.push(Command::Kill {
+                    worker: info.name.clone(),
                     task_id: task_id.clone(),
-                    grace: self.config.kill_grace,
                 });
             }
         }
-        self.start_all = true;
-        Ok(connection)
     }
 
     /// A task this scheduler holds as queued, because its launch was not yet marked when the
     /// previous scheduler stopped, that the worker does run: it is running there, not queued.
-    fn adopt(&mut self, worker: &str, task_id: &str, now: DateTime<Utc>) -> bool {
+    fn adopt(&mut self, worker: &str, task_id: &str) -> bool {
+        let now = self.now_ms();
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return false;
         };
         if open.record.state != TaskState::Queued || self.state.retrying.contains_key(task_id) {
             return false;
         }
-        let Some(entry) = self.state.jobs.get_mut(&open.record.job) else {
-            return false;
-        };
-        let Some(w) = self.state.workers.get_mut(worker) else {
+        let (Some(entry), Some(w)) = (
+            self.state.jobs.get_mut(&open.record.job),
+            self.state.workers.get_mut(worker),
+        ) else {
             return false;
         };
         tracing::info!(
@@ -227,48 +189,51 @@ impl<S: Store> Engine<S> {
             task = task_id,
             "Adopting a task the worker runs that was recorded as queued."
         );
-        let resources = super::job_resources(&entry.job);
+        let resources = job_resources(&entry.job);
         entry.queue.retain(|id| id != task_id);
         entry.running.push(task_id.to_owned());
         open.record.state = TaskState::Running;
         open.record.worker = worker.to_owned();
-        open.record.started_ms = Some(now.timestamp_millis());
+        open.record.started_ms = Some(now);
         open.resources = resources;
         w.used = w.used.plus(&resources);
         w.tasks.insert(task_id.to_owned());
         let record = open.record.clone();
-        self.launched_through = self.launched_through.max(now.timestamp_millis());
-        self.record(vec![crate::store::Write::PutTask(record)]);
+        self.launched_through = self.launched_through.max(now);
+        self.record(vec![Write::PutTask(record)]);
         true
     }
 
     pub(super) fn worker_heartbeat(&mut self, name: &str, connection: u64) {
+        let now = self.now;
         if let Some(worker) = self.state.workers.get_mut(name)
-            && matches!(worker.link, Link::Remote { connection: c, .. } if c == connection)
+            && worker.link.is_some()
+            && worker.connection == connection
         {
-            worker.last_heartbeat = clock::now();
+            worker.last_heartbeat = now;
         }
     }
 
     pub(super) fn worker_disconnected(&mut self, name: &str, connection: u64) {
         if let Some(worker) = self.state.workers.get_mut(name)
-            && matches!(worker.link, Link::Remote { connection: c, .. } if c == connection)
+            && worker.link.is_some()
+            && worker.connection == connection
         {
             tracing::warn!(worker = name, "Worker disconnected; waiting for it to come back.");
-            worker.link = Link::None;
+            worker.link = None;
             worker.state = WorkerState::Disconnected;
         }
     }
 
     /// Declares workers lost that have been silent longer than the timeout; their tasks are lost.
     pub(super) fn check_workers(&mut self) {
-        let now = clock::now();
+        let now = self.now;
         let timeout = chrono::Duration::from_std(self.config.worker_timeout).unwrap_or_default();
         let silent: Vec<String> = self
             .state
             .workers
             .values()
-            .filter(|w| !w.is_local() && w.state != WorkerState::Lost && now - w.last_heartbeat > timeout)
+            .filter(|w| w.state != WorkerState::Lost && now - w.last_heartbeat > timeout)
             .map(|w| w.name.clone())
             .collect();
         for name in silent {
@@ -276,14 +241,13 @@ impl<S: Store> Engine<S> {
             let tasks: Vec<String> = match self.state.workers.get_mut(&name) {
                 Some(worker) => {
                     worker.state = WorkerState::Lost;
-                    worker.link = Link::None;
+                    worker.link = None;
                     worker.tasks.iter().cloned().collect()
                 }
                 None => continue,
             };
             for task_id in tasks {
-                let end = lost_end(&task_id, &format!("worker {name} stopped responding"));
-                self.on_task_end(&name, end);
+                self.lose(&name, &task_id, &format!("worker {name} stopped responding"));
             }
         }
     }

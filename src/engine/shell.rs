@@ -1,0 +1,597 @@
+//! The engine's shell around the pure core: the event loop, the group commit through a writer
+//! task, the built-in worker's link, and carrying out the core's effects. What it does is
+//! transport; every rule is in the core.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::core::{After, Command, Core};
+use super::load::Stored;
+use super::workers::{WorkerInfo, WorkerLink};
+use super::{Config, Error, Event, Handle, stats};
+use crate::clock;
+use crate::executor::runner::{Runner, TaskEnd, TaskLaunch};
+use crate::store::{self, Store, Write};
+
+/// How a commit went, from the writer back to the engine.
+struct Committed {
+    lost_claims: store::LostClaims,
+    writes: usize,
+    failures: u64,
+}
+
+/// How the engine was asked to stop.
+struct Stop {
+    reply: Option<oneshot::Sender<()>>,
+    flush: bool,
+}
+
+/// Run claims are kept at least this long past the widest epsilon, for a deposed leader that
+/// has not noticed yet.
+const MIN_CLAIM_RETENTION: chrono::Duration = chrono::Duration::hours(1);
+
+/// How long a clean stop waits for the store to take what is pending.
+const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Events taken in one turn before the turn's writes go to the writer.
+const MAX_EVENTS_PER_TURN: usize = 512;
+
+/// The built-in worker, reached in-process through a [`Runner`].
+struct LocalLink {
+    runner: Runner,
+    name: String,
+    ends: mpsc::UnboundedSender<(String, TaskEnd)>,
+}
+
+impl WorkerLink for LocalLink {
+    fn launch(&self, launch: TaskLaunch) -> bool {
+        let (ends, name) = (self.ends.clone(), self.name.clone());
+        self.runner.start(launch, move |end| {
+            let _ = ends.send((name, end));
+        });
+        true
+    }
+
+    fn kill(&self, task_id: &str, grace: Duration) {
+        self.runner.kill(task_id, grace);
+    }
+
+    fn prepare(&self, sandbox: &std::path::Path) {
+        // Made now, off the engine, so the launch at the instant is only a spawn: a directory
+        // operation can wait tens of milliseconds on the file system's journal.
+        let sandbox = sandbox.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(sandbox));
+    }
+}
+
+pub(super) struct Shell<S> {
+    core: Core,
+    store: Arc<S>,
+    /// Writes made since the last group went to the writer, and what waits for them.
+    pending: Vec<Write>,
+    after: Vec<After>,
+    /// What waits for the group the writer is committing now; `None` while it is idle.
+    in_flight: Option<Vec<After>>,
+    writer: mpsc::UnboundedSender<Vec<Write>>,
+    writer_task: tokio::task::JoinHandle<()>,
+    /// Runs the built-in worker's tasks, and its connection (heartbeaten by the shell).
+    runner: Runner,
+    local: Option<(String, u64)>,
+}
+
+/// Commits groups of writes in order, retrying a failed commit until it succeeds: what waits for
+/// a group (replies, launches) must not go ahead without it, and the writes are idempotent.
+async fn write_groups<S: Store>(
+    store: Arc<S>,
+    mut groups: mpsc::UnboundedReceiver<Vec<Write>>,
+    done: mpsc::UnboundedSender<Committed>,
+    failing: Arc<AtomicBool>,
+) {
+    while let Some(group) = groups.recv().await {
+        let mut failures = 0;
+        let mut delay = Duration::from_millis(50);
+        let lost_claims = loop {
+            match store.commit(&group).await {
+                Ok(lost) => {
+                    failing.store(false, Ordering::Relaxed);
+                    break lost;
+                }
+                Err(error) => {
+                    failing.store(true, Ordering::Relaxed);
+                    failures += 1;
+                    tracing::error!(%error, writes = group.len(), attempt = failures,
+                        "Could not record the scheduler's changes; replies and launches wait. Retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let committed = Committed {
+            lost_claims,
+            writes: group.len(),
+            failures,
+        };
+        if done.send(committed).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the store, builds the core from it, and starts the engine task.
+pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Handle, Error> {
+    let (tx, rx) = mpsc::channel(1024);
+    let (ends, ends_rx) = mpsc::unbounded_channel();
+    let (writer, groups) = mpsc::unbounded_channel();
+    let (done, committed) = mpsc::unbounded_channel();
+    let store_failing = Arc::new(AtomicBool::new(false));
+    let stored = Stored {
+        jobs: store.load_jobs().await?,
+        durations: store.recent_durations(stats::KEPT).await?,
+        open_tasks: store.load_open_tasks().await?,
+        launched_through: store.launched_through().await?,
+    };
+    let runner = Runner::new(
+        config.fetch_cache_dir.clone(),
+        config.fetch_timeout,
+        config.worker_id.clone(),
+    );
+    let mut core = Core::new(config, clock::now());
+    // Scheduled runs wait while it is set; `/metrics` shows it.
+    core.state.store_failing = store_failing.clone();
+    let local = join_local_worker(&mut core, &runner, &ends);
+    core.at(clock::now()).restore(stored);
+    let writer_task = tokio::spawn(write_groups(store.clone(), groups, done, store_failing));
+    let shell = Shell {
+        core,
+        store,
+        pending: Vec::new(),
+        after: Vec::new(),
+        in_flight: None,
+        writer,
+        writer_task,
+        runner,
+        local,
+    };
+    tokio::spawn(shell.run(rx, ends_rx, committed));
+    Ok(Handle { tx, ends })
+}
+
+/// The built-in worker joins like any other, before the stored tasks are restored.
+fn join_local_worker(
+    core: &mut Core,
+    runner: &Runner,
+    ends: &mpsc::UnboundedSender<(String, TaskEnd)>,
+) -> Option<(String, u64)> {
+    let local = core.config.local_worker.clone()?;
+    // Its tasks from before are recorded as lost: none of its containers may run on (or be
+    // left behind).
+    runner.reaping();
+    let name = core.config.worker_name.clone();
+    let info = WorkerInfo {
+        name: name.clone(),
+        id: core.config.worker_id.clone(),
+        hostname: name.clone(),
+        attributes: local.attributes,
+        total: local.resources,
+        running: Vec::new(),
+        finished: Vec::new(),
+        local: true,
+    };
+    let link = Arc::new(LocalLink {
+        runner: runner.clone(),
+        name: name.clone(),
+        ends: ends.clone(),
+    });
+    let connection = core.at(clock::now()).worker_connected(info, link).ok()?;
+    Some((name, connection))
+}
+
+impl<S: Store> Shell<S> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut ends: mpsc::UnboundedReceiver<(String, TaskEnd)>,
+        mut committed: mpsc::UnboundedReceiver<Committed>,
+    ) {
+        // The first pruning waits a minute, so a restart serves before it scans a large history.
+        let mut prune = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        let mut check_workers = tokio::time::interval(Duration::from_millis(250));
+        // Loading may have started tasks.
+        self.end_turn();
+        loop {
+            let next = self.core.next_timer();
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let wait = (at * 1000 - clock::now().timestamp_micros()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_micros(wait)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let mut stop = tokio::select! {
+                event = rx.recv() => self.take(event),
+                Some((worker, end)) = ends.recv() => {
+                    self.core.at(clock::now()).on_task_end(&worker, end);
+                    None
+                }
+                Some(done) = committed.recv() => {
+                    self.on_committed(done);
+                    None
+                }
+                () = sleep => {
+                    self.core.at(clock::now()).fire_timers();
+                    None
+                }
+                _ = prune.tick() => {
+                    self.prune();
+                    None
+                }
+                _ = check_workers.tick() => {
+                    self.check_workers();
+                    None
+                }
+            };
+            // Whatever else is already waiting joins this turn, and so its group commit.
+            for _ in 0..MAX_EVENTS_PER_TURN {
+                if stop.is_some() {
+                    break;
+                }
+                if let Ok((worker, end)) = ends.try_recv() {
+                    self.core.at(clock::now()).on_task_end(&worker, end);
+                } else if let Ok(event) = rx.try_recv() {
+                    stop = self.take(Some(event));
+                } else {
+                    break;
+                }
+            }
+            if let Some(stop) = stop {
+                self.stop(stop, &mut committed).await;
+                return;
+            }
+            self.end_turn();
+        }
+    }
+
+    /// Handles an event from the front door; returns how to stop when it asks the engine to.
+    fn take(&mut self, event: Option<Event>) -> Option<Stop> {
+        match event {
+            Some(Event::Shutdown { reply, flush }) => Some(Stop {
+                reply: Some(reply),
+                flush,
+            }),
+            Some(event) => {
+                self.handle(event);
+                None
+            }
+            // Every handle is gone: stop cleanly.
+            None => Some(Stop {
+                reply: None,
+                flush: true,
+            }),
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let core = self.core.at(clock::now());
+        match event {
+            Event::Upsert { job, provided, reply } => {
+                let result = core.upsert(*job, provided);
+                core.respond(reply, result);
+            }
+            Event::Delete { name, reply } => {
+                let result = core.delete(&name);
+                core.respond(reply, result);
+            }
+            Event::RunNow {
+                name,
+                arguments,
+                reply,
+            } => {
+                let result = core.run_now(&name, arguments);
+                core.respond(reply, result);
+            }
+            Event::MarkSuccess { name, reply } => {
+                let result = core.mark_success(&name);
+                core.respond(reply, result);
+            }
+            Event::Kill { name, reply } => {
+                let result = core.kill(&name);
+                core.respond(reply, result);
+            }
+            Event::Purge { reply } => {
+                core.purge();
+                core.respond(reply, Ok(()));
+            }
+            Event::Complete {
+                task_id,
+                status_code,
+                reply,
+            } => {
+                let result = core.complete(&task_id, status_code);
+                core.respond(reply, result);
+            }
+            Event::WorkerConnected { info, link, reply } => {
+                let _ = reply.send(core.worker_connected(*info, link));
+            }
+            Event::WorkerHeartbeat { name, connection } => core.worker_heartbeat(&name, connection),
+            Event::WorkerDisconnected { name, connection } => core.worker_disconnected(&name, connection),
+            Event::Read(f) => f(&core.state),
+            Event::Quiesce { reply } => {
+                core.quiesce();
+                let _ = reply.send(());
+            }
+            Event::Progress { .. } | Event::History { .. } | Event::Task { .. } | Event::Stat { .. } => {
+                self.read_store(event);
+            }
+            // Taken by the loop before it gets here.
+            Event::Shutdown { reply, .. } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// The requests answered from the store, once the writes made before them are committed, so
+    /// that they see what memory already shows (a task that ended has its output in its record).
+    fn read_store(&mut self, event: Event) {
+        let store = self.store.clone();
+        let core = &mut self.core;
+        let read: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match event {
+            Event::History { job, limit, reply } => {
+                if !core.state.jobs.contains_key(&job) {
+                    let _ = reply.send(Err(Error::JobNotFound { name: job }));
+                    return;
+                }
+                Box::pin(async move {
+                    let _ = reply.send(store.job_tasks(&job, limit).await.map_err(Error::from));
+                })
+            }
+            Event::Task { task_id, reply } => {
+                if let Some(open) = core.state.tasks.get(&task_id) {
+                    let _ = reply.send(Ok(open.record.clone()));
+                    return;
+                }
+                Box::pin(async move {
+                    let result = match store.task(&task_id).await {
+                        Ok(Some(task)) => Ok(task),
+                        Ok(None) => Err(Error::TaskNotFound { id: task_id }),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(result);
+                })
+            }
+            Event::Stat { job, reply } => {
+                let Some(entry) = core.state.jobs.get(&job) else {
+                    let _ = reply.send(Err(Error::JobNotFound { name: job }));
+                    return;
+                };
+                let histogram = super::Histogram::of(entry.durations.iter().copied());
+                let limit = core.config.job_history_limit;
+                Box::pin(async move {
+                    let result = store.job_tasks(&job, limit).await.map_err(Error::from);
+                    let _ = reply.send(result.map(|tasks| (histogram, tasks)));
+                })
+            }
+            Event::Progress {
+                job,
+                task_id,
+                elements,
+                reply,
+            } => {
+                let elements = match core.check_progress(&job, &task_id, elements) {
+                    Ok(Some(n)) => n,
+                    other => {
+                        let _ = reply.send(other.map(|_| ()));
+                        return;
+                    }
+                };
+                Box::pin(async move {
+                    let result = match store.add_progress(&task_id, elements).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(Error::TaskNotFound { id: task_id }),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(result);
+                })
+            }
+            _ => return,
+        };
+        core.out.after.push(After::Reply(Box::new(move || {
+            tokio::spawn(read);
+        })));
+    }
+
+    /// The built-in worker is alive as long as the shell runs; agents must heartbeat.
+    fn check_workers(&mut self) {
+        let core = self.core.at(clock::now());
+        if let Some((name, connection)) = &self.local {
+            core.worker_heartbeat(name, *connection);
+        }
+        core.check_workers();
+    }
+
+    /// Ends a turn: takes the core's effects, carries out its commands (which may give more
+    /// effects), then hands the turn's writes to the writer, or, with nothing to write,
+    /// releases what waits at once.
+    fn end_turn(&mut self) {
+        loop {
+            let effects = self.core.at(clock::now()).take_effects();
+            self.pending.extend(effects.writes);
+            self.after.extend(effects.after);
+            for (task_id, end) in &effects.ended {
+                tracing::debug!(task = %task_id, end = end.message(), "Task ended.");
+            }
+            if effects.commands.is_empty() {
+                break;
+            }
+            self.carry_out(effects.commands);
+        }
+        if self.in_flight.is_some() {
+            // The next group goes when the writer is done with this one.
+            return;
+        }
+        if self.pending.is_empty() {
+            for after in std::mem::take(&mut self.after) {
+                self.release_after(after);
+            }
+            if !self.core.out.commands.is_empty() || !self.core.out.writes.is_empty() {
+                self.end_turn();
+            }
+            return;
+        }
+        let group = std::mem::take(&mut self.pending);
+        self.in_flight = Some(std::mem::take(&mut self.after));
+        if self.writer.send(group).is_err() {
+            // Only after a stop; nothing that waits can go ahead.
+            tracing::error!("The store writer is gone; dropping a group of writes.");
+        }
+    }
+
+    /// Sends the core's commands down the workers' links.
+    fn carry_out(&mut self, commands: Vec<Command>) {
+        let grace = self.core.config.kill_grace;
+        for command in commands {
+            let link = |worker: &str| self.core.state.workers.get(worker).and_then(|w| w.link.clone());
+            match command {
+                Command::Launch { worker, launch } => {
+                    let task_id = launch.process.task_id.clone();
+                    if !link(&worker).is_some_and(|l| l.launch(*launch)) {
+                        self.core.at(clock::now()).lose(
+                            &worker,
+                            &task_id,
+                            "the worker disconnected before the task could be sent to it",
+                        );
+                    }
+                }
+                Command::Kill { worker, task_id } => {
+                    if let Some(link) = link(&worker) {
+                        link.kill(&task_id, grace);
+                    }
+                }
+                Command::Prepare { worker, sandbox } => {
+                    if let Some(link) = link(&worker) {
+                        link.prepare(&sandbox);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A group is committed: forget runs another scheduler claimed first, then release what waited.
+    fn on_committed(&mut self, done: Committed) {
+        let core = self.core.at(clock::now());
+        core.state.metrics.store_commits += 1;
+        core.state.metrics.store_writes += done.writes as u64;
+        core.state.metrics.store_failures += done.failures;
+        for task_id in &done.lost_claims {
+            core.forget_lost_claim(task_id);
+        }
+        for after in self.in_flight.take().unwrap_or_default() {
+            self.release_after(after);
+        }
+    }
+
+    fn release_after(&mut self, after: After) {
+        match after {
+            After::Reply(send) => send(),
+            After::Launch {
+                task_id,
+                worker,
+                launch,
+            } => self
+                .core
+                .at(clock::now())
+                .launch_when_due(task_id, worker, *launch),
+        }
+    }
+
+    /// A clean stop records what is pending (bounded, in case the store is down); an abandoning
+    /// one drops it, and the writer with it.
+    async fn stop(&mut self, stop: Stop, committed: &mut mpsc::UnboundedReceiver<Committed>) {
+        // The built-in worker's tasks, containers too, end with the server; agents keep theirs.
+        self.runner.kill_all(Duration::from_millis(200));
+        // Nothing more launches. A task recorded as started that never launched is recorded as
+        // queued again, so the next start runs it.
+        let mut unlaunched = Vec::new();
+        let mut keep_replies = |afters: &mut Vec<After>| {
+            afters.retain(|after| match after {
+                After::Reply(_) => true,
+                After::Launch { task_id, .. } => {
+                    unlaunched.push(task_id.clone());
+                    false
+                }
+            });
+        };
+        keep_replies(&mut self.after);
+        if let Some(in_flight) = &mut self.in_flight {
+            keep_replies(in_flight);
+        }
+        self.core.at(clock::now()).unlaunched_back_to_queue(unlaunched);
+        if stop.flush {
+            self.flush(committed).await;
+        }
+        self.writer_task.abort();
+        // Dropping the links ends every agent stream.
+        self.core.state.workers.clear();
+        if let Some(reply) = stop.reply {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Commits what is pending, for at most [`STOP_FLUSH_LIMIT`].
+    async fn flush(&mut self, committed: &mut mpsc::UnboundedReceiver<Committed>) {
+        let flushed = tokio::time::timeout(STOP_FLUSH_LIMIT, async {
+            loop {
+                if self.in_flight.is_none() {
+                    self.end_turn();
+                    if self.in_flight.is_none() {
+                        return;
+                    }
+                }
+                let Some(done) = committed.recv().await else {
+                    return;
+                };
+                self.on_committed(done);
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::error!("Stopping with changes the store did not take in time.");
+        }
+    }
+
+    /// Prunes task history beyond the retention, and the claims of runs no scheduler can still
+    /// start: none runs an occurrence later than its job's epsilon.
+    fn prune(&self) {
+        let store = self.store.clone();
+        let keep = self.core.config.task_history_per_job;
+        let widest_epsilon = self
+            .core
+            .state
+            .jobs
+            .values()
+            .map(|e| e.epsilon)
+            .max()
+            .unwrap_or_default()
+            .max(MIN_CLAIM_RETENTION);
+        let claims_before = (clock::now() - widest_epsilon - MIN_CLAIM_RETENTION).timestamp_millis();
+        tokio::spawn(async move {
+            match store.prune_history(keep).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old task history."),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "Pruning task history failed."),
+            }
+            match store.prune_claims(claims_before).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old run claims."),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "Pruning run claims failed."),
+            }
+        });
+    }
+}
