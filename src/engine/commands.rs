@@ -28,24 +28,8 @@ impl Core {
             }
         }
         let (mut schedule, epsilon) = self.runtime_schedule(&job)?;
-        let existing = self.state.jobs.get(&name);
-        if let Some(old) = existing {
-            // Counters the client did not send keep their values.
-            if !provided.success_count {
-                job.success_count = old.job.success_count;
-            }
-            if !provided.error_count {
-                job.error_count = old.job.error_count;
-            }
-            if !provided.last_success {
-                job.last_success = old.job.last_success.clone();
-            }
-            if !provided.last_error {
-                job.last_error = old.job.last_error.clone();
-            }
-            if !provided.errors_since_last_success {
-                job.errors_since_last_success = old.job.errors_since_last_success;
-            }
+        if let Some(old) = self.state.jobs.get(&name) {
+            keep_unsent_counters(&mut job, &old.job, provided);
             // Occurrences that fell due while the job was disabled are passed over, without
             // using repeats: enabling it again does not replay them.
             if old.job.disabled
@@ -122,24 +106,7 @@ impl Core {
             let Some(child_entry) = self.state.jobs.get(&child) else {
                 continue;
             };
-            let mut job = child_entry.job.clone();
-            let mut parents: Vec<String> = job.parents().iter().filter(|p| *p != name).cloned().collect();
-            if deleted.is_dependent() {
-                // The child keeps its place in the chain: it inherits the deleted job's parents.
-                for p in deleted.parents() {
-                    if !parents.contains(p) {
-                        parents.push(p.clone());
-                    }
-                }
-            }
-            if parents.is_empty() {
-                // Its only parent was a scheduled job: it takes over that schedule, keeping all its own fields.
-                job.parents = None;
-                job.schedule = deleted.schedule.clone();
-                job.schedule_time_zone = deleted.schedule_time_zone.clone();
-            } else {
-                job.parents = Some(parents);
-            }
+            let job = without_parent(&child_entry.job, &deleted);
             graph
                 .set_parents(&child, job.parents())
                 .map_err(|errors| Error::Graph { errors })?;
@@ -158,22 +125,7 @@ impl Core {
         } else {
             self.state.graph.remove_job(name);
         }
-        if let Some(entry) = self.state.jobs.shift_remove(name) {
-            for id in entry.running.iter().chain(entry.queue.iter()) {
-                if self
-                    .state
-                    .tasks
-                    .get(id)
-                    .is_some_and(|t| t.record.state == TaskState::Running)
-                {
-                    let worker = self.state.tasks[id].record.worker.clone();
-                    let task_id = id.clone();
-                    self.out.commands.push(Command::Kill { worker, task_id });
-                    self.release(id);
-                }
-                self.state.tasks.remove(id);
-            }
-        }
+        self.forget_tasks_of(name);
         self.state.tasks.retain(|_, t| t.record.job != name);
         self.state.retrying.retain(|_, job| job != name);
         self.arm_schedule(name);
@@ -188,6 +140,27 @@ impl Core {
             self.arm_schedule(&child);
         }
         Ok(())
+    }
+
+    /// A deleted job's tasks go with it; running ones are killed (their ends are ignored).
+    fn forget_tasks_of(&mut self, name: &str) {
+        let Some(entry) = self.state.jobs.shift_remove(name) else {
+            return;
+        };
+        for id in entry.running.iter().chain(entry.queue.iter()) {
+            if self
+                .state
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.record.state == TaskState::Running)
+            {
+                let worker = self.state.tasks[id].record.worker.clone();
+                let task_id = id.clone();
+                self.out.commands.push(Command::Kill { worker, task_id });
+                self.release(id);
+            }
+            self.state.tasks.remove(id);
+        }
     }
 
     pub(super) fn run_now(&mut self, name: &str, arguments: Option<String>) -> Result<(), Error> {
@@ -374,4 +347,51 @@ impl Core {
             other => Ok(other),
         }
     }
+}
+
+/// Counters the client did not send keep their stored values.
+fn keep_unsent_counters(job: &mut Job, old: &Job, provided: Provided) {
+    if !provided.success_count {
+        job.success_count = old.success_count;
+    }
+    if !provided.error_count {
+        job.error_count = old.error_count;
+    }
+    if !provided.last_success {
+        job.last_success = old.last_success.clone();
+    }
+    if !provided.last_error {
+        job.last_error = old.last_error.clone();
+    }
+    if !provided.errors_since_last_success {
+        job.errors_since_last_success = old.errors_since_last_success;
+    }
+}
+
+/// A child of a deleted job, rewritten: it keeps its place in a chain by inheriting the deleted
+/// job's parents, or takes over the deleted job's schedule when that was its only parent.
+fn without_parent(child: &Job, deleted: &Job) -> Job {
+    let mut job = child.clone();
+    let mut parents: Vec<String> = job
+        .parents()
+        .iter()
+        .filter(|p| **p != deleted.name)
+        .cloned()
+        .collect();
+    if deleted.is_dependent() {
+        for p in deleted.parents() {
+            if !parents.contains(p) {
+                parents.push(p.clone());
+            }
+        }
+    }
+    if parents.is_empty() {
+        // Its only parent was a scheduled job: it takes over that schedule, keeping all its own fields.
+        job.parents = None;
+        job.schedule = deleted.schedule.clone();
+        job.schedule_time_zone = deleted.schedule_time_zone.clone();
+    } else {
+        job.parents = Some(parents);
+    }
+    job
 }

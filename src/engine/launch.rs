@@ -37,25 +37,7 @@ pub(super) fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostnam
         }
         (job.command.clone(), arguments)
     };
-    let mut env: Vec<(String, String)> = vec![
-        ("mesos_task_id".into(), task.id.clone()),
-        ("MESOS_TASK_ID".into(), task.id.clone()),
-        ("CHRONOS_JOB_OWNER".into(), job.owner.clone()),
-        ("CHRONOS_JOB_NAME".into(), job.name.clone()),
-        ("HOST".into(), hostname.to_owned()),
-        ("CHRONOS_RESOURCE_MEM".into(), java_double(job.mem)),
-        ("CHRONOS_RESOURCE_CPU".into(), java_double(job.cpus)),
-        ("CHRONOS_RESOURCE_DISK".into(), java_double(job.disk)),
-        ("CHRONOS_JOB_RUN_TIME".into(), task.due_ms.to_string()),
-        ("CHRONOS_JOB_RUN_ATTEMPT".into(), task.attempt.to_string()),
-    ];
-    let reserved: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
-    for var in &job.environment_variables {
-        // Chronos' own variables cannot be overridden by the job.
-        if !reserved.contains(&var.name) {
-            env.push((var.name.clone(), var.value.clone()));
-        }
-    }
+    let mut env = chronos_env(job, task, hostname);
     let sandbox = config.sandbox_dir.join(crate::executor::sandbox_name(&task.id));
     env.push(("MESOS_SANDBOX".into(), sandbox.display().to_string()));
     let process = LaunchSpec {
@@ -109,4 +91,28 @@ pub(super) fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostnam
         container,
         fetch,
     }
+}
+
+/// Chronos' task environment, then the job's own variables (which cannot override Chronos').
+fn chronos_env(job: &Job, task: &TaskRecord, hostname: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("mesos_task_id".into(), task.id.clone()),
+        ("MESOS_TASK_ID".into(), task.id.clone()),
+        ("CHRONOS_JOB_OWNER".into(), job.owner.clone()),
+        ("CHRONOS_JOB_NAME".into(), job.name.clone()),
+        ("HOST".into(), hostname.to_owned()),
+        ("CHRONOS_RESOURCE_MEM".into(), java_double(job.mem)),
+        ("CHRONOS_RESOURCE_CPU".into(), java_double(job.cpus)),
+        ("CHRONOS_RESOURCE_DISK".into(), java_double(job.disk)),
+        ("CHRONOS_JOB_RUN_TIME".into(), task.due_ms.to_string()),
+        ("CHRONOS_JOB_RUN_ATTEMPT".into(), task.attempt.to_string()),
+    ];
+    let reserved: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+    for var in &job.environment_variables {
+        // Chronos' own variables cannot be overridden by the job.
+        if !reserved.contains(&var.name) {
+            env.push((var.name.clone(), var.value.clone()));
+        }
+    }
+    env
 }

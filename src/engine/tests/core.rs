@@ -1,0 +1,280 @@
+//! The core alone, with explicit instants: no tokio time, no store, no processes. Each test
+//! feeds inputs at chosen instants and checks the effects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::config;
+use crate::api::dto::{self, Defaults, Route};
+use crate::engine::core::{After, Command, Core};
+use crate::engine::ends::End;
+use crate::engine::load::Stored;
+use crate::engine::workers::{WorkerInfo, WorkerLink};
+use crate::executor::runner::TaskLaunch;
+use crate::store::{TaskState, Write};
+
+/// A worker that accepts everything and does nothing: the core cannot tell.
+struct Inert;
+
+impl WorkerLink for Inert {
+    fn launch(&self, _: TaskLaunch) -> bool {
+        true
+    }
+    fn kill(&self, _: &str, _: Duration) {}
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn ms(seconds: i64) -> i64 {
+    at(seconds).timestamp_millis()
+}
+
+/// A core with one worker, "w", at instant 0.
+fn core() -> Core {
+    let dir = std::env::temp_dir();
+    let mut core = Core::new(config(&dir), at(0));
+    let info = WorkerInfo {
+        name: "w".to_owned(),
+        id: "w-id".to_owned(),
+        hostname: "w".to_owned(),
+        attributes: Vec::new(),
+        total: crate::placement::Resources {
+            cpus: 4.0,
+            mem: 4096.0,
+            disk: 4096.0,
+        },
+        running: Vec::new(),
+        finished: Vec::new(),
+        local: false,
+    };
+    core.worker_connected(info, Arc::new(Inert)).unwrap();
+    core.take_effects();
+    core
+}
+
+fn upsert(core: &mut Core, body: serde_json::Value) {
+    let defaults = Defaults {
+        cpus: 0.1,
+        mem: 128.0,
+        disk: 256.0,
+        run_as_user: "root".to_owned(),
+        epsilon: "PT60S".to_owned(),
+        allow_privileged: false,
+    };
+    let (job, provided) = dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap();
+    core.upsert(job, provided).unwrap();
+}
+
+/// Releases what waits for the commit (as the shell does once it is done) and returns the
+/// commands that followed.
+fn commit(core: &mut Core) -> Vec<Command> {
+    let effects = core.take_effects();
+    for after in effects.after {
+        if let After::Launch {
+            task_id,
+            worker,
+            launch,
+        } = after
+        {
+            core.launch_when_due(task_id, worker, *launch);
+        }
+    }
+    let mut commands = effects.commands;
+    commands.extend(core.take_effects().commands);
+    commands
+}
+
+fn launched(commands: &[Command]) -> Vec<String> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Launch { launch, .. } => Some(launch.process.task_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_scheduled_run_is_recorded_ahead_and_launched_at_its_instant() {
+    let mut core = core();
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "j", "command": "true", "schedule": "R2/2027-01-15T08:00:10Z/PT10S"}),
+    );
+    core.take_effects();
+    assert_eq!(core.next_timer(), Some(ms(10) - 100));
+    // 100 ms ahead the run is claimed and recorded as started at its instant, not launched.
+    core.at(at(10) - chrono::Duration::milliseconds(100))
+        .fire_timers();
+    let effects = core.take_effects();
+    assert!(matches!(&effects.writes[0], Write::ClaimRun { due_ms, .. } if *due_ms == ms(10)));
+    let started = effects.writes.iter().find_map(|w| match w {
+        Write::PutTask(t) if t.state == TaskState::Running => t.started_ms,
+        _ => None,
+    });
+    assert_eq!(started, Some(ms(10)));
+    for after in effects.after {
+        if let After::Launch {
+            task_id,
+            worker,
+            launch,
+        } = after
+        {
+            core.launch_when_due(task_id, worker, *launch);
+        }
+    }
+    assert!(
+        launched(&core.take_effects().commands).is_empty(),
+        "not before its instant"
+    );
+    core.at(at(10)).fire_timers();
+    let effects = core.take_effects();
+    assert_eq!(launched(&effects.commands), ["ct:1800000010000:0:j:"]);
+    // The launch is marked, so a scheduler that starts later knows it reached its worker.
+    assert!(
+        effects
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::LaunchedThrough(t) if *t == ms(10)))
+    );
+}
+
+#[test]
+fn a_run_recorded_but_never_launched_runs_after_a_restart() {
+    let mut before = core();
+    upsert(
+        &mut before,
+        serde_json::json!({"name": "j", "command": "true", "retries": 0, "schedule": "R1/2027-01-15T08:00:10Z/PT10S"}),
+    );
+    before.take_effects();
+    before
+        .at(at(10) - chrono::Duration::milliseconds(50))
+        .fire_timers();
+    let writes = before.take_effects().writes;
+    let task = writes
+        .iter()
+        .rev()
+        .find_map(|w| match w {
+            Write::PutTask(t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(task.state, TaskState::Running);
+    // The scheduler died before the instant: restore from what was written.
+    let job = before.state.jobs["j"].job.clone();
+    let mut after = core();
+    after.at(at(11)).restore(Stored {
+        jobs: vec![crate::store::StoredJob {
+            job,
+            satisfied: Vec::new(),
+        }],
+        durations: Vec::new(),
+        open_tasks: vec![task.clone()],
+        launched_through: ms(5),
+    });
+    let commands = commit(&mut after);
+    assert_eq!(launched(&commands), [task.id], "run, not lost");
+}
+
+#[test]
+fn every_end_closes_the_task_its_own_way() {
+    let cases = [
+        (
+            End::Succeeded { message: "ok".into() },
+            TaskState::Finished,
+            (1, 0),
+        ),
+        (
+            End::Failed {
+                message: "exit 3".into(),
+            },
+            TaskState::Failed,
+            (0, 1),
+        ),
+        (
+            End::TimedOut {
+                message: "late".into(),
+            },
+            TaskState::Failed,
+            (0, 1),
+        ),
+        (
+            End::LaunchFailed {
+                message: "no image".into(),
+            },
+            TaskState::Failed,
+            (0, 1),
+        ),
+        (End::lost("gone"), TaskState::Lost, (0, 1)),
+        (
+            End::Killed {
+                message: "killed".into(),
+            },
+            TaskState::Killed,
+            (0, 0),
+        ),
+    ];
+    for (end, state, counters) in cases {
+        let mut core = core();
+        upsert(
+            &mut core,
+            serde_json::json!({"name": "j", "command": "true", "retries": 0, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+        );
+        core.run_now("j", None).unwrap();
+        commit(&mut core);
+        let id = core.state.tasks.keys().next().unwrap().clone();
+        assert_eq!(core.state.workers["w"].used.cpus, 0.1);
+        core.at(at(1)).end_task(&id, end.clone());
+        let effects = core.take_effects();
+        let record = effects
+            .writes
+            .iter()
+            .find_map(|w| match w {
+                Write::PutTask(t) if t.id == id => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (record.state, record.message.as_str()),
+            (state, end.message()),
+            "{end:?}"
+        );
+        assert_eq!(record.finished_ms, Some(ms(1)));
+        let job = &core.state.jobs["j"].job;
+        assert_eq!((job.success_count, job.error_count), counters, "{end:?}");
+        assert_eq!(core.state.workers["w"].used.cpus, 0.0, "resources given back");
+        assert_eq!(effects.ended, [(id, end)]);
+    }
+}
+
+#[test]
+fn a_failure_with_retries_left_is_retried_after_the_delay() {
+    let mut core = core();
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "j", "command": "false", "retries": 1, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    );
+    core.run_now("j", None).unwrap();
+    commit(&mut core);
+    let id = core.state.tasks.keys().next().unwrap().clone();
+    core.at(at(5)).end_task(
+        &id,
+        End::Failed {
+            message: "exit 1".into(),
+        },
+    );
+    assert!(launched(&commit(&mut core)).is_empty());
+    // `failure_retry` is 60 s in the test configuration.
+    core.at(at(64)).fire_timers();
+    assert!(launched(&commit(&mut core)).is_empty());
+    core.at(at(65)).fire_timers();
+    assert_eq!(launched(&commit(&mut core)), ["ct:1800000065000:1:j:"]);
+    assert_eq!(
+        core.state.jobs["j"].job.error_count, 0,
+        "not counted while retries remain"
+    );
+}
