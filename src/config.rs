@@ -1,4 +1,4 @@
-//! Settings of `kairos server` and `kairos agent`, each declared once in a [`settings!`] list and
+//! Settings of `kairos server` and `kairos agent`, each declared once in a `settings!` list and
 //! read from a flag, its environment variable, a TOML file or its default, in that order.
 //!
 //! From one declaration come the clap flag (with its environment variable), the config-file key,
