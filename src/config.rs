@@ -1,14 +1,15 @@
-//! Server settings: defaults, then a TOML config file, then environment variables and flags.
+//! Settings of `kairos server` and `kairos agent`, each declared once in a `settings!` list and
+//! read from a flag, its environment variable, a TOML file or its default, in that order.
 //!
-//! clap reads each flag's environment variable itself, so the order of precedence is
-//! flag > environment > file > default.
+//! From one declaration come the clap flag (with its environment variable), the config-file key,
+//! the default, the help text and the row of the README's settings table. clap reads the
+//! environment itself, so the order of precedence is flag > environment > file > default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use crate::agent::worker::AgentConfig;
 use crate::placement::Resources;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,131 +26,351 @@ pub enum Error {
         #[source]
         source: toml::de::Error,
     },
-    #[error("'{value}' is not a valid listen address (host:port): {reason}")]
-    Listen { value: String, reason: String },
-    #[error("{field} is invalid: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    #[error("{setting} is invalid: {reason}")]
+    Invalid {
+        setting: &'static Setting,
+        reason: String,
+    },
+    #[error("{setting} is required")]
+    Missing { setting: &'static Setting },
 }
 
-/// `kairos server` flags. Every flag can also be set by its environment variable or in the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServerArgs {
-    /// Address to listen on [default: 0.0.0.0:8080].
-    #[arg(long, env = "KAIROS_LISTEN")]
-    pub listen: Option<String>,
-    /// Directory for the SQLite store and task sandboxes [default: ./kairos-data].
-    #[arg(long, env = "KAIROS_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// A TOML file with any of these settings (snake_case keys).
-    #[arg(long, env = "KAIROS_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The host name this server advertises (leader id, task HOST) [default: the machine's].
-    #[arg(long, env = "KAIROS_HOSTNAME")]
-    pub hostname: Option<String>,
-    /// Seconds before a failed task is retried [default: 60].
-    #[arg(long, env = "KAIROS_FAILURE_RETRY")]
-    pub failure_retry: Option<f64>,
-    /// Default epsilon in seconds: how late a scheduled run may still start [default: 60].
-    #[arg(long, env = "KAIROS_TASK_EPSILON")]
-    pub task_epsilon: Option<f64>,
-    /// Disable a job after this many final failures in a row; 0 never [default: 0].
-    #[arg(long, env = "KAIROS_DISABLE_AFTER_FAILURES")]
-    pub disable_after_failures: Option<u64>,
-    /// Default cpus of a job [default: 0.1].
-    #[arg(long, env = "KAIROS_TASK_CPUS")]
-    pub task_cpus: Option<f64>,
-    /// Default mem (MB) of a job [default: 128].
-    #[arg(long, env = "KAIROS_TASK_MEM")]
-    pub task_mem: Option<f64>,
-    /// Default disk (MB) of a job [default: 256].
-    #[arg(long, env = "KAIROS_TASK_DISK")]
-    pub task_disk: Option<f64>,
-    /// Default runAsUser of a job [default: root].
-    #[arg(long, env = "KAIROS_USER")]
-    pub user: Option<String>,
-    /// Entries in /job/stat's taskStatHistory [default: 5].
-    #[arg(long, env = "KAIROS_JOB_HISTORY_LIMIT")]
-    pub job_history_limit: Option<u32>,
-    /// Finished tasks (with output) kept per job [default: 100].
-    #[arg(long, env = "KAIROS_TASK_HISTORY_PER_JOB")]
-    pub task_history_per_job: Option<u32>,
-    /// Bytes of stdout and of stderr kept per task [default: 65536].
-    #[arg(long, env = "KAIROS_OUTPUT_LIMIT")]
-    pub output_limit: Option<usize>,
-    /// Seconds between SIGTERM and SIGKILL when a task is killed [default: 10].
-    #[arg(long, env = "KAIROS_KILL_GRACE")]
-    pub kill_grace: Option<f64>,
-    /// Address where agents connect over gRPC [default: 0.0.0.0:8081].
-    #[arg(long, env = "KAIROS_AGENT_LISTEN")]
-    pub agent_listen: Option<String>,
-    /// Run no built-in worker: tasks go to agents only.
-    #[arg(long, env = "KAIROS_NO_LOCAL_WORKER")]
-    pub no_local_worker: bool,
-    /// Cpus the built-in worker offers [default: detected].
-    #[arg(long, env = "KAIROS_WORKER_CPUS")]
-    pub worker_cpus: Option<f64>,
-    /// Memory (MB) the built-in worker offers [default: detected].
-    #[arg(long, env = "KAIROS_WORKER_MEM")]
-    pub worker_mem: Option<f64>,
-    /// Disk (MB) the built-in worker offers [default: detected free space of the data directory].
-    #[arg(long, env = "KAIROS_WORKER_DISK")]
-    pub worker_disk: Option<f64>,
-    /// An attribute of the built-in worker, KEY=VALUE (repeatable).
-    #[arg(long = "worker-attribute", value_name = "KEY=VALUE")]
-    pub worker_attributes: Vec<String>,
-    /// Seconds without a heartbeat before an agent is lost [default: 15].
-    #[arg(long, env = "KAIROS_WORKER_TIMEOUT")]
-    pub worker_timeout: Option<f64>,
-    /// Seconds between agent heartbeats [default: 2].
-    #[arg(long, env = "KAIROS_HEARTBEAT_INTERVAL")]
-    pub heartbeat_interval: Option<f64>,
-    /// Seconds all fetches of one task may take [default: 300].
-    #[arg(long, env = "KAIROS_FETCH_TIMEOUT")]
-    pub fetch_timeout: Option<f64>,
-    /// Accept container parameters that escalate privilege (privileged, cap-add, device, …).
-    #[arg(long, env = "KAIROS_ALLOW_PRIVILEGED_CONTAINERS")]
-    pub allow_privileged_containers: bool,
-    /// Keep state in PostgreSQL (`postgres://…`) instead of the embedded SQLite file; servers
-    /// sharing one database elect a leader.
-    #[arg(long, env = "KAIROS_STORE")]
-    pub store: Option<String>,
-    /// Seconds between leadership checks (election and lock liveness) [default: 1].
-    #[arg(long, env = "KAIROS_ELECTION_INTERVAL")]
-    pub election_interval: Option<f64>,
+/// One setting as help, docs and error messages show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The config-file key; the flag is this in kebab-case.
+    pub key: &'static str,
+    pub env: Option<&'static str>,
+    /// What the flag's value looks like (`KEY=VALUE`), where the key does not say enough.
+    pub value_name: Option<&'static str>,
+    pub default: Fallback,
+    /// What the setting means, a lower-case phrase (it is also a README table cell).
+    pub help: &'static str,
 }
 
-/// The same settings as read from the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    hostname: Option<String>,
-    failure_retry: Option<f64>,
-    task_epsilon: Option<f64>,
-    disable_after_failures: Option<u64>,
-    task_cpus: Option<f64>,
-    task_mem: Option<f64>,
-    task_disk: Option<f64>,
-    user: Option<String>,
-    job_history_limit: Option<u32>,
-    task_history_per_job: Option<u32>,
-    output_limit: Option<usize>,
-    kill_grace: Option<f64>,
-    agent_listen: Option<String>,
-    no_local_worker: Option<bool>,
-    worker_cpus: Option<f64>,
-    worker_mem: Option<f64>,
-    worker_disk: Option<f64>,
-    // The flag is `--worker-attribute`; the plural reads better for a list, so both are keys.
-    #[serde(alias = "worker_attribute")]
-    worker_attributes: Option<Vec<String>>,
-    worker_timeout: Option<f64>,
-    heartbeat_interval: Option<f64>,
-    fetch_timeout: Option<f64>,
-    allow_privileged_containers: Option<bool>,
-    store: Option<String>,
-    election_interval: Option<f64>,
+/// What a setting is when no flag, variable or file sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// This text, read as the flag's value would be.
+    Value(&'static str),
+    /// No value; the code decides, as the text describes ("detected", "off", …).
+    Unset(&'static str),
+}
+
+impl Setting {
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+
+    fn default_text(&self) -> &'static str {
+        match self.default {
+            Fallback::Value(text) | Fallback::Unset(text) => text,
+        }
+    }
+
+    /// The `--help` line: the README's phrase as a sentence, with the default clap cannot show
+    /// (a clap default would hide the file's value).
+    fn clap_help(&self) -> String {
+        sentence(self.help, self.default_text())
+    }
+
+    fn markdown_row(&self) -> String {
+        let flag = match self.value_name {
+            Some(value) => format!("{} {value}", self.flag()),
+            None => self.flag(),
+        };
+        let env = self.env.map(|env| format!("`{env}`")).unwrap_or_default();
+        let default = match self.default {
+            Fallback::Value(text) => format!("`{text}`"),
+            Fallback::Unset(text) => text.to_owned(),
+        };
+        format!("| `{flag}` | {env} | {default} | {} |\n", self.help)
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.flag())?;
+        match self.env {
+            Some(env) => write!(f, " ({env}, key {} in the config file)", self.key),
+            None => write!(f, " (key {} in the config file)", self.key),
+        }
+    }
+}
+
+fn sentence(phrase: &str, default: &str) -> String {
+    let mut chars = phrase.chars();
+    let first = chars
+        .next()
+        .map(|c| c.to_uppercase().to_string())
+        .unwrap_or_default();
+    format!("{first}{} [default: {default}]", chars.as_str())
+}
+
+fn config_help() -> String {
+    sentence(CONFIG_HELP, "none")
+}
+
+const CONFIG_HELP: &str = "a TOML file with any of the settings below, keyed in snake_case";
+
+/// The settings of one command, for docs.
+#[derive(Debug)]
+pub struct Table {
+    pub command: &'static str,
+    /// The environment variable of `--config`.
+    pub config_env: &'static str,
+    pub settings: &'static [Setting],
+}
+
+impl Table {
+    /// The README's table: flag, environment, default, meaning; `--config` first.
+    pub fn markdown(&self) -> String {
+        let mut table = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
+        let example = self.settings.iter().map(|s| format!("`{}`", s.key)).take(2);
+        table.push_str(&format!(
+            "| `--config` | `{}` | none | {CONFIG_HELP} ({}, …) |\n",
+            self.config_env,
+            example.collect::<Vec<_>>().join(", ")
+        ));
+        for setting in self.settings {
+            table.push_str(&setting.markdown_row());
+        }
+        table
+    }
+}
+
+/// How values of a setting's type come from the command line.
+trait Value: Sized {
+    const ACTION: clap::ArgAction = clap::ArgAction::Set;
+
+    /// What the command line says, if it says anything.
+    fn given(flag: Option<Self>) -> Option<Self> {
+        flag
+    }
+}
+
+impl Value for String {}
+impl Value for PathBuf {}
+impl Value for f64 {}
+impl Value for u64 {}
+impl Value for u32 {}
+impl Value for usize {}
+
+/// Repeatable: every occurrence adds one; given on the command line, they replace the file's.
+impl Value for Vec<String> {
+    const ACTION: clap::ArgAction = clap::ArgAction::Append;
+}
+
+/// A switch: present turns it on. Absent (clap's `false`) says nothing, so the file can still
+/// turn it on; nothing turns it off once a source has.
+impl Value for bool {
+    const ACTION: clap::ArgAction = clap::ArgAction::SetTrue;
+
+    fn given(flag: Option<Self>) -> Option<Self> {
+        flag.filter(|on| *on)
+    }
+}
+
+/// Declares a command's settings, one entry each:
+///
+/// ```text
+/// /// meaning, a lower-case phrase (help and README)
+/// key: Type, default "text" | unset "what happens", [env "VAR",] [value "NAME",] [alias "key"];
+/// ```
+///
+/// and from them derives:
+/// - `$args`, the clap flags: `--key-in-kebab-case`, reading `VAR`, `Option<Type>` each, plus
+///   `--config FILE`;
+/// - `$file`, the config file: `key` (and `alias`) each, unknown keys rejected;
+/// - `$merged`, each value after precedence: `Type` with a default (parsed from the text as a
+///   flag would be), `Option<Type>` when `unset`; and one [`Setting`] per entry as an associated
+///   constant of the same name (`Merged::key`), for error messages;
+/// - `$table`, the [`Table`] the README is checked against.
+macro_rules! settings {
+    (
+        $(#[doc = $doc:literal])*
+        $table:ident: $command:literal,
+        flags $args:ident, file $file:ident, merged $merged:ident, config env $config_env:literal;
+        $(
+            $(#[doc = $help:literal])+
+            $key:ident: $ty:ty, $fallback:ident $fallback_text:literal
+                $(, env $env:literal)? $(, value $value_name:literal)? $(, alias $alias:literal)?;
+        )+
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct $args {
+            #[arg(long, env = $config_env, help = config_help())]
+            pub config: Option<PathBuf>,
+            $(
+                #[arg(
+                    long,
+                    $(env = $env,)?
+                    $(value_name = $value_name,)?
+                    action = <$ty as Value>::ACTION,
+                    help = $merged::$key.clap_help(),
+                )]
+                pub $key: Option<$ty>,
+            )+
+        }
+
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $file {
+            $(
+                $(#[serde(alias = $alias)])?
+                $key: Option<$ty>,
+            )+
+        }
+
+        #[derive(Debug)]
+        struct $merged {
+            $($key: settings!(@type $fallback $ty),)+
+        }
+
+        #[allow(non_upper_case_globals)]
+        impl $merged {
+            $(
+                const $key: Setting = Setting {
+                    key: stringify!($key),
+                    env: settings!(@option $($env)?),
+                    value_name: settings!(@option $($value_name)?),
+                    default: settings!(@fallback $fallback $fallback_text),
+                    help: concat!($($help),+).trim_ascii(),
+                };
+            )+
+
+            /// Applies the order of precedence: the command line (flag, then environment),
+            /// then the file, then the default.
+            fn merge(args: &$args, file: $file) -> Result<Self, Error> {
+                Ok($merged {
+                    $(
+                        $key: settings!(
+                            @value $fallback,
+                            Value::given(args.$key.clone()).or(file.$key),
+                            &$merged::$key
+                        ),
+                    )+
+                })
+            }
+        }
+
+        pub const $table: Table = Table {
+            command: $command,
+            config_env: $config_env,
+            settings: &[$($merged::$key),+],
+        };
+    };
+    (@type default $ty:ty) => { $ty };
+    (@type unset $ty:ty) => { Option<$ty> };
+    (@fallback default $text:literal) => { Fallback::Value($text) };
+    (@fallback unset $text:literal) => { Fallback::Unset($text) };
+    (@value default, $given:expr, $setting:expr) => {
+        match $given {
+            Some(value) => value,
+            None => parse_default($setting)?,
+        }
+    };
+    (@value unset, $given:expr, $setting:expr) => { $given };
+    (@option) => { None };
+    (@option $text:literal) => { Some($text) };
+}
+
+/// A default, read from its text as the flag's value would be.
+fn parse_default<T: std::str::FromStr>(setting: &'static Setting) -> Result<T, Error>
+where
+    T::Err: std::fmt::Display,
+{
+    let text = setting.default_text();
+    text.parse().map_err(|e: T::Err| Error::Invalid {
+        setting,
+        reason: format!("the default '{text}' does not parse: {e}"),
+    })
+}
+
+settings! {
+    /// `kairos server` settings; each flag also reads its environment variable.
+    SERVER_SETTINGS: "server",
+    flags ServerArgs, file ServerFile, merged ServerSettings, config env "KAIROS_CONFIG";
+
+    /// address of the HTTP API
+    listen: String, default "0.0.0.0:8080", env "KAIROS_LISTEN";
+    /// SQLite store and task sandboxes
+    data_dir: PathBuf, default "kairos-data", env "KAIROS_DATA_DIR";
+    /// advertised in `/leader` and as the tasks' `HOST`
+    hostname: String, unset "the machine's", env "KAIROS_HOSTNAME";
+    /// seconds before a failed task is retried
+    failure_retry: f64, default "60", env "KAIROS_FAILURE_RETRY";
+    /// default `epsilon` in seconds: how late a missed run may still start
+    task_epsilon: f64, default "60", env "KAIROS_TASK_EPSILON";
+    /// disable a job after this many final failures in a row (0: never)
+    disable_after_failures: u64, default "0", env "KAIROS_DISABLE_AFTER_FAILURES";
+    /// default cpus of a job
+    task_cpus: f64, default "0.1", env "KAIROS_TASK_CPUS";
+    /// default mem (MB) of a job
+    task_mem: f64, default "128", env "KAIROS_TASK_MEM";
+    /// default disk (MB) of a job
+    task_disk: f64, default "256", env "KAIROS_TASK_DISK";
+    /// default `runAsUser` of a job
+    user: String, default "root", env "KAIROS_USER";
+    /// entries of `taskStatHistory` in `/job/stat`
+    job_history_limit: u32, default "5", env "KAIROS_JOB_HISTORY_LIMIT";
+    /// finished tasks (with output) kept per job; older ones are pruned hourly
+    task_history_per_job: u32, default "100", env "KAIROS_TASK_HISTORY_PER_JOB";
+    /// bytes of stdout and of stderr kept per task
+    output_limit: usize, default "65536", env "KAIROS_OUTPUT_LIMIT";
+    /// seconds between SIGTERM and SIGKILL when a task is killed
+    kill_grace: f64, default "10", env "KAIROS_KILL_GRACE";
+    /// where agents connect (gRPC)
+    agent_listen: String, default "0.0.0.0:8081", env "KAIROS_AGENT_LISTEN";
+    /// run no built-in worker; tasks go to agents only
+    no_local_worker: bool, unset "off", env "KAIROS_NO_LOCAL_WORKER";
+    /// cpus the built-in worker offers
+    worker_cpus: f64, unset "detected", env "KAIROS_WORKER_CPUS";
+    /// memory (MB) the built-in worker offers
+    worker_mem: f64, unset "detected", env "KAIROS_WORKER_MEM";
+    /// disk (MB) the built-in worker offers
+    worker_disk: f64, unset "free space of the data directory", env "KAIROS_WORKER_DISK";
+    // The key `worker_attributes` reads better for a list in the file, so both are keys.
+    /// an attribute of the built-in worker (repeatable)
+    worker_attribute: Vec<String>, unset "none", value "KEY=VALUE", alias "worker_attributes";
+    /// seconds without a heartbeat before an agent is lost and its tasks retried elsewhere
+    worker_timeout: f64, default "15", env "KAIROS_WORKER_TIMEOUT";
+    /// seconds between agent heartbeats
+    heartbeat_interval: f64, default "2", env "KAIROS_HEARTBEAT_INTERVAL";
+    /// seconds the fetches of one task may take
+    fetch_timeout: f64, default "300", env "KAIROS_FETCH_TIMEOUT";
+    /// accept container parameters that escalate privilege (privileged, cap-add, device, …)
+    allow_privileged_containers: bool, unset "off", env "KAIROS_ALLOW_PRIVILEGED_CONTAINERS";
+    /// a `postgres://` URL: keep all state in PostgreSQL and elect a leader among the servers sharing it
+    store: String, unset "embedded SQLite", env "KAIROS_STORE";
+    /// seconds between leadership checks (election and lock liveness)
+    election_interval: f64, default "1", env "KAIROS_ELECTION_INTERVAL";
+}
+
+settings! {
+    /// `kairos agent` settings; each flag with a variable also reads it.
+    AGENT_SETTINGS: "agent",
+    flags AgentArgs, file AgentFile, merged AgentSettings, config env "KAIROS_AGENT_CONFIG";
+
+    /// the schedulers' agent addresses (their `--agent-listen`), `host:port[,host:port…]`; the agent attaches to whichever leads
+    server: String, unset "none (required)", env "KAIROS_SERVER";
+    /// this worker's name
+    name: String, unset "the host name", env "KAIROS_AGENT_NAME";
+    /// the host name reported to the scheduler
+    hostname: String, unset "the machine's", env "KAIROS_AGENT_HOSTNAME";
+    /// an attribute for constraints (repeatable)
+    attribute: Vec<String>, unset "none", value "KEY=VALUE", alias "attributes";
+    /// cpus offered
+    cpus: f64, unset "detected";
+    /// memory (MB) offered
+    mem: f64, unset "detected";
+    /// disk (MB) offered
+    disk: f64, unset "free space of the work directory";
+    /// sandboxes and the fetch cache (made absolute and created at start)
+    work_dir: PathBuf, default "kairos-agent", env "KAIROS_AGENT_DIR";
+    /// seconds all fetches of one task may take
+    fetch_timeout: f64, default "300";
 }
 
 /// Validated server settings.
@@ -182,18 +403,34 @@ pub struct ServerConfig {
     pub election_interval: Duration,
 }
 
-fn address(text: String) -> Result<SocketAddr, Error> {
-    text.parse().map_err(|e: std::net::AddrParseError| Error::Listen {
-        reason: e.to_string(),
-        value: text,
+fn address(setting: &'static Setting, text: String) -> Result<SocketAddr, Error> {
+    text.parse()
+        .map_err(|e: std::net::AddrParseError| Error::Invalid {
+            setting,
+            reason: format!("'{text}' is not a host:port address: {e}"),
+        })
+}
+
+fn seconds(setting: &'static Setting, value: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(value).map_err(|e| Error::Invalid {
+        setting,
+        reason: format!("{value} seconds: {e}"),
     })
 }
 
+fn positive(setting: &'static Setting, value: f64) -> Result<f64, Error> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::Invalid {
+            setting,
+            reason: format!("{value} is not a positive number"),
+        })
+    }
+}
+
 /// Parses `KEY=VALUE` attributes.
-///
-/// # Errors
-/// Fails on an entry without `=` or with an empty key.
-pub fn attributes(items: &[String]) -> Result<Vec<(String, String)>, Error> {
+fn attributes(setting: &'static Setting, items: &[String]) -> Result<Vec<(String, String)>, Error> {
     items
         .iter()
         .map(|item| match item.split_once('=') {
@@ -201,11 +438,120 @@ pub fn attributes(items: &[String]) -> Result<Vec<(String, String)>, Error> {
                 Ok((key.trim().to_owned(), value.trim().to_owned()))
             }
             _ => Err(Error::Invalid {
-                field: "attribute",
+                setting,
                 reason: format!("'{item}' is not KEY=VALUE"),
             }),
         })
         .collect()
+}
+
+fn read_file<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, Error> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| Error::Parse {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl ServerConfig {
+    /// Merges flags (and their environment variables) over the file over the defaults.
+    ///
+    /// # Errors
+    /// Fails on an unreadable or invalid file and on invalid values.
+    pub fn load(args: &ServerArgs) -> Result<ServerConfig, Error> {
+        type S = ServerSettings;
+        let s = S::merge(args, read_file(args.config.as_deref())?)?;
+        let local_worker = if s.no_local_worker.unwrap_or(false) {
+            None
+        } else {
+            let detected = detect_resources(&s.data_dir);
+            Some(Resources {
+                cpus: s.worker_cpus.unwrap_or(detected.cpus),
+                mem: s.worker_mem.unwrap_or(detected.mem),
+                disk: s.worker_disk.unwrap_or(detected.disk),
+            })
+        };
+        let store = s.store.filter(|url| !url.is_empty() && url != "sqlite");
+        if let Some(url) = &store
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(Error::Invalid {
+                setting: &S::store,
+                reason: "use a postgres:// URL, or leave it unset for the embedded SQLite store".to_owned(),
+            });
+        }
+        Ok(ServerConfig {
+            listen: address(&S::listen, s.listen)?,
+            data_dir: s.data_dir,
+            hostname: s.hostname.unwrap_or_else(machine_hostname),
+            failure_retry: seconds(&S::failure_retry, s.failure_retry)?,
+            task_epsilon: seconds(&S::task_epsilon, s.task_epsilon)?,
+            disable_after_failures: s.disable_after_failures,
+            task_cpus: positive(&S::task_cpus, s.task_cpus)?,
+            task_mem: positive(&S::task_mem, s.task_mem)?,
+            task_disk: positive(&S::task_disk, s.task_disk)?,
+            user: s.user,
+            job_history_limit: s.job_history_limit,
+            task_history_per_job: s.task_history_per_job,
+            output_limit: s.output_limit,
+            kill_grace: seconds(&S::kill_grace, s.kill_grace)?,
+            agent_listen: address(&S::agent_listen, s.agent_listen)?,
+            local_worker,
+            worker_attributes: attributes(&S::worker_attribute, &s.worker_attribute.unwrap_or_default())?,
+            worker_timeout: seconds(&S::worker_timeout, s.worker_timeout)?,
+            heartbeat_interval: seconds(&S::heartbeat_interval, s.heartbeat_interval)?,
+            fetch_timeout: seconds(&S::fetch_timeout, s.fetch_timeout)?,
+            allow_privileged_containers: s.allow_privileged_containers.unwrap_or(false),
+            store,
+            election_interval: seconds(&S::election_interval, s.election_interval)?,
+        })
+    }
+
+    /// A configuration for tests and embedding: loopback on a free port, the given data directory.
+    pub fn for_data_dir(data_dir: &Path) -> ServerConfig {
+        let args = ServerArgs {
+            listen: Some("127.0.0.1:0".to_owned()),
+            agent_listen: Some("127.0.0.1:0".to_owned()),
+            data_dir: Some(data_dir.to_owned()),
+            ..ServerArgs::default()
+        };
+        // The defaults above are valid, so this cannot fail.
+        ServerConfig::load(&args).unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
+    }
+}
+
+// `AgentConfig` belongs to the agent; reading it from settings belongs here, beside the server's.
+impl AgentConfig {
+    /// Merges flags (and their environment variables) over the file over the defaults.
+    ///
+    /// # Errors
+    /// Fails on an unreadable or invalid file, on invalid values and without a server address.
+    pub fn load(args: &AgentArgs) -> Result<AgentConfig, Error> {
+        type S = AgentSettings;
+        let s = S::merge(args, read_file(args.config.as_deref())?)?;
+        let server = s.server.ok_or(Error::Missing { setting: &S::server })?;
+        let hostname = s.hostname.unwrap_or_else(machine_hostname);
+        let detected = detect_resources(&s.work_dir);
+        Ok(AgentConfig {
+            server,
+            name: s.name.unwrap_or_else(|| hostname.clone()),
+            hostname,
+            attributes: attributes(&S::attribute, &s.attribute.unwrap_or_default())?,
+            resources: Resources {
+                cpus: s.cpus.unwrap_or(detected.cpus),
+                mem: s.mem.unwrap_or(detected.mem),
+                disk: s.disk.unwrap_or(detected.disk),
+            },
+            work_dir: s.work_dir,
+            fetch_timeout: seconds(&S::fetch_timeout, s.fetch_timeout)?,
+        })
+    }
 }
 
 /// Makes a working directory (the server's data directory, an agent's work directory) ready to
@@ -273,13 +619,6 @@ fn free_disk_mb(dir: &Path) -> Option<f64> {
     (rc == 0).then(|| (stat.f_bavail as f64 * stat.f_frsize as f64 / (1024.0 * 1024.0)).floor())
 }
 
-fn seconds(field: &'static str, value: f64) -> Result<Duration, Error> {
-    Duration::try_from_secs_f64(value).map_err(|e| Error::Invalid {
-        field,
-        reason: e.to_string(),
-    })
-}
-
 /// The machine's host name, for the leader id and the tasks' `HOST`.
 pub fn machine_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -287,139 +626,6 @@ pub fn machine_hostname() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
-}
-
-impl ServerConfig {
-    /// Merges flags (and their environment variables) over the file over the defaults.
-    ///
-    /// # Errors
-    /// Fails on an unreadable or invalid file and on invalid values.
-    pub fn load(args: &ServerArgs) -> Result<ServerConfig, Error> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let text = |flag: &Option<String>, from_file: Option<String>, default: &str| {
-            flag.clone().or(from_file).unwrap_or_else(|| default.to_owned())
-        };
-        let data_dir = args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("kairos-data"));
-        let local_worker = if args.no_local_worker || file.no_local_worker.unwrap_or(false) {
-            None
-        } else {
-            let detected = detect_resources(&data_dir);
-            Some(Resources {
-                cpus: args.worker_cpus.or(file.worker_cpus).unwrap_or(detected.cpus),
-                mem: args.worker_mem.or(file.worker_mem).unwrap_or(detected.mem),
-                disk: args.worker_disk.or(file.worker_disk).unwrap_or(detected.disk),
-            })
-        };
-        let worker_attributes = if args.worker_attributes.is_empty() {
-            attributes(&file.worker_attributes.unwrap_or_default())?
-        } else {
-            attributes(&args.worker_attributes)?
-        };
-        let secs = |field, flag: Option<f64>, from_file: Option<f64>, default: f64| {
-            seconds(field, flag.or(from_file).unwrap_or(default))
-        };
-        let config = ServerConfig {
-            listen: address(text(&args.listen, file.listen, "0.0.0.0:8080"))?,
-            agent_listen: address(text(&args.agent_listen, file.agent_listen, "0.0.0.0:8081"))?,
-            data_dir,
-            hostname: args
-                .hostname
-                .clone()
-                .or(file.hostname)
-                .unwrap_or_else(machine_hostname),
-            failure_retry: secs("failure_retry", args.failure_retry, file.failure_retry, 60.0)?,
-            task_epsilon: secs("task_epsilon", args.task_epsilon, file.task_epsilon, 60.0)?,
-            disable_after_failures: args
-                .disable_after_failures
-                .or(file.disable_after_failures)
-                .unwrap_or(0),
-            task_cpus: args.task_cpus.or(file.task_cpus).unwrap_or(0.1),
-            task_mem: args.task_mem.or(file.task_mem).unwrap_or(128.0),
-            task_disk: args.task_disk.or(file.task_disk).unwrap_or(256.0),
-            user: text(&args.user, file.user, "root"),
-            job_history_limit: args.job_history_limit.or(file.job_history_limit).unwrap_or(5),
-            task_history_per_job: args
-                .task_history_per_job
-                .or(file.task_history_per_job)
-                .unwrap_or(100),
-            output_limit: args.output_limit.or(file.output_limit).unwrap_or(64 * 1024),
-            kill_grace: secs("kill_grace", args.kill_grace, file.kill_grace, 10.0)?,
-            local_worker,
-            worker_attributes,
-            worker_timeout: secs("worker_timeout", args.worker_timeout, file.worker_timeout, 15.0)?,
-            heartbeat_interval: secs(
-                "heartbeat_interval",
-                args.heartbeat_interval,
-                file.heartbeat_interval,
-                2.0,
-            )?,
-            fetch_timeout: secs("fetch_timeout", args.fetch_timeout, file.fetch_timeout, 300.0)?,
-            allow_privileged_containers: args.allow_privileged_containers
-                || file.allow_privileged_containers.unwrap_or(false),
-            store: args
-                .store
-                .clone()
-                .or(file.store)
-                .filter(|s| !s.is_empty() && s != "sqlite"),
-            election_interval: secs(
-                "election_interval",
-                args.election_interval,
-                file.election_interval,
-                1.0,
-            )?,
-        };
-        if let Some(url) = &config.store
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(Error::Invalid {
-                field: "store",
-                reason: "use a postgres:// URL, or leave it unset for the embedded SQLite store".to_owned(),
-            });
-        }
-        for (field, value) in [
-            ("task_cpus", config.task_cpus),
-            ("task_mem", config.task_mem),
-            ("task_disk", config.task_disk),
-        ] {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(Error::Invalid {
-                    field,
-                    reason: format!("{value} is not a positive number"),
-                });
-            }
-        }
-        Ok(config)
-    }
-
-    /// A configuration for tests and embedding: loopback on a free port, the given data directory.
-    pub fn for_data_dir(data_dir: &Path) -> ServerConfig {
-        let args = ServerArgs {
-            listen: Some("127.0.0.1:0".to_owned()),
-            agent_listen: Some("127.0.0.1:0".to_owned()),
-            data_dir: Some(data_dir.to_owned()),
-            ..ServerArgs::default()
-        };
-        // The defaults above are valid, so this cannot fail.
-        ServerConfig::load(&args).unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
-    }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|source| Error::Parse {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -518,5 +724,263 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("task_mem"), "{err}");
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("kairos.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Parses a command line as clap does for `kairos server` / `kairos agent`.
+    fn parse<A: clap::Args + clap::FromArgMatches>(line: &[&str]) -> A {
+        let command = A::augment_args(clap::Command::new("kairos"));
+        A::from_arg_matches(&command.try_get_matches_from(line).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "kill_grace = 3\nuser = \"file-user\"\nworker_attribute = [\"rack=file\"]\nno_local_worker = true\n",
+        );
+        let config = path.to_str().unwrap();
+        let c = ServerConfig::load(&parse(&["kairos", "--config", config])).unwrap();
+        assert_eq!(c.kill_grace, Duration::from_secs(3), "file");
+        assert_eq!(c.user, "file-user", "file");
+        assert_eq!(
+            c.worker_attributes,
+            [("rack".to_owned(), "file".to_owned())],
+            "file"
+        );
+        assert!(c.local_worker.is_none(), "the file turns the switch on");
+        assert_eq!(c.job_history_limit, 5, "default");
+        let c = ServerConfig::load(&parse(&[
+            "kairos",
+            "--config",
+            config,
+            "--kill-grace",
+            "7",
+            "--worker-attribute",
+            "rack=a",
+            "--worker-attribute",
+            "zone=b",
+        ]))
+        .unwrap();
+        assert_eq!(c.kill_grace, Duration::from_secs(7), "flag");
+        assert_eq!(c.user, "file-user", "file");
+        assert_eq!(
+            c.worker_attributes,
+            [
+                ("rack".to_owned(), "a".to_owned()),
+                ("zone".to_owned(), "b".to_owned())
+            ],
+            "the flags replace the file's list"
+        );
+    }
+
+    #[test]
+    fn the_agent_reads_flags_over_its_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let path = write(
+            &dir,
+            &format!(
+                "server = \"file:8081\"\nname = \"file-name\"\nattributes = [\"gpu=yes\"]\ncpus = 2\nwork_dir = {work:?}\n"
+            ),
+        );
+        let config = path.to_str().unwrap();
+        let a = AgentConfig::load(&parse(&["kairos", "--config", config, "--cpus", "3"])).unwrap();
+        assert_eq!(a.server, "file:8081", "file");
+        assert_eq!(a.name, "file-name", "file");
+        assert_eq!(
+            a.attributes,
+            [("gpu".to_owned(), "yes".to_owned())],
+            "the plural key"
+        );
+        assert_eq!(a.resources.cpus, 3.0, "flag");
+        assert_eq!(a.work_dir, work, "file");
+        assert_eq!(a.fetch_timeout, Duration::from_secs(300), "default");
+        let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1", "--hostname", "h"])).unwrap();
+        assert_eq!(a.server, "s:1");
+        assert_eq!(a.name, "h", "the name defaults to the host name");
+        assert_eq!(a.work_dir, PathBuf::from("kairos-agent"), "default");
+    }
+
+    #[test]
+    fn an_agent_without_a_server_is_refused_naming_the_setting() {
+        let err = AgentConfig::load(&AgentArgs::default()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("--server") && message.contains("KAIROS_SERVER"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "listen = \"127.0.0.1:1\"\nheartbeat_interval_s = 2\n");
+        let err = ServerConfig::load(&ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("heartbeat_interval_s"), "{err}");
+        // A server key is not an agent key.
+        std::fs::write(&path, "server = \"s:1\"\nlisten = \"x\"\n").unwrap();
+        let err = AgentConfig::load(&AgentArgs {
+            config: Some(path),
+            ..AgentArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "failure_retry = -1\n",
+                &["--failure-retry", "KAIROS_FAILURE_RETRY", "failure_retry"],
+            ),
+            ("agent_listen = \"nowhere\"\n", &["--agent-listen", "nowhere"]),
+            ("task_disk = 0\n", &["--task-disk", "task_disk"]),
+            ("task_mem = \"lots\"\n", &["task_mem", "lots"]),
+            (
+                "worker_attributes = [\"rack\"]\n",
+                &["--worker-attribute", "'rack' is not KEY=VALUE"],
+            ),
+        ];
+        for (file, expected) in cases {
+            let err = ServerConfig::load(&ServerArgs {
+                config: Some(write(&dir, file)),
+                ..ServerArgs::default()
+            })
+            .unwrap_err();
+            let message = format!(
+                "{err}: {}",
+                std::error::Error::source(&err)
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            );
+            for part in expected {
+                assert!(message.contains(part), "{file}: {message}");
+            }
+        }
+        let err =
+            AgentConfig::load(&parse(&["kairos", "--server", "s:1", "--fetch-timeout=-5"])).unwrap_err();
+        assert!(err.to_string().contains("--fetch-timeout"), "{err}");
+    }
+
+    #[test]
+    fn every_default_parses() {
+        let c = ServerConfig::load(&ServerArgs::default()).unwrap();
+        assert_eq!(c.output_limit, 65536);
+        assert_eq!(c.election_interval, Duration::from_secs(1));
+        assert!(c.store.is_none() && !c.allow_privileged_containers && c.local_worker.is_some());
+        let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1"])).unwrap();
+        assert_eq!(a.fetch_timeout, Duration::from_secs(300));
+    }
+
+    /// The flags clap knows, as the tables show them.
+    fn clap_flags<A: clap::Args>() -> Vec<(String, Option<String>, Option<String>)> {
+        let command = A::augment_args(clap::Command::new("kairos"));
+        command
+            .get_arguments()
+            .map(|arg| {
+                (
+                    format!("--{}", arg.get_long().unwrap()),
+                    arg.get_env().map(|env| env.to_string_lossy().into_owned()),
+                    arg.get_help().map(ToString::to_string),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_tables_describe_the_flags_clap_parses() {
+        for (table, flags) in [
+            (&SERVER_SETTINGS, clap_flags::<ServerArgs>()),
+            (&AGENT_SETTINGS, clap_flags::<AgentArgs>()),
+        ] {
+            let mut expected = vec![(
+                "--config".to_owned(),
+                Some(table.config_env.to_owned()),
+                Some(config_help()),
+            )];
+            expected.extend(
+                table
+                    .settings
+                    .iter()
+                    .map(|s| (s.flag(), s.env.map(str::to_owned), Some(s.clap_help()))),
+            );
+            assert_eq!(flags, expected, "{}", table.command);
+        }
+        assert_eq!(
+            ServerSettings::worker_timeout.clap_help(),
+            "Seconds without a heartbeat before an agent is lost and its tasks retried elsewhere [default: 15]"
+        );
+    }
+
+    /// `readme` with each command's settings table replaced by the rendered one.
+    fn render_readme(readme: &str) -> String {
+        let mut out = readme.to_owned();
+        for table in [&SERVER_SETTINGS, &AGENT_SETTINGS] {
+            let begin = format!("<!-- settings: {} -->\n", table.command);
+            let end = format!("<!-- end settings: {} -->", table.command);
+            let start = out
+                .find(&begin)
+                .unwrap_or_else(|| panic!("README.md lacks {begin}"))
+                + begin.len();
+            let stop = start
+                + out[start..]
+                    .find(&end)
+                    .unwrap_or_else(|| panic!("README.md lacks {end}"));
+            out.replace_range(start..stop, &table.markdown());
+        }
+        out
+    }
+
+    #[test]
+    fn the_readme_shows_the_declared_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let rendered = render_readme(&readme);
+        if rendered != readme && std::env::var_os("KAIROS_UPDATE_README").is_some() {
+            std::fs::write(&path, &rendered).unwrap();
+            return;
+        }
+        assert!(
+            rendered == readme,
+            "README.md's settings tables differ from the declarations in src/config.rs; \
+             `KAIROS_UPDATE_README=1 cargo test --lib config::tests::the_readme` rewrites them. Expected:\n\n{}\n{}",
+            SERVER_SETTINGS.markdown(),
+            AGENT_SETTINGS.markdown()
+        );
+    }
+
+    #[test]
+    fn a_readme_row_that_disagrees_is_caught() {
+        let readme = "intro\n<!-- settings: server -->\n| old |\n<!-- end settings: server -->\n\
+                      <!-- settings: agent -->\n<!-- end settings: agent -->\nafter\n";
+        let rendered = render_readme(readme);
+        assert!(
+            rendered.starts_with("intro\n<!-- settings: server -->\n| flag |"),
+            "{rendered}"
+        );
+        assert!(
+            rendered
+                .contains("| `--listen` | `KAIROS_LISTEN` | `0.0.0.0:8080` | address of the HTTP API |\n")
+        );
+        assert!(
+            rendered.contains(
+                "| `--attribute KEY=VALUE` |  | none | an attribute for constraints (repeatable) |\n"
+            )
+        );
+        assert!(!rendered.contains("| old |") && rendered.ends_with("<!-- end settings: agent -->\nafter\n"));
+        assert_eq!(render_readme(&rendered), rendered, "rendering is stable");
     }
 }

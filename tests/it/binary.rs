@@ -9,12 +9,21 @@ use crate::{free_port, wait_until};
 async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let file_data = dir.path().join("file-data");
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:1\"\nhostname = \"from-file\"\ndata_dir = {file_data:?}\n"),
+    )
+    .unwrap();
     let port = free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
         .arg("server")
         .arg("--data-dir")
         .arg(&data)
-        // The listen address comes from the environment, the data directory from a flag.
+        // The listen address and host name come from the environment, the data directory from a
+        // flag, each beating the file.
+        .env("KAIROS_CONFIG", &config)
         .env("KAIROS_LISTEN", format!("127.0.0.1:{port}"))
         .env("KAIROS_HOSTNAME", "bin-test")
         .stdout(Stdio::null())
@@ -56,6 +65,7 @@ async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(data.join("kairos.db").exists());
+    assert!(!file_data.exists(), "the flag beat the file");
 }
 
 #[tokio::test]
@@ -66,5 +76,22 @@ async fn the_binary_rejects_bad_settings() {
         .await
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not-an-address") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    // An agent needs a scheduler's address from a flag, its variable or its file.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("agent")
+        .env_remove("KAIROS_SERVER")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--server") && stderr.contains("KAIROS_SERVER"),
+        "{stderr}"
+    );
 }
