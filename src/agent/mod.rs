@@ -6,13 +6,12 @@ pub mod worker;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use crate::executor::LaunchSpec;
 use crate::executor::Outcome;
+use crate::executor::docker::Container;
 use crate::executor::docker::VolumeSpec;
 use crate::executor::fetch::FetchSpec;
-use crate::executor::runner::{ContainerLaunch, TaskEnd, TaskLaunch};
+use crate::executor::runner::{TaskEnd, TaskLaunch};
 
 /// The code generated from `proto/agent.proto`.
 #[allow(clippy::all, unreachable_pub)]
@@ -35,37 +34,7 @@ pub enum Error {
 /// A launch as it travels to an agent.
 pub fn launch_to_proto(launch: &TaskLaunch) -> proto::Launch {
     let p = &launch.process;
-    let container_json = launch
-        .container
-        .as_ref()
-        .map(|c| {
-            json!({
-                "image": c.image,
-                "network": c.network,
-                "volumes": c.volumes.iter().map(|v| json!({
-                    "hostPath": v.host_path,
-                    "containerPath": v.container_path,
-                    "mode": if v.read_only { "RO" } else { "RW" },
-                })).collect::<Vec<_>>(),
-                "forcePullImage": c.force_pull,
-                "parameters": c.parameters.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
-                "cpus": c.cpus,
-                "mem": c.mem_mb,
-                "disk": c.disk_mb,
-            })
-            .to_string()
-        })
-        .unwrap_or_default();
-    let fetch_json = Value::Array(
-        launch
-            .fetch
-            .iter()
-            .map(|f| {
-                json!({"uri": f.uri, "executable": f.executable, "cache": f.cache, "extract": f.extract, "output_file": f.output_file})
-            })
-            .collect(),
-    )
-    .to_string();
+    let container = launch.container.as_ref();
     proto::Launch {
         task_id: p.task_id.clone(),
         command: p.command.clone(),
@@ -79,11 +48,46 @@ pub fn launch_to_proto(launch: &TaskLaunch) -> proto::Launch {
                 value: value.clone(),
             })
             .collect(),
-        resources: None,
+        resources: container.map(|c| proto::Resources {
+            cpus: c.cpus,
+            mem_mb: c.mem_mb,
+            disk_mb: c.disk_mb,
+        }),
         time_limit_seconds: p.time_limit.map_or(0, |d| d.as_secs()),
         output_limit_bytes: p.output_limit as u64,
-        container_json,
-        fetch_json,
+        container: container.map(|c| proto::Container {
+            image: c.image.clone(),
+            network: c.network.clone(),
+            volumes: c
+                .volumes
+                .iter()
+                .map(|v| proto::Volume {
+                    host_path: v.host_path.clone(),
+                    container_path: v.container_path.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            force_pull: c.force_pull,
+            parameters: c
+                .parameters
+                .iter()
+                .map(|(key, value)| proto::Parameter {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }),
+        fetch: launch
+            .fetch
+            .iter()
+            .map(|f| proto::Fetch {
+                uri: f.uri.clone(),
+                executable: f.executable,
+                cache: f.cache,
+                extract: f.extract,
+                output_file: f.output_file.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -103,48 +107,34 @@ pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -
             (v.name, value)
         })
         .collect();
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).unwrap_or_default();
-    let flag = |v: &Value, key: &str| v.get(key).and_then(Value::as_bool).unwrap_or_default();
-    let container = serde_json::from_str::<Value>(&launch.container_json)
-        .ok()
-        .map(|c| ContainerLaunch {
-            image: text(&c, "image"),
-            network: text(&c, "network"),
-            volumes: c
-                .get("volumes")
-                .and_then(Value::as_array)
-                .map(|vs| {
-                    vs.iter()
-                        .map(|v| VolumeSpec {
-                            host_path: v.get("hostPath").and_then(Value::as_str).map(str::to_owned),
-                            container_path: text(v, "containerPath"),
-                            read_only: text(v, "mode") == "RO",
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            force_pull: flag(&c, "forcePullImage"),
-            parameters: c
-                .get("parameters")
-                .and_then(Value::as_array)
-                .map(|ps| ps.iter().map(|p| (text(p, "key"), text(p, "value"))).collect())
-                .unwrap_or_default(),
-            cpus: number(&c, "cpus"),
-            mem_mb: number(&c, "mem"),
-            disk_mb: number(&c, "disk"),
-        });
-    let fetch = serde_json::from_str::<Value>(&launch.fetch_json)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
+    let resources = launch.resources.unwrap_or_default();
+    let container = launch.container.map(|c| Container {
+        image: c.image,
+        network: c.network,
+        volumes: c
+            .volumes
+            .into_iter()
+            .map(|v| VolumeSpec {
+                host_path: v.host_path,
+                container_path: v.container_path,
+                read_only: v.read_only,
+            })
+            .collect(),
+        force_pull: c.force_pull,
+        parameters: c.parameters.into_iter().map(|p| (p.key, p.value)).collect(),
+        cpus: resources.cpus,
+        mem_mb: resources.mem_mb,
+        disk_mb: resources.disk_mb,
+    });
+    let fetch = launch
+        .fetch
+        .into_iter()
         .map(|f| FetchSpec {
-            uri: text(f, "uri"),
-            executable: flag(f, "executable"),
-            cache: flag(f, "cache"),
-            extract: f.get("extract").and_then(Value::as_bool).unwrap_or(true),
-            output_file: text(f, "output_file"),
+            uri: f.uri,
+            executable: f.executable,
+            cache: f.cache,
+            extract: f.extract,
+            output_file: f.output_file,
         })
         .collect();
     TaskLaunch {
@@ -228,7 +218,7 @@ mod tests {
                 time_limit: Some(Duration::from_secs(5)),
                 output_limit: 100,
             },
-            container: Some(ContainerLaunch {
+            container: Some(Container {
                 image: "busybox".to_owned(),
                 network: "BRIDGE".to_owned(),
                 volumes: vec![VolumeSpec {

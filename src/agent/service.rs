@@ -22,8 +22,8 @@ pub struct AgentService {
     heartbeat_interval: Duration,
 }
 
-/// The refusal a standby gives, with the leader's agent address for the agent to follow.
-pub const LEADER_HINT: &str = "leader agent address: ";
+/// The metadata entry in which a standby's refusal names the leader's agent address.
+pub const LEADER_METADATA: &str = "kairos-leader";
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<proto::SchedulerMessage, Status>> + Send>>;
 
@@ -76,13 +76,13 @@ impl AgentLink for AgentService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         // Only the leader takes agents; a standby points them at the leader.
         let Some(engine) = self.cluster.engine() else {
-            let hint = match self.cluster.leader() {
-                Some(leader) if leader != *self.cluster.me() => format!("; {LEADER_HINT}{}", leader.agent),
-                _ => String::new(),
-            };
-            return Err(Status::failed_precondition(format!(
-                "this server is not the leader{hint}"
-            )));
+            let mut refusal = Status::failed_precondition("this server is not the leader");
+            if let Some(leader) = self.cluster.leader().filter(|l| l != self.cluster.me())
+                && let Ok(value) = leader.agent.parse()
+            {
+                refusal.metadata_mut().insert(LEADER_METADATA, value);
+            }
+            return Err(refusal);
         };
         let mut inbound = request.into_inner();
         let first = inbound

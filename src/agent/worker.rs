@@ -133,20 +133,19 @@ pub async fn run(
                     tracing::warn!(%server, "The scheduler closed the stream; reconnecting.");
                     backoff = Duration::from_millis(100);
                 }
-                Err(error) if error.contains("another agent named") || error.contains("built-in worker") => {
+                Err(Refused::Name(error)) => {
                     // Refused for its name: say so plainly, and try again less often, since
                     // it takes the name over once the other one has been gone long enough.
                     tracing::error!(%server, %error, "The scheduler refused this agent's name.");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     continue;
                 }
-                Err(error) => {
-                    if let Some((_, leader)) = error.split_once(crate::agent::service::LEADER_HINT) {
-                        let leader = leader.trim().trim_end_matches('"').to_owned();
-                        tracing::info!(%server, %leader, "Following the standby's hint to the leader.");
-                        hint = Some(leader);
-                        continue;
-                    }
+                Err(Refused::Standby { leader }) => {
+                    tracing::info!(%server, %leader, "Following the standby's hint to the leader.");
+                    hint = Some(leader);
+                    continue;
+                }
+                Err(Refused::Other(error)) => {
                     tracing::warn!(%server, %error, "Cannot attach to the scheduler; retrying.");
                 }
             }
@@ -163,6 +162,33 @@ pub async fn run(
     Ok(())
 }
 
+/// Why a session ended or never began.
+enum Refused {
+    /// Another agent holds this agent's name.
+    Name(String),
+    /// A standby, naming the leader's agent address.
+    Standby {
+        leader: String,
+    },
+    Other(String),
+}
+
+impl From<tonic::Status> for Refused {
+    fn from(status: tonic::Status) -> Refused {
+        let leader = status
+            .metadata()
+            .get(crate::agent::service::LEADER_METADATA)
+            .and_then(|v| v.to_str().ok());
+        match (status.code(), leader) {
+            (tonic::Code::AlreadyExists, _) => Refused::Name(status.message().to_owned()),
+            (tonic::Code::FailedPrecondition, Some(leader)) => Refused::Standby {
+                leader: leader.to_owned(),
+            },
+            _ => Refused::Other(status.to_string()),
+        }
+    }
+}
+
 /// One connection: register, then serve commands until the stream ends.
 async fn session(
     endpoint: &tonic::transport::Endpoint,
@@ -171,8 +197,11 @@ async fn session(
     runner: &Runner,
     outbox: &Arc<Mutex<Outbox>>,
     sandbox_dir: &std::path::Path,
-) -> Result<(), String> {
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+) -> Result<(), Refused> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Refused::Other(e.to_string()))?;
     let mut client = AgentLinkClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel();
     let finished = {
@@ -202,7 +231,7 @@ async fn session(
         Err(status) => {
             // Keep the ends for the next attempt.
             lock(outbox).buffered.extend(finished);
-            return Err(status.to_string());
+            return Err(status.into());
         }
     };
     lock(outbox).stream = Some(tx.clone());
@@ -212,7 +241,7 @@ async fn session(
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
             Ok(None) => break Ok(()),
-            Err(status) => break Err(status.to_string()),
+            Err(status) => break Err(status.into()),
         };
         match message.kind {
             Some(scheduler_message::Kind::Registered(registered)) => {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::Config;
-use crate::executor::runner::{ContainerLaunch, TaskLaunch};
+use crate::executor::docker::Container;
+use crate::executor::runner::TaskLaunch;
 use crate::executor::{LaunchSpec, docker::VolumeSpec, fetch::FetchSpec};
 use crate::job::Job;
 use crate::store::TaskRecord;
@@ -50,7 +51,7 @@ pub(super) fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostnam
         time_limit: (job.max_completion_time > 0).then(|| Duration::from_secs(job.max_completion_time)),
         output_limit: config.output_limit,
     };
-    let container = job.container.as_ref().map(|c| ContainerLaunch {
+    let container = job.container.as_ref().map(|c| Container {
         image: c.image.clone(),
         network: c.network.clone(),
         volumes: c

@@ -120,18 +120,11 @@ pub enum Error {
     },
 }
 
-/// What a container task needs; built by the engine (or the agent) from the job.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    pub task_id: String,
+/// A task's container, as the job describes it and a worker runs it: the one container type
+/// from the engine to Docker (the agent protocol carries it field by field).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
     pub image: String,
-    /// With `shell`, the script run as `/bin/sh -c <command>` (entrypoint overridden with
-    /// `/bin/sh -c`); without, `command` (if non-empty) then `arguments` become the container's
-    /// Cmd and the image's entrypoint is kept. An empty command runs the image's own default.
-    pub command: String,
-    pub shell: bool,
-    pub arguments: Vec<String>,
-    pub env: Vec<(String, String)>,
     /// "BRIDGE", "HOST", "NONE" (or "USER", treated as bridge unless a `network` parameter names
     /// the network). Any other value is taken as the name of a user-defined network.
     pub network: String,
@@ -147,6 +140,20 @@ pub struct ContainerSpec {
     /// layer (`--storage-opt size`) only on xfs with project quotas, which hosts rarely have, and
     /// the engine refuses to create the container otherwise.
     pub disk_mb: f64,
+}
+
+/// What a container task needs: its container and the process it runs.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub task_id: String,
+    pub container: Container,
+    /// With `shell`, the script run as `/bin/sh -c <command>` (entrypoint overridden with
+    /// `/bin/sh -c`); without, `command` (if non-empty) then `arguments` become the container's
+    /// Cmd and the image's entrypoint is kept. An empty command runs the image's own default.
+    pub command: String,
+    pub shell: bool,
+    pub arguments: Vec<String>,
+    pub env: Vec<(String, String)>,
     pub time_limit: Option<Duration>,
     pub output_limit: usize,
     /// The task's sandbox on the host, bind-mounted at /mnt/mesos/sandbox (and MESOS_SANDBOX
@@ -233,7 +240,8 @@ impl Docker {
             task_id: spec.task_id.clone(),
             reason,
         })?;
-        self.ensure_image(&spec.image, spec.force_pull).await?;
+        self.ensure_image(&spec.container.image, spec.container.force_pull)
+            .await?;
 
         let name = container_name(&spec.task_id);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -242,7 +250,7 @@ impl Docker {
             .await
             .map_err(|source| Error::Create {
                 task_id: spec.task_id.clone(),
-                image: spec.image.clone(),
+                image: spec.container.image.clone(),
                 source,
             })?;
 
@@ -833,7 +841,7 @@ fn container_name(task_id: &str) -> String {
 
 /// The whole container configuration for a spec, parameters included.
 fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
-    if spec.image.trim().is_empty() {
+    if spec.container.image.trim().is_empty() {
         return Err("the image is empty".to_owned());
     }
     let mut env: Vec<String> = spec
@@ -856,7 +864,7 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         binds.push(format!("{host}:{SANDBOX_IN_CONTAINER}"));
         env.push(format!("MESOS_SANDBOX={SANDBOX_IN_CONTAINER}"));
     }
-    for volume in &spec.volumes {
+    for volume in &spec.container.volumes {
         if !volume.container_path.starts_with('/') {
             return Err(format!(
                 "the volume path '{}' in the container is not absolute",
@@ -888,16 +896,16 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         (None, (!words.is_empty()).then_some(words))
     };
 
-    let network_mode = match spec.network.to_ascii_uppercase().as_str() {
+    let network_mode = match spec.container.network.to_ascii_uppercase().as_str() {
         "" | "BRIDGE" | "USER" => "bridge".to_owned(),
         "HOST" => "host".to_owned(),
         "NONE" => "none".to_owned(),
-        _ => spec.network.clone(),
+        _ => spec.container.network.clone(),
     };
     let mut labels = HashMap::from([
         (LABEL_TASK_ID.to_owned(), spec.task_id.clone()),
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
-        (LABEL_DISK_MB.to_owned(), spec.disk_mb.to_string()),
+        (LABEL_DISK_MB.to_owned(), spec.container.disk_mb.to_string()),
         (LABEL_OWNER.to_owned(), spec.owner.clone()),
         (LABEL_OUTPUT_LIMIT.to_owned(), spec.output_limit.to_string()),
     ]);
@@ -907,14 +915,15 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         labels.insert(LABEL_DEADLINE.to_owned(), deadline.to_string());
     }
     let host_config = HostConfig {
-        nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9).round() as i64),
-        memory: (spec.mem_mb > 0.0).then(|| (spec.mem_mb * 1024.0 * 1024.0).round() as i64),
+        nano_cpus: (spec.container.cpus > 0.0).then(|| (spec.container.cpus * 1e9).round() as i64),
+        memory: (spec.container.mem_mb > 0.0)
+            .then(|| (spec.container.mem_mb * 1024.0 * 1024.0).round() as i64),
         network_mode: Some(network_mode),
         binds: (!binds.is_empty()).then_some(binds),
         ..Default::default()
     };
     let mut body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
+        image: Some(spec.container.image.clone()),
         cmd,
         entrypoint,
         env: Some(env),
@@ -929,10 +938,12 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         ..Default::default()
     };
     // The API checked privilege when the job was saved; here every supported key is mapped.
-    for (key, value) in &spec.parameters {
+    for (key, value) in &spec.container.parameters {
         apply_parameter(key, value, &mut body, true)?;
     }
-    if spec.shell && !spec.command.trim().is_empty() && spec.parameters.iter().any(|(k, _)| k == "entrypoint")
+    if spec.shell
+        && !spec.command.trim().is_empty()
+        && spec.container.parameters.iter().any(|(k, _)| k == "entrypoint")
     {
         // An explicit entrypoint wins; the shell then comes as its arguments.
         body.cmd = Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), spec.command.clone()]);
@@ -1398,18 +1409,20 @@ mod tests {
     fn spec(task_id: &str, command: &str) -> ContainerSpec {
         ContainerSpec {
             task_id: task_id.to_owned(),
-            image: IMAGE.to_owned(),
+            container: Container {
+                image: IMAGE.to_owned(),
+                network: "BRIDGE".to_owned(),
+                volumes: Vec::new(),
+                force_pull: false,
+                parameters: Vec::new(),
+                cpus: 0.0,
+                mem_mb: 0.0,
+                disk_mb: 0.0,
+            },
             command: command.to_owned(),
             shell: true,
             arguments: Vec::new(),
             env: Vec::new(),
-            network: "BRIDGE".to_owned(),
-            volumes: Vec::new(),
-            force_pull: false,
-            parameters: Vec::new(),
-            cpus: 0.0,
-            mem_mb: 0.0,
-            disk_mb: 0.0,
             time_limit: None,
             output_limit: 4096,
             sandbox: None,
@@ -1474,9 +1487,9 @@ mod tests {
         let docker = engine().await;
         let id = task_id("limits");
         let mut s = spec(&id, "sleep 30");
-        s.cpus = 0.5;
-        s.mem_mb = 64.0;
-        s.disk_mb = 100.0;
+        s.container.cpus = 0.5;
+        s.container.mem_mb = 64.0;
+        s.container.disk_mb = 100.0;
         let rx = launch(&docker, s).await;
 
         let found = containers_of(&docker, &id).await;
@@ -1541,7 +1554,7 @@ mod tests {
             ("KAIROS_TEST".to_owned(), "yes it is".to_owned()),
             ("MESOS_SANDBOX".to_owned(), "/host/path".to_owned()),
         ];
-        s.volumes = vec![VolumeSpec {
+        s.container.volumes = vec![VolumeSpec {
             host_path: Some(data.path().display().to_string()),
             container_path: "/data".to_owned(),
             read_only: true,
@@ -1720,9 +1733,9 @@ mod tests {
         let docker = engine().await;
         let id = task_id("params");
         let mut s = spec(&id, "sleep 30");
-        s.network = "NONE".to_owned();
-        s.mem_mb = 64.0;
-        s.parameters = [
+        s.container.network = "NONE".to_owned();
+        s.container.mem_mb = 64.0;
+        s.container.parameters = [
             ("label", "team=data"),
             ("env", "FROM_PARAM=1"),
             ("user", "1000:1000"),
@@ -1789,7 +1802,7 @@ mod tests {
     async fn a_missing_image_that_cannot_be_pulled_is_an_error_naming_it() {
         let docker = engine().await;
         let mut s = spec(&task_id("missing"), "true");
-        s.image = "kairos-test/does-not-exist:1".to_owned();
+        s.container.image = "kairos-test/does-not-exist:1".to_owned();
         let err = tokio::time::timeout(Duration::from_secs(90), docker.launch(s, |_| {}))
             .await
             .expect("the failed pull is reported in bounded time")
@@ -1803,7 +1816,7 @@ mod tests {
         let docker = engine().await;
         let id = task_id("invalid");
         let mut s = spec(&id, "true");
-        s.parameters = vec![("ulimit".to_owned(), "nofile=lots".to_owned())];
+        s.container.parameters = vec![("ulimit".to_owned(), "nofile=lots".to_owned())];
         let err = docker.launch(s, |_| {}).await.expect_err("refused");
         assert!(err.to_string().contains("ulimit"), "{err}");
         assert!(containers_of(&docker, &id).await.is_empty());
@@ -1905,7 +1918,7 @@ mod tests {
     #[test]
     fn privileged_keys_map_onto_the_api_when_allowed() {
         let mut s = spec("ct:1:0:p:", "true");
-        s.parameters = params(&[
+        s.container.parameters = params(&[
             ("privileged", ""),
             ("cap-add", "sys_admin"),
             ("device", "/dev/fuse"),
@@ -1940,7 +1953,7 @@ mod tests {
         assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]));
         assert_eq!(body.cmd, Some(vec!["echo hi".to_owned()]));
 
-        s.parameters = params(&[("entrypoint", "/bin/tini")]);
+        s.container.parameters = params(&[("entrypoint", "/bin/tini")]);
         let body = container_body(&s).expect("body");
         assert_eq!(body.entrypoint, Some(vec!["/bin/tini".to_owned()]));
         assert_eq!(
@@ -1948,7 +1961,7 @@ mod tests {
             Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()])
         );
 
-        s.parameters.clear();
+        s.container.parameters.clear();
         s.shell = false;
         s.command = String::new();
         let body = container_body(&s).expect("body");
@@ -1965,15 +1978,15 @@ mod tests {
             ("USER", "bridge"),
             ("my-net", "my-net"),
         ] {
-            s.network = network.to_owned();
+            s.container.network = network.to_owned();
             let body = container_body(&s).expect("body");
             assert_eq!(
                 body.host_config.and_then(|h| h.network_mode).as_deref(),
                 Some(mode)
             );
         }
-        s.network = "USER".to_owned();
-        s.parameters = params(&[("network", "jobs")]);
+        s.container.network = "USER".to_owned();
+        s.container.parameters = params(&[("network", "jobs")]);
         let body = container_body(&s).expect("body");
         assert_eq!(
             body.host_config.and_then(|h| h.network_mode).as_deref(),
@@ -1994,7 +2007,7 @@ mod tests {
                 "/srv/kairos/sandbox/ct_1_0_c_:{SANDBOX_IN_CONTAINER}"
             )])
         );
-        s.parameters = params(&[("workdir", "/tmp")]);
+        s.container.parameters = params(&[("workdir", "/tmp")]);
         assert_eq!(
             container_body(&s).expect("body").working_dir.as_deref(),
             Some("/tmp")

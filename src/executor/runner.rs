@@ -6,28 +6,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::docker::{ContainerSpec, Docker, VolumeSpec};
+use super::docker::{Container, ContainerSpec, Docker};
 use super::fetch::{self, FetchSpec};
 use super::{LaunchSpec, Outcome, Running};
-
-/// The container part of a task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerLaunch {
-    pub image: String,
-    pub network: String,
-    pub volumes: Vec<VolumeSpec>,
-    pub force_pull: bool,
-    pub parameters: Vec<(String, String)>,
-    pub cpus: f64,
-    pub mem_mb: f64,
-    pub disk_mb: f64,
-}
 
 /// Everything a worker needs to run one task.
 #[derive(Debug, Clone)]
 pub struct TaskLaunch {
     pub process: LaunchSpec,
-    pub container: Option<ContainerLaunch>,
+    pub container: Option<Container>,
     pub fetch: Vec<FetchSpec>,
 }
 
@@ -313,7 +300,7 @@ impl Runner {
     async fn start_container(
         &self,
         launch: &TaskLaunch,
-        container: &ContainerLaunch,
+        container: &Container,
         ended: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<(), String> {
         let docker = self
@@ -323,18 +310,11 @@ impl Runner {
         let p = &launch.process;
         let spec = ContainerSpec {
             task_id: p.task_id.clone(),
-            image: container.image.clone(),
+            container: container.clone(),
             command: p.command.clone(),
             shell: p.shell,
             arguments: p.arguments.clone(),
             env: p.env.clone(),
-            network: container.network.clone(),
-            volumes: container.volumes.clone(),
-            force_pull: container.force_pull,
-            parameters: container.parameters.clone(),
-            cpus: container.cpus,
-            mem_mb: container.mem_mb,
-            disk_mb: container.disk_mb,
             time_limit: p.time_limit,
             output_limit: p.output_limit,
             sandbox: Some(p.sandbox.clone()),
