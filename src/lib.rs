@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
