@@ -41,8 +41,8 @@ pub(super) fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> 
     move |source| Error::Query { operation, source }
 }
 
-/// Applies the schema steps `applied` does not count yet, on a connection that is inside a
-/// transaction (the caller commits it, after whatever locking its database needs).
+/// Applies the schema steps `schema_version` does not count yet, on a connection inside a
+/// transaction that the caller opened (and locked, where its database needs it) and commits.
 pub(super) async fn migrate<DB>(conn: &mut DB::Connection) -> Result<(), Error>
 where
     DB: Backend,
@@ -51,11 +51,10 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let failed = query_err("migrate");
     sqlx::raw_sql(DB::VERSION_TABLE)
         .execute(&mut *conn)
         .await
-        .map_err(failed)?;
+        .map_err(query_err("migrate"))?;
     let row = QueryBuilder::<DB>::new("SELECT MAX(version) FROM schema_version")
         .build()
         .fetch_one(&mut *conn)
