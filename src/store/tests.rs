@@ -43,6 +43,22 @@ fn put(name: &str, satisfied: &[&str]) -> Write {
     }))
 }
 
+/// The ids of a job's newest tasks, newest first.
+async fn task_ids(store: &impl Store, job: &str, limit: u32) -> Vec<String> {
+    store
+        .job_tasks(job, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+/// Commits a batch, returning the claims it lost.
+async fn lost_claims(store: &impl Store, batch: &[Write]) -> Vec<String> {
+    store.commit(batch).await.unwrap().lost_claims
+}
+
 async fn conformance(store: impl Store) {
     store.commit(&[put("b", &[]), put("a", &["b"])]).await.unwrap();
     // An update keeps the job's place in creation order.
@@ -78,14 +94,7 @@ async fn conformance(store: impl Store) {
         .map(|t| t.id)
         .collect();
     assert_eq!(open, ["t3", "t4"]);
-    let newest: Vec<String> = store
-        .job_tasks("a", 2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(newest, ["t3", "t2"]);
+    assert_eq!(task_ids(&store, "a", 2).await, ["t3", "t2"]);
     assert_eq!(store.task("t1").await.unwrap().unwrap().stdout, "out");
     assert!(store.task("nope").await.unwrap().is_none());
 
@@ -183,13 +192,13 @@ async fn conformance(store: impl Store) {
         due_ms: 2000,
         task_id: "c4".to_owned(),
     };
-    assert!(store.commit(&[other]).await.unwrap().lost_claims.is_empty());
+    assert!(lost_claims(&store, &[other]).await.is_empty());
 
     store.commit(&[Write::DeleteJob("a".to_owned())]).await.unwrap();
     assert_eq!(store.load_jobs().await.unwrap().len(), 1);
     assert!(store.job_tasks("a", 10).await.unwrap().is_empty());
     // A job created again under the name starts with no claimed runs.
-    assert!(store.commit(&[claim("c5")]).await.unwrap().lost_claims.is_empty());
+    assert!(lost_claims(&store, &[claim("c5")]).await.is_empty());
 
     // Pruning forgets claims due before the horizon and keeps the rest.
     let claim_at = |due_ms: i64, task_id: &str| Write::ClaimRun {
@@ -199,35 +208,14 @@ async fn conformance(store: impl Store) {
     };
     let old: Vec<Write> = (0..1200).map(|i| claim_at(i, &format!("o{i}"))).collect();
     assert!(store.commit(&old).await.unwrap().lost_claims.is_empty());
-    assert!(
-        store
-            .commit(&[claim_at(5000, "n")])
-            .await
-            .unwrap()
-            .lost_claims
-            .is_empty()
-    );
+    assert!(lost_claims(&store, &[claim_at(5000, "n")]).await.is_empty());
     assert_eq!(
         store.prune_claims(2000).await.unwrap(),
         1201,
         "the 1,200 and c5 (due at 1000)"
     );
-    assert!(
-        store
-            .commit(&[claim_at(7, "again")])
-            .await
-            .unwrap()
-            .lost_claims
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .commit(&[claim_at(5000, "twice")])
-            .await
-            .unwrap()
-            .lost_claims,
-        ["twice"]
-    );
+    assert!(lost_claims(&store, &[claim_at(7, "again")]).await.is_empty());
+    assert_eq!(lost_claims(&store, &[claim_at(5000, "twice")]).await, ["twice"]);
 
     // The launch mark starts at 0 and is only ever raised, within a batch and across them.
     assert_eq!(store.launched_through().await.unwrap(), 0);
@@ -357,14 +345,7 @@ async fn pruning_through_commit(store: &impl Store) {
         .await
         .unwrap();
     assert_eq!(report.pruned, 2);
-    let left: Vec<String> = store
-        .job_tasks("h", 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(left, ["h4", "h3", "h2"]);
+    assert_eq!(task_ids(store, "h", 10).await, ["h4", "h3", "h2"]);
 
     // A claim pruning write removes at most its limit, and only claims due before the horizon.
     assert_eq!(store.prune_claims(i64::MAX).await.unwrap(), 2, "p at 7 and 5000");

@@ -159,6 +159,25 @@ where
 /// Final tasks are never in these states; kept in one place for every statement that says so.
 const OPEN_STATES: &str = "('queued', 'running', 'waiting')";
 
+impl<DB: Backend> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    /// Runs a read on the pool, naming the operation in its error.
+    async fn rows(
+        &self,
+        mut query: QueryBuilder<DB>,
+        operation: &'static str,
+    ) -> Result<Vec<DB::Row>, Error> {
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err(operation))
+    }
+}
+
 impl<DB> Store for SqlStore<DB>
 where
     DB: Backend,
@@ -176,63 +195,48 @@ where
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
-        let rows = QueryBuilder::<DB>::new("SELECT name, body, satisfied FROM jobs ORDER BY seq")
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("load jobs"))?;
+        let query = QueryBuilder::new("SELECT name, body, satisfied FROM jobs ORDER BY seq");
+        let rows = self.rows(query, "load jobs").await?;
         rows.iter().map(job_from_row).collect()
     }
 
     async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, Error> {
-        let mut query = QueryBuilder::<DB>::new(format!(
+        let query = QueryBuilder::new(format!(
             "SELECT * FROM tasks WHERE state IN {OPEN_STATES} ORDER BY created_ms, {}",
             DB::TASK_SEQ
         ));
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("load open tasks"))?;
+        let rows = self.rows(query, "load open tasks").await?;
         rows.iter().map(task_from_row).collect()
     }
 
     async fn launched_through(&self) -> Result<i64, Error> {
-        let row = QueryBuilder::<DB>::new("SELECT MAX(through_ms) FROM launches")
-            .build()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("read the launch mark"))?;
-        let through: Option<i64> = column(&row, 0, || "the launch mark".to_owned())?;
+        let query = QueryBuilder::new("SELECT MAX(through_ms) FROM launches");
+        let rows = self.rows(query, "read the launch mark").await?;
+        let through: Option<i64> = match rows.first() {
+            Some(row) => column(row, 0, || "the launch mark".to_owned())?,
+            None => None,
+        };
         Ok(through.unwrap_or(0))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
-        let mut query = QueryBuilder::<DB>::new("SELECT * FROM tasks WHERE id = ");
+        let mut query = QueryBuilder::new("SELECT * FROM tasks WHERE id = ");
         query.push_bind(id.to_owned());
-        let row = query
-            .build()
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("get task"))?;
-        row.as_ref().map(task_from_row).transpose()
+        let rows = self.rows(query, "get task").await?;
+        rows.first().map(task_from_row).transpose()
     }
 
     async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
-        let mut query = QueryBuilder::<DB>::new("SELECT * FROM tasks WHERE job = ");
+        let mut query = QueryBuilder::new("SELECT * FROM tasks WHERE job = ");
         query.push_bind(job.to_owned());
         query.push(format!(" ORDER BY created_ms DESC, {} DESC LIMIT ", DB::TASK_SEQ));
         query.push_bind(i64::from(limit));
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("job tasks"))?;
+        let rows = self.rows(query, "job tasks").await?;
         rows.iter().map(task_from_row).collect()
     }
 
     async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, Error> {
-        let mut query = QueryBuilder::<DB>::new(format!(
+        let mut query = QueryBuilder::new(format!(
             "SELECT job, duration FROM (
                  SELECT job, finished_ms - started_ms AS duration,
                         ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_ms DESC, {} DESC) AS n
@@ -242,11 +246,7 @@ where
             DB::TASK_SEQ
         ));
         query.push_bind(i64::from(per_job)).push(" ORDER BY job, n DESC");
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("recent durations"))?;
+        let rows = self.rows(query, "recent durations").await?;
         rows.iter()
             .map(|row| {
                 let job: String = column(row, "job", || "a task".to_owned())?;
@@ -259,7 +259,7 @@ where
     async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
         // Finding the old tasks scans the whole history; done as a read, it doesn't hold the one
         // write lock that every group commit needs. The deletes then go in short transactions.
-        let mut query = QueryBuilder::<DB>::new(format!(
+        let mut query = QueryBuilder::new(format!(
             "SELECT id FROM (
                  SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_ms DESC, {} DESC) AS n
                  FROM tasks WHERE state NOT IN {OPEN_STATES}) AS ranked
@@ -267,11 +267,7 @@ where
             DB::TASK_SEQ
         ));
         query.push_bind(i64::from(keep_per_job));
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("prune history"))?;
+        let rows = self.rows(query, "prune history").await?;
         let old = rows
             .iter()
             .map(|row| column(row, 0, || "a task to prune".to_owned()))
