@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use indexmap::IndexMap;
 
-use super::{Error, LostClaims, Store, StoredJob, TaskRecord, Write};
+use super::{CommitReport, Error, Store, StoredJob, TaskRecord, Write};
 
 /// Jobs in creation order and tasks by id, behind one lock held only for plain map updates.
 #[derive(Debug, Default)]
@@ -20,6 +20,65 @@ struct Inner {
     launched_through: i64,
 }
 
+impl Inner {
+    fn apply(&mut self, write: &Write, report: &mut CommitReport) {
+        match write {
+            Write::PutJob(stored) => {
+                self.jobs.insert(stored.job.name.clone(), (**stored).clone());
+            }
+            Write::ClaimRun { job, due_ms, task_id } => {
+                if !self.claims.insert((job.clone(), *due_ms)) {
+                    report.lost_claims.push(task_id.clone());
+                }
+            }
+            Write::DeleteJob(name) => {
+                self.claims.retain(|(job, _)| job != name);
+                self.jobs.shift_remove(name);
+                self.tasks.retain(|_, t| t.job != *name);
+            }
+            Write::LaunchedThrough(ms) => {
+                self.launched_through = self.launched_through.max(*ms);
+            }
+            Write::PutTask(task) if report.lost_claims.contains(&task.id) => {}
+            Write::PutTask(task) => {
+                let elements = self
+                    .tasks
+                    .get(&task.id)
+                    .map_or(task.elements_processed, |t| t.elements_processed);
+                self.tasks.insert(
+                    task.id.clone(),
+                    TaskRecord {
+                        elements_processed: elements,
+                        ..task.clone()
+                    },
+                );
+            }
+            Write::AddProgress { task_id, elements } => match self.tasks.get_mut(task_id) {
+                Some(t) => t.elements_processed = t.elements_processed.saturating_add((*elements).max(0)),
+                None if report.unknown_progress.contains(task_id) => {}
+                None => report.unknown_progress.push(task_id.clone()),
+            },
+            Write::PruneTasks(ids) => {
+                for id in ids {
+                    if self.tasks.get(id).is_some_and(|t| !t.state.is_open()) {
+                        self.tasks.shift_remove(id);
+                        report.pruned += 1;
+                    }
+                }
+            }
+            Write::PruneClaims { before_ms, limit } => {
+                let mut left = *limit;
+                self.claims.retain(|(_, due_ms)| {
+                    let doomed = *due_ms < *before_ms && left > 0;
+                    left -= u32::from(doomed);
+                    !doomed
+                });
+                report.pruned += u64::from(limit - left);
+            }
+        }
+    }
+}
+
 impl MemoryStore {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         // A panic while holding the lock can only come from a bug in this file; keep serving.
@@ -29,44 +88,14 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
+    async fn commit(&self, batch: &[Write]) -> Result<CommitReport, Error> {
+        // The reference semantics: every write applied in order, nothing coalesced.
         self.with(|inner| {
-            let mut lost = LostClaims::new();
+            let mut report = CommitReport::default();
             for write in batch {
-                match write {
-                    Write::PutJob(stored) => {
-                        inner.jobs.insert(stored.job.name.clone(), (**stored).clone());
-                    }
-                    Write::ClaimRun { job, due_ms, task_id } => {
-                        if !inner.claims.insert((job.clone(), *due_ms)) {
-                            lost.push(task_id.clone());
-                        }
-                    }
-                    Write::DeleteJob(name) => {
-                        inner.claims.retain(|(job, _)| job != name);
-                        inner.jobs.shift_remove(name);
-                        inner.tasks.retain(|_, t| t.job != *name);
-                    }
-                    Write::LaunchedThrough(ms) => {
-                        inner.launched_through = inner.launched_through.max(*ms);
-                    }
-                    Write::PutTask(task) if lost.contains(&task.id) => {}
-                    Write::PutTask(task) => {
-                        let elements = inner
-                            .tasks
-                            .get(&task.id)
-                            .map_or(task.elements_processed, |t| t.elements_processed);
-                        inner.tasks.insert(
-                            task.id.clone(),
-                            TaskRecord {
-                                elements_processed: elements,
-                                ..task.clone()
-                            },
-                        );
-                    }
-                }
+                inner.apply(write, &mut report);
             }
-            Ok(lost)
+            Ok(report)
         })
     }
 
@@ -122,41 +151,21 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
-        Ok(self.with(|inner| match inner.tasks.get_mut(task_id) {
-            Some(t) => {
-                t.elements_processed = t.elements_processed.saturating_add(elements.max(0));
-                true
-            }
-            None => false,
-        }))
-    }
-
-    async fn prune_claims(&self, before_ms: i64) -> Result<u64, Error> {
-        Ok(self.with(|inner| {
-            let before = inner.claims.len();
-            inner.claims.retain(|(_, due_ms)| *due_ms >= before_ms);
-            (before - inner.claims.len()) as u64
-        }))
-    }
-
     async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
-        Ok(self.with(|inner| {
-            let mut seen: IndexMap<String, u32> = IndexMap::new();
+        let doomed = self.with(|inner| {
+            let mut seen: IndexMap<&str, u32> = IndexMap::new();
             let mut doomed = Vec::new();
             let mut ordered: Vec<&TaskRecord> = inner.tasks.values().filter(|t| !t.state.is_open()).collect();
             ordered.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
             for t in ordered {
-                let n = seen.entry(t.job.clone()).or_default();
+                let n = seen.entry(t.job.as_str()).or_default();
                 *n += 1;
                 if *n > keep_per_job {
                     doomed.push(t.id.clone());
                 }
             }
-            for id in &doomed {
-                inner.tasks.shift_remove(id);
-            }
-            doomed.len() as u64
-        }))
+            doomed
+        });
+        super::prune_tasks(self, doomed).await
     }
 }

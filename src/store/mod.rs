@@ -131,7 +131,8 @@ pub enum Write {
     PutJob(Box<StoredJob>),
     /// Delete a job and its task history.
     DeleteJob(String),
-    /// Insert or replace a task record.
+    /// Insert or replace a task record. Replacing keeps the stored `elements_processed`: only
+    /// [`Write::AddProgress`] changes it once the task exists.
     PutTask(TaskRecord),
     /// Claims the scheduled run of a job at an instant for the task `task_id`. If the run was
     /// claimed before, the claim is lost: every later `PutTask` of that task in the batch is
@@ -146,46 +147,122 @@ pub enum Write {
     /// its instant and never launched, so a scheduler that starts afterwards runs it rather than
     /// counting it lost.
     LaunchedThrough(i64),
+    /// Adds `elements` to the task's processed-elements count, saturating at `i64::MAX`; a
+    /// negative `elements` adds nothing (the engine refuses those). A task that does not exist
+    /// at this point of the batch is left alone and reported in
+    /// [`CommitReport::unknown_progress`]; the rest of the batch is applied.
+    ///
+    /// The one write that is not idempotent: a batch committed again after a commit whose outcome
+    /// was unknown (a connection lost during `COMMIT`) counts its progress twice.
+    AddProgress { task_id: String, elements: i64 },
+    /// Deletes those of these tasks that are final; open ones stay. Pruning writes at most
+    /// [`PRUNE_CHUNK`] ids per commit, so each transaction is short.
+    PruneTasks(Vec<String>),
+    /// Deletes at most `limit` claims of runs due before `before_ms`. The limit keeps the
+    /// transaction short, so group commits never wait long behind pruning.
+    PruneClaims { before_ms: i64, limit: u32 },
 }
 
 impl Write {
-    /// The job this write belongs to, if any.
+    /// The job this write belongs to, if it names one.
     fn job(&self) -> Option<&str> {
         match self {
             Write::PutJob(stored) => Some(&stored.job.name),
             Write::DeleteJob(name) => Some(name),
             Write::PutTask(task) => Some(&task.job),
             Write::ClaimRun { job, .. } => Some(job),
-            Write::LaunchedThrough(_) => None,
+            Write::LaunchedThrough(_)
+            | Write::AddProgress { .. }
+            | Write::PruneTasks(_)
+            | Write::PruneClaims { .. } => None,
+        }
+    }
+
+    /// Where the write goes in a coalesced run: deletes, claims, jobs, tasks, progress, mark.
+    fn rank(&self) -> u8 {
+        match self {
+            Write::DeleteJob(_) | Write::PruneTasks(_) | Write::PruneClaims { .. } => 0,
+            Write::ClaimRun { .. } => 1,
+            Write::PutJob(_) => 2,
+            Write::PutTask(_) => 3,
+            Write::AddProgress { .. } => 4,
+            Write::LaunchedThrough(_) => 5,
         }
     }
 }
 
-/// Drops the writes of a batch that later writes in it make pointless: a job or task put again
-/// later, anything of a job that is deleted later, and every launch mark but the highest. Then
-/// orders the rest deletes, claims, jobs, tasks, mark (keeping the order within each kind), so the
-/// SQL stores can write each kind with a few multi-row statements. Committing the result has the same effect as the batch:
+/// Drops the writes of a batch that later writes make pointless and orders the rest by kind, so
+/// the SQL stores can write each kind with a few multi-row statements. It is [`coalesce_runs`]
+/// flattened; committing the result has the same effect as committing the batch in order.
+pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
+    coalesce_runs(batch).into_iter().flatten().collect()
+}
+
+/// Coalesces a batch as consecutive runs, each reordered on its own. A new run starts at a write
+/// whose effect depends on its order against an [`Write::AddProgress`] before it (a `PutTask` of
+/// the same task, which may create it; any `DeleteJob`, whose tasks the progress may name), and
+/// each prune write is a run of its own. Batches without progress or pruning, all of the engine's
+/// group commits until now, are one run.
+///
+/// Within a run it drops a job or task put again later, anything of a job deleted later, and
+/// every launch mark but the highest (across runs), then orders the rest deletes, claims, jobs,
+/// tasks, progress, mark, keeping the order within each kind:
 /// - every write of a job that survives a delete of it came after the delete anyway;
 /// - a claim still comes before the task it guards;
-/// - jobs and tasks are independent rows.
+/// - jobs and tasks are independent rows, and a task's progress comes after every put of it;
+/// - progress writes are all kept (the SQL commit sums those of one task).
 ///
 /// The engine records a task several times on its way (queued, running, ended) and a job after
 /// each run; when those land in one group commit, only the last of each needs writing.
-pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
+pub fn coalesce_runs(batch: &[Write]) -> Vec<Vec<&Write>> {
+    // The last of the highest marks is the one kept.
+    let kept_mark = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(index, w)| match w {
+            Write::LaunchedThrough(ms) => Some((*ms, index)),
+            _ => None,
+        })
+        .max()
+        .map(|(_, index)| index);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut progressed = std::collections::HashSet::new();
+    for (index, write) in batch.iter().enumerate() {
+        let alone = matches!(write, Write::PruneTasks(_) | Write::PruneClaims { .. });
+        let ordered = match write {
+            Write::PutTask(task) => progressed.contains(task.id.as_str()),
+            Write::DeleteJob(_) => !progressed.is_empty(),
+            _ => false,
+        };
+        if (alone || ordered) && start < index {
+            runs.push(coalesce_run(batch, start..index, kept_mark));
+            start = index;
+            progressed.clear();
+        }
+        if let Write::AddProgress { task_id, .. } = write {
+            progressed.insert(task_id.as_str());
+        }
+        if alone {
+            runs.push(vec![write]);
+            start = index + 1;
+        }
+    }
+    if start < batch.len() {
+        runs.push(coalesce_run(batch, start..batch.len(), kept_mark));
+    }
+    runs
+}
+
+/// Coalesces one run of [`coalesce_runs`]; `kept_mark` is the index of the one mark to keep.
+fn coalesce_run(batch: &[Write], run: std::ops::Range<usize>, kept_mark: Option<usize>) -> Vec<&Write> {
     let mut deleted = std::collections::HashSet::new();
     let mut jobs = std::collections::HashSet::new();
     let mut tasks = std::collections::HashSet::new();
-    let highest_mark = batch
-        .iter()
-        .filter_map(|w| match w {
-            Write::LaunchedThrough(ms) => Some(*ms),
-            _ => None,
-        })
-        .max();
-    let mut mark_kept = false;
-    let mut kept: Vec<&Write> = Vec::with_capacity(batch.len());
+    let mut kept: Vec<&Write> = Vec::with_capacity(run.len());
     // Walking backwards, everything already seen happens later than the write at hand.
-    for write in batch.iter().rev() {
+    for index in run.rev() {
+        let write = &batch[index];
         if write.job().is_some_and(|job| deleted.contains(job)) {
             continue;
         }
@@ -193,36 +270,70 @@ pub fn coalesce(batch: &[Write]) -> Vec<&Write> {
             Write::DeleteJob(name) => deleted.insert(name.as_str()),
             Write::PutJob(stored) => jobs.insert(stored.job.name.as_str()),
             Write::PutTask(task) => tasks.insert(task.id.as_str()),
-            Write::ClaimRun { .. } => true,
-            Write::LaunchedThrough(ms) => {
-                let first = !mark_kept && Some(*ms) == highest_mark;
-                mark_kept |= first;
-                first
-            }
+            Write::LaunchedThrough(_) => kept_mark == Some(index),
+            Write::ClaimRun { .. }
+            | Write::AddProgress { .. }
+            | Write::PruneTasks(_)
+            | Write::PruneClaims { .. } => true,
         };
         if keep {
             kept.push(write);
         }
     }
     kept.reverse();
-    kept.sort_by_key(|write| match write {
-        Write::DeleteJob(_) => 0,
-        Write::ClaimRun { .. } => 1,
-        Write::PutJob(_) => 2,
-        Write::PutTask(_) => 3,
-        Write::LaunchedThrough(_) => 4,
-    });
+    kept.sort_by_key(|write| write.rank());
     kept
 }
 
-/// The tasks whose [`Write::ClaimRun`] was lost to another scheduler in a commit.
-pub type LostClaims = Vec<String>;
+/// What a commit reports besides success: the writes of the batch that found what they needed
+/// missing and were skipped (the rest of the batch was applied), and what pruning removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// The tasks whose [`Write::ClaimRun`] was lost to another scheduler, in batch order.
+    pub lost_claims: Vec<String>,
+    /// The tasks named by a [`Write::AddProgress`] that did not exist when it applied, each once,
+    /// in batch order.
+    pub unknown_progress: Vec<String>,
+    /// Rows deleted by [`Write::PruneTasks`] and [`Write::PruneClaims`].
+    pub pruned: u64,
+}
 
-/// The durable store. Implementations must make [`Store::commit`] atomic and durable before it returns.
+/// The former name of [`CommitReport`], from when a commit reported only lost claims.
+/// Transitional: the engine still names it; remove it once the engine says `CommitReport`.
+pub type LostClaims = CommitReport;
+
+/// Iterates the lost claims. Transitional, like [`LostClaims`]: it keeps the engine's
+/// `for task_id in &lost_claims` working until the engine reads `report.lost_claims` by name.
+impl<'a> IntoIterator for &'a CommitReport {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.lost_claims.iter()
+    }
+}
+
+/// Ids per [`Write::PruneTasks`] and claims per [`Write::PruneClaims`]: each prune transaction
+/// is short, so it never holds the one writer long (see docs/performance.md).
+pub const PRUNE_CHUNK: u32 = 500;
+
+/// Deletes those of `ids` that are final, [`PRUNE_CHUNK`] per commit; returns how many went.
+async fn prune_tasks(store: &(impl Store + ?Sized), ids: Vec<String>) -> Result<u64, Error> {
+    let mut pruned = 0;
+    for chunk in ids.chunks(PRUNE_CHUNK as usize) {
+        pruned += store.commit(&[Write::PruneTasks(chunk.to_vec())]).await?.pruned;
+    }
+    Ok(pruned)
+}
+
+/// The durable store. Implementations must make [`Store::commit`] atomic and durable before it
+/// returns. It is the only way anything is written: the other write methods are conveniences
+/// that commit writes.
 pub trait Store: Send + Sync + 'static {
-    /// Applies every write of the batch, or none of them, with the effect of applying them in order. A batch can be committed again after a
-    /// failure: every write is idempotent.
-    fn commit(&self, batch: &[Write]) -> impl Future<Output = Result<LostClaims, Error>> + Send;
+    /// Applies every write of the batch, or none of them, with the effect of applying them in
+    /// order, and reports the writes that were skipped (see [`CommitReport`]). A batch can be
+    /// committed again after a failure: every write but [`Write::AddProgress`] is idempotent.
+    fn commit(&self, batch: &[Write]) -> impl Future<Output = Result<CommitReport, Error>> + Send;
     /// Every job, in the order they were first created.
     fn load_jobs(&self) -> impl Future<Output = Result<Vec<StoredJob>, Error>> + Send;
     /// Every task that is not final (queued, running or waiting).
@@ -238,12 +349,39 @@ pub trait Store: Send + Sync + 'static {
         &self,
         per_job: u32,
     ) -> impl Future<Output = Result<Vec<(String, f64)>, Error>> + Send;
-    /// Adds to a task's processed-elements count; false when the task is unknown. The count
-    /// saturates at `i64::MAX`, and a negative `elements` adds nothing (the engine refuses those).
-    fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send;
+    /// Commits one [`Write::AddProgress`]; false when the task is unknown.
+    ///
+    /// Transitional: committed on its own, progress is not ordered after the writes the engine
+    /// has not committed yet. The engine is to put `Write::AddProgress` in its groups instead.
+    fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send {
+        async move {
+            let progress = Write::AddProgress {
+                task_id: task_id.to_owned(),
+                elements,
+            };
+            Ok(self.commit(&[progress]).await?.unknown_progress.is_empty())
+        }
+    }
     /// Deletes final tasks beyond the newest `keep_per_job` of each job; returns how many went.
+    /// Finding them is a read; the deletes are [`Write::PruneTasks`] commits of [`PRUNE_CHUNK`].
     fn prune_history(&self, keep_per_job: u32) -> impl Future<Output = Result<u64, Error>> + Send;
-    /// Deletes the claims of runs due before `before_ms`, in short transactions; returns how many
-    /// went. One claim is written per scheduled run, so without this they would grow forever.
-    fn prune_claims(&self, before_ms: i64) -> impl Future<Output = Result<u64, Error>> + Send;
+    /// Deletes the claims of runs due before `before_ms` as [`Write::PruneClaims`] commits of
+    /// [`PRUNE_CHUNK`]; returns how many went. One claim is written per scheduled run, so
+    /// without this they would grow forever.
+    fn prune_claims(&self, before_ms: i64) -> impl Future<Output = Result<u64, Error>> + Send {
+        async move {
+            let mut pruned = 0;
+            loop {
+                let prune = Write::PruneClaims {
+                    before_ms,
+                    limit: PRUNE_CHUNK,
+                };
+                let went = self.commit(&[prune]).await?.pruned;
+                pruned += went;
+                if went < u64::from(PRUNE_CHUNK) {
+                    return Ok(pruned);
+                }
+            }
+        }
+    }
 }

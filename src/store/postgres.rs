@@ -4,15 +4,18 @@
 //! them apart. On top of that it has what high availability needs and SQLite cannot give: a
 //! claim table that lets exactly one server start a given scheduled run, and a leader lease built
 //! on a session-level advisory lock.
+//!
+//! Only what is PostgreSQL's own lives here: its schema steps, connecting and migrating under an
+//! advisory lock, and the leader lease; everything else is the generic [`SqlStore`].
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, Postgres};
 
-use super::sql::query_err;
-use super::{Error, LostClaims, Store, StoredJob, TaskRecord, TaskState, Write, sql};
+use super::sql::{self, Backend, SqlStore, query_err};
+use super::{Error, Store, Write};
 
 /// Versioned schema steps; `schema_version` records how many have been applied.
 ///
@@ -83,8 +86,19 @@ const LEADER_KEEPALIVES: [(&str, &str); 3] = [
     ("tcp_keepalives_count", "3"),
 ];
 
-pub struct PostgresStore {
-    pool: PgPool,
+impl Backend for Postgres {
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const VERSION_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
+    const TASK_SEQ: &'static str = "seq";
+    const LEAST: &'static str = "LEAST";
+    type State = Leadership;
+}
+
+/// The shared store: [`SqlStore`] on a PostgreSQL database.
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// What the leader lock needs besides the pool.
+pub struct Leadership {
     /// Kept to open the leader's dedicated connection, which must not come from the pool.
     options: PgConnectOptions,
     /// The URL without its password, for error messages.
@@ -132,7 +146,7 @@ pub(super) fn redact_url(url: &str) -> String {
     out
 }
 
-impl PostgresStore {
+impl SqlStore<Postgres> {
     /// Connects to the database at `url` (a `postgres://` URL) and brings its schema up to date.
     ///
     /// Several servers may open the same database at once: migrations run under a transaction
@@ -151,17 +165,25 @@ impl PostgresStore {
         // One direct connection first: the pool retries refused connections until its timeout
         // and then reports only "timed out", while this reports the real cause at once.
         let mut conn = PgConnection::connect_with(&options).await.map_err(open_err)?;
-        migrate(&mut conn).await?;
+        // Under a transaction advisory lock, so servers starting together against a fresh
+        // database do not both create the tables.
+        let mut tx = conn.begin().await.map_err(query_err("migrate"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("migrate"))?;
+        sql::migrate::<Postgres>(&mut tx).await?;
+        tx.commit().await.map_err(query_err("migrate"))?;
         // Closing politely is a courtesy; the schema is already committed.
         let _ = conn.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(options.clone());
-        Ok(PostgresStore {
+        Ok(SqlStore {
             pool,
-            options,
-            location,
+            backend: Leadership { options, location },
         })
     }
 
@@ -174,13 +196,12 @@ impl PostgresStore {
     /// # Errors
     /// Fails when the database cannot be reached.
     pub async fn claim_run(&self, job: &str, due_ms: i64) -> Result<bool, Error> {
-        let done = sqlx::query("INSERT INTO run_claims (job, due_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(job)
-            .bind(due_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("claim run"))?;
-        Ok(done.rows_affected() == 1)
+        let claim = Write::ClaimRun {
+            job: job.to_owned(),
+            due_ms,
+            task_id: String::new(),
+        };
+        Ok(self.commit(&[claim]).await?.lost_claims.is_empty())
     }
 
     /// Tries to become the leader among the servers sharing this database, without waiting.
@@ -195,10 +216,10 @@ impl PostgresStore {
     /// not kept then.
     pub async fn try_acquire_leadership(&self, holder: &str) -> Result<Option<LeaderGuard>, Error> {
         let open_err = |source| Error::Open {
-            location: self.location.clone(),
+            location: self.backend.location.clone(),
             source,
         };
-        let options = self.options.clone().options(LEADER_KEEPALIVES);
+        let options = self.backend.options.clone().options(LEADER_KEEPALIVES);
         let mut conn = PgConnection::connect_with(&options).await.map_err(open_err)?;
         let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LEADER_LOCK)
@@ -317,203 +338,5 @@ impl LeaderGuard {
             .map_err(query_err("release leadership"));
         let closed = conn.close().await.map_err(query_err("release leadership"));
         cleared.and(unlocked).and(closed).map(|_| ())
-    }
-}
-
-/// Applies the missing schema steps in one transaction, under a transaction advisory lock so
-/// servers starting together against a fresh database do not both create the tables.
-async fn migrate(conn: &mut PgConnection) -> Result<(), Error> {
-    let mut tx = conn.begin().await.map_err(query_err("migrate"))?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("migrate"))?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("migrate"))?;
-    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_err("migrate"))?;
-    let applied = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
-    for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
-        sqlx::raw_sql(*step)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("migrate"))?;
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-            .bind(index as i64 + 1)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("migrate"))?;
-    }
-    tx.commit().await.map_err(query_err("migrate"))
-}
-
-/// Reads one column, reporting a missing column or a type mismatch as a corrupt row.
-fn column<'r, T>(row: &'r PgRow, name: &str, what: impl FnOnce() -> String) -> Result<T, Error>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(name).map_err(|e| Error::Corrupt {
-        what: what(),
-        reason: format!("column {name}: {e}"),
-    })
-}
-
-fn task_from_row(row: &PgRow) -> Result<TaskRecord, Error> {
-    let id: String = column(row, "id", || "a task".to_owned())?;
-    let what = || format!("task {id}");
-    let state: String = column(row, "state", what)?;
-    let state = TaskState::parse(&state).ok_or_else(|| Error::Corrupt {
-        what: what(),
-        reason: format!("unknown state {state:?}"),
-    })?;
-    Ok(TaskRecord {
-        job: column(row, "job", what)?,
-        attempt: u32::try_from(column::<i64>(row, "attempt", what)?).unwrap_or(0),
-        due_ms: column(row, "due_ms", what)?,
-        arguments: column(row, "arguments", what)?,
-        state,
-        created_ms: column(row, "created_ms", what)?,
-        started_ms: column(row, "started_ms", what)?,
-        finished_ms: column(row, "finished_ms", what)?,
-        exit_code: column::<Option<i64>>(row, "exit_code", what)?.map(|c| c as i32),
-        message: column(row, "message", what)?,
-        stdout: column(row, "stdout", what)?,
-        stderr: column(row, "stderr", what)?,
-        elements_processed: column(row, "elements_processed", what)?,
-        worker: column(row, "worker", what)?,
-        scheduled: column::<i64>(row, "scheduled", what)? != 0,
-        id,
-    })
-}
-
-impl Store for PostgresStore {
-    async fn commit(&self, batch: &[Write]) -> Result<LostClaims, Error> {
-        sql::commit(&self.pool, batch).await
-    }
-
-    async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
-        let rows = sqlx::query("SELECT name, body, satisfied FROM jobs ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("load jobs"))?;
-        rows.iter()
-            .map(|row| {
-                let name: String = column(row, "name", || "a job".to_owned())?;
-                let what = || format!("job {name}");
-                let corrupt = |e: serde_json::Error| Error::Corrupt {
-                    what: what(),
-                    reason: e.to_string(),
-                };
-                let body: String = column(row, "body", what)?;
-                let satisfied: String = column(row, "satisfied", what)?;
-                let job = serde_json::from_str(&body).map_err(corrupt)?;
-                let satisfied = serde_json::from_str(&satisfied).map_err(corrupt)?;
-                Ok(StoredJob { job, satisfied })
-            })
-            .collect()
-    }
-
-    async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, Error> {
-        let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE state IN ('queued', 'running', 'waiting') ORDER BY created_ms, seq",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("load open tasks"))?;
-        rows.iter().map(task_from_row).collect()
-    }
-
-    async fn launched_through(&self) -> Result<i64, Error> {
-        let through: Option<i64> = sqlx::query_scalar("SELECT MAX(through_ms) FROM launches")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("read the launch mark"))?;
-        Ok(through.unwrap_or(0))
-    }
-
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("get task"))?;
-        row.as_ref().map(task_from_row).transpose()
-    }
-
-    async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
-        let rows =
-            sqlx::query("SELECT * FROM tasks WHERE job = $1 ORDER BY created_ms DESC, seq DESC LIMIT $2")
-                .bind(job)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_err("job tasks"))?;
-        rows.iter().map(task_from_row).collect()
-    }
-
-    async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, Error> {
-        let rows = sqlx::query(
-            "SELECT job, duration FROM (
-                 SELECT job, finished_ms - started_ms AS duration,
-                        ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_ms DESC, seq DESC) AS n
-                 FROM tasks WHERE state = 'finished' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL)
-                 AS recent
-             WHERE n <= $1 ORDER BY job, n DESC",
-        )
-        .bind(i64::from(per_job))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("recent durations"))?;
-        rows.iter()
-            .map(|row| {
-                let job: String = column(row, "job", || "a task".to_owned())?;
-                let duration: i64 = column(row, "duration", || format!("a task of job {job}"))?;
-                Ok((job, duration as f64))
-            })
-            .collect()
-    }
-
-    async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, Error> {
-        // Clamped at i64::MAX, where BIGINT would refuse the sum.
-        let done = sqlx::query(
-            "UPDATE tasks SET elements_processed = LEAST(elements_processed, 9223372036854775807 - $1) + $1
-             WHERE id = $2",
-        )
-        .bind(elements.max(0))
-        .bind(task_id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("add progress"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
-        let done = sqlx::query(
-            "DELETE FROM tasks WHERE id IN (
-                 SELECT id FROM (
-                     SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_ms DESC, seq DESC) AS n
-                     FROM tasks WHERE state NOT IN ('queued', 'running', 'waiting')) AS ranked
-                 WHERE n > $1)",
-        )
-        .bind(i64::from(keep_per_job))
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("prune history"))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn prune_claims(&self, before_ms: i64) -> Result<u64, Error> {
-        // Row locks only: the writers of new claims are not held up, whatever the count.
-        let done = sqlx::query("DELETE FROM run_claims WHERE due_ms < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("prune claims"))?;
-        Ok(done.rows_affected())
     }
 }

@@ -43,6 +43,22 @@ fn put(name: &str, satisfied: &[&str]) -> Write {
     }))
 }
 
+/// The ids of a job's newest tasks, newest first.
+async fn task_ids(store: &impl Store, job: &str, limit: u32) -> Vec<String> {
+    store
+        .job_tasks(job, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+/// Commits a batch, returning the claims it lost.
+async fn lost_claims(store: &impl Store, batch: &[Write]) -> Vec<String> {
+    store.commit(batch).await.unwrap().lost_claims
+}
+
 async fn conformance(store: impl Store) {
     store.commit(&[put("b", &[]), put("a", &["b"])]).await.unwrap();
     // An update keeps the job's place in creation order.
@@ -78,14 +94,7 @@ async fn conformance(store: impl Store) {
         .map(|t| t.id)
         .collect();
     assert_eq!(open, ["t3", "t4"]);
-    let newest: Vec<String> = store
-        .job_tasks("a", 2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(newest, ["t3", "t2"]);
+    assert_eq!(task_ids(&store, "a", 2).await, ["t3", "t2"]);
     assert_eq!(store.task("t1").await.unwrap().unwrap().stdout, "out");
     assert!(store.task("nope").await.unwrap().is_none());
 
@@ -131,7 +140,7 @@ async fn conformance(store: impl Store) {
         satisfied: vec!["b".to_owned()],
     })));
     many.push(Write::PutTask(task("m0", "a", TaskState::Failed, 20)));
-    assert!(store.commit(&many).await.unwrap().is_empty());
+    assert!(store.commit(&many).await.unwrap().lost_claims.is_empty());
     assert_eq!(store.task("m0").await.unwrap().unwrap().state, TaskState::Failed);
     assert_eq!(
         store.job_tasks("a", 1000).await.unwrap().len(),
@@ -159,7 +168,7 @@ async fn conformance(store: impl Store) {
         .commit(&[claim("c1"), Write::PutTask(task("c1", "a", TaskState::Queued, 9))])
         .await
         .unwrap();
-    assert!(lost.is_empty(), "{lost:?}");
+    assert_eq!(lost, CommitReport::default());
     let lost = store
         .commit(&[
             claim("c2"),
@@ -168,7 +177,7 @@ async fn conformance(store: impl Store) {
         ])
         .await
         .unwrap();
-    assert_eq!(lost, ["c2"]);
+    assert_eq!(lost.lost_claims, ["c2"]);
     assert!(
         store.task("c2").await.unwrap().is_none(),
         "the lost run's task was skipped"
@@ -183,13 +192,13 @@ async fn conformance(store: impl Store) {
         due_ms: 2000,
         task_id: "c4".to_owned(),
     };
-    assert!(store.commit(&[other]).await.unwrap().is_empty());
+    assert!(lost_claims(&store, &[other]).await.is_empty());
 
     store.commit(&[Write::DeleteJob("a".to_owned())]).await.unwrap();
     assert_eq!(store.load_jobs().await.unwrap().len(), 1);
     assert!(store.job_tasks("a", 10).await.unwrap().is_empty());
     // A job created again under the name starts with no claimed runs.
-    assert!(store.commit(&[claim("c5")]).await.unwrap().is_empty());
+    assert!(lost_claims(&store, &[claim("c5")]).await.is_empty());
 
     // Pruning forgets claims due before the horizon and keeps the rest.
     let claim_at = |due_ms: i64, task_id: &str| Write::ClaimRun {
@@ -198,15 +207,15 @@ async fn conformance(store: impl Store) {
         task_id: task_id.to_owned(),
     };
     let old: Vec<Write> = (0..1200).map(|i| claim_at(i, &format!("o{i}"))).collect();
-    assert!(store.commit(&old).await.unwrap().is_empty());
-    assert!(store.commit(&[claim_at(5000, "n")]).await.unwrap().is_empty());
+    assert!(store.commit(&old).await.unwrap().lost_claims.is_empty());
+    assert!(lost_claims(&store, &[claim_at(5000, "n")]).await.is_empty());
     assert_eq!(
         store.prune_claims(2000).await.unwrap(),
         1201,
         "the 1,200 and c5 (due at 1000)"
     );
-    assert!(store.commit(&[claim_at(7, "again")]).await.unwrap().is_empty());
-    assert_eq!(store.commit(&[claim_at(5000, "twice")]).await.unwrap(), ["twice"]);
+    assert!(lost_claims(&store, &[claim_at(7, "again")]).await.is_empty());
+    assert_eq!(lost_claims(&store, &[claim_at(5000, "twice")]).await, ["twice"]);
 
     // The launch mark starts at 0 and is only ever raised, within a batch and across them.
     assert_eq!(store.launched_through().await.unwrap(), 0);
@@ -221,30 +230,184 @@ async fn conformance(store: impl Store) {
     assert_eq!(store.launched_through().await.unwrap(), 70);
     store.commit(&[Write::LaunchedThrough(90)]).await.unwrap();
     assert_eq!(store.launched_through().await.unwrap(), 90);
+
+    progress_through_commit(&store).await;
+    pruning_through_commit(&store).await;
+}
+
+fn progress(task_id: &str, elements: i64) -> Write {
+    Write::AddProgress {
+        task_id: task_id.to_owned(),
+        elements,
+    }
+}
+
+fn elements(task: Option<TaskRecord>) -> i64 {
+    task.expect("the task exists").elements_processed
+}
+
+/// Progress is a write like any other: applied in batch order, never dropped by coalescing, and
+/// a task it does not find is reported while the rest of the batch is applied.
+async fn progress_through_commit(store: &impl Store) {
+    store.commit(&[put("g", &[])]).await.unwrap();
+    let report = store
+        .commit(&[
+            Write::PutTask(task("g1", "g", TaskState::Queued, 30)),
+            progress("g1", 3),
+            progress("ghost", 1),
+            Write::PutTask(task("g1", "g", TaskState::Running, 30)),
+            progress("g1", 4),
+            progress("g1", -9),
+            progress("ghost", 2),
+            Write::PutTask(task("g1", "g", TaskState::Finished, 30)),
+            Write::PutTask(task("g2", "g", TaskState::Finished, 31)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(report.unknown_progress, ["ghost"], "reported once");
+    assert!(report.lost_claims.is_empty());
+    let g1 = store.task("g1").await.unwrap();
+    assert_eq!(g1.as_ref().map(|t| t.state), Some(TaskState::Finished));
+    assert_eq!(
+        elements(g1),
+        7,
+        "both additions count, the negative one adds nothing"
+    );
+
+    // Progress before the put that creates its task finds no task.
+    let report = store
+        .commit(&[
+            progress("g3", 5),
+            Write::PutTask(task("g3", "g", TaskState::Queued, 32)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(report.unknown_progress, ["g3"]);
+    assert_eq!(elements(store.task("g3").await.unwrap()), 0);
+
+    // Saturation within one batch and across batches.
+    let report = store
+        .commit(&[progress("g2", i64::MAX), progress("g2", i64::MAX)])
+        .await
+        .unwrap();
+    assert_eq!(report, CommitReport::default());
+    store.commit(&[progress("g2", 1)]).await.unwrap();
+    assert_eq!(elements(store.task("g2").await.unwrap()), i64::MAX);
+    assert!(store.add_progress("g3", 2).await.unwrap());
+    assert!(!store.add_progress("ghost", 2).await.unwrap());
+    assert_eq!(elements(store.task("g3").await.unwrap()), 2);
+
+    // Progress before its job's delete counts (and goes with the job); after it, nothing is left.
+    let report = store
+        .commit(&[progress("g1", 1), Write::DeleteJob("g".to_owned())])
+        .await
+        .unwrap();
+    assert_eq!(report, CommitReport::default());
+    let report = store
+        .commit(&[
+            put("g", &[]),
+            Write::PutTask(task("g4", "g", TaskState::Queued, 33)),
+            Write::DeleteJob("g".to_owned()),
+            progress("g4", 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(report.unknown_progress, ["g4"]);
+    assert!(store.load_jobs().await.unwrap().iter().all(|s| s.job.name != "g"));
+}
+
+/// Pruning deletes through commit, in bounded writes, and in batch order with other writes.
+async fn pruning_through_commit(store: &impl Store) {
+    store.commit(&[put("h", &[])]).await.unwrap();
+    store
+        .commit(&[
+            Write::PutTask(task("h1", "h", TaskState::Finished, 40)),
+            Write::PutTask(task("h2", "h", TaskState::Running, 41)),
+        ])
+        .await
+        .unwrap();
+    let ids = |ids: &[&str]| Write::PruneTasks(ids.iter().map(|id| id.to_string()).collect());
+    let report = store.commit(&[ids(&["h1", "h2", "nope"])]).await.unwrap();
+    assert_eq!(report.pruned, 1, "only the final task goes");
+    assert!(store.task("h1").await.unwrap().is_none());
+    assert!(store.task("h2").await.unwrap().is_some(), "an open task stays");
+
+    // In batch order: a task written after its prune stays, one written before it goes.
+    let report = store
+        .commit(&[
+            Write::PutTask(task("h3", "h", TaskState::Finished, 42)),
+            ids(&["h3", "h4"]),
+            Write::PutTask(task("h4", "h", TaskState::Finished, 43)),
+            Write::PutTask(task("h3", "h", TaskState::Finished, 42)),
+            Write::PutTask(task("h5", "h", TaskState::Finished, 44)),
+            ids(&["h5"]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(report.pruned, 2);
+    assert_eq!(task_ids(store, "h", 10).await, ["h4", "h3", "h2"]);
+
+    // A claim pruning write removes at most its limit, and only claims due before the horizon.
+    assert_eq!(store.prune_claims(i64::MAX).await.unwrap(), 2, "p at 7 and 5000");
+    let claims: Vec<Write> = (0..30)
+        .map(|i| Write::ClaimRun {
+            job: "h".to_owned(),
+            due_ms: i * 10,
+            task_id: format!("hc{i}"),
+        })
+        .collect();
+    assert!(store.commit(&claims).await.unwrap().lost_claims.is_empty());
+    let prune = |limit| Write::PruneClaims {
+        before_ms: 200,
+        limit,
+    };
+    assert_eq!(store.commit(&[prune(15)]).await.unwrap().pruned, 15);
+    assert_eq!(store.commit(&[prune(15)]).await.unwrap().pruned, 5);
+    assert_eq!(store.commit(&[prune(15)]).await.unwrap().pruned, 0);
+    let lost = store.commit(&claims).await.unwrap().lost_claims;
+    assert_eq!(lost.len(), 10, "the claims due at 200 and later stayed");
+    assert_eq!(store.prune_claims(1000).await.unwrap(), 30);
+    // Claimed, pruned and claimed again within one batch: the last claim is new.
+    let again = |task_id: &str| Write::ClaimRun {
+        job: "h".to_owned(),
+        due_ms: 5,
+        task_id: task_id.to_owned(),
+    };
+    let report = store
+        .commit(&[again("x1"), prune(100), again("x2")])
+        .await
+        .unwrap();
+    assert_eq!((report.lost_claims, report.pruned), (vec![], 1));
+    store.commit(&[Write::DeleteJob("h".to_owned())]).await.unwrap();
+}
+
+fn describe(batch: Vec<&Write>) -> Vec<String> {
+    batch
+        .into_iter()
+        .map(|w| match w {
+            Write::PutJob(s) => format!("job {} {}", s.job.name, s.job.success_count),
+            Write::DeleteJob(name) => format!("delete {name}"),
+            Write::PutTask(t) => format!("task {} {}", t.id, t.state.as_str()),
+            Write::ClaimRun { task_id, .. } => format!("claim {task_id}"),
+            Write::LaunchedThrough(ms) => format!("mark {ms}"),
+            Write::AddProgress { task_id, elements } => format!("progress {task_id} {elements}"),
+            Write::PruneTasks(ids) => format!("prune {}", ids.join(" ")),
+            Write::PruneClaims { before_ms, .. } => format!("prune claims {before_ms}"),
+        })
+        .collect()
+}
+
+fn counted(name: &str, n: u64) -> Write {
+    let mut j = job(name);
+    j.success_count = n;
+    Write::PutJob(Box::new(StoredJob {
+        job: j,
+        satisfied: vec![],
+    }))
 }
 
 #[test]
 fn coalescing_keeps_the_last_write_of_each_job_and_task() {
-    let describe = |batch: Vec<&Write>| -> Vec<String> {
-        batch
-            .into_iter()
-            .map(|w| match w {
-                Write::PutJob(s) => format!("job {} {}", s.job.name, s.job.success_count),
-                Write::DeleteJob(name) => format!("delete {name}"),
-                Write::PutTask(t) => format!("task {} {}", t.id, t.state.as_str()),
-                Write::ClaimRun { task_id, .. } => format!("claim {task_id}"),
-                Write::LaunchedThrough(ms) => format!("mark {ms}"),
-            })
-            .collect()
-    };
-    let counted = |name: &str, n: u64| {
-        let mut j = job(name);
-        j.success_count = n;
-        Write::PutJob(Box::new(StoredJob {
-            job: j,
-            satisfied: vec![],
-        }))
-    };
     let claim = Write::ClaimRun {
         job: "a".to_owned(),
         due_ms: 1,
@@ -265,6 +428,7 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
         counted("b", 0),
         Write::LaunchedThrough(4),
     ];
+    assert_eq!(coalesce_runs(&batch).len(), 1);
     assert_eq!(
         describe(coalesce(&batch)),
         [
@@ -274,6 +438,54 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
             "job b 0",
             "task t1 finished",
             "mark 5"
+        ]
+    );
+}
+
+/// Progress is never dropped, follows every put of its task, and runs break where moving it
+/// would change what it finds: at a later put of its task, at any later delete, at pruning.
+#[test]
+fn coalescing_keeps_progress_in_order() {
+    let progress = |task_id: &str, elements| Write::AddProgress {
+        task_id: task_id.to_owned(),
+        elements,
+    };
+    let batch = vec![
+        progress("t1", 1),
+        Write::PutTask(task("t1", "a", TaskState::Queued, 1)),
+        progress("t1", 2),
+        Write::PutTask(task("u1", "b", TaskState::Queued, 1)),
+        progress("t1", 3),
+        Write::PutTask(task("u1", "b", TaskState::Running, 1)),
+        Write::LaunchedThrough(7),
+        counted("a", 1),
+        Write::DeleteJob("b".to_owned()),
+        Write::PutTask(task("t2", "a", TaskState::Queued, 1)),
+        Write::PruneTasks(vec!["t0".to_owned()]),
+        Write::PruneClaims {
+            before_ms: 9,
+            limit: 10,
+        },
+        counted("a", 2),
+        counted("a", 3),
+    ];
+    let runs: Vec<Vec<String>> = coalesce_runs(&batch).into_iter().map(describe).collect();
+    assert_eq!(
+        runs,
+        [
+            vec!["progress t1 1"],
+            vec![
+                "job a 1",
+                "task t1 queued",
+                "task u1 running",
+                "progress t1 2",
+                "progress t1 3",
+                "mark 7"
+            ],
+            vec!["delete b", "task t2 queued"],
+            vec!["prune t0"],
+            vec!["prune claims 9"],
+            vec!["job a 3"],
         ]
     );
 }
@@ -290,6 +502,11 @@ async fn sqlite_store_conforms_and_persists() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+        .fetch_all(&again.pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 /// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
@@ -328,6 +545,66 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
         i64::MAX
     );
     raw.close().await.unwrap();
+}
+
+/// Writes a task, breaks its stored row with `sql`, and expects reading it to be a `Corrupt`
+/// error naming the task, not a panic and not a truncated value.
+async fn broken_row_is_corrupt(store: &impl Store, sql: &str, corrupt: impl AsyncFnOnce(&str)) {
+    store
+        .commit(&[
+            put("a", &[]),
+            Write::PutTask(task("t9", "a", TaskState::Finished, 1)),
+        ])
+        .await
+        .unwrap();
+    corrupt(sql).await;
+    let err = store.task("t9").await.expect_err(sql);
+    assert!(
+        matches!(&err, Error::Corrupt { what, .. } if what == "task t9"),
+        "{err}"
+    );
+}
+
+const OUT_OF_RANGE: [&str; 3] = [
+    "UPDATE tasks SET attempt = 4294967296",
+    "UPDATE tasks SET attempt = -1",
+    "UPDATE tasks SET exit_code = 2147483648",
+];
+
+#[tokio::test]
+async fn sqlite_numbers_out_of_range_are_corrupt() {
+    use sqlx::Connection;
+    for sql in OUT_OF_RANGE {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
+        broken_row_is_corrupt(&store, sql, async |sql: &str| {
+            let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut raw)
+                .await
+                .unwrap();
+            raw.close().await.unwrap();
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_numbers_out_of_range_are_corrupt() {
+    for sql in OUT_OF_RANGE {
+        let db = TestDatabase::create().await;
+        let store = PostgresStore::open(&db.url).await.unwrap();
+        broken_row_is_corrupt(&store, sql, async |sql: &str| {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut db.connect().await)
+                .await
+                .unwrap();
+        })
+        .await;
+        drop(store);
+        db.remove().await;
+    }
 }
 
 /// A database of its own for one PostgreSQL test, on the server named by

@@ -1,0 +1,277 @@
+//! The one SQL store, generic over the database: migrations, commits, reads and row decoding
+//! shared by SQLite and PostgreSQL.
+//!
+//! A backend contributes only what really differs (see [`Backend`]): its schema steps, the
+//! column that orders tasks by insertion, and the name of the two-argument minimum; opening,
+//! SQLite's checkpoints and PostgreSQL's leader lock stay in `sqlite.rs` and `postgres.rs`.
+//! Statements are built with `QueryBuilder`, which writes each database's placeholders.
+
+mod commit;
+
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Row, Type,
+};
+
+use super::{CommitReport, Error, Store, StoredJob, TaskRecord, TaskState, Write};
+
+/// What one database does differently; implemented for `sqlx::Sqlite` and `sqlx::Postgres`.
+pub trait Backend: Database {
+    /// The versioned schema steps, in order; `schema_version` records how many have been applied.
+    /// Steps are only ever appended, so existing databases keep their version.
+    const MIGRATIONS: &'static [&'static str];
+    /// Creates the table of applied step counts, if missing.
+    const VERSION_TABLE: &'static str;
+    /// The column that orders tasks by insertion, breaking ties between tasks created in the
+    /// same millisecond: SQLite's implicit `rowid`, PostgreSQL's explicit `seq`.
+    const TASK_SEQ: &'static str;
+    /// The smaller of two values: `MIN` in SQLite, `LEAST` in PostgreSQL.
+    const LEAST: &'static str;
+    /// What the store keeps besides its pool.
+    type State: Send + Sync + 'static;
+}
+
+/// A store on a SQL database: `SqliteStore` and `PostgresStore` are this with their backend.
+pub struct SqlStore<DB: Backend> {
+    pub(super) pool: Pool<DB>,
+    pub(super) backend: DB::State,
+}
+
+/// Wraps a driver error with the store operation that failed.
+pub(super) fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Query { operation, source }
+}
+
+/// Applies the schema steps `schema_version` does not count yet, on a connection inside a
+/// transaction that the caller opened (and locked, where its database needs it) and commits.
+pub(super) async fn migrate<DB>(conn: &mut DB::Connection) -> Result<(), Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    sqlx::raw_sql(DB::VERSION_TABLE)
+        .execute(&mut *conn)
+        .await
+        .map_err(query_err("migrate"))?;
+    let row = QueryBuilder::<DB>::new("SELECT MAX(version) FROM schema_version")
+        .build()
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(query_err("migrate"))?;
+    let version: Option<i64> = column(&row, 0, || "schema_version".to_owned())?;
+    let applied = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
+    for (index, step) in DB::MIGRATIONS.iter().enumerate().skip(applied) {
+        sqlx::raw_sql(*step)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_err("migrate"))?;
+        let mut record = QueryBuilder::<DB>::new("INSERT INTO schema_version (version) VALUES (");
+        record.push_bind(index as i64 + 1).push(")");
+        record
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(query_err("migrate"))?;
+    }
+    Ok(())
+}
+
+/// Reads one column, reporting a missing column or a type mismatch as a corrupt row instead of
+/// panicking as `Row::get` would.
+fn column<'r, R, T, I>(row: &'r R, index: I, what: impl FnOnce() -> String) -> Result<T, Error>
+where
+    R: Row,
+    I: ColumnIndex<R> + std::fmt::Display,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(&index).map_err(|e| Error::Corrupt {
+        what: what(),
+        reason: format!("column {index}: {e}"),
+    })
+}
+
+/// A number stored wider than its field, as a corrupt row rather than a silent truncation.
+fn narrow<T: TryFrom<i64>>(value: i64, name: &str, what: impl FnOnce() -> String) -> Result<T, Error> {
+    T::try_from(value).map_err(|_| Error::Corrupt {
+        what: what(),
+        reason: format!("column {name}: {value} is out of range"),
+    })
+}
+
+fn task_from_row<R>(row: &R) -> Result<TaskRecord, Error>
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = column(row, "id", || "a task".to_owned())?;
+    let what = || format!("task {id}");
+    let state: String = column(row, "state", what)?;
+    let state = TaskState::parse(&state).ok_or_else(|| Error::Corrupt {
+        what: what(),
+        reason: format!("unknown state {state:?}"),
+    })?;
+    let exit_code: Option<i64> = column(row, "exit_code", what)?;
+    Ok(TaskRecord {
+        job: column(row, "job", what)?,
+        attempt: narrow(column(row, "attempt", what)?, "attempt", what)?,
+        due_ms: column(row, "due_ms", what)?,
+        arguments: column(row, "arguments", what)?,
+        state,
+        created_ms: column(row, "created_ms", what)?,
+        started_ms: column(row, "started_ms", what)?,
+        finished_ms: column(row, "finished_ms", what)?,
+        exit_code: exit_code
+            .map(|code| narrow(code, "exit_code", what))
+            .transpose()?,
+        message: column(row, "message", what)?,
+        stdout: column(row, "stdout", what)?,
+        stderr: column(row, "stderr", what)?,
+        elements_processed: column(row, "elements_processed", what)?,
+        worker: column(row, "worker", what)?,
+        scheduled: column::<_, i64, _>(row, "scheduled", what)? != 0,
+        id,
+    })
+}
+
+fn job_from_row<R>(row: &R) -> Result<StoredJob, Error>
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let name: String = column(row, "name", || "a job".to_owned())?;
+    let what = || format!("job {name}");
+    let corrupt = |e: serde_json::Error| Error::Corrupt {
+        what: what(),
+        reason: e.to_string(),
+    };
+    let body: String = column(row, "body", what)?;
+    let satisfied: String = column(row, "satisfied", what)?;
+    let job = serde_json::from_str(&body).map_err(corrupt)?;
+    let satisfied = serde_json::from_str(&satisfied).map_err(corrupt)?;
+    Ok(StoredJob { job, satisfied })
+}
+
+/// Final tasks are never in these states; kept in one place for every statement that says so.
+const OPEN_STATES: &str = "('queued', 'running', 'waiting')";
+
+impl<DB: Backend> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    /// Runs a read on the pool, naming the operation in its error.
+    async fn rows(
+        &self,
+        mut query: QueryBuilder<DB>,
+        operation: &'static str,
+    ) -> Result<Vec<DB::Row>, Error> {
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err(operation))
+    }
+}
+
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, i64): FromRow<'r, DB::Row>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn commit(&self, batch: &[Write]) -> Result<CommitReport, Error> {
+        commit::commit(&self.pool, batch).await
+    }
+
+    async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
+        let query = QueryBuilder::new("SELECT name, body, satisfied FROM jobs ORDER BY seq");
+        let rows = self.rows(query, "load jobs").await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, Error> {
+        let query = QueryBuilder::new(format!(
+            "SELECT * FROM tasks WHERE state IN {OPEN_STATES} ORDER BY created_ms, {}",
+            DB::TASK_SEQ
+        ));
+        let rows = self.rows(query, "load open tasks").await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn launched_through(&self) -> Result<i64, Error> {
+        let query = QueryBuilder::new("SELECT MAX(through_ms) FROM launches");
+        let rows = self.rows(query, "read the launch mark").await?;
+        let through: Option<i64> = match rows.first() {
+            Some(row) => column(row, 0, || "the launch mark".to_owned())?,
+            None => None,
+        };
+        Ok(through.unwrap_or(0))
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
+        let mut query = QueryBuilder::new("SELECT * FROM tasks WHERE id = ");
+        query.push_bind(id.to_owned());
+        let rows = self.rows(query, "get task").await?;
+        rows.first().map(task_from_row).transpose()
+    }
+
+    async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, Error> {
+        let mut query = QueryBuilder::new("SELECT * FROM tasks WHERE job = ");
+        query.push_bind(job.to_owned());
+        query.push(format!(" ORDER BY created_ms DESC, {} DESC LIMIT ", DB::TASK_SEQ));
+        query.push_bind(i64::from(limit));
+        let rows = self.rows(query, "job tasks").await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, Error> {
+        let mut query = QueryBuilder::new(format!(
+            "SELECT job, duration FROM (
+                 SELECT job, finished_ms - started_ms AS duration,
+                        ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_ms DESC, {} DESC) AS n
+                 FROM tasks WHERE state = 'finished' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL)
+                 AS recent
+             WHERE n <= ",
+            DB::TASK_SEQ
+        ));
+        query.push_bind(i64::from(per_job)).push(" ORDER BY job, n DESC");
+        let rows = self.rows(query, "recent durations").await?;
+        rows.iter()
+            .map(|row| {
+                let job: String = column(row, "job", || "a task".to_owned())?;
+                let duration: i64 = column(row, "duration", || format!("a task of job {job}"))?;
+                Ok((job, duration as f64))
+            })
+            .collect()
+    }
+
+    async fn prune_history(&self, keep_per_job: u32) -> Result<u64, Error> {
+        // Finding the old tasks scans the whole history; done as a read, it doesn't hold the one
+        // write lock that every group commit needs. The deletes then go in short transactions.
+        let mut query = QueryBuilder::new(format!(
+            "SELECT id FROM (
+                 SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_ms DESC, {} DESC) AS n
+                 FROM tasks WHERE state NOT IN {OPEN_STATES}) AS ranked
+             WHERE n > ",
+            DB::TASK_SEQ
+        ));
+        query.push_bind(i64::from(keep_per_job));
+        let rows = self.rows(query, "prune history").await?;
+        let old = rows
+            .iter()
+            .map(|row| column(row, 0, || "a task to prune".to_owned()))
+            .collect::<Result<Vec<String>, Error>>()?;
+        super::prune_tasks(self, old).await
+    }
+}
