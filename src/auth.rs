@@ -192,11 +192,15 @@ pub struct Tokens {
 
 impl Tokens {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Token>> {
-        self.by_hash.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.by_hash
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Token>> {
-        self.by_hash.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.by_hash
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The token whose secret this is. The table is keyed by hash, so the lookup compares
@@ -319,7 +323,10 @@ mod tests {
         assert_eq!(tokens.find(&secret).map(|t| t.role), Some(Role::Operate));
         assert_eq!(tokens.find("kairos_wrong"), None);
         assert!(tokens.used(&hash_secret(&secret), 100_000));
-        assert!(!tokens.used(&hash_secret(&secret), 100_500), "recorded at most once a minute");
+        assert!(
+            !tokens.used(&hash_secret(&secret), 100_500),
+            "recorded at most once a minute"
+        );
         assert_eq!(tokens.remove("ci").map(|t| t.name), Some("ci".into()));
         assert!(tokens.list().is_empty());
     }

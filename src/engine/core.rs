@@ -52,6 +52,8 @@ pub(super) const STORE_FAILING_RECHECK_MS: i64 = 1000;
 pub(super) enum After {
     /// Answers a request, or starts the store read that answers it.
     Reply(Box<dyn FnOnce() + Send>),
+    /// Answers a progress report, once its write is committed (and known to have found the task).
+    Progress { task_id: String, reply: Reply<()> },
     /// Starts a task whose start is recorded.
     Launch {
         task_id: String,

@@ -18,7 +18,7 @@ use crate::store::{self, Store, Write};
 
 /// How a commit went, from the writer back to the engine.
 struct Committed {
-    lost_claims: store::LostClaims,
+    report: store::CommitReport,
     writes: usize,
     failures: u64,
 }
@@ -93,11 +93,11 @@ async fn write_groups<S: Store>(
     while let Some(group) = groups.recv().await {
         let mut failures = 0;
         let mut delay = Duration::from_millis(50);
-        let lost_claims = loop {
+        let report = loop {
             match store.commit(&group).await {
-                Ok(lost) => {
+                Ok(report) => {
                     failing.store(false, Ordering::Relaxed);
-                    break lost;
+                    break report;
                 }
                 Err(error) => {
                     failing.store(true, Ordering::Relaxed);
@@ -110,7 +110,7 @@ async fn write_groups<S: Store>(
             }
         };
         let committed = Committed {
-            lost_claims,
+            report,
             writes: group.len(),
             failures,
         };
@@ -391,14 +391,14 @@ impl<S: Store> Shell<S> {
                         return;
                     }
                 };
-                Box::pin(async move {
-                    let result = match store.add_progress(&task_id, elements).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(Error::TaskNotFound { id: task_id }),
-                        Err(e) => Err(e.into()),
-                    };
-                    let _ = reply.send(result);
-                })
+                // Added in the group commit, after the writes before it; the commit says whether
+                // the task exists.
+                core.out.writes.push(Write::AddProgress {
+                    task_id: task_id.clone(),
+                    elements,
+                });
+                core.out.after.push(After::Progress { task_id, reply });
+                return;
             }
             _ => return,
         };
@@ -438,7 +438,7 @@ impl<S: Store> Shell<S> {
         }
         if self.pending.is_empty() {
             for after in std::mem::take(&mut self.after) {
-                self.release_after(after);
+                self.release_after(after, &[]);
             }
             if !self.core.out.commands.is_empty() || !self.core.out.writes.is_empty() {
                 self.end_turn();
@@ -489,17 +489,26 @@ impl<S: Store> Shell<S> {
         core.state.metrics.store_commits += 1;
         core.state.metrics.store_writes += done.writes as u64;
         core.state.metrics.store_failures += done.failures;
-        for task_id in &done.lost_claims {
+        for task_id in &done.report.lost_claims {
             core.forget_lost_claim(task_id);
         }
         for after in self.in_flight.take().unwrap_or_default() {
-            self.release_after(after);
+            self.release_after(after, &done.report.unknown_progress);
         }
     }
 
-    fn release_after(&mut self, after: After) {
+    /// Releases what waited for a commit; `unknown` are the tasks its progress writes did not find.
+    fn release_after(&mut self, after: After, unknown: &[String]) {
         match after {
             After::Reply(send) => send(),
+            After::Progress { task_id, reply } => {
+                let found = !unknown.contains(&task_id);
+                let _ = reply.send(if found {
+                    Ok(())
+                } else {
+                    Err(Error::TaskNotFound { id: task_id })
+                });
+            }
             After::Launch {
                 task_id,
                 worker,
@@ -521,7 +530,7 @@ impl<S: Store> Shell<S> {
         let mut unlaunched = Vec::new();
         let mut keep_replies = |afters: &mut Vec<After>| {
             afters.retain(|after| match after {
-                After::Reply(_) => true,
+                After::Reply(_) | After::Progress { .. } => true,
                 After::Launch { task_id, .. } => {
                     unlaunched.push(task_id.clone());
                     false

@@ -298,21 +298,6 @@ pub struct CommitReport {
     pub pruned: u64,
 }
 
-/// The former name of [`CommitReport`], from when a commit reported only lost claims.
-/// Transitional: the engine still names it; remove it once the engine says `CommitReport`.
-pub type LostClaims = CommitReport;
-
-/// Iterates the lost claims. Transitional, like [`LostClaims`]: it keeps the engine's
-/// `for task_id in &lost_claims` working until the engine reads `report.lost_claims` by name.
-impl<'a> IntoIterator for &'a CommitReport {
-    type Item = &'a String;
-    type IntoIter = std::slice::Iter<'a, String>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.lost_claims.iter()
-    }
-}
-
 /// Ids per [`Write::PruneTasks`] and claims per [`Write::PruneClaims`]: each prune transaction
 /// is short, so it never holds the one writer long (see docs/performance.md).
 pub const PRUNE_CHUNK: u32 = 500;
@@ -349,10 +334,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         per_job: u32,
     ) -> impl Future<Output = Result<Vec<(String, f64)>, Error>> + Send;
-    /// Commits one [`Write::AddProgress`]; false when the task is unknown.
-    ///
-    /// Transitional: committed on its own, progress is not ordered after the writes the engine
-    /// has not committed yet. The engine is to put `Write::AddProgress` in its groups instead.
+    /// Commits one [`Write::AddProgress`] on its own; false when the task is unknown. (The engine
+    /// puts the write in its group commits instead, ordered after the writes before it.)
     fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send {
         async move {
             let progress = Write::AddProgress {

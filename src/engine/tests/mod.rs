@@ -74,7 +74,7 @@ impl FlakyStore {
 }
 
 impl Store for FlakyStore {
-    async fn commit(&self, batch: &[Write]) -> Result<store::LostClaims, store::Error> {
+    async fn commit(&self, batch: &[Write]) -> Result<store::CommitReport, store::Error> {
         let failing = &self.failing;
         let fail = failing
             .fetch_update(
@@ -108,9 +108,6 @@ impl Store for FlakyStore {
     }
     async fn recent_durations(&self, per_job: u32) -> Result<Vec<(String, f64)>, store::Error> {
         self.inner.recent_durations(per_job).await
-    }
-    async fn add_progress(&self, task_id: &str, elements: i64) -> Result<bool, store::Error> {
-        self.inner.add_progress(task_id, elements).await
     }
     async fn prune_history(&self, keep_per_job: u32) -> Result<u64, store::Error> {
         self.inner.prune_history(keep_per_job).await
