@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use indexmap::IndexMap;
 
-use super::{CommitReport, Error, Store, StoredJob, TaskRecord, Write};
+use super::{AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, Write};
 
 /// Jobs in creation order and tasks by id, behind one lock held only for plain map updates.
 #[derive(Debug, Default)]
@@ -18,6 +18,8 @@ struct Inner {
     tasks: IndexMap<String, TaskRecord>,
     claims: std::collections::HashSet<(String, i64)>,
     launched_through: i64,
+    tokens: std::collections::BTreeMap<String, StoredToken>,
+    audit: Vec<AuditEntry>,
 }
 
 impl Inner {
@@ -35,6 +37,22 @@ impl Inner {
                 self.claims.retain(|(job, _)| job != name);
                 self.jobs.shift_remove(name);
                 self.tasks.retain(|_, t| t.job != *name);
+            }
+            Write::PutToken(token) => {
+                self.tokens.insert(token.name.clone(), token.clone());
+            }
+            Write::DeleteToken(name) => {
+                self.tokens.remove(name);
+            }
+            Write::Audit(entry) => self.audit.push((**entry).clone()),
+            Write::PruneAudit { before_ms, limit } => {
+                let mut left = *limit;
+                self.audit.retain(|e| {
+                    let doomed = e.at_ms < *before_ms && left > 0;
+                    left -= u32::from(doomed);
+                    !doomed
+                });
+                report.pruned += u64::from(limit - left);
             }
             Write::LaunchedThrough(ms) => {
                 self.launched_through = self.launched_through.max(*ms);
@@ -109,6 +127,25 @@ impl Store for MemoryStore {
                 .tasks
                 .values()
                 .filter(|t| t.state.is_open())
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn load_tokens(&self) -> Result<Vec<StoredToken>, Error> {
+        Ok(self.with(|inner| inner.tokens.values().cloned().collect()))
+    }
+
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, Error> {
+        Ok(self.with(|inner| {
+            inner
+                .audit
+                .iter()
+                .rev()
+                .filter(|e| q.job.as_ref().is_none_or(|j| e.job.as_ref() == Some(j)))
+                .filter(|e| q.principal.as_ref().is_none_or(|p| e.principal == *p))
+                .filter(|e| q.since_ms.is_none_or(|s| e.at_ms >= s))
+                .take(q.limit as usize)
                 .cloned()
                 .collect()
         }))

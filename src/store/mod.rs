@@ -161,6 +161,50 @@ pub enum Write {
     /// Deletes at most `limit` claims of runs due before `before_ms`. The limit keeps the
     /// transaction short, so group commits never wait long behind pruning.
     PruneClaims { before_ms: i64, limit: u32 },
+    /// Inserts or replaces an API token (by name); only its hash is stored.
+    PutToken(StoredToken),
+    /// Deletes an API token by name.
+    DeleteToken(String),
+    /// Appends an entry to the audit log: it commits with the change it records.
+    Audit(Box<AuditEntry>),
+    /// Deletes at most `limit` audit entries older than `before_ms`.
+    PruneAudit { before_ms: i64, limit: u32 },
+}
+
+/// An API token as stored: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub name: String,
+    /// `read`, `operate` or `admin`.
+    pub role: String,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+}
+
+/// One change, who made it, from where, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub principal: String,
+    pub role: String,
+    /// The client's address.
+    pub source: String,
+    pub method: String,
+    pub route: String,
+    pub job: Option<String>,
+    /// `ok`, or the refusal's message.
+    pub outcome: String,
+}
+
+/// Which audit entries to read, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub job: Option<String>,
+    pub principal: Option<String>,
+    pub since_ms: Option<i64>,
+    pub limit: u32,
 }
 
 impl Write {
@@ -174,19 +218,26 @@ impl Write {
             Write::LaunchedThrough(_)
             | Write::AddProgress { .. }
             | Write::PruneTasks(_)
-            | Write::PruneClaims { .. } => None,
+            | Write::PruneClaims { .. }
+            | Write::PutToken(_)
+            | Write::DeleteToken(_)
+            | Write::Audit(_)
+            | Write::PruneAudit { .. } => None,
         }
     }
 
     /// Where the write goes in a coalesced run: deletes, claims, jobs, tasks, progress, mark.
     fn rank(&self) -> u8 {
         match self {
-            Write::DeleteJob(_) | Write::PruneTasks(_) | Write::PruneClaims { .. } => 0,
+            Write::DeleteJob(_) | Write::PruneTasks(_) | Write::PruneClaims { .. } | Write::PruneAudit { .. } => 0,
             Write::ClaimRun { .. } => 1,
             Write::PutJob(_) => 2,
             Write::PutTask(_) => 3,
             Write::AddProgress { .. } => 4,
             Write::LaunchedThrough(_) => 5,
+            // Token changes keep their order among themselves (the sort is stable).
+            Write::PutToken(_) | Write::DeleteToken(_) => 6,
+            Write::Audit(_) => 7,
         }
     }
 }
@@ -229,7 +280,10 @@ pub fn coalesce_runs(batch: &[Write]) -> Vec<Vec<&Write>> {
     let mut start = 0;
     let mut progressed = std::collections::HashSet::new();
     for (index, write) in batch.iter().enumerate() {
-        let alone = matches!(write, Write::PruneTasks(_) | Write::PruneClaims { .. });
+        let alone = matches!(
+            write,
+            Write::PruneTasks(_) | Write::PruneClaims { .. } | Write::PruneAudit { .. }
+        );
         let ordered = match write {
             Write::PutTask(task) => progressed.contains(task.id.as_str()),
             Write::DeleteJob(_) => !progressed.is_empty(),
@@ -274,7 +328,11 @@ fn coalesce_run(batch: &[Write], run: std::ops::Range<usize>, kept_mark: Option<
             Write::ClaimRun { .. }
             | Write::AddProgress { .. }
             | Write::PruneTasks(_)
-            | Write::PruneClaims { .. } => true,
+            | Write::PruneClaims { .. }
+            | Write::PutToken(_)
+            | Write::DeleteToken(_)
+            | Write::Audit(_)
+            | Write::PruneAudit { .. } => true,
         };
         if keep {
             kept.push(write);
@@ -323,6 +381,10 @@ pub trait Store: Send + Sync + 'static {
     fn load_jobs(&self) -> impl Future<Output = Result<Vec<StoredJob>, Error>> + Send;
     /// Every task that is not final (queued, running or waiting).
     fn load_open_tasks(&self) -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
+    /// Every API token, by name.
+    fn load_tokens(&self) -> impl Future<Output = Result<Vec<StoredToken>, Error>> + Send;
+    /// Audit entries matching the query, newest first.
+    fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Vec<AuditEntry>, Error>> + Send;
     /// The highest [`Write::LaunchedThrough`] committed so far (0 when none was).
     fn launched_through(&self) -> impl Future<Output = Result<i64, Error>> + Send;
     fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;

@@ -59,6 +59,62 @@ async fn lost_claims(store: &impl Store, batch: &[Write]) -> Vec<String> {
     store.commit(batch).await.unwrap().lost_claims
 }
 
+/// API tokens are kept by name (hash only), and the audit log is read newest first, filtered,
+/// and pruned by age.
+async fn tokens_and_audit(store: &impl Store) {
+    let token = |name: &str, role: &str, used: Option<i64>| StoredToken {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        hash: format!("hash-of-{name}-{role}"),
+        created_ms: 5,
+        last_used_ms: used,
+    };
+    store
+        .commit(&[Write::PutToken(token("ci", "read", None)), Write::PutToken(token("ops", "admin", None))])
+        .await
+        .unwrap();
+    // Replaced by name, then deleted, in the order written.
+    store
+        .commit(&[Write::PutToken(token("ci", "operate", Some(9))), Write::DeleteToken("ops".into())])
+        .await
+        .unwrap();
+    assert_eq!(store.load_tokens().await.unwrap(), [token("ci", "operate", Some(9))]);
+    let entry = |at_ms: i64, principal: &str, job: Option<&str>| AuditEntry {
+        at_ms,
+        principal: principal.to_owned(),
+        role: "admin".to_owned(),
+        source: "127.0.0.1".to_owned(),
+        method: "POST".to_owned(),
+        route: "/v1/scheduler/iso8601".to_owned(),
+        job: job.map(str::to_owned),
+        outcome: "ok".to_owned(),
+    };
+    let entries = [entry(10, "admin", Some("a")), entry(20, "token:ci", Some("b")), entry(30, "admin", None)];
+    let writes: Vec<Write> = entries.iter().cloned().map(|e| Write::Audit(Box::new(e))).collect();
+    store.commit(&writes).await.unwrap();
+    let all = AuditQuery {
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.audit(&all).await.unwrap(), [entries[2].clone(), entries[1].clone(), entries[0].clone()]);
+    let of_a = AuditQuery {
+        job: Some("a".into()),
+        ..all.clone()
+    };
+    assert_eq!(store.audit(&of_a).await.unwrap(), [entries[0].clone()]);
+    let by_admin_since = AuditQuery {
+        principal: Some("admin".into()),
+        since_ms: Some(15),
+        ..all.clone()
+    };
+    assert_eq!(store.audit(&by_admin_since).await.unwrap(), [entries[2].clone()]);
+    let report = store.commit(&[Write::PruneAudit { before_ms: 25, limit: 1 }]).await.unwrap();
+    assert_eq!(report.pruned, 1, "at most the limit");
+    let report = store.commit(&[Write::PruneAudit { before_ms: 25, limit: 10 }]).await.unwrap();
+    assert_eq!(report.pruned, 1);
+    assert_eq!(store.audit(&all).await.unwrap(), [entries[2].clone()]);
+}
+
 async fn conformance(store: impl Store) {
     store.commit(&[put("b", &[]), put("a", &["b"])]).await.unwrap();
     // An update keeps the job's place in creation order.
@@ -233,6 +289,7 @@ async fn conformance(store: impl Store) {
 
     progress_through_commit(&store).await;
     pruning_through_commit(&store).await;
+    tokens_and_audit(&store).await;
 }
 
 fn progress(task_id: &str, elements: i64) -> Write {
@@ -393,6 +450,10 @@ fn describe(batch: Vec<&Write>) -> Vec<String> {
             Write::AddProgress { task_id, elements } => format!("progress {task_id} {elements}"),
             Write::PruneTasks(ids) => format!("prune {}", ids.join(" ")),
             Write::PruneClaims { before_ms, .. } => format!("prune claims {before_ms}"),
+            Write::PutToken(t) => format!("token {}", t.name),
+            Write::DeleteToken(name) => format!("delete token {name}"),
+            Write::Audit(e) => format!("audit {}", e.at_ms),
+            Write::PruneAudit { before_ms, .. } => format!("prune audit {before_ms}"),
         })
         .collect()
 }
@@ -506,7 +567,7 @@ async fn sqlite_store_conforms_and_persists() {
         .fetch_all(&again.pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
 }
 
 /// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
@@ -530,7 +591,9 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
         "UPDATE tasks SET elements_processed = 9223372036854775807 + 9223372036854775807;
          DELETE FROM schema_version WHERE version > 3;
          DROP TABLE launches;
-         ALTER TABLE tasks DROP COLUMN scheduled;",
+         ALTER TABLE tasks DROP COLUMN scheduled;
+         DROP TABLE tokens;
+         DROP TABLE audit;",
     )
     .execute(&mut raw)
     .await
@@ -699,7 +762,7 @@ async fn postgres_store_conforms() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5]);
     drop(again);
     db.remove().await;
 }
@@ -749,7 +812,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5]);
     drop(opened);
     db.remove().await;
 }

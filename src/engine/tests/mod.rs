@@ -100,6 +100,12 @@ impl Store for FlakyStore {
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, store::Error> {
         self.inner.task(id).await
     }
+    async fn load_tokens(&self) -> Result<Vec<store::StoredToken>, store::Error> {
+        self.inner.load_tokens().await
+    }
+    async fn audit(&self, query: &store::AuditQuery) -> Result<Vec<store::AuditEntry>, store::Error> {
+        self.inner.audit(query).await
+    }
     async fn launched_through(&self) -> Result<i64, store::Error> {
         self.inner.launched_through().await
     }

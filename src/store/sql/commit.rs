@@ -7,7 +7,7 @@
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
 use super::{Backend, OPEN_STATES, query_err};
-use crate::store::{CommitReport, Error, StoredJob, TaskRecord, Write};
+use crate::store::{AuditEntry, CommitReport, Error, StoredJob, StoredToken, TaskRecord, Write};
 
 /// Commits a batch in one transaction: `Store::commit` for both SQL stores.
 pub(super) async fn commit<DB>(pool: &Pool<DB>, batch: &[Write]) -> Result<CommitReport, Error>
@@ -110,6 +110,52 @@ where
                     report.pruned += count(query, &mut *tx, "prune history").await?;
                 }
             }
+            Step::PutToken(token) => {
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO tokens (name, role, hash, created_ms, last_used_ms) VALUES (",
+                );
+                let mut values = query.separated(", ");
+                values
+                    .push_bind(token.name.clone())
+                    .push_bind(token.role.clone())
+                    .push_bind(token.hash.clone())
+                    .push_bind(token.created_ms)
+                    .push_bind(token.last_used_ms);
+                query.push(
+                    ") ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, \
+                     created_ms = excluded.created_ms, last_used_ms = excluded.last_used_ms",
+                );
+                query.build().execute(&mut *tx).await.map_err(query_err("put token"))?;
+            }
+            Step::DeleteToken(name) => {
+                let mut query = QueryBuilder::<DB>::new("DELETE FROM tokens WHERE name = ");
+                query.push_bind(name.to_owned());
+                query.build().execute(&mut *tx).await.map_err(query_err("delete token"))?;
+            }
+            Step::Audit(entries) => {
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO audit (at_ms, principal, role, source, method, route, job, outcome) ",
+                );
+                query.push_values(entries, |mut row, e| {
+                    row.push_bind(e.at_ms)
+                        .push_bind(e.principal.clone())
+                        .push_bind(e.role.clone())
+                        .push_bind(e.source.clone())
+                        .push_bind(e.method.clone())
+                        .push_bind(e.route.clone())
+                        .push_bind(e.job.clone().unwrap_or_default())
+                        .push_bind(e.outcome.clone());
+                });
+                query.build().execute(&mut *tx).await.map_err(query_err("audit"))?;
+            }
+            Step::PruneAudit { before_ms, limit } => {
+                let mut query = QueryBuilder::<DB>::new(
+                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at_ms < ",
+                );
+                query.push_bind(before_ms).push(" LIMIT ");
+                query.push_bind(i64::from(limit)).push(") RETURNING route, at_ms");
+                report.pruned += count(query, &mut *tx, "prune audit").await?;
+            }
             Step::PruneClaims { before_ms, limit } => {
                 // The key, not a row id: SQLite and PostgreSQL name theirs differently.
                 let mut query = QueryBuilder::<DB>::new(
@@ -168,6 +214,13 @@ enum Step<'a> {
         before_ms: i64,
         limit: u32,
     },
+    PutToken(&'a StoredToken),
+    DeleteToken(&'a str),
+    Audit(Vec<&'a AuditEntry>),
+    PruneAudit {
+        before_ms: i64,
+        limit: u32,
+    },
 }
 
 /// Coalesces a batch (see [`crate::store::coalesce_runs`], which also orders each run deletes,
@@ -210,6 +263,14 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
                 }
                 (Write::LaunchedThrough(ms), _) => steps.push(Step::Mark(*ms)),
                 (Write::PruneTasks(ids), _) => steps.push(Step::PruneTasks(ids)),
+                (Write::PutToken(token), _) => steps.push(Step::PutToken(token)),
+                (Write::DeleteToken(name), _) => steps.push(Step::DeleteToken(name)),
+                (Write::Audit(entry), Some(Step::Audit(entries))) if !full(entries.len()) => entries.push(entry),
+                (Write::Audit(entry), _) => steps.push(Step::Audit(vec![entry])),
+                (Write::PruneAudit { before_ms, limit }, _) => steps.push(Step::PruneAudit {
+                    before_ms: *before_ms,
+                    limit: *limit,
+                }),
                 (Write::PruneClaims { before_ms, limit }, _) => steps.push(Step::PruneClaims {
                     before_ms: *before_ms,
                     limit: *limit,

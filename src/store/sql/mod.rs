@@ -12,7 +12,7 @@ use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Row, Type,
 };
 
-use super::{CommitReport, Error, Store, StoredJob, TaskRecord, TaskState, Write};
+use super::{AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, TaskState, Write};
 
 /// What one database does differently; implemented for `sqlx::Sqlite` and `sqlx::Postgres`.
 pub trait Backend: Database {
@@ -207,6 +207,56 @@ where
         ));
         let rows = self.rows(query, "load open tasks").await?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn load_tokens(&self) -> Result<Vec<StoredToken>, Error> {
+        let query = QueryBuilder::new("SELECT name, role, hash, created_ms, last_used_ms FROM tokens ORDER BY name");
+        let rows = self.rows(query, "load tokens").await?;
+        rows.iter()
+            .map(|row| {
+                let what = || "a token".to_owned();
+                Ok(StoredToken {
+                    name: column(row, "name", what)?,
+                    role: column(row, "role", what)?,
+                    hash: column(row, "hash", what)?,
+                    created_ms: column(row, "created_ms", what)?,
+                    last_used_ms: column(row, "last_used_ms", what)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, Error> {
+        let mut query = QueryBuilder::new(
+            "SELECT at_ms, principal, role, source, method, route, job, outcome FROM audit WHERE 1 = 1",
+        );
+        if let Some(job) = &q.job {
+            query.push(" AND job = ").push_bind(job.clone());
+        }
+        if let Some(principal) = &q.principal {
+            query.push(" AND principal = ").push_bind(principal.clone());
+        }
+        if let Some(since) = q.since_ms {
+            query.push(" AND at_ms >= ").push_bind(since);
+        }
+        query.push(" ORDER BY at_ms DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+        let rows = self.rows(query, "read the audit log").await?;
+        rows.iter()
+            .map(|row| {
+                let what = || "an audit entry".to_owned();
+                let job: String = column(row, "job", what)?;
+                Ok(AuditEntry {
+                    at_ms: column(row, "at_ms", what)?,
+                    principal: column(row, "principal", what)?,
+                    role: column(row, "role", what)?,
+                    source: column(row, "source", what)?,
+                    method: column(row, "method", what)?,
+                    route: column(row, "route", what)?,
+                    job: (!job.is_empty()).then_some(job),
+                    outcome: column(row, "outcome", what)?,
+                })
+            })
+            .collect()
     }
 
     async fn launched_through(&self) -> Result<i64, Error> {
