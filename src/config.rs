@@ -33,6 +33,12 @@ pub enum Error {
     },
     #[error("{setting} is required")]
     Missing { setting: &'static Setting },
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who can reach it could run \
+         commands. Set --http-credentials USER:PASSWORD (KAIROS_HTTP_CREDENTIALS), listen on \
+         127.0.0.1, or pass --insecure-no-auth if something else guards this address"
+    )]
+    Unprotected { addr: SocketAddr },
 }
 
 /// One setting as help, docs and error messages show it.
@@ -293,8 +299,18 @@ settings! {
     SERVER_SETTINGS: "server",
     flags ServerArgs, file ServerFile, merged ServerSettings, config env "KAIROS_CONFIG";
 
-    /// address of the HTTP API
-    listen: String, default "0.0.0.0:8080", env "KAIROS_LISTEN";
+    /// address of the HTTP API; an address other than loopback needs `--http-credentials` (or `--insecure-no-auth`)
+    listen: String, unset "127.0.0.1:8080", env "KAIROS_LISTEN";
+    /// `USER:PASSWORD` of the admin (HTTP Basic, as Chronos' `--http_credentials`); turns authentication on for every route but `/ping` and `/leader`
+    http_credentials: String, unset "none", env "KAIROS_HTTP_CREDENTIALS";
+    /// serve without authentication on any address (a warning is logged at start)
+    insecure_no_auth: bool, unset "off", env "KAIROS_INSECURE_NO_AUTH";
+    /// a web origin allowed to call the API from a browser (repeatable; none by default)
+    cors_origin: Vec<String>, unset "none", value "ORIGIN";
+    /// largest request body accepted, in bytes (larger ones get `413`)
+    max_body_bytes: usize, default "1048576", env "KAIROS_MAX_BODY_BYTES";
+    /// days the audit log keeps its entries
+    audit_retention_days: u32, default "90", env "KAIROS_AUDIT_RETENTION_DAYS";
     /// SQLite store and task sandboxes
     data_dir: PathBuf, default "kairos-data", env "KAIROS_DATA_DIR";
     /// advertised in `/leader` and as the tasks' `HOST`
@@ -377,6 +393,14 @@ settings! {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The admin's credentials; `None` serves without authentication (loopback only, unless
+    /// `insecure_no_auth`).
+    pub http_credentials: Option<crate::auth::Credentials>,
+    pub insecure_no_auth: bool,
+    /// Web origins allowed to call the API from a browser.
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub audit_retention: Duration,
     pub data_dir: PathBuf,
     pub hostname: String,
     pub failure_retry: Duration,
@@ -486,8 +510,31 @@ impl ServerConfig {
                 reason: "use a postgres:// URL, or leave it unset for the embedded SQLite store".to_owned(),
             });
         }
+        let listen = address(
+            &S::listen,
+            s.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+        )?;
+        let http_credentials = s
+            .http_credentials
+            .map(|text| {
+                crate::auth::Credentials::parse(&text).map_err(|e| Error::Invalid {
+                    setting: &S::http_credentials,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let insecure_no_auth = s.insecure_no_auth.unwrap_or(false);
+        // Protected mode, as Redis has: without credentials, only this machine may connect.
+        if http_credentials.is_none() && !insecure_no_auth && !listen.ip().is_loopback() {
+            return Err(Error::Unprotected { addr: listen });
+        }
         Ok(ServerConfig {
-            listen: address(&S::listen, s.listen)?,
+            listen,
+            http_credentials,
+            insecure_no_auth,
+            cors_origins: s.cors_origin.unwrap_or_default(),
+            max_body_bytes: s.max_body_bytes,
+            audit_retention: Duration::from_secs(u64::from(s.audit_retention_days) * 86_400),
             data_dir: s.data_dir,
             hostname: s.hostname.unwrap_or_else(machine_hostname),
             failure_retry: seconds(&S::failure_retry, s.failure_retry)?,
@@ -633,9 +680,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_network_address_needs_credentials_or_an_explicit_opt_out() {
+        let open = |extra: fn(&mut ServerArgs)| {
+            let mut args = ServerArgs {
+                listen: Some("0.0.0.0:8080".to_owned()),
+                ..ServerArgs::default()
+            };
+            extra(&mut args);
+            ServerConfig::load(&args)
+        };
+        let err = open(|_| {}).unwrap_err();
+        assert!(matches!(err, Error::Unprotected { .. }), "{err}");
+        assert!(err.to_string().contains("--http-credentials"), "{err}");
+        let with_credentials = open(|a| a.http_credentials = Some("admin:secret".to_owned())).unwrap();
+        assert_eq!(with_credentials.http_credentials.unwrap().user, "admin");
+        assert!(
+            open(|a| a.insecure_no_auth = Some(true))
+                .unwrap()
+                .insecure_no_auth
+        );
+        let err = open(|a| a.http_credentials = Some("no-colon".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("http-credentials"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_chronos_like() {
         let c = ServerConfig::load(&ServerArgs::default()).unwrap();
-        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        // Protected mode: without credentials only this machine may connect.
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http_credentials, None);
+        assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.data_dir, PathBuf::from("kairos-data"));
         assert_eq!(c.failure_retry, Duration::from_secs(60));
         assert_eq!((c.task_cpus, c.task_mem, c.task_disk), (0.1, 128.0, 256.0));
@@ -973,7 +1047,7 @@ mod tests {
         );
         assert!(
             rendered
-                .contains("| `--listen` | `KAIROS_LISTEN` | `0.0.0.0:8080` | address of the HTTP API |\n")
+                .contains("| `--max-body-bytes` | `KAIROS_MAX_BODY_BYTES` | `1048576` | largest request body accepted, in bytes (larger ones get `413`) |\n")
         );
         assert!(
             rendered.contains(

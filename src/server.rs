@@ -51,7 +51,7 @@ pub struct Server {
     http: JoinHandle<()>,
 }
 
-fn engine_config(config: &ServerConfig, worker_id: String) -> engine::Config {
+fn engine_config(config: &ServerConfig, worker_id: String, tokens: crate::auth::Tokens) -> engine::Config {
     engine::Config {
         failure_retry: config.failure_retry,
         default_epsilon: epsilon(config),
@@ -71,6 +71,13 @@ fn engine_config(config: &ServerConfig, worker_id: String) -> engine::Config {
         heartbeat_interval: config.heartbeat_interval,
         fetch_cache_dir: config.data_dir.join("fetch-cache"),
         fetch_timeout: config.fetch_timeout,
+        tokens,
+        task_tokens: config
+            .http_credentials
+            .as_ref()
+            .map(crate::auth::Credentials::task_tokens),
+        audit_retention: chrono::Duration::from_std(config.audit_retention)
+            .unwrap_or(chrono::Duration::days(90)),
     }
 }
 
@@ -127,7 +134,12 @@ impl Server {
                 path: config.data_dir.display().to_string(),
                 source,
             })?;
-        let engine_config = engine_config(&config, worker_id);
+        if config.insecure_no_auth && config.http_credentials.is_none() && !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen,
+                "Serving WITHOUT authentication on a network address (--insecure-no-auth): anyone who can reach it can run commands.");
+        }
+        let tokens = crate::auth::Tokens::default();
+        let engine_config = engine_config(&config, worker_id, tokens.clone());
         let (cluster, election) = match &config.store {
             None => {
                 let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
@@ -164,6 +176,12 @@ impl Server {
                 run_as_user: config.user.clone(),
                 epsilon: schedule::format_duration(epsilon(&config)),
                 allow_privileged: config.allow_privileged_containers,
+            },
+            api::Protection {
+                credentials: config.http_credentials.clone(),
+                tokens,
+                cors_origins: config.cors_origins.clone(),
+                max_body_bytes: config.max_body_bytes,
             },
         ));
         let (stop_http, stopped) = oneshot::channel::<()>();

@@ -2,6 +2,8 @@
 //! `/ping`, `/metrics` and `/leader`. The only module that knows warp and the wire format.
 
 pub mod dto;
+mod guard;
+mod tokens;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,11 +15,13 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::Role;
 use crate::cluster::Cluster;
 use crate::engine::{self, Handle, Histogram};
 use crate::job::Job;
 use crate::store::{TaskRecord, TaskState};
 use dto::{Defaults, Route};
+use guard::{Caller, Need};
 
 /// An error answer: a status and a readable message, sent as `{"message": …, "status": …}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,42 +50,61 @@ impl ApiError {
 /// Lets a filter refuse a request with a readable answer (see [`handle_rejection`]).
 impl warp::reject::Reject for ApiError {}
 
-/// Request bodies above this are refused.
-const BODY_LIMIT: usize = 1 << 20;
-
 /// A request body of at most [`BODY_LIMIT`] bytes. Unlike `warp::body::content_length_limit`,
 /// a body without a `Content-Length` (none at all, or chunked) is read too: a POST without a
 /// body is an empty body, which the handler explains.
-fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+///
+/// A body must be JSON (`Content-Type: application/json`): a browser page can send other types
+/// to any address without asking first (a CORS "simple request"), so accepting them would let any
+/// web page create jobs on a scheduler its visitor can reach.
+fn body(limit: usize) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
+        .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
-        .and_then(|length: Option<u64>, stream| async move {
-            read_body(length, stream).await.map_err(warp::reject::custom)
-        })
+        .and_then(
+            move |length: Option<u64>, kind: Option<String>, stream| async move {
+                let body = read_body(length, stream, limit)
+                    .await
+                    .map_err(warp::reject::custom)?;
+                let json = kind.as_deref().is_some_and(|k| {
+                    k.split(';')
+                        .next()
+                        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+                });
+                if !body.is_empty() && !json {
+                    return Err(warp::reject::custom(ApiError {
+                        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        message: "send the body as JSON, with Content-Type: application/json".to_owned(),
+                    }));
+                }
+                Ok(body)
+            },
+        )
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
-        message: "the request body is larger than 1 MiB".to_owned(),
+        message: format!("the request body is larger than {limit} bytes (--max-body-bytes)"),
     }
 }
 
 async fn read_body(
     length: Option<u64>,
     stream: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+    limit: usize,
 ) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt;
-    if length.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(too_large());
+    if length.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
     }
     let mut body = Vec::new();
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("the request body could not be read: {e}")))?;
-        if body.len() + chunk.remaining() > BODY_LIMIT {
-            return Err(too_large());
+        if body.len() + chunk.remaining() > limit {
+            return Err(too_large(limit));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -127,14 +150,32 @@ pub struct Context {
     pub defaults: Defaults,
     /// Forwards requests from a standby to the leader.
     client: reqwest::Client,
+    /// Who may call, and what they may do.
+    auth: guard::Auth,
+    /// The web origins that may call the API from a browser.
+    cors_origins: Arc<Vec<String>>,
+    max_body_bytes: usize,
+}
+
+/// How the API is protected: [`Context::new`]'s settings beyond the scheduler's.
+pub struct Protection {
+    /// The admin's credentials; `None` turns authentication off.
+    pub credentials: Option<crate::auth::Credentials>,
+    /// The API tokens, kept by the engine.
+    pub tokens: crate::auth::Tokens,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
 }
 
 impl Context {
-    pub fn new(cluster: Cluster, defaults: Defaults) -> Context {
+    pub fn new(cluster: Cluster, defaults: Defaults, protection: Protection) -> Context {
         Context {
             cluster,
             defaults,
             client: reqwest::Client::new(),
+            auth: guard::Auth::new(protection.credentials, protection.tokens),
+            cors_origins: Arc::new(protection.cors_origins),
+            max_body_bytes: protection.max_body_bytes,
         }
     }
 
@@ -240,6 +281,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
     let metrics = warp::path!("metrics")
         .and(get())
+        .and(guard::reader(ctx.clone()))
         .and(warp::query::<MetricsQuery>())
         .and(with_ctx(ctx.clone()))
         .and_then(metrics);
@@ -288,21 +330,50 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .unify()
         .recover(handle_rejection)
         .unify();
+    let origins = ctx.cors_origins.clone();
     warp::path::full()
+        .and(warp::header::headers_cloned())
         .and(routes)
-        .map(|path: warp::path::FullPath, mut response: Response| {
-            response
-                .headers_mut()
-                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-            if response.status() == StatusCode::METHOD_NOT_ALLOWED
-                && let Some(allow) = allowed_methods(path.as_str())
-            {
+        .map(
+            move |path: warp::path::FullPath, request: warp::http::HeaderMap, mut response: Response| {
+                let origin = request
+                    .get(header::ORIGIN)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let headers = response.headers_mut();
+                // No wildcard: only the configured origins may read answers in a browser.
+                if let Some(origin) = origin.filter(|o| guard::cors_allowed(&origins, o))
+                    && let Ok(value) = HeaderValue::from_str(&origin)
+                {
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+                    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+                    headers.insert(
+                        header::ACCESS_CONTROL_ALLOW_HEADERS,
+                        HeaderValue::from_static("authorization, content-type"),
+                    );
+                    if let Some(allow) = allowed_methods(path.as_str()) {
+                        headers.insert(
+                            header::ACCESS_CONTROL_ALLOW_METHODS,
+                            HeaderValue::from_static(allow),
+                        );
+                    }
+                }
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"kairos\""),
+                    );
+                }
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                    && let Some(allow) = allowed_methods(path.as_str())
+                {
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                }
                 response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            response
-        })
+            },
+        )
 }
 
 /// Forwards a request to the leader and relays its answer.
@@ -356,90 +427,143 @@ async fn proxy(
 }
 
 fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
+    let limit = ctx.max_body_bytes;
+    let g = {
+        let ctx = ctx.clone();
+        move |need| guard::guard(ctx.clone(), need)
+    };
+    let read = {
+        let ctx = ctx.clone();
+        move || guard::reader(ctx.clone())
+    };
+    let admin = Need::Role(Role::Admin);
+    let operate = Need::Role(Role::Operate);
+    let c_ctx = ctx.clone();
     let c = move || with_ctx(ctx.clone());
     let post_or_put = || warp::post().or(warp::put()).unify();
 
     let iso = warp::path!("iso8601")
         .and(post_or_put())
-        .and(body())
+        // The body is read before the credentials are checked, so that a client that sends
+        // them only after a 401 (httplib2, under chronos-python) finds its connection open.
+        .and(body(limit))
+        .and(g(admin))
         .and(c())
-        .and_then(|b, ctx| upsert(b, ctx, Route::Iso8601));
+        .and_then(|b, who, ctx| upsert(who, b, ctx, Route::Iso8601));
     let dependency = warp::path!("dependency")
         .and(post_or_put())
-        .and(body())
+        // The body is read before the credentials are checked, so that a client that sends
+        // them only after a 401 (httplib2, under chronos-python) finds its connection open.
+        .and(body(limit))
+        .and(g(admin))
         .and(c())
-        .and_then(|b, ctx| upsert(b, ctx, Route::Dependency));
-    let jobs = warp::path!("jobs").and(get()).and(c()).and_then(list_jobs);
+        .and_then(|b, who, ctx| upsert(who, b, ctx, Route::Dependency));
+    let jobs = warp::path!("jobs")
+        .and(get())
+        .and(read())
+        .and(c())
+        .and_then(list_jobs);
     let search = warp::path!("jobs" / "search")
         .and(get())
+        .and(read())
         .and(warp::query::<SearchQuery>())
         .and(c())
         .and_then(search_jobs);
     let summary = warp::path!("jobs" / "summary")
         .and(get())
+        .and(read())
         .and(c())
         .and_then(summary);
     let mark_success = warp::path!("job" / "success" / Segment)
         .and(warp::put())
+        .and(g(operate))
         .and(c())
         .and_then(mark_success);
     let stat = warp::path!("job" / "stat" / Segment)
         .and(get())
+        .and(read())
         .and(c())
         .and_then(job_stat);
     let progress = warp::path!("job" / Segment / "task" / Segment / "progress")
         .and(warp::post())
-        .and(body())
+        .and(body(limit))
+        .and(g(Need::TaskOr(Role::Operate)))
         .and(c())
         .and_then(progress);
     let history = warp::path!("job" / Segment / "tasks")
         .and(get())
+        .and(read())
         .and(warp::query::<HistoryQuery>())
         .and(c())
         .and_then(job_history);
-    let get_job = warp::path!("job" / Segment).and(get()).and(c()).and_then(get_job);
+    let get_job = warp::path!("job" / Segment)
+        .and(get())
+        .and(read())
+        .and(c())
+        .and_then(get_job);
     let delete_job = warp::path!("job" / Segment)
         .and(warp::delete())
+        .and(g(admin))
         .and(c())
         .and_then(delete_job);
     let run_job = warp::path!("job" / Segment)
         .and(warp::put())
+        .and(g(operate))
         .and(warp::query::<RunQuery>())
         .and(c())
         .and_then(run_job);
     let kill = warp::path!("task" / "kill" / Segment)
         .and(warp::delete())
+        .and(g(operate))
         .and(c())
         .and_then(kill);
     let purge = warp::path!("task" / "all")
         .and(warp::delete())
+        .and(g(admin))
         .and(c())
         .and_then(purge);
     let complete = warp::path!("task" / Segment)
         .and(warp::put())
-        .and(body())
+        .and(body(limit))
+        .and(g(Need::TaskOr(Role::Operate)))
         .and(c())
         .and_then(complete);
     let get_task = warp::path!("task" / Segment)
         .and(get())
+        .and(read())
         .and(c())
         .and_then(get_task);
     let dot = warp::path!("graph" / "dot")
         .and(get())
+        .and(read())
         .and(c())
         .and_then(graph_dot);
     let csv = warp::path!("graph" / "csv")
         .and(get())
+        .and(read())
         .and(c())
         .and_then(graph_csv);
-    let stats = warp::path!("stats" / Segment).and(get()).and(c()).and_then(stats);
-    let workers = warp::path!("workers").and(get()).and(c()).and_then(workers);
+    let stats = warp::path!("stats" / Segment)
+        .and(get())
+        .and(read())
+        .and(c())
+        .and_then(stats);
+    let workers = warp::path!("workers")
+        .and(get())
+        .and(read())
+        .and(c())
+        .and_then(workers);
     let leader = warp::path!("leader")
         .and(get())
+        .and(read())
         .and(c())
         .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
+    let admin_routes = tokens::routes(c_ctx);
 
-    iso.or(dependency)
+    admin_routes
+        .or(iso)
+        .unify()
+        .or(dependency)
         .unify()
         .or(jobs)
         .unify()
@@ -503,7 +627,7 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
             "the query string is malformed or a parameter has the wrong type (limit and offset are whole numbers)",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        too_large()
+        with(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         with(
             StatusCode::LENGTH_REQUIRED,
@@ -574,11 +698,11 @@ fn options_reply(path: &str) -> Response {
 
 // ----- handlers -----
 
-async fn upsert(body: Bytes, ctx: Ctx, route: Route) -> Result<Response, Infallible> {
+async fn upsert(who: Caller, body: Bytes, ctx: Ctx, route: Route) -> Result<Response, Infallible> {
     respond(
         async {
             let (job, provided) = dto::parse_job(&body, route, &ctx.defaults)?;
-            ctx.engine()?.upsert(job, provided).await?;
+            ctx.engine()?.upsert(job, provided, who.actor()).await?;
             Ok(no_content())
         }
         .await,
@@ -775,10 +899,10 @@ async fn get_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallibl
     )
 }
 
-async fn delete_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
+async fn delete_job(Segment(name): Segment, who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine()?.delete(name).await?;
+            ctx.engine()?.delete(name, who.actor()).await?;
             Ok(no_content())
         }
         .await,
@@ -790,32 +914,32 @@ struct RunQuery {
     arguments: Option<String>,
 }
 
-async fn run_job(Segment(name): Segment, q: RunQuery, ctx: Ctx) -> Result<Response, Infallible> {
+async fn run_job(Segment(name): Segment, who: Caller, q: RunQuery, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let arguments = q.arguments;
-            ctx.engine()?.run_now(name, arguments).await?;
+            ctx.engine()?.run_now(name, arguments, who.actor()).await?;
             Ok(no_content())
         }
         .await,
     )
 }
 
-async fn mark_success(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
+async fn mark_success(Segment(name): Segment, who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let label = name.clone();
-            let marked = ctx.engine()?.mark_success(name).await?;
+            let marked = ctx.engine()?.mark_success(name, who.actor()).await?;
             Ok(text(format!("marked job {label} as successful: {marked}")))
         }
         .await,
     )
 }
 
-async fn kill(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
+async fn kill(Segment(name): Segment, who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine()?.kill(name).await?;
+            ctx.engine()?.kill(name, who.actor()).await?;
             Ok(no_content())
         }
         .await,
@@ -823,19 +947,25 @@ async fn kill(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> 
 }
 
 /// 2.x's purge: drops every queued task and pending retry.
-async fn purge(ctx: Ctx) -> Result<Response, Infallible> {
+async fn purge(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            ctx.engine()?.purge().await?;
+            ctx.engine()?.purge(who.actor()).await?;
             Ok(no_content())
         }
         .await,
     )
 }
 
-async fn complete(Segment(task_id): Segment, body: Bytes, ctx: Ctx) -> Result<Response, Infallible> {
+async fn complete(
+    Segment(task_id): Segment,
+    body: Bytes,
+    who: Caller,
+    ctx: Ctx,
+) -> Result<Response, Infallible> {
     respond(
         async {
+            who.may_act_for_task(&task_id)?;
             if body.trim_ascii().is_empty() {
                 return Err(ApiError::bad_request(
                     "the request needs a body: {\"statusCode\": 0} for success, another number for failure",
@@ -852,7 +982,7 @@ async fn complete(Segment(task_id): Segment, body: Bytes, ctx: Ctx) -> Result<Re
                 .ok_or_else(|| {
                     ApiError::bad_request("field 'statusCode': is required and must be an integer")
                 })?;
-            ctx.engine()?.complete(task_id, status_code).await?;
+            ctx.engine()?.complete(task_id, status_code, who.actor()).await?;
             Ok(no_content())
         }
         .await,
@@ -863,10 +993,12 @@ async fn progress(
     Segment(job): Segment,
     Segment(task_id): Segment,
     body: Bytes,
+    who: Caller,
     ctx: Ctx,
 ) -> Result<Response, Infallible> {
     respond(
         async {
+            who.may_act_for_task(&task_id)?;
             let value: Value = if body.is_empty() {
                 Value::Null
             } else {

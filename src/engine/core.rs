@@ -204,6 +204,76 @@ impl Core {
         }
     }
 
+    /// Records who asked for a change and how it went, in the same group commit as the change.
+    pub(super) fn audit<T>(
+        &mut self,
+        who: Option<Box<super::Actor>>,
+        job: Option<&str>,
+        result: &Result<T, Error>,
+    ) {
+        let Some(who) = who else {
+            return;
+        };
+        let super::Actor {
+            principal,
+            role,
+            source,
+            method,
+            route,
+        } = *who;
+        self.out
+            .writes
+            .push(Write::Audit(Box::new(crate::store::AuditEntry {
+                at_ms: self.now_ms(),
+                principal,
+                role,
+                source,
+                method,
+                route,
+                job: job.map(str::to_owned),
+                outcome: match result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(error) => error.to_string(),
+                },
+            })));
+    }
+
+    /// Creates or replaces an API token.
+    pub(super) fn put_token(&mut self, token: crate::store::StoredToken) {
+        if let Ok(role) = crate::auth::Role::parse(&token.role) {
+            self.config.tokens.put(crate::auth::Token {
+                name: token.name.clone(),
+                role,
+                hash: token.hash.clone(),
+                created_ms: token.created_ms,
+                last_used_ms: token.last_used_ms,
+            });
+        }
+        self.out.writes.push(Write::PutToken(token));
+    }
+
+    /// Deletes an API token; false when there is none by that name.
+    pub(super) fn delete_token(&mut self, name: &str) -> bool {
+        let found = self.config.tokens.remove(name).is_some();
+        if found {
+            self.out.writes.push(Write::DeleteToken(name.to_owned()));
+        }
+        found
+    }
+
+    /// Stores when a token was last used.
+    pub(super) fn token_used(&mut self, name: &str, at_ms: i64) {
+        if let Some(token) = self.config.tokens.named(name) {
+            self.out.writes.push(Write::PutToken(crate::store::StoredToken {
+                name: token.name,
+                role: token.role.as_str().to_owned(),
+                hash: token.hash,
+                created_ms: token.created_ms,
+                last_used_ms: Some(at_ms),
+            }));
+        }
+    }
+
     /// Parses a scheduled job's schedule and the job's epsilon.
     pub(super) fn runtime_schedule(
         &self,

@@ -39,6 +39,10 @@ pub(super) fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostnam
         (job.command.clone(), arguments)
     };
     let mut env = chronos_env(job, task, hostname);
+    if let Some(tokens) = &config.task_tokens {
+        // Lets the task complete itself and report progress, and nothing else.
+        env.push(("KAIROS_TASK_TOKEN".into(), tokens.token(&task.id)));
+    }
     let sandbox = config.sandbox_dir.join(crate::executor::sandbox_name(&task.id));
     env.push(("MESOS_SANDBOX".into(), sandbox.display().to_string()));
     let process = LaunchSpec {

@@ -105,6 +105,23 @@ pub struct Config {
     pub fetch_cache_dir: PathBuf,
     /// Limit for all fetches of one task.
     pub fetch_timeout: Duration,
+    /// The API tokens, shared with the API's guard; the engine changes and stores them.
+    pub tokens: crate::auth::Tokens,
+    /// Signs each task's `KAIROS_TASK_TOKEN` when authentication is on.
+    pub task_tokens: Option<crate::auth::TaskTokens>,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: chrono::Duration,
+}
+
+/// Who asked for a change, for its audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: String,
+    pub role: String,
+    /// The client's address.
+    pub source: String,
+    pub method: String,
+    pub route: String,
 }
 
 /// The scheduler's own worker.
@@ -127,36 +144,46 @@ pub struct Provided {
     pub errors_since_last_success: bool,
 }
 
+/// Who asked, when the change is audited.
+type Who = Option<Box<Actor>>;
+
 /// Everything that can happen to the engine; built only by [`Handle`]'s methods.
 enum Event {
     Upsert {
         job: Box<Job>,
         provided: Provided,
+        who: Who,
         reply: Reply<()>,
     },
     Delete {
         name: String,
+        who: Who,
         reply: Reply<()>,
     },
     RunNow {
         name: String,
         arguments: Option<String>,
+        who: Who,
         reply: Reply<()>,
     },
     MarkSuccess {
         name: String,
+        who: Who,
         reply: Reply<bool>,
     },
     Kill {
         name: String,
+        who: Who,
         reply: Reply<()>,
     },
     Purge {
+        who: Who,
         reply: Reply<()>,
     },
     Complete {
         task_id: String,
         status_code: i64,
+        who: Who,
         reply: Reply<()>,
     },
     Progress {
@@ -177,6 +204,24 @@ enum Event {
     Stat {
         job: String,
         reply: Reply<(Histogram, Vec<TaskRecord>)>,
+    },
+    PutToken {
+        token: crate::store::StoredToken,
+        who: Who,
+        reply: Reply<()>,
+    },
+    DeleteToken {
+        name: String,
+        who: Who,
+        reply: Reply<bool>,
+    },
+    TokenUsed {
+        name: String,
+        at_ms: i64,
+    },
+    Audit {
+        query: crate::store::AuditQuery,
+        reply: Reply<Vec<crate::store::AuditEntry>>,
     },
     WorkerConnected {
         info: Box<WorkerInfo>,
@@ -220,48 +265,92 @@ impl Handle {
     }
 
     /// Creates or replaces a job.
-    pub async fn upsert(&self, job: Job, provided: Provided) -> Result<(), Error> {
-        let job = Box::new(job);
-        self.call(|reply| Event::Upsert { job, provided, reply }).await
+    pub async fn upsert(&self, job: Job, provided: Provided, who: Option<Actor>) -> Result<(), Error> {
+        let (job, who) = (Box::new(job), who.map(Box::new));
+        self.call(|reply| Event::Upsert {
+            job,
+            provided,
+            who,
+            reply,
+        })
+        .await
     }
 
-    pub async fn delete(&self, name: String) -> Result<(), Error> {
-        self.call(|reply| Event::Delete { name, reply }).await
+    pub async fn delete(&self, name: String, who: Option<Actor>) -> Result<(), Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::Delete { name, who, reply }).await
     }
 
     /// Runs a job now, with these arguments instead of its own when given.
-    pub async fn run_now(&self, name: String, arguments: Option<String>) -> Result<(), Error> {
+    pub async fn run_now(
+        &self,
+        name: String,
+        arguments: Option<String>,
+        who: Option<Actor>,
+    ) -> Result<(), Error> {
+        let who = who.map(Box::new);
         self.call(|reply| Event::RunNow {
             name,
             arguments,
+            who,
             reply,
         })
         .await
     }
 
     /// Counts a success without running anything; false when the job is unknown.
-    pub async fn mark_success(&self, name: String) -> Result<bool, Error> {
-        self.call(|reply| Event::MarkSuccess { name, reply }).await
+    pub async fn mark_success(&self, name: String, who: Option<Actor>) -> Result<bool, Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::MarkSuccess { name, who, reply }).await
     }
 
     /// Kills a job's running tasks and drops its queued ones.
-    pub async fn kill(&self, name: String) -> Result<(), Error> {
-        self.call(|reply| Event::Kill { name, reply }).await
+    pub async fn kill(&self, name: String, who: Option<Actor>) -> Result<(), Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::Kill { name, who, reply }).await
     }
 
     /// Drops every job's queued tasks and pending retries; running tasks go on (2.x's purge).
-    pub async fn purge(&self) -> Result<(), Error> {
-        self.call(|reply| Event::Purge { reply }).await
+    pub async fn purge(&self, who: Option<Actor>) -> Result<(), Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::Purge { who, reply }).await
     }
 
     /// An async task says how it went.
-    pub async fn complete(&self, task_id: String, status_code: i64) -> Result<(), Error> {
+    pub async fn complete(&self, task_id: String, status_code: i64, who: Option<Actor>) -> Result<(), Error> {
+        let who = who.map(Box::new);
         self.call(|reply| Event::Complete {
             task_id,
             status_code,
+            who,
             reply,
         })
         .await
+    }
+
+    /// Creates or replaces an API token (only its hash is kept).
+    pub async fn put_token(&self, token: crate::store::StoredToken, who: Option<Actor>) -> Result<(), Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::PutToken { token, who, reply }).await
+    }
+
+    /// Deletes an API token; false when there is none by that name.
+    pub async fn delete_token(&self, name: String, who: Option<Actor>) -> Result<bool, Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::DeleteToken { name, who, reply }).await
+    }
+
+    /// Audit entries, newest first, once the writes before are committed.
+    pub async fn audit(
+        &self,
+        query: crate::store::AuditQuery,
+    ) -> Result<Vec<crate::store::AuditEntry>, Error> {
+        self.call(|reply| Event::Audit { query, reply }).await
+    }
+
+    /// Records when a token was last used (the guard calls it at most once a minute per token).
+    pub async fn token_used(&self, name: String, at_ms: i64) -> Result<(), Error> {
+        self.send(Event::TokenUsed { name, at_ms }).await
     }
 
     /// Adds to a data job's task's processed-elements count.

@@ -138,6 +138,17 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
         config.fetch_timeout,
         config.worker_id.clone(),
     );
+    for token in store.load_tokens().await? {
+        if let Ok(role) = crate::auth::Role::parse(&token.role) {
+            config.tokens.put(crate::auth::Token {
+                name: token.name,
+                role,
+                hash: token.hash,
+                created_ms: token.created_ms,
+                last_used_ms: token.last_used_ms,
+            });
+        }
+    }
     let mut core = Core::new(config, clock::now());
     // Scheduled runs wait while it is set; `/metrics` shows it.
     core.state.store_failing = store_failing.clone();
@@ -281,42 +292,69 @@ impl<S: Store> Shell<S> {
     fn handle(&mut self, event: Event) {
         let core = self.core.at(clock::now());
         match event {
-            Event::Upsert { job, provided, reply } => {
+            Event::Upsert {
+                job,
+                provided,
+                who,
+                reply,
+            } => {
+                let name = job.name.clone();
                 let result = core.upsert(*job, provided);
+                core.audit(who, Some(&name), &result);
                 core.respond(reply, result);
             }
-            Event::Delete { name, reply } => {
+            Event::Delete { name, who, reply } => {
                 let result = core.delete(&name);
+                core.audit(who, Some(&name), &result);
                 core.respond(reply, result);
             }
             Event::RunNow {
                 name,
                 arguments,
+                who,
                 reply,
             } => {
                 let result = core.run_now(&name, arguments);
+                core.audit(who, Some(&name), &result);
                 core.respond(reply, result);
             }
-            Event::MarkSuccess { name, reply } => {
+            Event::MarkSuccess { name, who, reply } => {
                 let result = core.mark_success(&name);
+                core.audit(who, Some(&name), &result);
                 core.respond(reply, result);
             }
-            Event::Kill { name, reply } => {
+            Event::Kill { name, who, reply } => {
                 let result = core.kill(&name);
+                core.audit(who, Some(&name), &result);
                 core.respond(reply, result);
             }
-            Event::Purge { reply } => {
+            Event::Purge { who, reply } => {
                 core.purge();
+                core.audit(who, None, &Ok(()));
                 core.respond(reply, Ok(()));
             }
             Event::Complete {
                 task_id,
                 status_code,
+                who,
                 reply,
             } => {
                 let result = core.complete(&task_id, status_code);
+                let job = crate::job::TaskId::parse(&task_id).map(|id| id.job);
+                core.audit(who, job.as_deref(), &result);
                 core.respond(reply, result);
             }
+            Event::PutToken { token, who, reply } => {
+                core.put_token(token);
+                core.audit(who, None, &Ok(()));
+                core.respond(reply, Ok(()));
+            }
+            Event::DeleteToken { name, who, reply } => {
+                let found = core.delete_token(&name);
+                core.audit(who, None, &Ok(()));
+                core.respond(reply, Ok(found));
+            }
+            Event::TokenUsed { name, at_ms } => core.token_used(&name, at_ms),
             Event::WorkerConnected { info, link, reply } => {
                 let _ = reply.send(core.worker_connected(*info, link));
             }
@@ -327,7 +365,11 @@ impl<S: Store> Shell<S> {
                 core.quiesce();
                 let _ = reply.send(());
             }
-            Event::Progress { .. } | Event::History { .. } | Event::Task { .. } | Event::Stat { .. } => {
+            Event::Progress { .. }
+            | Event::History { .. }
+            | Event::Task { .. }
+            | Event::Stat { .. }
+            | Event::Audit { .. } => {
                 self.read_store(event);
             }
             // Taken by the loop before it gets here.
@@ -366,6 +408,9 @@ impl<S: Store> Shell<S> {
                     let _ = reply.send(result);
                 })
             }
+            Event::Audit { query, reply } => Box::pin(async move {
+                let _ = reply.send(store.audit(&query).await.map_err(Error::from));
+            }),
             Event::Stat { job, reply } => {
                 let Some(entry) = core.state.jobs.get(&job) else {
                     let _ = reply.send(Err(Error::JobNotFound { name: job }));
@@ -590,11 +635,26 @@ impl<S: Store> Shell<S> {
             .unwrap_or_default()
             .max(MIN_CLAIM_RETENTION);
         let claims_before = (clock::now() - widest_epsilon - MIN_CLAIM_RETENTION).timestamp_millis();
+        let audit_before = (clock::now() - self.core.config.audit_retention).timestamp_millis();
         tokio::spawn(async move {
             match store.prune_history(keep).await {
                 Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old task history."),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "Pruning task history failed."),
+            }
+            loop {
+                let prune = Write::PruneAudit {
+                    before_ms: audit_before,
+                    limit: store::PRUNE_CHUNK,
+                };
+                match store.commit(&[prune]).await {
+                    Ok(report) if report.pruned == u64::from(store::PRUNE_CHUNK) => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "Pruning the audit log failed.");
+                        break;
+                    }
+                }
             }
             match store.prune_claims(claims_before).await {
                 Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old run claims."),

@@ -229,7 +229,10 @@ impl Write {
     /// Where the write goes in a coalesced run: deletes, claims, jobs, tasks, progress, mark.
     fn rank(&self) -> u8 {
         match self {
-            Write::DeleteJob(_) | Write::PruneTasks(_) | Write::PruneClaims { .. } | Write::PruneAudit { .. } => 0,
+            Write::DeleteJob(_)
+            | Write::PruneTasks(_)
+            | Write::PruneClaims { .. }
+            | Write::PruneAudit { .. } => 0,
             Write::ClaimRun { .. } => 1,
             Write::PutJob(_) => 2,
             Write::PutTask(_) => 3,

@@ -70,15 +70,24 @@ async fn tokens_and_audit(store: &impl Store) {
         last_used_ms: used,
     };
     store
-        .commit(&[Write::PutToken(token("ci", "read", None)), Write::PutToken(token("ops", "admin", None))])
+        .commit(&[
+            Write::PutToken(token("ci", "read", None)),
+            Write::PutToken(token("ops", "admin", None)),
+        ])
         .await
         .unwrap();
     // Replaced by name, then deleted, in the order written.
     store
-        .commit(&[Write::PutToken(token("ci", "operate", Some(9))), Write::DeleteToken("ops".into())])
+        .commit(&[
+            Write::PutToken(token("ci", "operate", Some(9))),
+            Write::DeleteToken("ops".into()),
+        ])
         .await
         .unwrap();
-    assert_eq!(store.load_tokens().await.unwrap(), [token("ci", "operate", Some(9))]);
+    assert_eq!(
+        store.load_tokens().await.unwrap(),
+        [token("ci", "operate", Some(9))]
+    );
     let entry = |at_ms: i64, principal: &str, job: Option<&str>| AuditEntry {
         at_ms,
         principal: principal.to_owned(),
@@ -89,14 +98,25 @@ async fn tokens_and_audit(store: &impl Store) {
         job: job.map(str::to_owned),
         outcome: "ok".to_owned(),
     };
-    let entries = [entry(10, "admin", Some("a")), entry(20, "token:ci", Some("b")), entry(30, "admin", None)];
-    let writes: Vec<Write> = entries.iter().cloned().map(|e| Write::Audit(Box::new(e))).collect();
+    let entries = [
+        entry(10, "admin", Some("a")),
+        entry(20, "token:ci", Some("b")),
+        entry(30, "admin", None),
+    ];
+    let writes: Vec<Write> = entries
+        .iter()
+        .cloned()
+        .map(|e| Write::Audit(Box::new(e)))
+        .collect();
     store.commit(&writes).await.unwrap();
     let all = AuditQuery {
         limit: 10,
         ..AuditQuery::default()
     };
-    assert_eq!(store.audit(&all).await.unwrap(), [entries[2].clone(), entries[1].clone(), entries[0].clone()]);
+    assert_eq!(
+        store.audit(&all).await.unwrap(),
+        [entries[2].clone(), entries[1].clone(), entries[0].clone()]
+    );
     let of_a = AuditQuery {
         job: Some("a".into()),
         ..all.clone()
@@ -108,9 +128,21 @@ async fn tokens_and_audit(store: &impl Store) {
         ..all.clone()
     };
     assert_eq!(store.audit(&by_admin_since).await.unwrap(), [entries[2].clone()]);
-    let report = store.commit(&[Write::PruneAudit { before_ms: 25, limit: 1 }]).await.unwrap();
+    let report = store
+        .commit(&[Write::PruneAudit {
+            before_ms: 25,
+            limit: 1,
+        }])
+        .await
+        .unwrap();
     assert_eq!(report.pruned, 1, "at most the limit");
-    let report = store.commit(&[Write::PruneAudit { before_ms: 25, limit: 10 }]).await.unwrap();
+    let report = store
+        .commit(&[Write::PruneAudit {
+            before_ms: 25,
+            limit: 10,
+        }])
+        .await
+        .unwrap();
     assert_eq!(report.pruned, 1);
     assert_eq!(store.audit(&all).await.unwrap(), [entries[2].clone()]);
 }

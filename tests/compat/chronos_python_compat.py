@@ -1,7 +1,8 @@
 """Drives kairos with the unmodified chronos-python client (PyPI), in v1 and legacy (2.x) modes,
 and checks that every job shape of the integration tests survives "list, then update(job)".
 
-Usage: python chronos_python_compat.py HOST:PORT. Exits non-zero with a message on the first mismatch.
+Usage: python chronos_python_compat.py HOST:PORT [USER PASSWORD]. With credentials it also checks
+that a client without them is refused. Exits non-zero with a message on the first mismatch.
 """
 import sys
 import time
@@ -124,11 +125,20 @@ def round_trip(client, suffix):
 
 def main():
     server = sys.argv[1]
-    exercise(chronos.connect([server]), "-v1")
-    exercise(chronos.connect([server], scheduler_api_version=None), "-legacy")
-    round_trip(chronos.connect([server]), "-v1")
-    round_trip(chronos.connect([server], scheduler_api_version=None), "-legacy")
-    metrics = chronos.connect([server]).metrics()
+    auth = {}
+    if len(sys.argv) > 3:
+        auth = {"username": sys.argv[2], "password": sys.argv[3]}
+        try:
+            chronos.connect([server]).list()
+        except chronos.ChronosAPIError:
+            pass
+        else:
+            raise AssertionError("a client without credentials was let in")
+    exercise(chronos.connect([server], **auth), "-v1")
+    exercise(chronos.connect([server], scheduler_api_version=None, **auth), "-legacy")
+    round_trip(chronos.connect([server], **auth), "-v1")
+    round_trip(chronos.connect([server], scheduler_api_version=None, **auth), "-legacy")
+    metrics = chronos.connect([server], **auth).metrics()
     assert "version" in metrics and "gauges" in metrics, metrics
     print("chronos-python compatibility: ok")
 

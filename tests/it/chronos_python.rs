@@ -7,7 +7,19 @@ use crate::Harness;
 
 #[tokio::test]
 async fn chronos_python_client_works_unchanged() {
-    let h = Harness::start().await;
+    run(Harness::start().await, &[]).await;
+}
+
+#[tokio::test]
+async fn chronos_python_client_works_with_credentials_and_is_refused_without() {
+    let h = Harness::start_with(|c| {
+        c.http_credentials = Some(kairos::auth::Credentials::parse("py:secret").unwrap());
+    })
+    .await;
+    run(h, &["py", "secret"]).await;
+}
+
+async fn run(h: Harness, credentials: &[&str]) {
     let python = std::env::var("KAIROS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -17,6 +29,7 @@ async fn chronos_python_client_works_unchanged() {
     let output = tokio::process::Command::new(&python)
         .arg(script)
         .arg(&address)
+        .args(credentials)
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));

@@ -6,6 +6,7 @@ mod chronos_python;
 mod ha;
 mod lifecycle;
 mod readme;
+mod security;
 mod workers;
 
 use std::path::{Path, PathBuf};

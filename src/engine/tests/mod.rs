@@ -36,6 +36,9 @@ fn config(dir: &std::path::Path) -> Config {
         heartbeat_interval: Duration::from_secs(1),
         fetch_cache_dir: dir.join("cache"),
         fetch_timeout: Duration::from_secs(10),
+        tokens: crate::auth::Tokens::default(),
+        task_tokens: None,
+        audit_retention: chrono::Duration::days(90),
     }
 }
 
@@ -136,6 +139,7 @@ impl<S: Store> Fixture<S> {
         let (job, provided) = dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap();
         self.engine
             .call(|reply| Event::Upsert {
+                who: None,
                 job: Box::new(job),
                 provided,
                 reply,
@@ -225,6 +229,7 @@ async fn a_retry_waits_the_failure_retry_delay() {
     f.upsert(serde_json::json!({"name": "fails", "command": "exit 3", "retries": 1, "schedule": "R0/2030-01-01T00:00:00Z/P1D"})).await;
     f.engine
         .call(|reply| Event::RunNow {
+            who: None,
             name: "fails".to_owned(),
             arguments: None,
             reply,
@@ -271,6 +276,7 @@ async fn a_reply_waits_until_its_change_is_committed_and_failed_commits_are_retr
     let asked = tokio::time::Instant::now();
     f.engine
         .call(|reply| Event::RunNow {
+            who: None,
             name: "manual".to_owned(),
             arguments: None,
             reply,
@@ -369,8 +375,9 @@ async fn scheduled_runs_wait_while_the_store_fails_instead_of_piling_up() {
     // Once the store takes writes again, the runs resume.
     let job = f.wait("often", |j| j.success_count >= 3).await;
     assert_eq!(job.error_count, 0);
+    // The hourly pruning (its first pass comes after a minute) may have met one of the failures.
     let failures = f.engine.read(|s| s.metrics.store_failures).await.unwrap();
-    assert_eq!(failures, 20);
+    assert!((19..=20).contains(&failures), "{failures}");
 }
 
 mod core;

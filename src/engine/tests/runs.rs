@@ -11,6 +11,7 @@ impl<S: Store> Fixture<S> {
         let (name, arguments) = (name.to_owned(), arguments.map(str::to_owned));
         self.engine
             .call(|reply| Event::RunNow {
+                who: None,
                 name,
                 arguments,
                 reply,
@@ -23,6 +24,7 @@ impl<S: Store> Fixture<S> {
         let task_id = task_id.to_owned();
         self.engine
             .call(|reply| Event::Complete {
+                who: None,
                 task_id,
                 status_code,
                 reply,
@@ -373,6 +375,7 @@ async fn drive(ops: Vec<Op>, is_async: bool) -> Result<(), String> {
             Op::Kill => f
                 .engine
                 .call(|reply| Event::Kill {
+                    who: None,
                     name: "p".to_owned(),
                     reply,
                 })

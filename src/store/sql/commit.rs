@@ -125,12 +125,20 @@ where
                     ") ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, \
                      created_ms = excluded.created_ms, last_used_ms = excluded.last_used_ms",
                 );
-                query.build().execute(&mut *tx).await.map_err(query_err("put token"))?;
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("put token"))?;
             }
             Step::DeleteToken(name) => {
                 let mut query = QueryBuilder::<DB>::new("DELETE FROM tokens WHERE name = ");
                 query.push_bind(name.to_owned());
-                query.build().execute(&mut *tx).await.map_err(query_err("delete token"))?;
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("delete token"))?;
             }
             Step::Audit(entries) => {
                 let mut query = QueryBuilder::<DB>::new(
@@ -146,7 +154,11 @@ where
                         .push_bind(e.job.clone().unwrap_or_default())
                         .push_bind(e.outcome.clone());
                 });
-                query.build().execute(&mut *tx).await.map_err(query_err("audit"))?;
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("audit"))?;
             }
             Step::PruneAudit { before_ms, limit } => {
                 let mut query = QueryBuilder::<DB>::new(
@@ -265,7 +277,9 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
                 (Write::PruneTasks(ids), _) => steps.push(Step::PruneTasks(ids)),
                 (Write::PutToken(token), _) => steps.push(Step::PutToken(token)),
                 (Write::DeleteToken(name), _) => steps.push(Step::DeleteToken(name)),
-                (Write::Audit(entry), Some(Step::Audit(entries))) if !full(entries.len()) => entries.push(entry),
+                (Write::Audit(entry), Some(Step::Audit(entries))) if !full(entries.len()) => {
+                    entries.push(entry)
+                }
                 (Write::Audit(entry), _) => steps.push(Step::Audit(vec![entry])),
                 (Write::PruneAudit { before_ms, limit }, _) => steps.push(Step::PruneAudit {
                     before_ms: *before_ms,

@@ -12,7 +12,9 @@ use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Row, Type,
 };
 
-use super::{AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, TaskState, Write};
+use super::{
+    AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, TaskState, Write,
+};
 
 /// What one database does differently; implemented for `sqlx::Sqlite` and `sqlx::Postgres`.
 pub trait Backend: Database {
@@ -210,7 +212,8 @@ where
     }
 
     async fn load_tokens(&self) -> Result<Vec<StoredToken>, Error> {
-        let query = QueryBuilder::new("SELECT name, role, hash, created_ms, last_used_ms FROM tokens ORDER BY name");
+        let query =
+            QueryBuilder::new("SELECT name, role, hash, created_ms, last_used_ms FROM tokens ORDER BY name");
         let rows = self.rows(query, "load tokens").await?;
         rows.iter()
             .map(|row| {
@@ -239,7 +242,9 @@ where
         if let Some(since) = q.since_ms {
             query.push(" AND at_ms >= ").push_bind(since);
         }
-        query.push(" ORDER BY at_ms DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+        query
+            .push(" ORDER BY at_ms DESC, id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
         let rows = self.rows(query, "read the audit log").await?;
         rows.iter()
             .map(|row| {
