@@ -127,6 +127,13 @@ impl Server {
                 path: config.data_dir.display().to_string(),
                 source,
             })?;
+        let policy = crate::executor::Policy {
+            allow_privileged: config.allow_privileged_containers,
+            allowed_host_paths: config.allowed_host_paths.clone(),
+            fetch_schemes: config.fetch_schemes.clone(),
+        };
+        // The built-in worker checks its launches against the same policy as the API.
+        crate::executor::runner::register_policy(&worker_id, policy.clone());
         let engine_config = engine_config(&config, worker_id);
         let (cluster, election) = match &config.store {
             None => {
@@ -165,6 +172,7 @@ impl Server {
                 epsilon: schedule::format_duration(epsilon(&config)),
                 allow_privileged: config.allow_privileged_containers,
             },
+            policy,
         ));
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(

@@ -125,15 +125,18 @@ pub struct Context {
     /// Who leads, and our engine while we do.
     pub cluster: Cluster,
     pub defaults: Defaults,
+    /// What jobs' containers and fetches may reach; a job that asks for more is refused.
+    pub policy: crate::executor::Policy,
     /// Forwards requests from a standby to the leader.
     client: reqwest::Client,
 }
 
 impl Context {
-    pub fn new(cluster: Cluster, defaults: Defaults) -> Context {
+    pub fn new(cluster: Cluster, defaults: Defaults, policy: crate::executor::Policy) -> Context {
         Context {
             cluster,
             defaults,
+            policy,
             client: reqwest::Client::new(),
         }
     }
@@ -578,6 +581,7 @@ async fn upsert(body: Bytes, ctx: Ctx, route: Route) -> Result<Response, Infalli
     respond(
         async {
             let (job, provided) = dto::parse_job(&body, route, &ctx.defaults)?;
+            dto::check_policy(&job, &ctx.policy)?;
             ctx.engine()?.upsert(job, provided).await?;
             Ok(no_content())
         }
