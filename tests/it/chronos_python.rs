@@ -7,7 +7,8 @@ use crate::Harness;
 
 #[tokio::test]
 async fn chronos_python_client_works_unchanged() {
-    let h = Harness::start().await;
+    // Its full job mounts the host path /srv, refused unless under an allowed prefix.
+    let h = Harness::start_with(|c| c.allowed_host_paths = vec!["/srv".into()]).await;
     let python = std::env::var("KAIROS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
