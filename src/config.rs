@@ -356,8 +356,12 @@ settings! {
     heartbeat_interval: f64, default "2", env "KAIROS_HEARTBEAT_INTERVAL";
     /// seconds the fetches of one task may take
     fetch_timeout: f64, default "300", env "KAIROS_FETCH_TIMEOUT";
-    /// accept container parameters that escalate privilege (privileged, cap-add, device, …)
+    /// accept container parameters that escalate privilege (privileged, cap-add, device, …), the Docker socket and any host path
     allow_privileged_containers: bool, unset "off", env "KAIROS_ALLOW_PRIVILEGED_CONTAINERS";
+    /// a host directory under which containers may mount host paths (repeatable)
+    allowed_host_path: Vec<String>, unset "none", value "PATH", alias "allowed_host_paths";
+    /// the URI schemes fetches may use, comma-separated (`file` covers absolute paths)
+    fetch_schemes: String, default "http,https,file", env "KAIROS_FETCH_SCHEMES";
     /// a `postgres://` URL: keep all state in PostgreSQL and elect a leader among the servers sharing it
     store: String, unset "embedded SQLite", env "KAIROS_STORE";
     /// seconds between leadership checks (election and lock liveness)
@@ -387,6 +391,12 @@ settings! {
     work_dir: PathBuf, default "kairos-agent", env "KAIROS_AGENT_DIR";
     /// seconds all fetches of one task may take
     fetch_timeout: f64, default "300";
+    /// run containers with privileged parameters, the Docker socket or any host path (the scheduler's check is repeated here)
+    allow_privileged_containers: bool, unset "off";
+    /// a host directory under which containers may mount host paths (repeatable)
+    allowed_host_path: Vec<String>, unset "none", value "PATH", alias "allowed_host_paths";
+    /// the URI schemes fetches may use, comma-separated (`file` covers absolute paths)
+    fetch_schemes: String, default "http,https,file";
 }
 
 /// Validated server settings.
@@ -422,6 +432,10 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub fetch_timeout: Duration,
     pub allow_privileged_containers: bool,
+    /// Host paths containers may mount lie under one of these (absolute, `.` and `..` resolved).
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// The URI schemes fetches may use, lower-case.
+    pub fetch_schemes: Vec<String>,
     /// A PostgreSQL URL, or `None` for the embedded SQLite store.
     pub store: Option<String>,
     pub election_interval: Duration,
@@ -467,6 +481,55 @@ fn attributes(setting: &'static Setting, items: &[String]) -> Result<Vec<(String
             }),
         })
         .collect()
+}
+
+/// Absolute directories, with `.` and `..` resolved so that a prefix means what it says.
+fn host_paths(setting: &'static Setting, items: &[String]) -> Result<Vec<PathBuf>, Error> {
+    items
+        .iter()
+        .map(|item| {
+            let path = Path::new(item.trim());
+            if !path.is_absolute() {
+                return Err(Error::Invalid {
+                    setting,
+                    reason: format!("'{item}' is not an absolute path"),
+                });
+            }
+            let mut clean = PathBuf::from("/");
+            for component in path.components() {
+                match component {
+                    std::path::Component::Normal(part) => clean.push(part),
+                    std::path::Component::ParentDir => {
+                        clean.pop();
+                    }
+                    _ => {}
+                }
+            }
+            Ok(clean)
+        })
+        .collect()
+}
+
+/// A comma-separated list of the schemes kairos can fetch.
+fn fetch_schemes(setting: &'static Setting, text: &str) -> Result<Vec<String>, Error> {
+    let known = crate::executor::DEFAULT_FETCH_SCHEMES;
+    let mut schemes = Vec::new();
+    for scheme in text
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+    {
+        if !known.contains(&scheme.as_str()) {
+            return Err(Error::Invalid {
+                setting,
+                reason: format!("'{scheme}' is not a scheme kairos fetches ({})", known.join(", ")),
+            });
+        }
+        if !schemes.contains(&scheme) {
+            schemes.push(scheme);
+        }
+    }
+    Ok(schemes)
 }
 
 fn read_file<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, Error> {
@@ -555,6 +618,8 @@ impl ServerConfig {
             heartbeat_interval: seconds(&S::heartbeat_interval, s.heartbeat_interval)?,
             fetch_timeout: seconds(&S::fetch_timeout, s.fetch_timeout)?,
             allow_privileged_containers: s.allow_privileged_containers.unwrap_or(false),
+            allowed_host_paths: host_paths(&S::allowed_host_path, &s.allowed_host_path.unwrap_or_default())?,
+            fetch_schemes: fetch_schemes(&S::fetch_schemes, &s.fetch_schemes)?,
             store,
             election_interval: seconds(&S::election_interval, s.election_interval)?,
         })
@@ -597,6 +662,14 @@ impl AgentConfig {
             },
             work_dir: s.work_dir,
             fetch_timeout: seconds(&S::fetch_timeout, s.fetch_timeout)?,
+            policy: crate::executor::Policy {
+                allow_privileged: s.allow_privileged_containers.unwrap_or(false),
+                allowed_host_paths: host_paths(
+                    &S::allowed_host_path,
+                    &s.allowed_host_path.unwrap_or_default(),
+                )?,
+                fetch_schemes: fetch_schemes(&S::fetch_schemes, &s.fetch_schemes)?,
+            },
         })
     }
 }
@@ -915,7 +988,7 @@ mod tests {
     #[test]
     fn invalid_values_name_their_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, &[&str]); 5] = [
+        let cases: [(&str, &[&str]); 7] = [
             (
                 "failure_retry = -1\n",
                 &["--failure-retry", "KAIROS_FAILURE_RETRY", "failure_retry"],
@@ -926,6 +999,18 @@ mod tests {
             (
                 "worker_attributes = [\"rack\"]\n",
                 &["--worker-attribute", "'rack' is not KEY=VALUE"],
+            ),
+            (
+                "allowed_host_paths = [\"srv\"]\n",
+                &["--allowed-host-path", "'srv' is not an absolute path"],
+            ),
+            (
+                "fetch_schemes = \"http,ftp\"\n",
+                &[
+                    "--fetch-schemes",
+                    "KAIROS_FETCH_SCHEMES",
+                    "'ftp' is not a scheme kairos fetches",
+                ],
             ),
         ];
         for (file, expected) in cases {
@@ -955,8 +1040,46 @@ mod tests {
         assert_eq!(c.output_limit, 65536);
         assert_eq!(c.election_interval, Duration::from_secs(1));
         assert!(c.store.is_none() && !c.allow_privileged_containers && c.local_worker.is_some());
+        assert!(c.allowed_host_paths.is_empty());
+        assert_eq!(c.fetch_schemes, ["http", "https", "file"]);
+        assert_eq!(c.user, "root", "the default runAsUser");
         let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1"])).unwrap();
         assert_eq!(a.fetch_timeout, Duration::from_secs(300));
+        assert_eq!(a.policy, crate::executor::Policy::default());
+    }
+
+    #[test]
+    fn host_paths_and_fetch_schemes_are_read_for_server_and_agent() {
+        let c = ServerConfig::load(&ServerArgs {
+            allowed_host_path: Some(vec!["/srv/data/".to_owned(), "/scratch/../tmp/x".to_owned()]),
+            fetch_schemes: Some(" HTTPS , http,https".to_owned()),
+            ..ServerArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.allowed_host_paths,
+            [PathBuf::from("/srv/data"), PathBuf::from("/tmp/x")]
+        );
+        assert_eq!(c.fetch_schemes, ["https", "http"]);
+        let a = AgentConfig::load(&parse(&[
+            "kairos",
+            "--server",
+            "s:1",
+            "--allowed-host-path",
+            "/srv",
+            "--allow-privileged-containers",
+            "--fetch-schemes",
+            "https",
+        ]))
+        .unwrap();
+        assert_eq!(
+            a.policy,
+            crate::executor::Policy {
+                allow_privileged: true,
+                allowed_host_paths: vec![PathBuf::from("/srv")],
+                fetch_schemes: vec!["https".to_owned()],
+            }
+        );
     }
 
     /// The flags clap knows, as the tables show them.

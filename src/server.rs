@@ -134,6 +134,14 @@ impl Server {
                 path: config.data_dir.display().to_string(),
                 source,
             })?;
+        let policy = crate::executor::Policy {
+            allow_privileged: config.allow_privileged_containers,
+            allowed_host_paths: config.allowed_host_paths.clone(),
+            fetch_schemes: config.fetch_schemes.clone(),
+        };
+        // The built-in worker checks its launches against the same policy as the API.
+        crate::executor::runner::register_policy(&worker_id, policy.clone());
+
         if config.insecure_no_auth && config.http_credentials.is_none() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen,
                 "Serving WITHOUT authentication on a network address (--insecure-no-auth): anyone who can reach it can run commands.");
@@ -182,6 +190,7 @@ impl Server {
                 tokens,
                 cors_origins: config.cors_origins.clone(),
                 max_body_bytes: config.max_body_bytes,
+                policy,
             },
         ));
         let (stop_http, stopped) = oneshot::channel::<()>();

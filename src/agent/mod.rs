@@ -88,6 +88,7 @@ pub fn launch_to_proto(launch: &TaskLaunch) -> proto::Launch {
                 output_file: f.output_file.clone(),
             })
             .collect(),
+        run_as_user: p.user.clone(),
     }
 }
 
@@ -148,6 +149,7 @@ pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -
             time_limit: (launch.time_limit_seconds > 0)
                 .then(|| Duration::from_secs(launch.time_limit_seconds)),
             output_limit: usize::try_from(launch.output_limit_bytes).unwrap_or(usize::MAX),
+            user: launch.run_as_user,
         },
         container,
         fetch,
@@ -217,6 +219,7 @@ mod tests {
                 sandbox: "/srv/x".into(),
                 time_limit: Some(Duration::from_secs(5)),
                 output_limit: 100,
+                user: Some("nobody".to_owned()),
             },
             container: Some(Container {
                 image: "busybox".to_owned(),
@@ -245,6 +248,7 @@ mod tests {
         assert_eq!(back.fetch, launch.fetch);
         assert_eq!(back.process.command, "echo hi");
         assert_eq!(back.process.time_limit, Some(Duration::from_secs(5)));
+        assert_eq!(back.process.user.as_deref(), Some("nobody"), "runAsUser travels");
         assert_eq!(back.process.sandbox, std::path::Path::new("/agent/ct_1_0_j_"));
         assert!(
             back.process

@@ -27,6 +27,9 @@ pub struct AgentConfig {
     /// Sandboxes and the fetch cache live here.
     pub work_dir: PathBuf,
     pub fetch_timeout: Duration,
+    /// What tasks may reach on this agent's host, checked here before each launch: the host is
+    /// the agent's, so its own settings decide, whatever the scheduler allows.
+    pub policy: crate::executor::Policy,
 }
 
 /// Where task ends go: the open stream, or a buffer until the next one.
@@ -96,10 +99,11 @@ pub async fn run(
         path: config.work_dir.display().to_string(),
         source,
     })?;
-    let runner = Runner::new(
+    let runner = Runner::with_policy(
         config.work_dir.join("fetch-cache"),
         config.fetch_timeout,
         id.clone(),
+        config.policy.clone(),
     );
     let outbox = Arc::new(Mutex::new(Outbox::default()));
     // Containers this agent launched before it restarted are watched to their end and reported

@@ -383,6 +383,42 @@ fn parse_container(obj: &Obj, allow_privileged: bool) -> Result<Option<Container
     }))
 }
 
+/// Refuses a job whose container mounts a host path outside the allowed prefixes, or whose
+/// fetch entries use a scheme not allowed (`parse_job` has already refused privileged
+/// parameters and the Docker socket). Each worker checks again before it launches.
+///
+/// # Errors
+/// A 400 naming the field at fault.
+pub fn check_policy(job: &Job, policy: &crate::executor::Policy) -> Result<(), ApiError> {
+    if let Some(container) = &job.container {
+        let volumes: Vec<crate::executor::docker::VolumeSpec> = container
+            .volumes
+            .iter()
+            .map(|v| crate::executor::docker::VolumeSpec {
+                host_path: v.host_path.clone(),
+                container_path: v.container_path.clone(),
+                read_only: v.mode.as_deref() == Some("RO"),
+            })
+            .collect();
+        let parameters: Vec<(String, String)> = container
+            .parameters
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        crate::executor::docker::check_host_paths(&volumes, &parameters, policy)
+            .map_err(|refusal| bad(refusal.field, refusal.reason))?;
+    }
+    let entries = job
+        .fetch
+        .iter()
+        .map(|f| ("fetch", f.uri.as_str()))
+        .chain(job.uris.iter().map(|uri| ("uris", uri.as_str())));
+    for (field, uri) in entries {
+        crate::executor::fetch::check_scheme(uri, &policy.fetch_schemes).map_err(|e| bad(field, e))?;
+    }
+    Ok(())
+}
+
 /// Chronos writes `portMappings`' `hostPort` and `containerPort` as strings (and reads numbers or
 /// strings); a network entry is otherwise kept as sent.
 fn port_numbers_as_strings(network: &Value) -> Value {
@@ -564,5 +600,42 @@ mod tests {
             container.network_infos[0]["portMappings"][0],
             serde_json::json!({"hostPort": "80", "containerPort": "8080", "protocol": "tcp"})
         );
+    }
+
+    #[test]
+    fn the_policy_refuses_host_paths_and_schemes_naming_the_field() {
+        let policy = crate::executor::Policy {
+            allowed_host_paths: vec!["/srv/data".into()],
+            fetch_schemes: vec!["https".to_owned()],
+            ..crate::executor::Policy::default()
+        };
+        let check = |body: &str| {
+            let job = parse(body, Route::Iso8601).unwrap();
+            check_policy(&job, &policy).map_err(|e| e.message)
+        };
+        assert_eq!(
+            check(
+                r#"{"name":"a","container":{"image":"i","volumes":[{"hostPath":"/srv/data/x","containerPath":"/x"}]},"fetch":[{"uri":"https://h/f"}]}"#
+            ),
+            Ok(())
+        );
+        let refused = check(
+            r#"{"name":"a","container":{"image":"i","volumes":[{"hostPath":"/etc","containerPath":"/x"}]}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            refused.starts_with("field 'container.volumes': host path '/etc' is refused"),
+            "{refused}"
+        );
+        let refused = check(
+            r#"{"name":"a","container":{"image":"i","parameters":[{"key":"volume","value":"/etc:/x"}]}}"#,
+        )
+        .unwrap_err();
+        assert!(refused.starts_with("field 'container.parameters': "), "{refused}");
+        let refused = check(r#"{"name":"a","fetch":[{"uri":"file:///etc/shadow"}]}"#).unwrap_err();
+        assert!(refused.starts_with("field 'fetch': "), "{refused}");
+        assert!(refused.contains("the scheme 'file' is not allowed"), "{refused}");
+        let refused = check(r#"{"name":"a","uris":["http://h/f"]}"#).unwrap_err();
+        assert!(refused.starts_with("field 'uris': "), "{refused}");
     }
 }

@@ -148,6 +148,8 @@ pub struct Context {
     /// Who leads, and our engine while we do.
     pub cluster: Cluster,
     pub defaults: Defaults,
+    /// What jobs' containers and fetches may reach; a job that asks for more is refused.
+    pub policy: crate::executor::Policy,
     /// Forwards requests from a standby to the leader.
     client: reqwest::Client,
     /// Who may call, and what they may do.
@@ -165,6 +167,8 @@ pub struct Protection {
     pub tokens: crate::auth::Tokens,
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// What jobs' containers and fetches may reach.
+    pub policy: crate::executor::Policy,
 }
 
 impl Context {
@@ -172,6 +176,7 @@ impl Context {
         Context {
             cluster,
             defaults,
+            policy: protection.policy,
             client: reqwest::Client::new(),
             auth: guard::Auth::new(protection.credentials, protection.tokens),
             cors_origins: Arc::new(protection.cors_origins),
@@ -702,6 +707,7 @@ async fn upsert(who: Caller, body: Bytes, ctx: Ctx, route: Route) -> Result<Resp
     respond(
         async {
             let (job, provided) = dto::parse_job(&body, route, &ctx.defaults)?;
+            dto::check_policy(&job, &ctx.policy)?;
             ctx.engine()?.upsert(job, provided, who.actor()).await?;
             Ok(no_content())
         }

@@ -54,6 +54,7 @@ pub(super) fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostnam
         sandbox,
         time_limit: (job.max_completion_time > 0).then(|| Duration::from_secs(job.max_completion_time)),
         output_limit: config.output_limit,
+        user: Some(job.run_as_user.clone()),
     };
     let container = job.container.as_ref().map(|c| Container {
         image: c.image.clone(),

@@ -61,7 +61,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::Outcome;
+use super::{Outcome, Policy};
 
 /// The label holding the task id, by which kill and reconciliation find a container.
 const LABEL_TASK_ID: &str = "kairos.task_id";
@@ -161,6 +161,9 @@ pub struct ContainerSpec {
     pub sandbox: Option<PathBuf>,
     /// The identity of the worker launching it, kept as a label (see [`LABEL_OWNER`]).
     pub owner: String,
+    /// The user the container runs as (`User`), resolved by Docker in the image; `None` keeps
+    /// the image's own. A `user` parameter wins over it.
+    pub user: Option<String>,
 }
 
 /// A container of this worker's found on the engine, running or ended but not yet removed.
@@ -935,9 +938,11 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         // As under Mesos, the task starts in its sandbox, where its fetched files are; a
         // `workdir` parameter below still wins.
         working_dir: spec.sandbox.is_some().then(|| SANDBOX_IN_CONTAINER.to_owned()),
+        user: spec.user.clone(),
         ..Default::default()
     };
-    // The API checked privilege when the job was saved; here every supported key is mapped.
+    // The API and the worker checked privilege ([`check_container`]) before the launch; here
+    // every supported key is mapped.
     for (key, value) in &spec.container.parameters {
         apply_parameter(key, value, &mut body, true)?;
     }
@@ -983,6 +988,91 @@ pub fn check_volumes(volumes: &[VolumeSpec], allow_privileged: bool) -> Result<(
         }
     }
     Ok(())
+}
+
+/// A container setting that a worker's [`Policy`] refuses, with the job field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `container.volumes` or `container.parameters`.
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// Everything a worker checks before it creates a container, so that a job stored before a
+/// rule existed (or on a more permissive server) cannot bypass it: privileged parameters and the
+/// Docker socket ([`check_parameters`], [`check_volumes`]), and host paths outside the allowed
+/// prefixes ([`check_host_paths`]).
+///
+/// # Errors
+/// The first refused setting.
+pub fn check_container(container: &Container, policy: &Policy) -> Result<(), Refusal> {
+    let refuse = |field: &'static str| move |reason: String| Refusal { field, reason };
+    check_volumes(&container.volumes, policy.allow_privileged).map_err(refuse("container.volumes"))?;
+    check_parameters(&container.parameters, policy.allow_privileged)
+        .map_err(refuse("container.parameters"))?;
+    check_host_paths(&container.volumes, &container.parameters, policy)
+}
+
+/// Refuses host paths, as `volumes` entries or `volume` parameters, that lie outside every
+/// allowed prefix, unless privileged containers are allowed. A path is compared as written (with
+/// `.` and `..` resolved) and, when it exists here, through its links too, so a link under an
+/// allowed prefix cannot lead out of it. A bind source that is no absolute path names a Docker
+/// volume, which is no host path.
+///
+/// # Errors
+/// The first refused host path.
+pub fn check_host_paths(
+    volumes: &[VolumeSpec],
+    parameters: &[(String, String)],
+    policy: &Policy,
+) -> Result<(), Refusal> {
+    if policy.allow_privileged {
+        return Ok(());
+    }
+    let from_volumes = volumes
+        .iter()
+        .filter_map(|v| v.host_path.as_deref())
+        .map(|host| ("container.volumes", host));
+    let from_parameters = parameters
+        .iter()
+        .filter(|(key, _)| key == "volume" || key == "v")
+        .filter_map(|(_, value)| value.split_once(':').map(|(source, _)| source))
+        .map(|source| ("container.parameters", source));
+    for (field, host) in from_volumes.chain(from_parameters) {
+        if host.starts_with('/') && !host_path_allowed(host, &policy.allowed_host_paths) {
+            let allowed = if policy.allowed_host_paths.is_empty() {
+                "none is allowed on this worker".to_owned()
+            } else {
+                let list: Vec<String> = policy
+                    .allowed_host_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                format!("allowed are paths under {}", list.join(", "))
+            };
+            return Err(Refusal {
+                field,
+                reason: format!(
+                    "host path '{host}' is refused: {allowed} (--allowed-host-path), or any on a server that allows privileged containers"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` lies under one of `prefixes`, both as written and through its links.
+fn host_path_allowed(host: &str, prefixes: &[PathBuf]) -> bool {
+    let prefixes: Vec<(PathBuf, Option<PathBuf>)> = prefixes
+        .iter()
+        .map(|p| (normalize(p), std::fs::canonicalize(p).ok()))
+        .collect();
+    let under = |path: &Path| {
+        prefixes.iter().any(|(lexical, resolved)| {
+            path.starts_with(lexical) || resolved.as_ref().is_some_and(|r| path.starts_with(r))
+        })
+    };
+    under(&normalize(Path::new(host))) && std::fs::canonicalize(host).map_or(true, |real| under(&real))
 }
 
 const SOCKET_WHY: &str =
@@ -1427,6 +1517,7 @@ mod tests {
             output_limit: 4096,
             sandbox: None,
             owner: format!("docker-test-{}", std::process::id()),
+            user: None,
         }
     }
 
@@ -1796,6 +1887,108 @@ mod tests {
 
         let out = outcome(rx).await;
         assert_eq!(out.signal, Some(libc::SIGKILL), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn the_container_runs_as_the_tasks_user_unless_a_parameter_names_one() {
+        let docker = engine().await;
+        // The test image knows only root by name; Docker takes a numeric user as it is.
+        let mut s = spec(&task_id("user"), "id -u");
+        s.user = Some("4321".to_owned());
+        let out = run(&docker, s).await;
+        assert_eq!(out.stdout, "4321\n", "{out:?}");
+
+        let mut s = spec(&task_id("user-param"), "id -u");
+        s.user = Some("4321".to_owned());
+        s.container.parameters = vec![("user".to_owned(), "1234".to_owned())];
+        let out = run(&docker, s).await;
+        assert_eq!(out.stdout, "1234\n", "{out:?}");
+
+        // A user the image does not know fails the start with Docker's own words.
+        let mut s = spec(&task_id("user-missing"), "true");
+        s.user = Some("kairos-no-such-user".to_owned());
+        let error = docker.launch(s, |_| {}).await.expect_err("must fail");
+        assert!(error.to_string().contains("kairos-no-such-user"), "{error}");
+    }
+
+    #[test]
+    fn host_paths_must_lie_under_an_allowed_prefix_unless_privileged() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("data");
+        std::fs::create_dir(&allowed).unwrap();
+        // A link under the allowed prefix that leads out of it.
+        std::os::unix::fs::symlink("/etc", allowed.join("escape")).unwrap();
+        let allowed_text = allowed.display().to_string();
+        let policy = Policy {
+            allowed_host_paths: vec![allowed.clone()],
+            ..Policy::default()
+        };
+        let volume = |host: &str| VolumeSpec {
+            host_path: Some(host.to_owned()),
+            container_path: "/c".to_owned(),
+            read_only: false,
+        };
+        let check = |host: &str, policy: &Policy| check_host_paths(&[volume(host)], &[], policy);
+        for ok in [
+            allowed_text.clone(),
+            format!("{allowed_text}/sub/dir"),
+            format!("{allowed_text}/./x"),
+            "named-volume".to_owned(),
+        ] {
+            assert_eq!(check(&ok, &policy), Ok(()), "{ok}");
+        }
+        for refused in [
+            "/etc".to_owned(),
+            "/".to_owned(),
+            format!("{allowed_text}/../other"),
+            format!("{allowed_text}-sibling"),
+            format!("{allowed_text}/escape"),
+        ] {
+            let refusal = check(&refused, &policy).expect_err(&refused);
+            assert_eq!(refusal.field, "container.volumes");
+            assert!(refusal.reason.contains(&format!("'{refused}'")), "{refusal:?}");
+            assert!(refusal.reason.contains(&allowed_text), "{refusal:?}");
+        }
+        let none = check("/srv", &Policy::default()).unwrap_err();
+        assert!(none.reason.contains("none is allowed"), "{none:?}");
+        let privileged = Policy {
+            allow_privileged: true,
+            ..Policy::default()
+        };
+        assert_eq!(check("/etc", &privileged), Ok(()));
+
+        // A `volume` parameter is a host path too.
+        let parameters = vec![("v".to_owned(), "/etc:/host-etc:ro".to_owned())];
+        let refusal = check_host_paths(&[], &parameters, &policy).unwrap_err();
+        assert_eq!(refusal.field, "container.parameters");
+        let inside = vec![("volume".to_owned(), format!("{allowed_text}:/data"))];
+        assert_eq!(check_host_paths(&[], &inside, &policy), Ok(()));
+    }
+
+    #[test]
+    fn the_docker_socket_is_refused_even_under_an_allowed_prefix() {
+        let policy = Policy {
+            allowed_host_paths: vec![PathBuf::from("/var/run"), PathBuf::from("/run")],
+            ..Policy::default()
+        };
+        let mut container = spec("t", "true").container;
+        container.volumes = vec![VolumeSpec {
+            host_path: Some("/var/run/docker.sock".to_owned()),
+            container_path: "/d.sock".to_owned(),
+            read_only: false,
+        }];
+        let refusal = check_container(&container, &policy).unwrap_err();
+        assert_eq!(refusal.field, "container.volumes");
+        assert!(refusal.reason.contains("Docker socket"), "{refusal:?}");
+        container.volumes.clear();
+        container.parameters = vec![("privileged".to_owned(), "true".to_owned())];
+        let refusal = check_container(&container, &policy).unwrap_err();
+        assert_eq!(refusal.field, "container.parameters");
+        let privileged = Policy {
+            allow_privileged: true,
+            ..policy
+        };
+        assert_eq!(check_container(&container, &privileged), Ok(()));
     }
 
     #[tokio::test]

@@ -2,6 +2,9 @@
 //! semantics: http(s), `file://` and absolute-path sources, an optional output name, archive
 //! extraction, the executable bit and a download cache.
 //!
+//! Local sources are read with the task's rights ([`Identity::open`]): a task gets only the
+//! files its `runAsUser` could read itself, and a worker's `--fetch-schemes` limits the schemes.
+//!
 //! Every transfer is written to a uniquely named part file beside its destination and renamed
 //! into place only once complete, so a failed or timed-out fetch never leaves a truncated file
 //! under the name a task (or a later cache lookup) would use.
@@ -17,6 +20,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
+
+use super::user::Identity;
 
 /// One entry of a job's `fetch` list (or of its deprecated `uris`, which mean `extract: true`).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +41,18 @@ pub enum Error {
         "cannot fetch '{uri}': the scheme '{scheme}' is not supported (use http, https, file or an absolute path)"
     )]
     UnsupportedScheme { uri: String, scheme: String },
+    #[error("cannot fetch '{uri}': the scheme '{scheme}' is not allowed here (allowed: {allowed})")]
+    SchemeNotAllowed {
+        uri: String,
+        scheme: String,
+        allowed: String,
+    },
+    #[error("cannot fetch '{uri}': runAsUser '{user}' may not read {}", .path.display())]
+    NotReadable {
+        uri: String,
+        user: String,
+        path: PathBuf,
+    },
     #[error("cannot fetch '{uri}': it is neither an absolute path nor a URI with a scheme")]
     NotAbsolute { uri: String },
     #[error("cannot fetch '{uri}': the URI names no file, so an output_file is needed")]
@@ -75,20 +92,56 @@ pub enum Error {
 ///
 /// Entries are fetched in order and the first failure stops the rest: the task cannot start
 /// without all of them anyway. `timeout` bounds each entry's transfer (request, redirects and
-/// body, or the local copy); extraction afterwards is not counted against it.
+/// body, or the local copy); extraction afterwards is not counted against it. Only `schemes`
+/// may be used (`file` covers absolute paths), and local files are opened as `identity`.
 pub async fn fetch_all(
     specs: &[FetchSpec],
     sandbox: &Path,
     cache_dir: &Path,
     timeout: Duration,
+    identity: &Identity,
+    schemes: &[String],
 ) -> Result<(), Error> {
+    for spec in specs {
+        check_scheme(&spec.uri, schemes)?;
+    }
     // One client for the whole list so connections to the same host are reused; it is built only
     // when an http entry needs it.
     let mut client = None;
     for spec in specs {
-        fetch_one(spec, &mut client, sandbox, cache_dir, timeout).await?;
+        fetch_one(spec, &mut client, sandbox, cache_dir, timeout, identity).await?;
     }
     Ok(())
+}
+
+/// Refuses a URI whose scheme is not among `schemes` (an absolute path is a `file`). A URI
+/// without a scheme kairos can fetch passes here and is refused, named, when it is fetched.
+///
+/// # Errors
+/// [`Error::SchemeNotAllowed`], naming the URI, its scheme and the allowed ones.
+pub fn check_scheme(uri: &str, schemes: &[String]) -> Result<(), Error> {
+    let scheme = if uri.starts_with('/') {
+        "file".to_owned()
+    } else {
+        match scheme_of(uri).map(str::to_ascii_lowercase) {
+            Some(scheme) if super::DEFAULT_FETCH_SCHEMES.contains(&scheme.as_str()) => scheme,
+            // Schemes kairos cannot fetch at all are refused as such when fetched.
+            _ => return Ok(()),
+        }
+    };
+    if schemes.iter().any(|s| s.eq_ignore_ascii_case(&scheme)) {
+        Ok(())
+    } else {
+        Err(Error::SchemeNotAllowed {
+            uri: uri.to_owned(),
+            scheme,
+            allowed: if schemes.is_empty() {
+                "none".to_owned()
+            } else {
+                schemes.join(", ")
+            },
+        })
+    }
 }
 
 /// Where an entry's bytes come from.
@@ -104,6 +157,7 @@ async fn fetch_one(
     sandbox: &Path,
     cache_dir: &Path,
     timeout: Duration,
+    identity: &Identity,
 ) -> Result<(), Error> {
     let uri = spec.uri.as_str();
     let source = parse_source(uri)?;
@@ -123,11 +177,17 @@ async fn fetch_one(
     let dest = sandbox.join(&relative);
     prepare_parent(uri, sandbox, &dest).await?;
 
-    if let Source::Http(_) = source
-        && client.is_none()
-    {
-        *client = Some(build_client(uri)?);
-    }
+    // A local file is opened as the task's user before anything else, a cached copy or not:
+    // what it may not read, it never gets.
+    let input = match &source {
+        Source::Http(url) => {
+            if client.is_none() {
+                *client = Some(build_client(uri)?);
+            }
+            Input::Http(url.clone())
+        }
+        Source::Local(path) => open_local(uri, path, identity).await?,
+    };
 
     if spec.cache {
         let file_name = natural.unwrap_or_else(|| {
@@ -143,11 +203,14 @@ async fn fetch_one(
             tokio::fs::create_dir_all(cache_dir)
                 .await
                 .map_err(|source| io_error(uri, "create the cache directory", cache_dir, source))?;
-            transfer(client.as_ref(), uri, &source, &cached, timeout).await?;
+            transfer(client.as_ref(), uri, input, &cached, timeout).await?;
         }
-        transfer(client.as_ref(), uri, &Source::Local(cached), &dest, timeout).await?;
+        let copy = tokio::fs::File::open(&cached)
+            .await
+            .map_err(|source| io_error(uri, "open", &cached, source))?;
+        transfer(client.as_ref(), uri, Input::File(copy, cached), &dest, timeout).await?;
     } else {
-        transfer(client.as_ref(), uri, &source, &dest, timeout).await?;
+        transfer(client.as_ref(), uri, input, &dest, timeout).await?;
     }
 
     if spec.executable {
@@ -312,12 +375,41 @@ fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// Copies `source` to `dest` through a part file within `timeout`, removing the part file on any
+/// What a transfer reads: a URL, or a file already opened (with the task's rights, or the
+/// worker's for its own cache), kept with its path for messages.
+enum Input {
+    Http(String),
+    File(tokio::fs::File, PathBuf),
+}
+
+/// Opens a local source as the task's user, on a thread of its own (see [`Identity::open`]).
+async fn open_local(uri: &str, path: &Path, identity: &Identity) -> Result<Input, Error> {
+    let (owned_path, who) = (path.to_path_buf(), identity.clone());
+    let opened = tokio::task::spawn_blocking(move || who.open(&owned_path))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    match opened {
+        Ok(file) => Ok(Input::File(tokio::fs::File::from_std(file), path.to_path_buf())),
+        Err(source) => Err(match identity {
+            Identity::Switch(account) if source.kind() == io::ErrorKind::PermissionDenied => {
+                Error::NotReadable {
+                    uri: uri.to_owned(),
+                    user: account.name.clone(),
+                    path: path.to_path_buf(),
+                }
+            }
+            // A container user with no account here says so in the error itself.
+            _ => io_error(uri, "open", path, source),
+        }),
+    }
+}
+
+/// Copies `input` to `dest` through a part file within `timeout`, removing the part file on any
 /// failure so nothing half-written is left behind.
 async fn transfer(
     client: Option<&reqwest::Client>,
     uri: &str,
-    source: &Source,
+    input: Input,
     dest: &Path,
     timeout: Duration,
 ) -> Result<(), Error> {
@@ -330,23 +422,20 @@ async fn transfer(
             .open(&part)
             .await
             .map_err(|source| io_error(uri, "create", &part, source))?;
-        match source {
-            Source::Http(url) => {
+        match input {
+            Input::Http(url) => {
                 let Some(client) = client else {
                     return Err(Error::Http {
                         uri: uri.to_owned(),
                         reason: "no http client was prepared".to_owned(),
                     });
                 };
-                download(client, uri, url, &mut out, &part).await?;
+                download(client, uri, &url, &mut out, &part).await?;
             }
-            Source::Local(path) => {
-                let mut input = tokio::fs::File::open(path)
+            Input::File(mut file, path) => {
+                tokio::io::copy(&mut file, &mut out)
                     .await
-                    .map_err(|source| io_error(uri, "open", path, source))?;
-                tokio::io::copy(&mut input, &mut out)
-                    .await
-                    .map_err(|source| io_error(uri, "copy", path, source))?;
+                    .map_err(|source| io_error(uri, "copy", &path, source))?;
             }
         }
         // A tokio file completes writes in the background; flushing waits for them.
@@ -649,6 +738,10 @@ mod tests {
         }
     }
 
+    fn schemes() -> Vec<String> {
+        super::super::Policy::default().fetch_schemes
+    }
+
     fn spec(uri: &str) -> FetchSpec {
         FetchSpec {
             uri: uri.to_owned(),
@@ -660,7 +753,7 @@ mod tests {
     }
 
     async fn fetch(specs: &[FetchSpec], d: &Dirs) -> Result<(), Error> {
-        fetch_all(specs, &d.sandbox, &d.cache, MINUTE).await
+        fetch_all(specs, &d.sandbox, &d.cache, MINUTE, &Identity::Worker, &schemes()).await
     }
 
     fn listing(dir: &Path) -> Vec<String> {
@@ -737,9 +830,16 @@ mod tests {
         let server = Server::start(&[]).await;
         let d = dirs();
         let uri = server.url("/hang");
-        let err = fetch_all(&[spec(&uri)], &d.sandbox, &d.cache, Duration::from_millis(300))
-            .await
-            .unwrap_err();
+        let err = fetch_all(
+            &[spec(&uri)],
+            &d.sandbox,
+            &d.cache,
+            Duration::from_millis(300),
+            &Identity::Worker,
+            &schemes(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
         assert!(err.to_string().contains(&uri), "{err}");
         assert!(listing(&d.sandbox).is_empty());
@@ -883,9 +983,16 @@ mod tests {
         fetch(std::slice::from_ref(&s), &first).await.unwrap();
         // A second task's sandbox, sharing the first one's cache directory.
         let second = dirs();
-        fetch_all(std::slice::from_ref(&s), &second.sandbox, &first.cache, MINUTE)
-            .await
-            .unwrap();
+        fetch_all(
+            std::slice::from_ref(&s),
+            &second.sandbox,
+            &first.cache,
+            MINUTE,
+            &Identity::Worker,
+            &schemes(),
+        )
+        .await
+        .unwrap();
         assert_eq!(server.hits("/big.bin"), 1);
         for d in [&first, &second] {
             assert_eq!(std::fs::read(d.sandbox.join("big.bin")).unwrap(), b"cached body");
@@ -980,5 +1087,84 @@ mod tests {
         assert_eq!(a, cache_file_name("http://one/f.bin", "f.bin"));
         assert_ne!(a, cache_file_name("http://two/f.bin", "f.bin"));
         assert!(a.ends_with("-f.bin"));
+    }
+
+    #[tokio::test]
+    async fn only_the_allowed_schemes_are_fetched() {
+        let d = dirs();
+        let source = d.root.join("source.txt");
+        std::fs::write(&source, b"x").unwrap();
+        let web_only = ["http".to_owned(), "https".to_owned()];
+        for uri in [
+            format!("file://{}", source.display()),
+            source.display().to_string(),
+        ] {
+            let err = fetch_all(
+                &[spec(&uri)],
+                &d.sandbox,
+                &d.cache,
+                MINUTE,
+                &Identity::Worker,
+                &web_only,
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err, Error::SchemeNotAllowed { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("cannot fetch '{uri}': the scheme 'file' is not allowed here (allowed: http, https)")
+            );
+        }
+        assert!(check_scheme("HTTP://x/y", &web_only).is_ok());
+        assert!(check_scheme("https://x/y", &["file".to_owned()]).is_err());
+        assert!(listing(&d.sandbox).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_local_file_is_fetched_only_if_the_tasks_user_could_read_it() {
+        // SAFETY: geteuid only reads the process's credentials.
+        if unsafe { libc::geteuid() } != 0 {
+            // Without root the worker is the task's user: its own rights are the task's.
+            return;
+        }
+        let d = dirs();
+        std::fs::set_permissions(&d.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let secret = d.root.join("secret.txt");
+        std::fs::write(&secret, b"root only").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let public = d.root.join("public.txt");
+        std::fs::write(&public, b"for all").unwrap();
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let nobody = Identity::Switch(super::super::user::lookup("nobody").unwrap().unwrap());
+
+        let uri = format!("file://{}", secret.display());
+        let mut cached = spec(&uri);
+        cached.cache = true;
+        // The worker (root) may read it, and so it lands in the cache…
+        fetch(std::slice::from_ref(&cached), &d).await.unwrap();
+        std::fs::remove_file(d.sandbox.join("secret.txt")).unwrap();
+        // …but neither the file nor its cached copy goes to a task that could not read it.
+        for s in [spec(&uri), cached, spec(&secret.display().to_string())] {
+            let err = fetch_all(&[s], &d.sandbox, &d.cache, MINUTE, &nobody, &schemes())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::NotReadable { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains("runAsUser 'nobody' may not read"),
+                "{err}"
+            );
+        }
+        assert!(listing(&d.sandbox).is_empty());
+        fetch_all(
+            &[spec(&public.display().to_string())],
+            &d.sandbox,
+            &d.cache,
+            MINUTE,
+            &nobody,
+            &schemes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(d.sandbox.join("public.txt")).unwrap(), b"for all");
     }
 }

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod fetch;
 pub mod runner;
 pub mod spawn;
+pub mod user;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -32,6 +33,34 @@ pub enum Error {
     },
     #[error("the command is empty")]
     EmptyCommand,
+    #[error(transparent)]
+    User(#[from] user::Error),
+}
+
+/// What a worker lets its tasks reach on its host: the server's settings for its built-in
+/// worker, an agent's own for its tasks (its host is the one exposed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Containers may use privileged parameters and mount the Docker socket.
+    pub allow_privileged: bool,
+    /// Host paths a container may mount lie under one of these (`--allowed-host-path`).
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// URI schemes fetches may use (`--fetch-schemes`); `file` covers absolute paths.
+    pub fetch_schemes: Vec<String>,
+}
+
+/// The schemes fetches may use unless a worker is told otherwise.
+pub const DEFAULT_FETCH_SCHEMES: [&str; 3] = ["http", "https", "file"];
+
+impl Default for Policy {
+    /// Nothing privileged, no host path, the default fetch schemes.
+    fn default() -> Policy {
+        Policy {
+            allow_privileged: false,
+            allowed_host_paths: Vec::new(),
+            fetch_schemes: DEFAULT_FETCH_SCHEMES.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
 }
 
 /// Everything needed to start one task's process.
@@ -50,6 +79,8 @@ pub struct LaunchSpec {
     pub time_limit: Option<Duration>,
     /// At most this many bytes of stdout and of stderr are kept.
     pub output_limit: usize,
+    /// The job's `runAsUser`; `None` runs the task as the worker's own user.
+    pub user: Option<String>,
 }
 
 /// How a task's process ended.
@@ -101,18 +132,43 @@ pub fn sandbox_name(task_id: &str) -> String {
         .collect()
 }
 
-/// Starts the task and returns at once; `on_exit` runs once when the process has ended.
+/// Starts the task as its `runAsUser` and returns at once; `on_exit` runs once when the
+/// process has ended.
 ///
 /// # Errors
-/// Fails when the sandbox cannot be made or the program cannot be started; nothing runs then.
+/// Fails when the user cannot be had (see [`user::Identity::for_process`]), the sandbox cannot
+/// be made or the program cannot be started; nothing runs then.
 pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) -> Result<Running, Error> {
+    let identity = user::Identity::for_process(spec.user.as_deref())?;
+    launch_as(spec, &identity, on_exit)
+}
+
+/// [`launch`] with the task's user already resolved.
+///
+/// # Errors
+/// As [`launch`].
+pub fn launch_as(
+    spec: LaunchSpec,
+    identity: &user::Identity,
+    on_exit: impl FnOnce(Outcome) + Send + 'static,
+) -> Result<Running, Error> {
     if spec.command.trim().is_empty() {
         return Err(Error::EmptyCommand);
     }
-    std::fs::create_dir_all(&spec.sandbox).map_err(|source| Error::Sandbox {
+    let sandbox_error = |source| Error::Sandbox {
         path: spec.sandbox.display().to_string(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_error)?;
+    let credentials = identity.account().map(|account| spawn::Credentials {
+        uid: account.uid,
+        gid: account.gid,
+        groups: account.groups.clone(),
+    });
+    if let Some(c) = &credentials {
+        // The task writes its sandbox; what was fetched into it was handed over already.
+        std::os::unix::fs::lchown(&spec.sandbox, Some(c.uid), Some(c.gid)).map_err(sandbox_error)?;
+    }
     let (program, args) = if spec.shell {
         ("/bin/sh".into(), vec!["-c".into(), spec.command.clone().into()])
     } else {
@@ -121,11 +177,20 @@ pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) 
             spec.arguments.iter().map(Into::into).collect(),
         )
     };
+    // The account's HOME, USER and LOGNAME, unless the job sets its own.
+    let env = identity
+        .environment()
+        .into_iter()
+        .filter(|(key, _)| !spec.env.iter().any(|(k, _)| k == key))
+        .chain(spec.env.iter().cloned())
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
     let child = spawn::spawn(&spawn::Spawn {
         program,
         args,
-        env: spec.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        env,
         cwd: spec.sandbox.clone(),
+        credentials,
     })
     .map_err(|source| Error::Spawn {
         program: if spec.shell {
@@ -269,6 +334,7 @@ mod tests {
             )),
             time_limit: None,
             output_limit: 16,
+            user: None,
         }
     }
 
@@ -341,5 +407,46 @@ mod tests {
             let err = launch(spec("/nonexistent/prog", false, &[]), |_| {}).expect_err("must fail");
             assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
         });
+    }
+
+    #[tokio::test]
+    async fn tasks_run_as_their_user_with_its_home_and_a_writable_sandbox() {
+        // SAFETY: geteuid only reads the process's credentials.
+        if unsafe { libc::geteuid() } != 0 {
+            // A worker without root runs tasks as itself; `user` tests that rule.
+            return;
+        }
+        let mut s = spec(
+            "id -un; id -u; echo $HOME $USER $LOGNAME; echo x > mine && echo wrote",
+            true,
+            &[],
+        );
+        s.user = Some("nobody".to_owned());
+        s.output_limit = 4096;
+        let out = run(s).await;
+        assert_eq!(out.exit_code, Some(0), "{out:?}");
+        let nobody = user::lookup("nobody").unwrap().unwrap();
+        assert_eq!(
+            out.stdout,
+            format!(
+                "nobody\n{}\n{} nobody nobody\nwrote\n",
+                nobody.uid,
+                nobody.home.display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_user_missing_on_the_worker_fails_the_launch_by_name() {
+        let mut s = spec("true", true, &[]);
+        s.user = Some("kairos-no-such-user".to_owned());
+        let error = launch(s, |_| {}).expect_err("must fail");
+        // SAFETY: geteuid only reads the process's credentials.
+        let text = if unsafe { libc::geteuid() } == 0 {
+            "runAsUser 'kairos-no-such-user' does not exist on this worker"
+        } else {
+            "only root can start a task as another user"
+        };
+        assert!(error.to_string().contains(text), "{error}");
     }
 }

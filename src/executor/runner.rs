@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::docker::{Container, ContainerSpec, Docker};
+use super::docker::{self, Container, ContainerSpec, Docker};
 use super::fetch::{self, FetchSpec};
-use super::{LaunchSpec, Outcome, Running};
+use super::user::Identity;
+use super::{LaunchSpec, Outcome, Policy, Running};
 
 /// Everything a worker needs to run one task.
 #[derive(Debug, Clone)]
@@ -94,6 +95,8 @@ pub struct Runner {
 struct Inner {
     cache_dir: PathBuf,
     fetch_timeout: Duration,
+    /// What this worker's tasks may reach on its host; checked again here before every launch.
+    policy: Policy,
     /// This worker's identity, on every container it launches: it adopts and kills only its own.
     owner: String,
     /// Remove this worker's containers from an earlier process when first connecting to Docker,
@@ -105,12 +108,43 @@ struct Inner {
     tasks: Mutex<HashMap<String, Slot>>,
 }
 
+/// Policies of the built-in workers of this process, by worker identity.
+///
+/// The engine makes its built-in worker's runner itself, from a configuration that knows
+/// nothing of host policy; the server registers the policy under the worker's identity before
+/// it starts the engine, and [`Runner::new`] finds it there.
+fn registered() -> &'static Mutex<HashMap<String, Policy>> {
+    static POLICIES: OnceLock<Mutex<HashMap<String, Policy>>> = OnceLock::new();
+    POLICIES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Sets the policy of the worker with identity `owner` whose runner is made by [`Runner::new`].
+pub fn register_policy(owner: &str, policy: Policy) {
+    registered()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(owner.to_owned(), policy);
+}
+
 impl Runner {
+    /// A runner with the policy registered for `owner` ([`register_policy`]), or the strict
+    /// default ([`Policy::default`]) when none is.
     pub fn new(cache_dir: PathBuf, fetch_timeout: Duration, owner: String) -> Runner {
+        let policy = registered()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&owner)
+            .cloned()
+            .unwrap_or_default();
+        Runner::with_policy(cache_dir, fetch_timeout, owner, policy)
+    }
+
+    pub fn with_policy(cache_dir: PathBuf, fetch_timeout: Duration, owner: String, policy: Policy) -> Runner {
         Runner {
             inner: Arc::new(Inner {
                 cache_dir,
                 fetch_timeout,
+                policy,
                 owner,
                 reap: std::sync::atomic::AtomicBool::new(false),
                 docker: tokio::sync::OnceCell::new(),
@@ -221,7 +255,14 @@ impl Runner {
                 let _ = std::fs::remove_dir_all(&launch.process.sandbox);
                 finish.call(TaskEnd::failed_before_start(&task_id, killed, error));
             };
-            if let Err(error) = runner.prepare(&launch).await {
+            let identity = match runner.identity(&launch) {
+                Ok(identity) => identity,
+                Err(error) => {
+                    failed(&runner, error);
+                    return;
+                }
+            };
+            if let Err(error) = runner.prepare(&launch, &identity).await {
                 failed(&runner, error);
                 return;
             }
@@ -245,7 +286,7 @@ impl Runner {
             };
             let result = match &launch.container {
                 Some(container) => runner.start_container(&launch, container, ended).await,
-                None => runner.start_process(&launch, ended),
+                None => runner.start_process(&launch, &identity, ended),
             };
             if let Err(error) = result {
                 tracing::warn!(task = %task_id, %error, "Task failed to launch.");
@@ -254,8 +295,25 @@ impl Runner {
         });
     }
 
-    async fn prepare(&self, launch: &TaskLaunch) -> Result<(), String> {
+    /// Whose rights the task has on this host: a process task's `runAsUser` must be had (see
+    /// [`Identity::for_process`]); a container's user is Docker's to resolve in the image.
+    fn identity(&self, launch: &TaskLaunch) -> Result<Identity, String> {
+        let user = launch.process.user.as_deref();
+        let identity = match launch.container {
+            Some(_) => Identity::for_container(user),
+            None => Identity::for_process(user),
+        };
+        identity.map_err(|e| e.to_string())
+    }
+
+    async fn prepare(&self, launch: &TaskLaunch, identity: &Identity) -> Result<(), String> {
         let sandbox = &launch.process.sandbox;
+        // Refused before anything is made or fetched: a job stored before the policy (or on a
+        // more permissive server) must not get past the worker.
+        if let Some(container) = &launch.container {
+            docker::check_container(container, &self.inner.policy)
+                .map_err(|r| format!("the container is refused: {}: {}", r.field, r.reason))?;
+        }
         // A process's launch makes its sandbox itself; fetching and containers need it first.
         if !launch.fetch.is_empty() || launch.container.is_some() {
             tokio::fs::create_dir_all(sandbox)
@@ -268,9 +326,25 @@ impl Runner {
                 sandbox,
                 &self.inner.cache_dir,
                 self.inner.fetch_timeout,
+                identity,
+                &self.inner.policy.fetch_schemes,
             )
             .await
             .map_err(|e| format!("fetch failed: {e}"))?;
+        }
+        if identity.account().is_some() && (!launch.fetch.is_empty() || launch.container.is_some()) {
+            // The worker made the sandbox and fetched into it; the task's user must own it.
+            let (dir, who) = (sandbox.clone(), identity.clone());
+            tokio::task::spawn_blocking(move || who.hand_over(&dir))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    format!(
+                        "cannot hand the sandbox {} to the task's user: {e}",
+                        sandbox.display()
+                    )
+                })?;
         }
         Ok(())
     }
@@ -278,10 +352,11 @@ impl Runner {
     fn start_process(
         &self,
         launch: &TaskLaunch,
+        identity: &Identity,
         ended: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<(), String> {
-        let running =
-            super::launch(launch.process.clone(), ended).map_err(|e| format!("failed to launch: {e}"))?;
+        let running = super::launch_as(launch.process.clone(), identity, ended)
+            .map_err(|e| format!("failed to launch: {e}"))?;
         let task_id = &launch.process.task_id;
         let mut tasks = self.tasks();
         if let Some(slot) = tasks.get_mut(task_id) {
@@ -319,6 +394,9 @@ impl Runner {
             output_limit: p.output_limit,
             sandbox: Some(p.sandbox.clone()),
             owner: self.inner.owner.clone(),
+            // The default `root` keeps the image's own user: forcing root on an image built to
+            // run as someone else would add privilege, not take it away.
+            user: p.user.clone().filter(|u| !u.is_empty() && u != "root"),
         };
         let sandbox = p.sandbox.clone();
         docker

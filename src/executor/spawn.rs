@@ -8,6 +8,9 @@
 //! thousand tasks a second that was a large share of the launch cost. A vfork-style child shares
 //! the parent's memory until it calls exec, so a start costs the same whatever the server's size.
 //!
+//! A worker running as root also switches the child to the task's user there (groups, group,
+//! user), before arming the death signal, which the kernel clears on any change of credentials.
+//!
 //! The child may not allocate or take locks (it runs on the parent's memory while the parent's
 //! other threads go on), so everything it needs is prepared before the clone, and it only makes
 //! system calls.
@@ -32,6 +35,18 @@ pub struct Spawn {
     /// Variables set on top of the worker's own environment.
     pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
+    /// The user to become before exec; `None` keeps the worker's own.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user to start the process as: the groups are set first, then the group, then the user,
+/// so that each step still has the rights the next one needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary one may be among them, as `login` sets it).
+    pub groups: Vec<u32>,
 }
 
 /// A started process in its own process group, its pid being the group id. Its stdin is
@@ -65,6 +80,12 @@ struct ChildArgs {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
+    /// Whether to take on `uid`, `gid` and `groups` (`ngroups` of them).
+    switch_user: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: *const libc::gid_t,
+    ngroups: usize,
     /// Receives `(step, errno)` if the child fails before exec.
     report: RawFd,
     parent: libc::pid_t,
@@ -78,6 +99,7 @@ const STEP_GROUP: c_int = 2;
 const STEP_STDIO: c_int = 3;
 const STEP_CWD: c_int = 4;
 const STEP_EXEC: c_int = 5;
+const STEP_USER: c_int = 6;
 
 /// The child's stack; it only makes system calls through libc.
 const CHILD_STACK: usize = 64 * 1024;
@@ -107,13 +129,6 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         for signal in 1..=LAST_SIGNAL {
             libc::sigaction(signal, &default, std::ptr::null_mut());
         }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-            fail(STEP_DEATH_SIGNAL);
-        }
-        // The worker may have died before the death signal was armed.
-        if libc::getppid() != args.parent {
-            libc::_exit(127);
-        }
         // Its own process group, so that kill reaches everything the task started.
         if libc::setpgid(0, 0) != 0 {
             fail(STEP_GROUP);
@@ -129,6 +144,28 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 fail(STEP_STDIO);
             }
         }
+        if args.switch_user {
+            // Raw system calls: glibc's wrappers would signal the threads of the parent, whose
+            // memory this child shares, to change their credentials too. Groups, then group,
+            // then user: after setresuid there is no right left to change the others. The real,
+            // effective and saved ids all change, so the task cannot switch back.
+            if libc::syscall(libc::SYS_setgroups, args.ngroups, args.groups) != 0
+                || libc::syscall(libc::SYS_setresgid, args.gid, args.gid, args.gid) != 0
+                || libc::syscall(libc::SYS_setresuid, args.uid, args.uid, args.uid) != 0
+            {
+                fail(STEP_USER);
+            }
+        }
+        // Armed after the change of user: the kernel clears the death signal whenever a
+        // process's credentials change.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            fail(STEP_DEATH_SIGNAL);
+        }
+        // The worker may have died before the death signal was armed.
+        if libc::getppid() != args.parent {
+            libc::_exit(127);
+        }
+        // Entered as the task's user, so a directory it may not enter fails here, named.
         if libc::chdir(args.cwd) != 0 {
             fail(STEP_CWD);
         }
@@ -227,6 +264,11 @@ pub fn spawn(spec: &Spawn) -> io::Result<Child> {
     let (report_r, report_w) = pipe()?;
     let devnull = std::fs::File::open("/dev/null")?;
     let mut stack = vec![0u8; CHILD_STACK];
+    let groups: Vec<libc::gid_t> = spec
+        .credentials
+        .as_ref()
+        .map(|c| c.groups.clone())
+        .unwrap_or_default();
 
     // SAFETY: the child only reads `args` and the buffers it points into, all of which outlive
     // the clone call: with CLONE_VFORK this thread is suspended until the child has exec'd or
@@ -245,6 +287,11 @@ pub fn spawn(spec: &Spawn) -> io::Result<Child> {
             stdin: devnull.as_raw_fd(),
             stdout: stdout_w.as_raw_fd(),
             stderr: stderr_w.as_raw_fd(),
+            switch_user: spec.credentials.is_some(),
+            uid: spec.credentials.as_ref().map_or(0, |c| c.uid),
+            gid: spec.credentials.as_ref().map_or(0, |c| c.gid),
+            groups: groups.as_ptr(),
+            ngroups: groups.len(),
             report: report_w.as_raw_fd(),
             parent: libc::getpid(),
             mask: old,
@@ -275,6 +322,7 @@ pub fn spawn(spec: &Spawn) -> io::Result<Child> {
             STEP_GROUP => "cannot make a process group",
             STEP_STDIO => "cannot connect the output pipes",
             STEP_CWD => "cannot enter the working directory",
+            STEP_USER => "cannot switch to the task's user",
             _ => return Err(cause),
         };
         return Err(io::Error::new(cause.kind(), format!("{step}: {cause}")));
@@ -384,6 +432,7 @@ mod tests {
             args: args.iter().map(OsString::from).collect(),
             env: vec![("KAIROS_SPAWN_TEST".into(), "here".into())],
             cwd: std::env::temp_dir(),
+            credentials: None,
         }
     }
 
@@ -418,6 +467,69 @@ mod tests {
             .unwrap();
         let exit = tokio::time::timeout(std::time::Duration::from_secs(10), child.exit.wait()).await;
         assert_eq!(exit.expect("ended").unwrap(), Exit::Signal(libc::SIGKILL));
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid only reads the process's credentials.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn as_nobody(mut spec: Spawn) -> Spawn {
+        spec.credentials = Some(Credentials {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534, 4242],
+        });
+        spec
+    }
+
+    #[tokio::test]
+    async fn the_process_runs_with_the_given_user_group_and_groups() {
+        if !is_root() {
+            // Only root can start a process as another user.
+            return;
+        }
+        let script = "id -u; id -g; id -G; cat /proc/self/status | grep -E '^(Uid|Gid):'";
+        let child = spawn(&as_nobody(spec("sh", &["-c", script]))).unwrap();
+        let (out, exit) = tokio::join!(output(child.stdout), child.exit.wait());
+        assert_eq!(exit.unwrap(), Exit::Code(0));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..3], ["65534", "65534", "65534 4242"], "{out}");
+        // Real, effective, saved and file-system ids all changed: no way back to root.
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["Uid:", "65534", "65534", "65534", "65534"]
+        );
+        assert_eq!(
+            lines[4].split_whitespace().collect::<Vec<_>>(),
+            ["Gid:", "65534", "65534", "65534", "65534"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_started_as_another_user_still_dies_with_its_parent() {
+        if !is_root() {
+            return;
+        }
+        let child = std::thread::spawn(|| spawn(&as_nobody(spec("sleep", &["30"]))).unwrap())
+            .join()
+            .unwrap();
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(10), child.exit.wait()).await;
+        assert_eq!(exit.expect("ended").unwrap(), Exit::Signal(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_directory_the_user_may_not_enter_fails_the_start() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let mut private = as_nobody(spec("true", &[]));
+        private.cwd = dir.path().to_owned();
+        let error = spawn(&private).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
+        assert!(error.to_string().contains("working directory"), "{error}");
     }
 
     #[tokio::test]

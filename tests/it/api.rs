@@ -92,7 +92,8 @@ async fn a_job_round_trips_with_chronos_defaults() {
 
 #[tokio::test]
 async fn every_job_field_is_stored_and_returned() {
-    let h = Harness::start().await;
+    // Host paths are refused unless under an allowed prefix.
+    let h = Harness::start_with(|c| c.allowed_host_paths = vec!["/srv".into()]).await;
     let job = json!({
         "name": "full", "command": "run.sh", "shell": false, "epsilon": "PT30S",
         "executor": "exec", "executorFlags": "-f", "taskInfoData": "data", "retries": 5,

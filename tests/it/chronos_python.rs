@@ -7,13 +7,19 @@ use crate::Harness;
 
 #[tokio::test]
 async fn chronos_python_client_works_unchanged() {
-    run(Harness::start().await, &[]).await;
+    // Its full job mounts the host path /srv, refused unless under an allowed prefix.
+    run(
+        Harness::start_with(|c| c.allowed_host_paths = vec!["/srv".into()]).await,
+        &[],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn chronos_python_client_works_with_credentials_and_is_refused_without() {
     let h = Harness::start_with(|c| {
         c.http_credentials = Some(kairos::auth::Credentials::parse("py:secret").unwrap());
+        c.allowed_host_paths = vec!["/srv".into()];
     })
     .await;
     run(h, &["py", "secret"]).await;

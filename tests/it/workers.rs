@@ -400,6 +400,188 @@ async fn fetched_files_are_in_the_sandbox_and_a_failed_fetch_fails_the_task() {
     assert!(task["message"].as_str().unwrap().contains("nope.txt"), "{task}");
 }
 
+/// Whether the tests run as root, the only user that can start tasks as another.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
+}
+
+/// A task as `nobody` must reach its sandbox under the data directory, as an operator would
+/// arrange it (a temporary directory is private to its owner).
+fn let_users_through(h: &Harness) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn tasks_run_as_their_run_as_user_and_a_missing_user_fails_the_task() {
+    let h = Harness::start().await;
+    let_users_through(&h);
+    h.create(json!({
+        "name": "as-nobody",
+        "command": "id -un; id -u; echo $HOME; echo x > mine && echo wrote",
+        "runAsUser": "nobody",
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.create(json!({
+        "name": "as-ghost",
+        "command": "echo never",
+        "runAsUser": "kairos-no-such-user",
+        "retries": 0,
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+    }))
+    .await;
+    h.put("/v1/scheduler/job/as-ghost", None).await;
+    h.wait_job("as-ghost", "failure", |j| j["errorCount"] == 1).await;
+    let task = h.history("as-ghost").await.remove(0);
+    let expected = if running_as_root() {
+        "runAsUser 'kairos-no-such-user' does not exist on this worker"
+    } else {
+        "only root can start a task as another user"
+    };
+    assert!(task["message"].as_str().unwrap().contains(expected), "{task}");
+    assert_eq!(task["stdout"], "", "nothing ran");
+    if !running_as_root() {
+        return;
+    }
+    h.put("/v1/scheduler/job/as-nobody", None).await;
+    h.wait_job("as-nobody", "success", |j| j["successCount"] == 1)
+        .await;
+    let nobody = kairos::executor::user::lookup("nobody")
+        .unwrap()
+        .expect("the host has 'nobody'");
+    assert_ne!(nobody.uid, 0);
+    assert_eq!(
+        h.history("as-nobody").await[0]["stdout"],
+        format!("nobody\n{}\n{}\nwrote\n", nobody.uid, nobody.home.display()),
+        "id -u is nobody's, with its home, and the sandbox is its own"
+    );
+}
+
+#[tokio::test]
+async fn a_file_the_tasks_user_cannot_read_is_not_fetched() {
+    use std::os::unix::fs::PermissionsExt;
+    if !running_as_root() {
+        // Without root the worker cannot take on another user's rights; it runs tasks as itself.
+        return;
+    }
+    let h = Harness::start().await;
+    let_users_through(&h);
+    let secret = h.path("secret.txt");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let public = h.path("public.txt");
+    std::fs::write(&public, "for all\n").unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for (name, user, uri) in [
+        ("steal", "nobody", format!("file://{}", secret.display())),
+        ("steal-path", "nobody", secret.display().to_string()),
+        ("share", "nobody", format!("file://{}", public.display())),
+        ("own", "root", format!("file://{}", secret.display())),
+    ] {
+        h.create(json!({
+            "name": name,
+            "command": "cat *.txt",
+            "runAsUser": user,
+            "retries": 0,
+            "fetch": [{"uri": uri}],
+            "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+        }))
+        .await;
+        h.put(&format!("/v1/scheduler/job/{name}"), None).await;
+    }
+    for name in ["steal", "steal-path"] {
+        h.wait_job(name, "failure", |j| j["errorCount"] == 1).await;
+        let task = h.history(name).await.remove(0);
+        let message = task["message"].as_str().unwrap();
+        assert!(message.contains("runAsUser 'nobody' may not read"), "{task}");
+        assert!(message.contains("secret.txt"), "{task}");
+        assert_eq!(task["stdout"], "", "the task never ran");
+    }
+    h.wait_job("share", "success", |j| j["successCount"] == 1).await;
+    assert_eq!(h.history("share").await[0]["stdout"], "for all\n");
+    h.wait_job("own", "success", |j| j["successCount"] == 1).await;
+    assert_eq!(h.history("own").await[0]["stdout"], "root only\n");
+}
+
+#[tokio::test]
+async fn host_paths_are_refused_outside_the_allowed_prefixes_at_the_api_and_on_the_worker() {
+    let mut h = Harness::start_with(|c| c.allowed_host_paths = vec!["/srv/kairos".into()]).await;
+    let job = |host_path: &str| {
+        json!({"name": "mount", "command": "true", "retries": 0, "schedule": "R0/2030-01-01T00:00:00Z/P1D",
+            "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest",
+                "volumes": [{"hostPath": host_path, "containerPath": "/host", "mode": "RO"}]}})
+    };
+    for refused in ["/etc", "/srv/kairos/../../etc", "/srv/kairos-other"] {
+        let (status, body) = h.post("/v1/scheduler/iso8601", job(refused)).await;
+        assert_eq!(status, 400, "{refused}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with("field 'container.volumes': "), "{body}");
+        assert!(
+            message.contains("/srv/kairos"),
+            "names the allowed prefix: {body}"
+        );
+    }
+    let (status, body) = h
+        .post("/v1/scheduler/iso8601", json!({"name": "mount", "command": "true", "container": {"type": "DOCKER",
+            "image": "kairos-test/busybox:latest", "parameters": [{"key": "volume", "value": "/etc:/host-etc"}]}}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("container.parameters"),
+        "{body}"
+    );
+    let (_, jobs) = h.get("/v1/scheduler/jobs").await;
+    assert_eq!(jobs, json!([]));
+
+    // A job stored while the prefix was allowed: the worker refuses it once it no longer is.
+    h.create(job("/srv/kairos/data")).await;
+    h.config.allowed_host_paths.clear();
+    h.restart().await;
+    h.put("/v1/scheduler/job/mount", None).await;
+    h.wait_job("mount", "failure", |j| j["errorCount"] == 1).await;
+    let task = h.history("mount").await.remove(0);
+    let message = task["message"].as_str().unwrap();
+    assert!(message.contains("the container is refused"), "{task}");
+    assert!(
+        message.contains("host path '/srv/kairos/data' is refused"),
+        "{task}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_schemes_limit_what_jobs_may_fetch() {
+    let h = Harness::start_with(|c| c.fetch_schemes = vec!["https".to_owned()]).await;
+    for (field, body) in [
+        (
+            "fetch",
+            json!({"name": "f", "command": "true", "fetch": [{"uri": "file:///etc/passwd"}]}),
+        ),
+        (
+            "fetch",
+            json!({"name": "f", "command": "true", "fetch": [{"uri": "/etc/passwd"}]}),
+        ),
+        (
+            "uris",
+            json!({"name": "f", "command": "true", "uris": ["http://example.com/x"]}),
+        ),
+    ] {
+        let (status, reply) = h.post("/v1/scheduler/iso8601", body).await;
+        assert_eq!(status, 400, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("field '{field}': ")), "{reply}");
+        assert!(
+            message.contains("is not allowed here (allowed: https)"),
+            "{reply}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_lost_agent_that_returns_has_its_stale_task_killed() {
     let h = Harness::start_with(no_local_worker).await;
