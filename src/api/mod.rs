@@ -127,6 +127,8 @@ pub struct Context {
     pub defaults: Defaults,
     /// Forwards requests from a standby to the leader.
     client: reqwest::Client,
+    /// How the leader is reached: `http`, or `https` when the servers serve TLS.
+    leader_scheme: &'static str,
 }
 
 impl Context {
@@ -135,6 +137,16 @@ impl Context {
             cluster,
             defaults,
             client: reqwest::Client::new(),
+            leader_scheme: "http",
+        }
+    }
+
+    /// Forwards to the leader over HTTPS with `client`, which trusts the servers' certificates.
+    pub fn proxy_over_tls(self, client: reqwest::Client) -> Context {
+        Context {
+            client,
+            leader_scheme: "https",
+            ..self
         }
     }
 
@@ -321,7 +333,7 @@ async fn proxy(
     let Some(leader) = ctx.cluster.leader().filter(|l| l != ctx.cluster.me()) else {
         return Ok(unavailable("no leader is elected right now; retry shortly").into_response());
     };
-    let mut url = format!("http://{}{}", leader.http, path.as_str());
+    let mut url = format!("{}://{}{}", ctx.leader_scheme, leader.http, path.as_str());
     if !query.is_empty() {
         url.push('?');
         url.push_str(&query);
