@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::agent::Token;
 use crate::agent::worker::AgentConfig;
 use crate::placement::Resources;
+use crate::tls::CertFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,11 +36,15 @@ pub enum Error {
     #[error("{setting} is required")]
     Missing { setting: &'static Setting },
     #[error(
-        "refusing to listen on {addr} without authentication: anyone who can reach it could run \
-         commands. Set --http-credentials USER:PASSWORD (KAIROS_HTTP_CREDENTIALS), listen on \
-         127.0.0.1, or pass --insecure-no-auth if something else guards this address"
+        "{setting} is {address}, which other machines can reach, but {credential} is not set: anyone \
+         who reaches it would be trusted. Set {credential}, listen on a loopback address such as \
+         127.0.0.1, or pass --insecure-no-auth (KAIROS_INSECURE_NO_AUTH) to run unprotected anyway"
     )]
-    Unprotected { addr: SocketAddr },
+    Unprotected {
+        setting: &'static Setting,
+        address: SocketAddr,
+        credential: &'static Setting,
+    },
 }
 
 /// One setting as help, docs and error messages show it.
@@ -337,8 +343,16 @@ settings! {
     output_limit: usize, default "65536", env "KAIROS_OUTPUT_LIMIT";
     /// seconds between SIGTERM and SIGKILL when a task is killed
     kill_grace: f64, default "10", env "KAIROS_KILL_GRACE";
-    /// where agents connect (gRPC)
-    agent_listen: String, default "0.0.0.0:8081", env "KAIROS_AGENT_LISTEN";
+    /// where agents connect (gRPC); an address other machines can reach needs `--agent-token` (or `--insecure-no-auth`)
+    agent_listen: String, unset "`0.0.0.0:8081` with `--agent-token`, else `127.0.0.1:8081`", env "KAIROS_AGENT_LISTEN";
+    /// the secret agents must present to attach (give the agents the same); prefer the variable or the file to the flag, which `ps` shows
+    agent_token: String, unset "none: agents are not authenticated", env "KAIROS_AGENT_TOKEN";
+    /// PEM certificate chain: serve HTTPS, and the agents' gRPC over TLS (with `--tls-key`)
+    tls_cert: PathBuf, unset "plain HTTP and gRPC", env "KAIROS_TLS_CERT";
+    /// PEM private key of `--tls-cert`
+    tls_key: PathBuf, unset "none", env "KAIROS_TLS_KEY";
+    /// PEM certificates a standby trusts when it forwards requests to the leader over HTTPS
+    ca_cert: PathBuf, unset "those in `--tls-cert`, and the public roots", env "KAIROS_CA_CERT";
     /// run no built-in worker; tasks go to agents only
     no_local_worker: bool, unset "off", env "KAIROS_NO_LOCAL_WORKER";
     /// cpus the built-in worker offers
@@ -397,6 +411,10 @@ settings! {
     allowed_host_path: Vec<String>, unset "none", value "PATH", alias "allowed_host_paths";
     /// the URI schemes fetches may use, comma-separated (`file` covers absolute paths)
     fetch_schemes: String, default "http,https,file";
+    /// the scheduler's `--agent-token`; prefer the variable or the file to the flag, which `ps` shows
+    agent_token: String, unset "none", env "KAIROS_AGENT_TOKEN";
+    /// PEM certificates the scheduler's must chain to: connect over TLS, trusting only these
+    ca_cert: PathBuf, unset "TLS with the public roots for `https://` addresses, else plain", env "KAIROS_CA_CERT";
 }
 
 /// Validated server settings.
@@ -425,6 +443,12 @@ pub struct ServerConfig {
     pub output_limit: usize,
     pub kill_grace: Duration,
     pub agent_listen: SocketAddr,
+    /// The secret agents must present; `None` admits any agent (see `load` for when that is allowed).
+    pub agent_token: Option<Token>,
+    /// HTTPS and gRPC over TLS with this certificate and key; plain without.
+    pub tls: Option<CertFiles>,
+    /// What a standby trusts when forwarding to the leader; `None`: the certificates of `tls`.
+    pub ca_cert: Option<PathBuf>,
     /// The built-in worker's resources, or `None` with `--no-local-worker`.
     pub local_worker: Option<Resources>,
     pub worker_attributes: Vec<(String, String)>,
@@ -447,6 +471,66 @@ fn address(setting: &'static Setting, text: String) -> Result<SocketAddr, Error>
             setting,
             reason: format!("'{text}' is not a host:port address: {e}"),
         })
+}
+
+/// The agent token, if set; its text never appears in an error.
+fn token(setting: &'static Setting, text: Option<String>) -> Result<Option<Token>, Error> {
+    text.map(|text| {
+        Token::new(text).map_err(|why| Error::Invalid {
+            setting,
+            reason: why.to_owned(),
+        })
+    })
+    .transpose()
+}
+
+/// Where agents connect. Without a token only this machine may attach: the default is loopback,
+/// and another address is refused unless `--insecure-no-auth` accepts the risk.
+fn agent_listen(
+    text: Option<String>,
+    token: Option<&Token>,
+    insecure_no_auth: bool,
+) -> Result<SocketAddr, Error> {
+    type S = ServerSettings;
+    let default = if token.is_some() {
+        "0.0.0.0:8081"
+    } else {
+        "127.0.0.1:8081"
+    };
+    let address = address(&S::agent_listen, text.unwrap_or_else(|| default.to_owned()))?;
+    if token.is_none() && !address.ip().is_loopback() && !insecure_no_auth {
+        return Err(Error::Unprotected {
+            setting: &S::agent_listen,
+            address,
+            credential: &S::agent_token,
+        });
+    }
+    Ok(address)
+}
+
+/// The certificate and key, both or neither; and `--ca-cert` only beside them.
+fn cert_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<&PathBuf>,
+) -> Result<Option<CertFiles>, Error> {
+    type S = ServerSettings;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+        (Some(_), None) => Err(Error::Invalid {
+            setting: &S::tls_cert,
+            reason: "it needs --tls-key (KAIROS_TLS_KEY) as well".to_owned(),
+        }),
+        (None, Some(_)) => Err(Error::Invalid {
+            setting: &S::tls_key,
+            reason: "it needs --tls-cert (KAIROS_TLS_CERT) as well".to_owned(),
+        }),
+        (None, None) if ca.is_some() => Err(Error::Invalid {
+            setting: &S::ca_cert,
+            reason: "it is only used with --tls-cert and --tls-key".to_owned(),
+        }),
+        (None, None) => Ok(None),
+    }
 }
 
 fn seconds(setting: &'static Setting, value: f64) -> Result<Duration, Error> {
@@ -589,8 +673,14 @@ impl ServerConfig {
         let insecure_no_auth = s.insecure_no_auth.unwrap_or(false);
         // Protected mode, as Redis has: without credentials, only this machine may connect.
         if http_credentials.is_none() && !insecure_no_auth && !listen.ip().is_loopback() {
-            return Err(Error::Unprotected { addr: listen });
+            return Err(Error::Unprotected {
+                setting: &S::listen,
+                address: listen,
+                credential: &S::http_credentials,
+            });
         }
+        let agent_token = token(&S::agent_token, s.agent_token)?;
+        let tls = cert_files(s.tls_cert, s.tls_key, s.ca_cert.as_ref())?;
         Ok(ServerConfig {
             listen,
             http_credentials,
@@ -611,7 +701,10 @@ impl ServerConfig {
             task_history_per_job: s.task_history_per_job,
             output_limit: s.output_limit,
             kill_grace: seconds(&S::kill_grace, s.kill_grace)?,
-            agent_listen: address(&S::agent_listen, s.agent_listen)?,
+            agent_listen: agent_listen(s.agent_listen, agent_token.as_ref(), insecure_no_auth)?,
+            agent_token,
+            tls,
+            ca_cert: s.ca_cert,
             local_worker,
             worker_attributes: attributes(&S::worker_attribute, &s.worker_attribute.unwrap_or_default())?,
             worker_timeout: seconds(&S::worker_timeout, s.worker_timeout)?,
@@ -670,6 +763,8 @@ impl AgentConfig {
                 )?,
                 fetch_schemes: fetch_schemes(&S::fetch_schemes, &s.fetch_schemes)?,
             },
+            token: token(&S::agent_token, s.agent_token)?,
+            ca_cert: s.ca_cert,
         })
     }
 }
@@ -1080,6 +1175,81 @@ mod tests {
                 fetch_schemes: vec!["https".to_owned()],
             }
         );
+    }
+
+    #[test]
+    fn the_agent_port_is_loopback_unless_agents_must_present_a_token() {
+        let c = ServerConfig::load(&ServerArgs::default()).unwrap();
+        assert_eq!(c.agent_listen.to_string(), "127.0.0.1:8081");
+        assert!(c.agent_token.is_none() && !c.insecure_no_auth);
+        let c = ServerConfig::load(&parse(&["kairos", "--agent-token", "t0ken"])).unwrap();
+        assert_eq!(c.agent_listen.to_string(), "0.0.0.0:8081");
+        assert!(c.agent_token.is_some_and(|t| t.matches(b"t0ken")));
+        let err = ServerConfig::load(&parse(&["kairos", "--agent-listen", "0.0.0.0:9000"])).unwrap_err();
+        let message = err.to_string();
+        for part in [
+            "--agent-listen",
+            "0.0.0.0:9000",
+            "--agent-token (KAIROS_AGENT_TOKEN",
+            "127.0.0.1",
+            "--insecure-no-auth",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        let c = ServerConfig::load(&parse(&[
+            "kairos",
+            "--agent-listen",
+            "0.0.0.0:9000",
+            "--insecure-no-auth",
+        ]))
+        .unwrap();
+        assert_eq!(c.agent_listen.to_string(), "0.0.0.0:9000");
+        assert!(c.insecure_no_auth);
+        for loopback in ["127.0.0.2:9000", "[::1]:9000"] {
+            assert!(
+                ServerConfig::load(&parse(&["kairos", "--agent-listen", loopback])).is_ok(),
+                "{loopback}"
+            );
+        }
+    }
+
+    #[test]
+    fn agent_tokens_are_checked_and_never_shown() {
+        let err = ServerConfig::load(&parse(&["kairos", "--agent-token", "has space"])).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("--agent-token") && !message.contains("has space"),
+            "{message}"
+        );
+        let c = ServerConfig::load(&parse(&["kairos", "--agent-token", "hunter2"])).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let a =
+            AgentConfig::load(&parse(&["kairos", "--server", "s:1", "--agent-token", "hunter2"])).unwrap();
+        assert!(a.token.as_ref().is_some_and(|t| t.matches(b"hunter2")));
+        assert!(!format!("{a:?}").contains("hunter2"));
+        let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1"])).unwrap();
+        assert!(a.token.is_none() && a.ca_cert.is_none());
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_with_its_key() {
+        let c = ServerConfig::load(&parse(&["kairos", "--tls-cert", "c.pem", "--tls-key", "k.pem"])).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(CertFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert!(ServerConfig::load(&ServerArgs::default()).unwrap().tls.is_none());
+        for (line, expected) in [
+            (&["kairos", "--tls-cert", "c.pem"][..], "--tls-key"),
+            (&["kairos", "--tls-key", "k.pem"][..], "--tls-cert"),
+            (&["kairos", "--ca-cert", "ca.pem"][..], "--ca-cert"),
+        ] {
+            let err = ServerConfig::load(&parse(line)).unwrap_err();
+            assert!(err.to_string().contains(expected), "{line:?}: {err}");
+        }
     }
 
     /// The flags clap knows, as the tables show them.

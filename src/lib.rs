@@ -27,3 +27,4 @@ pub mod placement;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod tls;

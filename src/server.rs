@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 use crate::engine;
 use crate::schedule;
 use crate::store::{PostgresStore, SqliteStore, Store};
+use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +29,8 @@ pub enum Error {
     Engine(#[from] engine::Error),
     #[error(transparent)]
     Agent(#[from] crate::agent::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -100,6 +103,16 @@ impl Server {
     /// # Errors
     /// Fails when the data directory, the store or a listen address can't be used.
     pub async fn start(mut config: ServerConfig) -> Result<Server, Error> {
+        // Certificates first: a bad one should stop the start before anything listens.
+        let tls = match &config.tls {
+            Some(files) => Some(ServerTls::load(files, config.ca_cert.as_deref())?),
+            None => None,
+        };
+        let leader_client = tls.as_ref().map(ServerTls::leader_client).transpose()?;
+        let agent_server = match &tls {
+            Some(tls) => tls.grpc_server()?,
+            None => tonic::transport::Server::builder(),
+        };
         // Sandboxes, bind mounts and the store all derive from it: absolute from here on.
         config.data_dir = crate::config::resolve_dir(&config.data_dir).map_err(|source| Error::DataDir {
             path: config.data_dir.display().to_string(),
@@ -169,13 +182,23 @@ impl Server {
         let (stop_agents, agents_stopped) = oneshot::channel::<()>();
         let agents = crate::agent::service::serve(
             agent_listener,
+            agent_server,
             cluster.clone(),
             config.heartbeat_interval,
+            config.agent_token.clone(),
             async {
                 let _ = agents_stopped.await;
             },
         );
-        let context = Arc::new(Context::new(
+        if config.agent_token.is_none() && !agent_addr.ip().is_loopback() {
+            // `load` refuses this unless the operator passed --insecure-no-auth.
+            tracing::warn!(
+                %agent_addr,
+                "No --agent-token is set and --insecure-no-auth is given: any agent that reaches \
+                 this port may attach and receive tasks."
+            );
+        }
+        let mut context = Context::new(
             cluster.clone(),
             Defaults {
                 cpus: config.task_cpus,
@@ -192,17 +215,33 @@ impl Server {
                 max_body_bytes: config.max_body_bytes,
                 policy,
             },
-        ));
-        let (stop_http, stopped) = oneshot::channel::<()>();
-        let http = tokio::spawn(
-            warp::serve(api::routes(context))
-                .incoming(http_listener)
-                .graceful(async {
-                    let _ = stopped.await;
-                })
-                .run(),
         );
-        tracing::info!(%addr, %agent_addr, data_dir = %config.data_dir.display(), "kairos is serving.");
+        if let Some(client) = leader_client {
+            // Every server of a cluster serves TLS alike, so the leader is reached over HTTPS.
+            context = context.proxy_over_tls(client);
+        }
+        let routes = api::routes(Arc::new(context));
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let http = match &tls {
+            Some(tls) => tls.serve_https(http_listener, routes, stopped),
+            None => tokio::spawn(
+                warp::serve(routes)
+                    .incoming(http_listener)
+                    .graceful(stopped)
+                    .run(),
+            ),
+        };
+        tracing::info!(
+            %addr,
+            %agent_addr,
+            tls = tls.is_some(),
+            agent_token = config.agent_token.is_some(),
+            data_dir = %config.data_dir.display(),
+            "kairos is serving."
+        );
         Ok(Server {
             addr,
             agent_addr,

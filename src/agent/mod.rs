@@ -29,6 +29,61 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the CA certificates (--ca-cert) {path}: {source}")]
+    CaCert {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The secret shared by a scheduler and its agents (`--agent-token`). It is never shown: its
+/// `Debug` is redacted, and nothing logs it.
+#[derive(Clone)]
+pub struct Token(String);
+
+/// What the agent sends, and the scheduler reads, as `authorization: Bearer <token>`.
+pub const TOKEN_METADATA: &str = "authorization";
+
+impl Token {
+    /// A token from its text, which must be non-empty visible ASCII (it travels in a header).
+    ///
+    /// # Errors
+    /// Says what is wrong, without repeating the text.
+    pub fn new(text: String) -> Result<Token, &'static str> {
+        if text.is_empty() {
+            Err("it is empty")
+        } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            Err("it must be visible ASCII characters, without spaces")
+        } else {
+            Ok(Token(text))
+        }
+    }
+
+    /// Whether `presented` (the text after `Bearer `) is this token. Both sides are hashed first,
+    /// so the comparison takes the same time whatever the length or content of a guess.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let ours = sha2::Sha256::digest(self.0.as_bytes());
+        let theirs = sha2::Sha256::digest(presented);
+        ours.as_slice().ct_eq(theirs.as_slice()).into()
+    }
+
+    /// The metadata value an agent attaches with, marked sensitive so HTTP/2 never indexes it.
+    pub fn bearer(&self) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        // `new` admitted only visible ASCII, which is always a valid value.
+        let mut value = tonic::metadata::MetadataValue::try_from(format!("Bearer {}", self.0))
+            .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(""));
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// A launch as it travels to an agent.
@@ -203,6 +258,21 @@ pub fn end_from_proto(status: proto::TaskStatus) -> Option<TaskEnd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_match_only_themselves_and_never_show() {
+        let token = Token::new("s3cret-token".to_owned()).unwrap();
+        assert!(token.matches(b"s3cret-token"));
+        for wrong in [&b""[..], b"s3cret-toke", b"s3cret-token2", b"S3cret-token"] {
+            assert!(!token.matches(wrong), "{}", String::from_utf8_lossy(wrong));
+        }
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert_eq!(token.bearer().to_str().unwrap(), "Bearer s3cret-token");
+        assert!(token.bearer().is_sensitive());
+        assert!(Token::new(String::new()).is_err());
+        assert!(Token::new("two words".to_owned()).is_err());
+        assert!(Token::new("caf\u{e9}".to_owned()).is_err());
+    }
 
     #[test]
     fn launches_round_trip() {

@@ -1,5 +1,6 @@
 //! The scheduler's side of the agent protocol: each agent stream becomes engine events, and the
-//! engine's commands for that worker go back down the stream.
+//! engine's commands for that worker go back down the stream. With `--agent-token`, a gate in
+//! front of the service refuses agents that do not present it before the engine hears of them.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::agent_link_server::{AgentLink, AgentLinkServer};
 use super::proto::{self, agent_message, scheduler_message};
-use super::{end_from_proto, launch_to_proto};
+use super::{TOKEN_METADATA, Token, end_from_proto, launch_to_proto};
 use crate::cluster::Cluster;
 use crate::engine::{WorkerInfo, WorkerLink};
 use crate::executor::runner::TaskLaunch;
@@ -151,19 +152,56 @@ impl AgentLink for AgentService {
     }
 }
 
-/// Serves the agent protocol on `listener` until `shutdown` resolves.
+/// Lets a request through if it carries `authorization: Bearer <token>` with our token, or if no
+/// token is configured. Runs before every call, so a refused agent reaches neither a standby's
+/// hint nor the engine.
+fn admit(token: Option<&Token>, request: Request<()>) -> Result<Request<()>, Status> {
+    let Some(token) = token else {
+        return Ok(request);
+    };
+    let presented = request
+        .metadata()
+        .get(TOKEN_METADATA)
+        .map(|value| value.as_bytes())
+        .and_then(|value| {
+            value
+                .strip_prefix(b"Bearer ")
+                .or_else(|| value.strip_prefix(b"bearer "))
+        });
+    let refusal = match presented {
+        Some(presented) if token.matches(presented) => return Ok(request),
+        Some(_) => "the agent token does not match the scheduler's --agent-token",
+        None => {
+            "this scheduler requires the agent token: start the agent with --agent-token (KAIROS_AGENT_TOKEN)"
+        }
+    };
+    // The peer, never what it presented.
+    let peer = request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    tracing::warn!(%peer, reason = refusal, "Refused an agent.");
+    Err(Status::unauthenticated(refusal))
+}
+
+/// Serves the agent protocol on `listener` with `server` (plain, or configured for TLS) until
+/// `shutdown` resolves, only to agents presenting `token` when there is one.
 pub fn serve(
     listener: tokio::net::TcpListener,
+    mut server: tonic::transport::Server,
     cluster: Cluster,
     heartbeat_interval: Duration,
+    token: Option<Token>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let service = AgentLinkServer::new(AgentService {
-        cluster,
-        heartbeat_interval,
-    });
+    let service = AgentLinkServer::with_interceptor(
+        AgentService {
+            cluster,
+            heartbeat_interval,
+        },
+        move |request| admit(token.as_ref(), request),
+    );
     tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = server
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
@@ -171,4 +209,45 @@ pub fn serve(
             tracing::error!(%error, "The agent protocol server stopped.");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(authorization: Option<&'static str>) -> Request<()> {
+        let mut request = Request::new(());
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert(TOKEN_METADATA, tonic::metadata::MetadataValue::from_static(value));
+        }
+        request
+    }
+
+    #[test]
+    fn only_the_right_token_is_admitted() {
+        let token = Token::new("right".to_owned()).unwrap();
+        assert!(admit(Some(&token), request(Some("Bearer right"))).is_ok());
+        for (authorization, why) in [
+            (None, "requires the agent token"),
+            (Some("Bearer wrong"), "does not match"),
+            (Some("Bearer "), "does not match"),
+            (Some("Basic right"), "requires the agent token"),
+            (Some("right"), "requires the agent token"),
+        ] {
+            let refusal = admit(Some(&token), request(authorization)).unwrap_err();
+            assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{authorization:?}");
+            assert!(
+                refusal.message().contains(why),
+                "{authorization:?}: {}",
+                refusal.message()
+            );
+            assert!(!refusal.message().contains("right"), "never echoes a token");
+        }
+        // Without a configured token, every agent is admitted (on a loopback port, or with
+        // --insecure-no-auth: the configuration sees to that).
+        assert!(admit(None, request(None)).is_ok());
+        assert!(admit(None, request(Some("Bearer anything"))).is_ok());
+    }
 }

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::proto::agent_link_client::AgentLinkClient;
 use super::proto::{self, agent_message, scheduler_message};
-use super::{Error, end_to_proto, launch_from_proto};
+use super::{Error, TOKEN_METADATA, Token, end_to_proto, launch_from_proto};
 use crate::executor::runner::Runner;
 use crate::placement::Resources;
 
@@ -30,6 +30,18 @@ pub struct AgentConfig {
     /// What tasks may reach on this agent's host, checked here before each launch: the host is
     /// the agent's, so its own settings decide, whatever the scheduler allows.
     pub policy: crate::executor::Policy,
+    /// Presented on every attach; the scheduler refuses agents without its `--agent-token`.
+    pub token: Option<Token>,
+    /// Certificates the scheduler's must chain to; given, the agent connects over TLS only.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// How the agent reaches schedulers: plain, or over TLS trusting `--ca-cert` (or the public
+/// roots, for `https://` addresses without it).
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    Tls(tonic::transport::ClientTlsConfig),
 }
 
 /// Where task ends go: the open stream, or a buffer until the next one.
@@ -51,18 +63,55 @@ fn status_message(status: proto::TaskStatus) -> proto::AgentMessage {
     }
 }
 
-fn endpoint(address: &str) -> Result<tonic::transport::Endpoint, Error> {
-    let url = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+/// The endpoint for one scheduler address: `host:port` takes the transport's scheme, so a
+/// standby's hint (always `host:port`) leads to the leader over TLS when the agent uses TLS.
+fn endpoint(address: &str, transport: &Transport) -> Result<tonic::transport::Endpoint, Error> {
+    let invalid = |reason: &str| Error::Address {
+        address: address.to_owned(),
+        reason: reason.to_owned(),
     };
-    Ok(tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::Address {
-            address: url,
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(3)))
+    let url = match (address.split_once("://"), transport) {
+        (None, Transport::Plain) => format!("http://{address}"),
+        (None, Transport::Tls(_)) => format!("https://{address}"),
+        (Some(("http" | "https", _)), Transport::Plain) | (Some(("https", _)), Transport::Tls(_)) => {
+            address.to_owned()
+        }
+        (Some(("http", _)), Transport::Tls(_)) => {
+            return Err(invalid(
+                "plain http:// while the agent uses TLS (--ca-cert or an https:// address)",
+            ));
+        }
+        (Some(_), _) => return Err(invalid("use host:port, http:// or https://")),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| invalid(&e.to_string()))?
+        .connect_timeout(Duration::from_secs(3));
+    match transport {
+        Transport::Plain => Ok(endpoint),
+        Transport::Tls(tls) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| invalid(&e.to_string())),
+    }
+}
+
+/// TLS when `--ca-cert` is given (trusting only it) or an address says `https://` (trusting the
+/// public roots); plain otherwise.
+fn transport(config: &AgentConfig, servers: &[String]) -> Result<Transport, Error> {
+    if let Some(path) = &config.ca_cert {
+        let pem = std::fs::read(path).map_err(|source| Error::CaCert {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        return Ok(Transport::Tls(tls));
+    }
+    if servers.iter().any(|s| s.starts_with("https://")) {
+        return Ok(Transport::Tls(
+            tonic::transport::ClientTlsConfig::new().with_webpki_roots(),
+        ));
+    }
+    Ok(Transport::Plain)
 }
 
 /// Runs the agent until `shutdown` resolves, then kills its process tasks.
@@ -92,8 +141,9 @@ pub async fn run(
             reason: "no address given".to_owned(),
         });
     }
+    let transport = transport(&config, &servers)?;
     for server in &servers {
-        endpoint(server)?;
+        endpoint(server, &transport)?;
     }
     let id = crate::config::worker_identity(&config.work_dir).map_err(|source| Error::WorkDir {
         path: config.work_dir.display().to_string(),
@@ -129,7 +179,7 @@ pub async fn run(
                 next = (next + 1) % servers.len();
                 servers[next].clone()
             });
-            let Ok(endpoint) = endpoint(&server) else {
+            let Ok(endpoint) = endpoint(&server, &transport) else {
                 continue;
             };
             match session(&endpoint, &config, &id, &runner, &outbox, &sandbox_dir).await {
@@ -141,6 +191,13 @@ pub async fn run(
                     // Refused for its name: say so plainly, and try again less often, since
                     // it takes the name over once the other one has been gone long enough.
                     tracing::error!(%server, %error, "The scheduler refused this agent's name.");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                Err(Refused::Token(reason)) => {
+                    // The operator must fix the token; retrying quickly would only fill the
+                    // scheduler's log.
+                    tracing::error!(%server, %reason, "The scheduler refused this agent's token.");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     continue;
                 }
@@ -170,6 +227,8 @@ pub async fn run(
 enum Refused {
     /// Another agent holds this agent's name.
     Name(String),
+    /// The agent token is missing or wrong.
+    Token(String),
     /// A standby, naming the leader's agent address.
     Standby {
         leader: String,
@@ -185,6 +244,7 @@ impl From<tonic::Status> for Refused {
             .and_then(|v| v.to_str().ok());
         match (status.code(), leader) {
             (tonic::Code::AlreadyExists, _) => Refused::Name(status.message().to_owned()),
+            (tonic::Code::Unauthenticated, _) => Refused::Token(status.message().to_owned()),
             (tonic::Code::FailedPrecondition, Some(leader)) => Refused::Standby {
                 leader: leader.to_owned(),
             },
@@ -230,7 +290,11 @@ async fn session(
     let _ = tx.send(proto::AgentMessage {
         kind: Some(agent_message::Kind::Register(register)),
     });
-    let mut inbound = match client.attach(UnboundedReceiverStream::new(rx)).await {
+    let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+    if let Some(token) = &config.token {
+        request.metadata_mut().insert(TOKEN_METADATA, token.bearer());
+    }
+    let mut inbound = match client.attach(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             // Keep the ends for the next attempt.

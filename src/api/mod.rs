@@ -157,6 +157,8 @@ pub struct Context {
     /// The web origins that may call the API from a browser.
     cors_origins: Arc<Vec<String>>,
     max_body_bytes: usize,
+    /// How the leader is reached: `http`, or `https` when the servers serve TLS.
+    leader_scheme: &'static str,
 }
 
 /// How the API is protected: [`Context::new`]'s settings beyond the scheduler's.
@@ -181,6 +183,16 @@ impl Context {
             auth: guard::Auth::new(protection.credentials, protection.tokens),
             cors_origins: Arc::new(protection.cors_origins),
             max_body_bytes: protection.max_body_bytes,
+            leader_scheme: "http",
+        }
+    }
+
+    /// Forwards to the leader over HTTPS with `client`, which trusts the servers' certificates.
+    pub fn proxy_over_tls(self, client: reqwest::Client) -> Context {
+        Context {
+            client,
+            leader_scheme: "https",
+            ..self
         }
     }
 
@@ -397,7 +409,7 @@ async fn proxy(
     let Some(leader) = ctx.cluster.leader().filter(|l| l != ctx.cluster.me()) else {
         return Ok(unavailable("no leader is elected right now; retry shortly").into_response());
     };
-    let mut url = format!("http://{}{}", leader.http, path.as_str());
+    let mut url = format!("{}://{}{}", ctx.leader_scheme, leader.http, path.as_str());
     if !query.is_empty() {
         url.push('?');
         url.push_str(&query);

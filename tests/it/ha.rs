@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use crate::{free_port, lines, wait_until};
 
 /// A fresh database on the test PostgreSQL (started by the README's test command).
-async fn fresh_database() -> String {
+pub(crate) async fn fresh_database() -> String {
     let url = std::env::var("KAIROS_TEST_POSTGRES_URL")
         .expect("KAIROS_TEST_POSTGRES_URL is not set: run the README's test command (scripts/test), which starts PostgreSQL");
     // Unique per test: the tests of one run share a process id.

@@ -7,6 +7,7 @@ mod ha;
 mod lifecycle;
 mod readme;
 mod security;
+mod tls;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ impl Harness {
         let mut config = test_config(dir.path());
         adjust(&mut config);
         let server = Server::start(config.clone()).await.expect("server starts");
-        let base = format!("http://{}", server.addr);
+        let base = base_url(&config, &server);
         Harness {
             server: Some(server),
             config,
@@ -64,7 +65,7 @@ impl Harness {
             server.shutdown().await;
         }
         let server = Server::start(self.config.clone()).await.expect("server restarts");
-        self.base = format!("http://{}", server.addr);
+        self.base = base_url(&self.config, &server);
         self.server = Some(server);
     }
 
@@ -158,6 +159,12 @@ impl Harness {
         assert_eq!(status, 200, "{body}");
         body.as_array().cloned().unwrap_or_default()
     }
+}
+
+/// The server's address as a URL: `https` when it serves TLS.
+fn base_url(config: &ServerConfig, server: &Server) -> String {
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{}", server.addr)
 }
 
 async fn read(response: reqwest::Response) -> (u16, Value) {
