@@ -69,27 +69,7 @@ CREATE TABLE leader (
 CREATE TABLE launches (id INT PRIMARY KEY CHECK (id = 1), through_ms BIGINT NOT NULL);
 ALTER TABLE tasks ADD COLUMN scheduled BIGINT NOT NULL DEFAULT 0;
 "#,
-    r#"
-CREATE TABLE tokens (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    last_used_ms BIGINT
-);
-CREATE TABLE audit (
-    id BIGSERIAL PRIMARY KEY,
-    at_ms BIGINT NOT NULL,
-    principal TEXT NOT NULL,
-    role TEXT NOT NULL,
-    source TEXT NOT NULL,
-    method TEXT NOT NULL,
-    route TEXT NOT NULL,
-    job TEXT NOT NULL,
-    outcome TEXT NOT NULL
-);
-CREATE INDEX audit_by_time ON audit (at_ms);
-"#,
+    super::sql::tokens_and_audit_step!("BIGSERIAL PRIMARY KEY"),
 ];
 
 /// Advisory lock keys are per database; both spell "kairos" in ASCII, plus a purpose number.

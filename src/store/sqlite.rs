@@ -57,27 +57,7 @@ CREATE TABLE run_claims (
 CREATE TABLE launches (id INTEGER PRIMARY KEY CHECK (id = 1), through_ms INTEGER NOT NULL);
 ALTER TABLE tasks ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
 "#,
-    r#"
-CREATE TABLE tokens (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    last_used_ms INTEGER
-);
-CREATE TABLE audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms INTEGER NOT NULL,
-    principal TEXT NOT NULL,
-    role TEXT NOT NULL,
-    source TEXT NOT NULL,
-    method TEXT NOT NULL,
-    route TEXT NOT NULL,
-    job TEXT NOT NULL,
-    outcome TEXT NOT NULL
-);
-CREATE INDEX audit_by_time ON audit (at_ms);
-"#,
+    super::sql::tokens_and_audit_step!("INTEGER PRIMARY KEY AUTOINCREMENT"),
 ];
 
 impl Backend for Sqlite {

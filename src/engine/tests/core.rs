@@ -278,3 +278,50 @@ fn a_failure_with_retries_left_is_retried_after_the_delay() {
         "not counted while retries remain"
     );
 }
+
+#[test]
+fn a_change_and_its_audit_entry_are_written_together() {
+    let mut core = core();
+    let who = Some(Box::new(crate::engine::Actor {
+        principal: "token:ci".into(),
+        role: "admin".into(),
+        source: "10.0.0.7".into(),
+        method: "POST".into(),
+        route: "/v1/scheduler/iso8601".into(),
+    }));
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "j", "command": "true", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    );
+    let result: Result<(), crate::engine::Error> = Ok(());
+    core.at(at(3)).audit(who.clone(), Some("j"), &result);
+    let writes = core.take_effects().writes;
+    // One turn, so one group commit: the job and its entry land together or not at all.
+    assert!(
+        writes
+            .iter()
+            .any(|w| matches!(w, Write::PutJob(j) if j.job.name == "j"))
+    );
+    let entry = writes
+        .iter()
+        .find_map(|w| match w {
+            Write::Audit(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            entry.at_ms,
+            entry.principal.as_str(),
+            entry.job.as_deref(),
+            entry.outcome.as_str()
+        ),
+        (ms(3), "token:ci", Some("j"), "ok")
+    );
+    // A refused change is recorded with the refusal.
+    let refused: Result<(), crate::engine::Error> =
+        Err(crate::engine::Error::JobNotFound { name: "x".into() });
+    core.audit(who, Some("x"), &refused);
+    let writes = core.take_effects().writes;
+    assert!(matches!(&writes[..], [Write::Audit(e)] if e.outcome == "Job 'x' not found"));
+}

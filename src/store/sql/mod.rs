@@ -32,6 +32,25 @@ pub trait Backend: Database {
     type State: Send + Sync + 'static;
 }
 
+/// The schema step of API tokens and the audit log, the same on both databases but for the
+/// audit log's id column (SQLite's row id alias, PostgreSQL's sequence). SQLite reads `BIGINT`
+/// as an integer column, so one text serves both.
+macro_rules! tokens_and_audit_step {
+    ($audit_id:literal) => {
+        concat!(
+            "CREATE TABLE tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, \
+             created_ms BIGINT NOT NULL, last_used_ms BIGINT);\n",
+            "CREATE TABLE audit (id ",
+            $audit_id,
+            ", at_ms BIGINT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL, \
+             source TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, job TEXT NOT NULL, \
+             outcome TEXT NOT NULL);\n",
+            "CREATE INDEX audit_by_time ON audit (at_ms);\n"
+        )
+    };
+}
+pub(super) use tokens_and_audit_step;
+
 /// A store on a SQL database: `SqliteStore` and `PostgresStore` are this with their backend.
 pub struct SqlStore<DB: Backend> {
     pub(super) pool: Pool<DB>,
