@@ -411,6 +411,63 @@ async fn scheduling_lag(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()
     Ok(())
 }
 
+/// What authentication costs: the same job creation and launches against a server without
+/// credentials and one with `--http-credentials`, whose client authenticates every request
+/// (Basic), whose changes are audited and whose tasks get a task token.
+async fn auth_cost(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let jobs = plan.scale_jobs / 5;
+    let mut rates = Vec::new();
+    for (i, credentials) in [None, Some("bench:bench")].into_iter().enumerate() {
+        let extra: Vec<&str> = credentials
+            .map(|c| vec!["--http-credentials", c])
+            .unwrap_or_default();
+        let server = start_server(&work.join(format!("auth-{i}")), &extra).await?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if credentials.is_some() {
+            // base64("bench:bench")
+            headers.insert("authorization", "Basic YmVuY2g6YmVuY2g=".parse()?);
+        }
+        let client = reqwest::Client::builder().default_headers(headers).build()?;
+        let base = server.base.clone();
+        let elapsed = fan_out(jobs, 64, |n| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body = json!({"name": format!("c-{n:06}"), "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"});
+                post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await
+            }
+        })
+        .await?;
+        let create = jobs as f64 / elapsed.as_secs_f64();
+        let launch = create_and_run_once(
+            &client,
+            &base,
+            "l",
+            plan.tasks,
+            32,
+            Trigger::Schedule,
+            |_| json!({"command": "true"}),
+        )
+        .await?;
+        server.stop().await?;
+        rates.push((create, launch));
+    }
+    let ((create_off, launch_off), (create_on, launch_on)) = (rates[0], rates[1]);
+    let (create_ratio, launch_ratio) = (create_on / create_off, launch_on / launch_off);
+    rows.push(Row {
+        figure: format!(
+            "authentication on: {jobs} jobs created (64 in flight) and {} scheduled launches, every request authenticated, every change audited",
+            plan.tasks
+        ),
+        value: format!("{create_on:.0} jobs/s, {launch_on:.0} tasks/s"),
+        baseline: format!(
+            "{create_off:.0} jobs/s, {launch_off:.0} tasks/s without; ratios {create_ratio:.2}, {launch_ratio:.2}"
+        ),
+        target: "≥ 0.95 of without".to_owned(),
+        verdict: verdict(create_ratio >= 0.95 && launch_ratio >= 0.95),
+    });
+    Ok(())
+}
+
 async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     let data = work.join("scale");
     let server = start_server(&data, &[]).await?;
@@ -772,6 +829,9 @@ async fn main() -> Res<()> {
     }
     if run("scale") {
         scale(&plan, work.path(), &mut rows).await?;
+    }
+    if run("auth") {
+        auth_cost(&plan, work.path(), &mut rows).await?;
     }
     if run("graph") {
         graph(&plan, work.path(), &mut rows).await?;
