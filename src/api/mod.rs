@@ -1017,6 +1017,17 @@ async fn progress(
     respond(
         async {
             who.may_act_for_task(&task_id)?;
+            if matches!(who.principal, crate::auth::Principal::Task { .. }) {
+                // A task's token reports progress only while its task is open.
+                let id = task_id.clone();
+                let open = ctx.engine()?.read(move |s| s.tasks.contains_key(&id)).await?;
+                if !open {
+                    return Err(ApiError {
+                        status: StatusCode::FORBIDDEN,
+                        message: format!("task {task_id} has ended; its token is no longer valid"),
+                    });
+                }
+            }
             let value: Value = if body.is_empty() {
                 Value::Null
             } else {

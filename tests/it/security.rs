@@ -324,6 +324,17 @@ async fn an_async_task_completes_itself_with_its_own_token_only() {
     )
     .await;
     assert_eq!(status, 400);
+    let progress = format!("/v1/scheduler/job/selfdone/task/{encoded}/progress");
+    let (status, body) = call(
+        &h,
+        "POST",
+        &progress,
+        Some(&bearer),
+        Some(json!({"numAdditionalElementsProcessed": 1})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("has ended"), "{body}");
 }
 
 #[tokio::test]
