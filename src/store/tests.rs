@@ -618,10 +618,20 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
         .unwrap();
     let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
     let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    // What two increments of i64::MAX left behind, and a database from before the repair step.
+    // What two increments of i64::MAX left behind.
+    sqlx::raw_sql("UPDATE tasks SET elements_processed = 9223372036854775807 + 9223372036854775807;")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let err = store.task("t1").await.expect_err("a REAL count is not an i64");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(store.job_tasks("a", 10).await.is_err());
+    // The schema goes back to before the repair step only once the store is closed: its pooled
+    // connections cache statements prepared against the schema they saw.
+    store.pool.close().await;
+    drop(store);
     sqlx::raw_sql(
-        "UPDATE tasks SET elements_processed = 9223372036854775807 + 9223372036854775807;
-         DELETE FROM schema_version WHERE version > 3;
+        "DELETE FROM schema_version WHERE version > 3;
          DROP TABLE launches;
          ALTER TABLE tasks DROP COLUMN scheduled;
          DROP TABLE tokens;
@@ -630,10 +640,6 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
     .execute(&mut raw)
     .await
     .unwrap();
-    let err = store.task("t1").await.expect_err("a REAL count is not an i64");
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(store.job_tasks("a", 10).await.is_err());
-    drop(store);
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(
         again.task("t1").await.unwrap().unwrap().elements_processed,
