@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::config;
-use crate::api::dto::{self, Defaults, Route};
 use crate::engine::core::{After, Command, Core};
 use crate::engine::ends::End;
 use crate::engine::load::Stored;
@@ -57,15 +56,7 @@ fn core() -> Core {
 }
 
 fn upsert(core: &mut Core, body: serde_json::Value) {
-    let defaults = Defaults {
-        cpus: 0.1,
-        mem: 128.0,
-        disk: 256.0,
-        run_as_user: "root".to_owned(),
-        epsilon: "PT60S".to_owned(),
-        allow_privileged: false,
-    };
-    let (job, provided) = dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap();
+    let (job, provided) = super::parse(body);
     core.upsert(job, provided).unwrap();
 }
 
@@ -73,7 +64,15 @@ fn upsert(core: &mut Core, body: serde_json::Value) {
 /// commands that followed.
 fn commit(core: &mut Core) -> Vec<Command> {
     let effects = core.take_effects();
-    for after in effects.after {
+    release(core, effects.after);
+    let mut commands = effects.commands;
+    commands.extend(core.take_effects().commands);
+    commands
+}
+
+/// Hands the launches that waited for a commit back to the core, as the shell does.
+fn release(core: &mut Core, afters: Vec<After>) {
+    for after in afters {
         if let After::Launch {
             task_id,
             worker,
@@ -83,9 +82,6 @@ fn commit(core: &mut Core) -> Vec<Command> {
             core.launch_when_due(task_id, worker, *launch);
         }
     }
-    let mut commands = effects.commands;
-    commands.extend(core.take_effects().commands);
-    commands
 }
 
 fn launched(commands: &[Command]) -> Vec<String> {
@@ -117,16 +113,7 @@ fn a_scheduled_run_is_recorded_ahead_and_launched_at_its_instant() {
         _ => None,
     });
     assert_eq!(started, Some(ms(10)));
-    for after in effects.after {
-        if let After::Launch {
-            task_id,
-            worker,
-            launch,
-        } = after
-        {
-            core.launch_when_due(task_id, worker, *launch);
-        }
-    }
+    release(&mut core, effects.after);
     assert!(
         launched(&core.take_effects().commands).is_empty(),
         "not before its instant"

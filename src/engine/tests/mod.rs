@@ -126,17 +126,22 @@ impl Store for FlakyStore {
     }
 }
 
+/// A job as the API reads it, with the server's defaults.
+fn parse(body: serde_json::Value) -> (Job, Provided) {
+    let defaults = Defaults {
+        cpus: 0.1,
+        mem: 128.0,
+        disk: 256.0,
+        run_as_user: "root".to_owned(),
+        epsilon: "PT60S".to_owned(),
+        allow_privileged: false,
+    };
+    dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap()
+}
+
 impl<S: Store> Fixture<S> {
     async fn upsert(&self, body: serde_json::Value) {
-        let defaults = Defaults {
-            cpus: 0.1,
-            mem: 128.0,
-            disk: 256.0,
-            run_as_user: "root".to_owned(),
-            epsilon: "PT60S".to_owned(),
-            allow_privileged: false,
-        };
-        let (job, provided) = dto::parse_job(body.to_string().as_bytes(), Route::Iso8601, &defaults).unwrap();
+        let (job, provided) = parse(body);
         self.engine
             .call(|reply| Event::Upsert {
                 who: None,
