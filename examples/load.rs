@@ -716,9 +716,8 @@ async fn history(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     while written < rows_wanted {
         let batch: Vec<Write> = (written..(written + 10_000).min(rows_wanted))
             .map(|i| {
-                let id = format!("ct:{i}:0:h:");
                 Write::PutTask(TaskRecord {
-                    id,
+                    id: kairos::job::TaskId::new(i as i64, 0, "h", ""),
                     job: "h".to_owned(),
                     attempt: 0,
                     due_ms: i as i64,

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::job::TaskId;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -61,7 +62,7 @@ pub enum Principal {
     /// An API token, by name.
     Token { name: String, role: Role },
     /// A task's own token: it may complete the task and report its progress, nothing else.
-    Task { task_id: String },
+    Task { task_id: TaskId },
     /// Authentication is off (loopback without credentials, or `--insecure-no-auth`).
     Anonymous,
 }
@@ -148,7 +149,7 @@ impl std::fmt::Debug for TaskTokens {
 }
 
 impl TaskTokens {
-    fn mac(&self, task_id: &str) -> Hmac<Sha256> {
+    fn mac(&self, task_id: &TaskId) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
         mac.update(task_id.as_bytes());
@@ -156,16 +157,16 @@ impl TaskTokens {
     }
 
     /// The task's token: `kt_<task id, hex>_<signature, hex>`, so that it names its task.
-    pub fn token(&self, task_id: &str) -> String {
+    pub fn token(&self, task_id: &TaskId) -> String {
         let signature = self.mac(task_id).finalize().into_bytes();
         format!("kt_{}_{}", hex(task_id.as_bytes()), hex(&signature))
     }
 
     /// The task a token was issued to, if it is genuine.
-    pub fn verify(&self, token: &str) -> Option<String> {
+    pub fn verify(&self, token: &str) -> Option<TaskId> {
         let rest = token.strip_prefix("kt_")?;
         let (id, signature) = rest.split_once('_')?;
-        let task_id = String::from_utf8(unhex(id)?).ok()?;
+        let task_id = TaskId::parse(std::str::from_utf8(&unhex(id)?).ok()?)?;
         let signature = unhex(signature)?;
         self.mac(&task_id).verify_slice(&signature).ok()?;
         Some(task_id)
@@ -297,7 +298,7 @@ mod tests {
     #[test]
     fn task_tokens_name_their_task_and_cannot_be_forged() {
         let tokens = Credentials::parse("a:b").unwrap().task_tokens();
-        let token = tokens.token("ct:1:0:job:");
+        let token = tokens.token(&TaskId::new(1, 0, "job", ""));
         assert_eq!(tokens.verify(&token).as_deref(), Some("ct:1:0:job:"));
         // Another task id with the same signature, another key, or garbage: refused.
         let forged = token.replace(&hex(b"ct:1:0:job:"), &hex(b"ct:1:0:other:"));

@@ -163,52 +163,129 @@ pub struct Parameter {
     pub value: String,
 }
 
-/// A parsed Chronos task id: `ct:<dueMillis>:<attempt>:<jobName>:<arguments>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskId {
-    pub due_millis: i64,
-    pub attempt: u32,
-    pub job: String,
-    pub arguments: String,
-}
+/// A Chronos task id, `ct:<dueMillis>:<attempt>:<jobName>:<arguments>`, checked when made.
+///
+/// The text is the identity (it is what clients, the store and agents see), so it is kept
+/// whole and shared: every map, message and record that follows a task clones it, and a clone
+/// is a reference count, not a copy. Only [`TaskId::new`] and [`TaskId::parse`] make one, so
+/// a `TaskId` always has the Chronos shape and its parts can be read back without failing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(std::sync::Arc<str>);
 
 impl TaskId {
     /// Chronos strips `;` from the arguments it puts in an id ("command injection filter").
     pub fn new(due_millis: i64, attempt: u32, job: &str, arguments: &str) -> TaskId {
-        TaskId {
-            due_millis,
-            attempt,
-            job: job.to_owned(),
-            arguments: arguments.replace(';', ""),
-        }
+        let arguments = arguments.replace(';', "");
+        TaskId(format!("ct:{due_millis}:{attempt}:{job}:{arguments}").into())
     }
 
     /// Parses with Chronos' regex `ct:(\d+):(\d+):([\w.-]+):?(.*)?` (full match).
     pub fn parse(text: &str) -> Option<TaskId> {
-        let rest = text.strip_prefix("ct:")?;
-        let (due, rest) = rest.split_once(':')?;
-        let (attempt, rest) = rest.split_once(':')?;
-        let (job, arguments) = rest.split_once(':').unwrap_or((rest, ""));
+        let (due, attempt, job, _) = split(text)?;
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(due) || !digits(attempt) || !is_valid_name(job) {
             return None;
         }
-        Some(TaskId {
-            due_millis: due.parse().ok()?,
-            attempt: attempt.parse().ok()?,
-            job: job.to_owned(),
-            arguments: arguments.to_owned(),
-        })
+        due.parse::<i64>().ok()?;
+        attempt.parse::<u32>().ok()?;
+        Some(TaskId(text.into()))
+    }
+
+    /// The same run, `millis` later: how a second task due at the same instant gets its own id.
+    pub fn later(&self, millis: i64) -> TaskId {
+        TaskId::new(
+            self.due_millis() + millis,
+            self.attempt(),
+            self.job(),
+            self.arguments(),
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        split(&self.0).expect("a TaskId is only made in the Chronos shape")
+    }
+
+    pub fn due_millis(&self) -> i64 {
+        self.parts().0.parse().unwrap_or_default()
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.parts().1.parse().unwrap_or_default()
+    }
+
+    pub fn job(&self) -> &str {
+        self.parts().2
+    }
+
+    pub fn arguments(&self) -> &str {
+        self.parts().3
+    }
+}
+
+/// The four parts of `ct:<due>:<attempt>:<job>[:<arguments>]`, unchecked.
+fn split(text: &str) -> Option<(&str, &str, &str, &str)> {
+    let rest = text.strip_prefix("ct:")?;
+    let (due, rest) = rest.split_once(':')?;
+    let (attempt, rest) = rest.split_once(':')?;
+    let (job, arguments) = rest.split_once(':').unwrap_or((rest, ""));
+    Some((due, attempt, job, arguments))
+}
+
+impl std::ops::Deref for TaskId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TaskId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TaskId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for TaskId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TaskId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
     }
 }
 
 impl std::fmt::Display for TaskId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ct:{}:{}:{}:{}",
-            self.due_millis, self.attempt, self.job, self.arguments
-        )
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TaskId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TaskId::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not a task id (ct:<due>:<attempt>:<job>:<arguments>)"
+            ))
+        })
     }
 }
 
@@ -259,7 +336,16 @@ mod tests {
             ("ct:1::test:", None),
         ];
         for (text, want) in cases {
-            let got = TaskId::parse(text).map(|t| (t.job, t.due_millis, t.attempt, t.arguments));
+            let got = TaskId::parse(text).map(|t| {
+                let parts = (
+                    t.job().to_owned(),
+                    t.due_millis(),
+                    t.attempt(),
+                    t.arguments().to_owned(),
+                );
+                assert_eq!(t.as_str(), text, "an id keeps its text");
+                parts
+            });
             let want = want.map(|(j, d, a, args)| (j.to_owned(), d, a, args.to_owned()));
             assert_eq!(got, want, "parsing {text:?}");
         }

@@ -12,6 +12,7 @@ use crate::executor::docker::Container;
 use crate::executor::docker::VolumeSpec;
 use crate::executor::fetch::FetchSpec;
 use crate::executor::runner::{TaskEnd, TaskLaunch};
+use crate::job::TaskId;
 
 /// The code generated from `proto/agent.proto`.
 #[allow(clippy::all, unreachable_pub)]
@@ -86,12 +87,22 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// A task id off the wire; the scheduler only ever sends ids it made, so one that is not in
+/// the Chronos shape is dropped with a warning rather than acted on.
+fn task_id_from_proto(text: &str) -> Option<TaskId> {
+    let id = TaskId::parse(text);
+    if id.is_none() {
+        tracing::warn!(task = text, "Ignored a message about a malformed task id.");
+    }
+    id
+}
+
 /// A launch as it travels to an agent.
 pub fn launch_to_proto(launch: &TaskLaunch) -> proto::Launch {
     let p = &launch.process;
     let container = launch.container.as_ref();
     proto::Launch {
-        task_id: p.task_id.clone(),
+        task_id: p.task_id.to_string(),
         command: p.command.clone(),
         shell: p.shell,
         arguments: p.arguments.clone(),
@@ -148,8 +159,9 @@ pub fn launch_to_proto(launch: &TaskLaunch) -> proto::Launch {
 }
 
 /// A launch as an agent runs it, with its sandbox under `sandbox_dir`.
-pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -> TaskLaunch {
-    let sandbox = sandbox_dir.join(crate::executor::sandbox_name(&launch.task_id));
+pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -> Option<TaskLaunch> {
+    let task_id = task_id_from_proto(&launch.task_id)?;
+    let sandbox = sandbox_dir.join(crate::executor::sandbox_name(&task_id));
     let env = launch
         .environment
         .into_iter()
@@ -193,9 +205,9 @@ pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -
             output_file: f.output_file,
         })
         .collect();
-    TaskLaunch {
+    Some(TaskLaunch {
         process: LaunchSpec {
-            task_id: launch.task_id,
+            task_id,
             command: launch.command,
             shell: launch.shell,
             arguments: launch.arguments,
@@ -208,7 +220,7 @@ pub fn launch_from_proto(launch: proto::Launch, sandbox_dir: &std::path::Path) -
         },
         container,
         fetch,
-    }
+    })
 }
 
 /// A task's end as it travels to the scheduler.
@@ -222,7 +234,7 @@ pub fn end_to_proto(end: &TaskEnd) -> proto::TaskStatus {
         State::Failed
     };
     proto::TaskStatus {
-        task_id: end.task_id.clone(),
+        task_id: end.task_id.to_string(),
         state: state as i32,
         exit_code: end.outcome.exit_code,
         signal: end.outcome.signal,
@@ -240,9 +252,10 @@ pub fn end_from_proto(status: proto::TaskStatus) -> Option<TaskEnd> {
     if matches!(state, State::Unspecified | State::Running) {
         return None;
     }
+    let task_id = task_id_from_proto(&status.task_id)?;
     Some(TaskEnd {
         outcome: Outcome {
-            task_id: status.task_id.clone(),
+            task_id: task_id.clone(),
             exit_code: status.exit_code,
             signal: status.signal,
             timed_out: status.timed_out,
@@ -251,7 +264,7 @@ pub fn end_from_proto(status: proto::TaskStatus) -> Option<TaskEnd> {
         },
         killed: state == State::Killed,
         error: (!status.message.is_empty()).then_some(status.message),
-        task_id: status.task_id,
+        task_id,
     })
 }
 
@@ -278,7 +291,7 @@ mod tests {
     fn launches_round_trip() {
         let launch = TaskLaunch {
             process: LaunchSpec {
-                task_id: "ct:1:0:j:".to_owned(),
+                task_id: TaskId::new(1, 0, "j", ""),
                 command: "echo hi".to_owned(),
                 shell: true,
                 arguments: vec!["a".to_owned()],
@@ -313,7 +326,7 @@ mod tests {
                 output_file: "z".to_owned(),
             }],
         };
-        let back = launch_from_proto(launch_to_proto(&launch), std::path::Path::new("/agent"));
+        let back = launch_from_proto(launch_to_proto(&launch), std::path::Path::new("/agent")).unwrap();
         assert_eq!(back.container, launch.container);
         assert_eq!(back.fetch, launch.fetch);
         assert_eq!(back.process.command, "echo hi");
@@ -330,9 +343,9 @@ mod tests {
     #[test]
     fn ends_round_trip() {
         let end = TaskEnd {
-            task_id: "ct:1:0:j:".to_owned(),
+            task_id: TaskId::new(1, 0, "j", ""),
             outcome: Outcome {
-                task_id: "ct:1:0:j:".to_owned(),
+                task_id: TaskId::new(1, 0, "j", ""),
                 exit_code: Some(3),
                 signal: None,
                 timed_out: false,

@@ -16,6 +16,7 @@ use super::{TOKEN_METADATA, Token, end_from_proto, launch_to_proto};
 use crate::cluster::Cluster;
 use crate::engine::{WorkerInfo, WorkerLink};
 use crate::executor::runner::TaskLaunch;
+use crate::job::TaskId;
 use crate::placement::Resources;
 
 pub struct AgentService {
@@ -33,7 +34,7 @@ type Outbound = Pin<Box<dyn Stream<Item = Result<proto::SchedulerMessage, Status
 enum WorkerCommand {
     Launch(Box<TaskLaunch>),
     Kill {
-        task_id: String,
+        task_id: TaskId,
         grace: std::time::Duration,
     },
 }
@@ -48,7 +49,7 @@ impl WorkerLink for RemoteLink {
         self.tx.send(WorkerCommand::Launch(Box::new(launch))).is_ok()
     }
 
-    fn kill(&self, task_id: &str, grace: Duration) {
+    fn kill(&self, task_id: &TaskId, grace: Duration) {
         let _ = self.tx.send(WorkerCommand::Kill {
             task_id: task_id.to_owned(),
             grace,
@@ -60,7 +61,7 @@ fn command_to_proto(command: WorkerCommand) -> proto::SchedulerMessage {
     let kind = match command {
         WorkerCommand::Launch(launch) => scheduler_message::Kind::Launch(launch_to_proto(&launch)),
         WorkerCommand::Kill { task_id, grace } => scheduler_message::Kind::Kill(proto::Kill {
-            task_id,
+            task_id: task_id.to_string(),
             grace_ms: u32::try_from(grace.as_millis()).unwrap_or(u32::MAX),
         }),
     };
@@ -108,7 +109,11 @@ impl AgentLink for AgentService {
                 mem: total.mem_mb,
                 disk: total.disk_mb,
             },
-            running: register.running_task_ids,
+            running: register
+                .running_task_ids
+                .iter()
+                .filter_map(|id| TaskId::parse(id))
+                .collect(),
             finished: register.finished.into_iter().filter_map(end_from_proto).collect(),
             local: false,
         };

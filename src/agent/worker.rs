@@ -1,6 +1,7 @@
 //! The agent process (`kairos agent`): registers with the scheduler, keeps the stream alive with
 //! heartbeats, runs the tasks it is sent, reports how they end, and reconnects when the stream breaks.
 
+use crate::job::TaskId;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -283,7 +284,7 @@ async fn session(
             mem_mb: config.resources.mem,
             disk_mb: config.resources.disk,
         }),
-        running_task_ids: runner.running().await,
+        running_task_ids: runner.running().await.iter().map(ToString::to_string).collect(),
         finished: finished.clone(),
         agent_id: id.to_owned(),
     };
@@ -329,13 +330,17 @@ async fn session(
                 }));
             }
             Some(scheduler_message::Kind::Launch(launch)) => {
-                let launch = launch_from_proto(launch, sandbox_dir);
+                let Some(launch) = launch_from_proto(launch, sandbox_dir) else {
+                    continue;
+                };
                 tracing::info!(task = %launch.process.task_id, "Launching task.");
                 let outbox = outbox.clone();
                 runner.start(launch, move |end| report(&outbox, end));
             }
             Some(scheduler_message::Kind::Kill(kill)) => {
-                runner.kill(&kill.task_id, Duration::from_millis(u64::from(kill.grace_ms)));
+                if let Some(task_id) = TaskId::parse(&kill.task_id) {
+                    runner.kill(&task_id, Duration::from_millis(u64::from(kill.grace_ms)));
+                }
             }
             None => {}
         }

@@ -18,7 +18,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::auth::Role;
 use crate::cluster::Cluster;
 use crate::engine::{self, Handle, Histogram};
-use crate::job::Job;
+use crate::job::{Job, TaskId};
 use crate::store::{TaskRecord, TaskState};
 use dto::{Defaults, Route};
 use guard::{Caller, Need};
@@ -122,7 +122,6 @@ impl From<engine::Error> for ApiError {
         let status = match &error {
             engine::Error::JobNotFound { .. }
             | engine::Error::TaskNotFound { .. }
-            | engine::Error::InvalidTaskId { .. }
             | engine::Error::Invalid { .. }
             | engine::Error::Graph { .. }
             | engine::Error::Schedule(_) => StatusCode::BAD_REQUEST,
@@ -1000,7 +999,9 @@ async fn complete(
                 .ok_or_else(|| {
                     ApiError::bad_request("field 'statusCode': is required and must be an integer")
                 })?;
-            ctx.engine()?.complete(task_id, status_code, who.actor()).await?;
+            ctx.engine()?
+                .complete(parse_task_id(&task_id)?, status_code, who.actor())
+                .await?;
             Ok(no_content())
         }
         .await,
@@ -1017,6 +1018,7 @@ async fn progress(
     respond(
         async {
             who.may_act_for_task(&task_id)?;
+            let task_id = parse_task_id(&task_id)?;
             if matches!(who.principal, crate::auth::Principal::Task { .. }) {
                 // A task's token reports progress only while its task is open.
                 let id = task_id.clone();
@@ -1049,6 +1051,15 @@ async fn progress(
         }
         .await,
     )
+}
+
+/// Task ids are typed past this edge; one that is not in the Chronos shape goes no further.
+fn parse_task_id(text: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "'{text}' is not a valid task id (expected ct:<dueMillis>:<attempt>:<jobName>:<arguments>)"
+        ))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -1095,7 +1106,7 @@ async fn job_history(Segment(job): Segment, q: HistoryQuery, ctx: Ctx) -> Result
 async fn get_task(Segment(task_id): Segment, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            let task = ctx.engine()?.task(task_id).await?;
+            let task = ctx.engine()?.task(parse_task_id(&task_id)?).await?;
             Ok(json_reply(&task_json(&task)))
         }
         .await,

@@ -234,8 +234,8 @@ impl Core {
     }
 
     /// A job's queued tasks and pending retries, taken out of its queue.
-    fn waiting_tasks(&mut self, name: &str) -> Vec<String> {
-        let mut waiting: Vec<String> = self
+    fn waiting_tasks(&mut self, name: &str) -> Vec<TaskId> {
+        let mut waiting: Vec<TaskId> = self
             .state
             .jobs
             .get_mut(name)
@@ -252,7 +252,7 @@ impl Core {
     }
 
     /// Closes tasks that never ran (or whose async completion never came) as killed.
-    fn close_killed(&mut self, ids: Vec<String>, why: &str) {
+    fn close_killed(&mut self, ids: Vec<TaskId>, why: &str) {
         for id in ids {
             let message = why.to_owned();
             self.end_task(&id, End::Killed { message });
@@ -264,12 +264,11 @@ impl Core {
     /// `PUT /task/<id>`: an async task says how it went. Only async jobs take it; their tasks
     /// otherwise end with their process, and a completion must not let the next run (or a
     /// child) start while the process still runs.
-    pub(super) fn complete(&mut self, task_id: &str, status_code: i64) -> Result<(), Error> {
-        let parsed = TaskId::parse(task_id).ok_or_else(|| Error::InvalidTaskId {
-            id: task_id.to_owned(),
-        })?;
-        let Some(entry) = self.state.jobs.get(&parsed.job) else {
-            return Err(Error::JobNotFound { name: parsed.job });
+    pub(super) fn complete(&mut self, task_id: &TaskId, status_code: i64) -> Result<(), Error> {
+        let Some(entry) = self.state.jobs.get(task_id.job()) else {
+            return Err(Error::JobNotFound {
+                name: task_id.job().to_owned(),
+            });
         };
         let is_async = entry.job.is_async;
         let Some(open) = self
@@ -279,7 +278,7 @@ impl Core {
             .filter(|t| matches!(t.record.state, TaskState::Running | TaskState::Waiting))
         else {
             return Err(Error::TaskNotFound {
-                id: task_id.to_owned(),
+                id: task_id.to_string(),
             });
         };
         if !is_async {
@@ -287,7 +286,7 @@ impl Core {
                 field: "taskId",
                 message: format!(
                     "job '{}' is not async: its tasks end when their process ends, not by a completion call",
-                    parsed.job
+                    task_id.job()
                 ),
             });
         }
@@ -316,7 +315,7 @@ impl Core {
     pub(super) fn check_progress(
         &self,
         job: &str,
-        task_id: &str,
+        task_id: &TaskId,
         elements: Option<i64>,
     ) -> Result<Option<i64>, Error> {
         let entry = self
@@ -324,10 +323,7 @@ impl Core {
             .jobs
             .get(job)
             .ok_or_else(|| Error::JobNotFound { name: job.to_owned() })?;
-        let parsed = TaskId::parse(task_id).ok_or_else(|| Error::InvalidTaskId {
-            id: task_id.to_owned(),
-        })?;
-        if parsed.job != job {
+        if task_id.job() != job {
             return Err(Error::Invalid {
                 field: "taskId",
                 message: format!("task {task_id} does not belong to job '{job}'"),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::state::State;
 use super::{Config, Error, Reply};
 use crate::executor::runner::TaskLaunch;
-use crate::job::Job;
+use crate::job::{Job, TaskId};
 use crate::placement::Resources;
 use crate::schedule;
 use crate::store::{StoredJob, TaskRecord, TaskState, Write};
@@ -34,11 +34,11 @@ pub(super) enum Trigger {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
     Schedule(String),
-    Retry(String),
+    Retry(TaskId),
     /// A task recorded ahead of its instant launches at it.
-    Launch(String),
+    Launch(TaskId),
     /// A scheduled occurrence still waiting at this instant is past its epsilon: it is skipped.
-    Expire(String),
+    Expire(TaskId),
 }
 
 /// Scheduled runs are recorded this long before their instant, so that the group commit is done
@@ -53,10 +53,10 @@ pub(super) enum After {
     /// Answers a request, or starts the store read that answers it.
     Reply(Box<dyn FnOnce() + Send>),
     /// Answers a progress report, once its write is committed (and known to have found the task).
-    Progress { task_id: String, reply: Reply<()> },
+    Progress { task_id: TaskId, reply: Reply<()> },
     /// Starts a task whose start is recorded.
     Launch {
-        task_id: String,
+        task_id: TaskId,
         worker: String,
         launch: Box<TaskLaunch>,
     },
@@ -71,7 +71,7 @@ pub(super) enum Command {
     },
     Kill {
         worker: String,
-        task_id: String,
+        task_id: TaskId,
     },
     /// A launch is due soon: the worker may get its sandbox ready.
     Prepare {
@@ -90,7 +90,7 @@ pub(super) struct Effects {
     /// Commands for workers, carried out at once.
     pub(super) commands: Vec<Command>,
     /// Tasks that ended, with how: for notifications.
-    pub(super) ended: Vec<(String, super::ends::End)>,
+    pub(super) ended: Vec<(TaskId, super::ends::End)>,
     /// Resources may have been freed: every waiting job is tried at the end of the turn.
     pub(super) start_all: bool,
 }
@@ -104,7 +104,7 @@ pub(super) struct Core {
     /// The timer entry of each scheduled job, so a changed schedule can remove its old one.
     pub(super) schedule_timer: HashMap<String, i64>,
     /// Launches recorded ahead of their instant, by task id, until their `Timer::Launch`.
-    pub(super) early: HashMap<String, (String, TaskLaunch)>,
+    pub(super) early: HashMap<TaskId, (String, TaskLaunch)>,
     /// The latest `started_ms` of a task handed to its worker, and the last value recorded as
     /// [`Write::LaunchedThrough`]: a task recorded as running with a later start never launched.
     pub(super) launched_through: i64,
@@ -190,7 +190,7 @@ impl Core {
 
     /// On a stop: every task recorded as started that never launched is recorded as queued
     /// again, so that the next start runs it (it would anyway: its start is past the mark).
-    pub(super) fn unlaunched_back_to_queue(&mut self, mut unlaunched: Vec<String>) {
+    pub(super) fn unlaunched_back_to_queue(&mut self, mut unlaunched: Vec<TaskId>) {
         self.quiesced = true;
         self.out.start_all = false;
         unlaunched.extend(self.early.drain().map(|(id, _)| id));

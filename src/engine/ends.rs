@@ -6,6 +6,7 @@
 use super::core::{Core, Timer, Trigger, skipped_message};
 use crate::clock;
 use crate::executor::runner::TaskEnd;
+use crate::job::TaskId;
 use crate::store::{TaskRecord, TaskState, Write};
 
 /// How a task ended. Each carries the sentence recorded as the task's `message`.
@@ -77,7 +78,7 @@ impl End {
 
 impl Core {
     /// Ends an open task (queued, running or waiting) and applies everything that follows.
-    pub(super) fn end_task(&mut self, task_id: &str, end: End) {
+    pub(super) fn end_task(&mut self, task_id: &TaskId, end: End) {
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return;
         };
@@ -135,7 +136,7 @@ impl Core {
     }
 
     /// A task running on `worker` is lost, unless it has moved on since (a stale call).
-    pub(super) fn lose(&mut self, worker: &str, task_id: &str, why: &str) {
+    pub(super) fn lose(&mut self, worker: &str, task_id: &TaskId, why: &str) {
         let running_there = self
             .state
             .tasks
@@ -147,7 +148,7 @@ impl Core {
     }
 
     /// Ends an async task whose process has ended with the status its completion call gave.
-    pub(super) fn finish_async(&mut self, task_id: &str, status_code: i64) {
+    pub(super) fn finish_async(&mut self, task_id: &TaskId, status_code: i64) {
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return;
         };
@@ -167,7 +168,7 @@ impl Core {
     }
 
     /// Gives a task's resources back to its worker.
-    pub(super) fn release(&mut self, task_id: &str) {
+    pub(super) fn release(&mut self, task_id: &TaskId) {
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return;
         };
@@ -179,7 +180,7 @@ impl Core {
     }
 
     /// Takes a task out of the open set, writing its final record.
-    fn close_task(&mut self, task_id: &str, batch: &mut Vec<Write>) {
+    fn close_task(&mut self, task_id: &TaskId, batch: &mut Vec<Write>) {
         let Some(mut open) = self.state.tasks.remove(task_id) else {
             return;
         };
@@ -299,7 +300,7 @@ impl Core {
 
     /// A scheduled occurrence that has not started by its deadline is skipped: it is recorded
     /// as such and never runs.
-    pub(super) fn expire(&mut self, task_id: &str) {
+    pub(super) fn expire(&mut self, task_id: &TaskId) {
         let Some(open) = self.state.tasks.get(task_id) else {
             return;
         };
@@ -309,7 +310,7 @@ impl Core {
         let Some(entry) = self.state.jobs.get(&open.record.job) else {
             return;
         };
-        tracing::warn!(job = %open.record.job, task = task_id, "Skipped a scheduled run that could not start within its epsilon.");
+        tracing::warn!(job = %open.record.job, task = %task_id, "Skipped a scheduled run that could not start within its epsilon.");
         let message = skipped_message(entry.epsilon);
         self.end_task(task_id, End::Skipped { message });
     }

@@ -102,8 +102,8 @@ pub(super) fn task_launch(job: &Job, task: &TaskRecord, config: &Config, hostnam
 /// Chronos' task environment, then the job's own variables (which cannot override Chronos').
 fn chronos_env(job: &Job, task: &TaskRecord, hostname: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("mesos_task_id".into(), task.id.clone()),
-        ("MESOS_TASK_ID".into(), task.id.clone()),
+        ("mesos_task_id".into(), task.id.to_string()),
+        ("MESOS_TASK_ID".into(), task.id.to_string()),
         ("CHRONOS_JOB_OWNER".into(), job.owner.clone()),
         ("CHRONOS_JOB_NAME".into(), job.name.clone()),
         ("HOST".into(), hostname.to_owned()),

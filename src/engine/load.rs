@@ -5,6 +5,7 @@ use super::core::{Core, Timer, skipped_message, unstart};
 use super::ends::End;
 use super::join_graph_errors;
 use super::state::{JobEntry, OpenTask};
+use crate::job::TaskId;
 use crate::store::{StoredJob, TaskRecord, TaskState, Write};
 
 /// What the store holds, read by the shell for [`Core::restore`].
@@ -67,7 +68,7 @@ impl Core {
     }
 
     /// Puts one open task back; returns its id when it is lost.
-    fn restore_task(&mut self, mut task: TaskRecord) -> Option<String> {
+    fn restore_task(&mut self, mut task: TaskRecord) -> Option<TaskId> {
         let now = self.now_ms();
         let ends_with_scheduler = self.ends_with_scheduler(&task.worker);
         let entry = self.state.jobs.get_mut(&task.job)?;

@@ -38,7 +38,7 @@ pub use workers::{WorkerInfo, WorkerLink};
 
 use crate::executor::runner::TaskEnd;
 use crate::graph;
-use crate::job::Job;
+use crate::job::{Job, TaskId};
 use crate::placement::Resources;
 use crate::schedule;
 use crate::store::{self, Store, TaskRecord};
@@ -50,8 +50,6 @@ pub enum Error {
     JobNotFound { name: String },
     #[error("Task id {id} not found")]
     TaskNotFound { id: String },
-    #[error("'{id}' is not a valid task id (expected ct:<dueMillis>:<attempt>:<jobName>:<arguments>)")]
-    InvalidTaskId { id: String },
     #[error("{message}")]
     Invalid { field: &'static str, message: String },
     #[error("{}", join_graph_errors(.errors))]
@@ -181,14 +179,14 @@ enum Event {
         reply: Reply<()>,
     },
     Complete {
-        task_id: String,
+        task_id: TaskId,
         status_code: i64,
         who: Who,
         reply: Reply<()>,
     },
     Progress {
         job: String,
-        task_id: String,
+        task_id: TaskId,
         elements: Option<i64>,
         reply: Reply<()>,
     },
@@ -198,7 +196,7 @@ enum Event {
         reply: Reply<Vec<TaskRecord>>,
     },
     Task {
-        task_id: String,
+        task_id: TaskId,
         reply: Reply<TaskRecord>,
     },
     Stat {
@@ -317,7 +315,7 @@ impl Handle {
     }
 
     /// An async task says how it went.
-    pub async fn complete(&self, task_id: String, status_code: i64, who: Option<Actor>) -> Result<(), Error> {
+    pub async fn complete(&self, task_id: TaskId, status_code: i64, who: Option<Actor>) -> Result<(), Error> {
         let who = who.map(Box::new);
         self.call(|reply| Event::Complete {
             task_id,
@@ -354,7 +352,7 @@ impl Handle {
     }
 
     /// Adds to a data job's task's processed-elements count.
-    pub async fn progress(&self, job: String, task_id: String, elements: Option<i64>) -> Result<(), Error> {
+    pub async fn progress(&self, job: String, task_id: TaskId, elements: Option<i64>) -> Result<(), Error> {
         self.call(|reply| Event::Progress {
             job,
             task_id,
@@ -370,7 +368,7 @@ impl Handle {
     }
 
     /// One task, open or finished.
-    pub async fn task(&self, task_id: String) -> Result<TaskRecord, Error> {
+    pub async fn task(&self, task_id: TaskId) -> Result<TaskRecord, Error> {
         self.call(|reply| Event::Task { task_id, reply }).await
     }
 

@@ -173,17 +173,17 @@ impl Core {
         why: String,
         now: DateTime<Utc>,
         batch: &mut Vec<Write>,
-    ) -> String {
+    ) -> TaskId {
         let mut id = TaskId::new(due_ms, 0, name, arguments);
-        while self.state.tasks.contains_key(&id.to_string()) {
-            id.due_millis += 1;
+        while self.state.tasks.contains_key(&id) {
+            id = id.later(1);
         }
         let record = TaskRecord {
-            id: id.to_string(),
+            id: id.clone(),
             job: name.to_owned(),
             attempt: 0,
-            due_ms: id.due_millis,
-            arguments: id.arguments.clone(),
+            due_ms: id.due_millis(),
+            arguments: id.arguments().to_owned(),
             state: TaskState::Skipped,
             created_ms: now.timestamp_millis(),
             started_ms: None,

@@ -14,6 +14,7 @@ use super::workers::{WorkerInfo, WorkerLink};
 use super::{Config, Error, Event, Handle, stats};
 use crate::clock;
 use crate::executor::runner::{Runner, TaskEnd, TaskLaunch};
+use crate::job::TaskId;
 use crate::store::{self, Store, Write};
 
 /// How a commit went, from the writer back to the engine.
@@ -55,7 +56,7 @@ impl WorkerLink for LocalLink {
         true
     }
 
-    fn kill(&self, task_id: &str, grace: Duration) {
+    fn kill(&self, task_id: &TaskId, grace: Duration) {
         self.runner.kill(task_id, grace);
     }
 
@@ -340,8 +341,7 @@ impl<S: Store> Shell<S> {
                 reply,
             } => {
                 let result = core.complete(&task_id, status_code);
-                let job = crate::job::TaskId::parse(&task_id).map(|id| id.job);
-                core.audit(who, job.as_deref(), &result);
+                core.audit(who, Some(task_id.job()), &result);
                 core.respond(reply, result);
             }
             Event::PutToken { token, who, reply } => {
@@ -402,7 +402,9 @@ impl<S: Store> Shell<S> {
                 Box::pin(async move {
                     let result = match store.task(&task_id).await {
                         Ok(Some(task)) => Ok(task),
-                        Ok(None) => Err(Error::TaskNotFound { id: task_id }),
+                        Ok(None) => Err(Error::TaskNotFound {
+                            id: task_id.to_string(),
+                        }),
                         Err(e) => Err(e.into()),
                     };
                     let _ = reply.send(result);
@@ -543,7 +545,7 @@ impl<S: Store> Shell<S> {
     }
 
     /// Releases what waited for a commit; `unknown` are the tasks its progress writes did not find.
-    fn release_after(&mut self, after: After, unknown: &[String]) {
+    fn release_after(&mut self, after: After, unknown: &[TaskId]) {
         match after {
             After::Reply(send) => send(),
             After::Progress { task_id, reply } => {
@@ -551,7 +553,9 @@ impl<S: Store> Shell<S> {
                 let _ = reply.send(if found {
                     Ok(())
                 } else {
-                    Err(Error::TaskNotFound { id: task_id })
+                    Err(Error::TaskNotFound {
+                        id: task_id.to_string(),
+                    })
                 });
             }
             After::Launch {

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use super::stats;
 use super::workers::WorkerLink;
 use crate::graph::JobGraph;
-use crate::job::Job;
+use crate::job::{Job, TaskId};
 use crate::placement::{self, Constraint, Offer, Resources};
 use crate::schedule::Schedule;
 use crate::store::TaskRecord;
@@ -23,9 +23,9 @@ pub struct JobEntry {
     pub schedule: Option<Schedule>,
     pub epsilon: chrono::Duration,
     /// Tasks whose process runs, or async tasks waiting for their completion call.
-    pub running: Vec<String>,
+    pub running: Vec<TaskId>,
     /// Tasks accepted and ready to start, oldest first.
-    pub queue: VecDeque<String>,
+    pub queue: VecDeque<TaskId>,
     /// Durations (ms) of the most recent successful tasks, oldest first.
     pub durations: VecDeque<f64>,
     /// The job's constraints, compiled.
@@ -162,7 +162,7 @@ pub struct Worker {
     pub state: WorkerState,
     pub last_heartbeat: DateTime<Utc>,
     /// Tasks running on it.
-    pub tasks: BTreeSet<String>,
+    pub tasks: BTreeSet<TaskId>,
     /// The scheduler's own worker (see [`super::WorkerInfo::local`]).
     pub local: bool,
     /// How to reach it, while it is connected.
@@ -243,9 +243,9 @@ pub struct State {
     pub jobs: IndexMap<String, JobEntry>,
     pub graph: JobGraph,
     /// Open tasks by task id.
-    pub tasks: HashMap<String, OpenTask>,
+    pub tasks: HashMap<TaskId, OpenTask>,
     /// Retries waiting for their due time: task id to job name.
-    pub retrying: HashMap<String, String>,
+    pub retrying: HashMap<TaskId, String>,
     pub metrics: Metrics,
     /// Workers by name, in the order they first joined.
     pub workers: IndexMap<String, Worker>,

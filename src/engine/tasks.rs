@@ -23,7 +23,7 @@ impl Core {
         arguments: &str,
         trigger: Trigger,
         batch: &mut Vec<Write>,
-    ) -> Option<String> {
+    ) -> Option<TaskId> {
         let now = self.now_ms();
         let entry = self.state.jobs.get_mut(name)?;
         if trigger == Trigger::Request
@@ -40,15 +40,15 @@ impl Core {
             return None;
         }
         let mut id = TaskId::new(due_ms, attempt, name, arguments);
-        while self.state.tasks.contains_key(&id.to_string()) {
-            id.due_millis += 1;
+        while self.state.tasks.contains_key(&id) {
+            id = id.later(1);
         }
         let record = TaskRecord {
-            id: id.to_string(),
+            id: id.clone(),
             job: name.to_owned(),
             attempt,
-            due_ms: id.due_millis,
-            arguments: id.arguments.clone(),
+            due_ms: id.due_millis(),
+            arguments: id.arguments().to_owned(),
             state: TaskState::Queued,
             created_ms: now,
             started_ms: None,
@@ -193,7 +193,7 @@ impl Core {
     }
 
     /// Starts a task on a worker: records the start now and launches once it is committed.
-    pub(super) fn start_task(&mut self, name: &str, task_id: String, worker_name: &str) {
+    pub(super) fn start_task(&mut self, name: &str, task_id: TaskId, worker_name: &str) {
         let now = self.now_ms();
         let Some(entry) = self.state.jobs.get_mut(name) else {
             return;
@@ -234,7 +234,7 @@ impl Core {
     }
 
     /// Launches a task whose start is committed, at its instant if that is still ahead.
-    pub(super) fn launch_when_due(&mut self, task_id: String, worker: String, launch: TaskLaunch) {
+    pub(super) fn launch_when_due(&mut self, task_id: TaskId, worker: String, launch: TaskLaunch) {
         let due = self.state.tasks.get(&task_id).map_or(0, |t| t.record.due_ms);
         if due > self.now_ms() {
             // The worker may make the sandbox now, so the launch at the instant is only a spawn.
@@ -250,7 +250,7 @@ impl Core {
     }
 
     /// Sends a task whose start is committed to its worker, unless it was ended or killed meanwhile.
-    pub(super) fn launch(&mut self, task_id: &str, worker_name: &str, launch: TaskLaunch) {
+    pub(super) fn launch(&mut self, task_id: &TaskId, worker_name: &str, launch: TaskLaunch) {
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return; // Completed through the API, or its job was deleted.
         };
@@ -295,9 +295,9 @@ impl Core {
 
     /// Another scheduler recorded this scheduled run first (a leader that was not yet deposed):
     /// the task never existed here, and its launch, if it was placed, is dropped.
-    pub(super) fn forget_lost_claim(&mut self, task_id: &str) {
+    pub(super) fn forget_lost_claim(&mut self, task_id: &TaskId) {
         tracing::warn!(
-            task = task_id,
+            task = %task_id,
             "Another scheduler claimed this run first; not running it here."
         );
         if self

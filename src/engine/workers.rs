@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::core::{Command, Core, job_resources};
 use super::state::{Worker, WorkerState};
 use crate::executor::runner::{TaskEnd, TaskLaunch};
+use crate::job::TaskId;
 use crate::placement::Resources;
 use crate::store::{TaskState, Write};
 
@@ -19,7 +20,7 @@ pub trait WorkerLink: Send + Sync {
     /// Hands a task to the worker; false when the worker can no longer be reached.
     fn launch(&self, launch: TaskLaunch) -> bool;
     /// Stops a task: SIGTERM, then SIGKILL after `grace` (or the container equivalent).
-    fn kill(&self, task_id: &str, grace: Duration);
+    fn kill(&self, task_id: &TaskId, grace: Duration);
     /// A launch with this sandbox is due soon; a worker on this host may make it now.
     fn prepare(&self, _sandbox: &Path) {}
 }
@@ -34,7 +35,7 @@ pub struct WorkerInfo {
     pub attributes: Vec<(String, String)>,
     pub total: Resources,
     /// Tasks it still runs.
-    pub running: Vec<String>,
+    pub running: Vec<TaskId>,
     /// Tasks that ended while it was away.
     pub finished: Vec<TaskEnd>,
     /// The scheduler's own worker: its tasks end with the scheduler, and no agent may take its
@@ -51,7 +52,7 @@ impl Core {
 
     /// After a restart: a task a worker was running counts on that worker until it registers
     /// again (and says what became of it) or times out.
-    pub(super) fn expect_worker(&mut self, name: &str, task_id: &str, resources: Resources) {
+    pub(super) fn expect_worker(&mut self, name: &str, task_id: &TaskId, resources: Resources) {
         let now = self.now;
         let worker = self
             .state
@@ -130,7 +131,7 @@ impl Core {
     fn reconcile(&mut self, info: &WorkerInfo) {
         // What we expected on it, taken before anything below launches new tasks there.
         let finished: Vec<&str> = info.finished.iter().map(|e| e.task_id.as_str()).collect();
-        let ours: Vec<String> = self
+        let ours: Vec<TaskId> = self
             .state
             .workers
             .get(&info.name)
@@ -170,7 +171,7 @@ impl Core {
 
     /// A task this scheduler holds as queued, because its launch was not yet marked when the
     /// previous scheduler stopped, that the worker does run: it is running there, not queued.
-    fn adopt(&mut self, worker: &str, task_id: &str) -> bool {
+    fn adopt(&mut self, worker: &str, task_id: &TaskId) -> bool {
         let now = self.now_ms();
         let Some(open) = self.state.tasks.get_mut(task_id) else {
             return false;
@@ -186,7 +187,7 @@ impl Core {
         };
         tracing::info!(
             worker,
-            task = task_id,
+            task = %task_id,
             "Adopting a task the worker runs that was recorded as queued."
         );
         let resources = job_resources(&entry.job);
@@ -238,7 +239,7 @@ impl Core {
             .collect();
         for name in silent {
             tracing::warn!(worker = %name, "Worker lost: no heartbeat within the timeout.");
-            let tasks: Vec<String> = match self.state.workers.get_mut(&name) {
+            let tasks: Vec<TaskId> = match self.state.workers.get_mut(&name) {
                 Some(worker) => {
                     worker.state = WorkerState::Lost;
                     worker.link = None;

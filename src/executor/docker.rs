@@ -62,6 +62,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::{Outcome, Policy};
+use crate::job::TaskId;
 
 /// The label holding the task id, by which kill and reconciliation find a container.
 const LABEL_TASK_ID: &str = "kairos.task_id";
@@ -98,17 +99,17 @@ pub enum Error {
     #[error("cannot pull image '{image}': {reason}")]
     Pull { image: String, reason: String },
     #[error("the container of task '{task_id}' cannot be set up: {reason}")]
-    Invalid { task_id: String, reason: String },
+    Invalid { task_id: TaskId, reason: String },
     #[error("cannot create a container of image '{image}' for task '{task_id}': {source}")]
     Create {
-        task_id: String,
+        task_id: TaskId,
         image: String,
         #[source]
         source: DockerError,
     },
     #[error("cannot start the container of task '{task_id}': {source}")]
     Start {
-        task_id: String,
+        task_id: TaskId,
         #[source]
         source: DockerError,
     },
@@ -145,7 +146,7 @@ pub struct Container {
 /// What a container task needs: its container and the process it runs.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub container: Container,
     /// With `shell`, the script run as `/bin/sh -c <command>` (entrypoint overridden with
     /// `/bin/sh -c`); without, `command` (if non-empty) then `arguments` become the container's
@@ -169,7 +170,7 @@ pub struct ContainerSpec {
 /// A container of this worker's found on the engine, running or ended but not yet removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Owned {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub container: String,
     /// When its time limit runs out (epoch ms), if it has one.
     pub deadline_ms: Option<i64>,
@@ -190,7 +191,7 @@ pub struct VolumeSpec {
 pub struct Docker {
     client: bollard::Docker,
     /// The containers this process launched and still watches, by task id.
-    tasks: Arc<Mutex<HashMap<String, Tracked>>>,
+    tasks: Arc<Mutex<HashMap<TaskId, Tracked>>>,
     /// The identity of the worker using this engine ([`LABEL_OWNER`]).
     owner: String,
 }
@@ -316,7 +317,7 @@ impl Docker {
     ///
     /// # Errors
     /// Fails when the engine cannot be asked.
-    pub async fn kill(&self, task_id: &str, grace: Duration) -> Result<(), Error> {
+    pub async fn kill(&self, task_id: &TaskId, grace: Duration) -> Result<(), Error> {
         let tracked = self.tasks().get(task_id).map(|t| {
             t.killed.store(true, Ordering::SeqCst);
             (t.container.clone(), Some(t.ended.clone()))
@@ -390,7 +391,7 @@ impl Docker {
             .filter_map(|c| {
                 let labels = c.labels?;
                 Some(Owned {
-                    task_id: labels.get(LABEL_TASK_ID)?.clone(),
+                    task_id: TaskId::parse(labels.get(LABEL_TASK_ID)?)?,
                     container: c.id?,
                     deadline_ms: labels.get(LABEL_DEADLINE).and_then(|d| d.parse().ok()),
                     output_limit: labels.get(LABEL_OUTPUT_LIMIT).and_then(|d| d.parse().ok()),
@@ -449,11 +450,11 @@ impl Docker {
     ///
     /// # Errors
     /// Fails when the engine cannot be asked.
-    pub async fn running_tasks(&self) -> Result<Vec<String>, Error> {
+    pub async fn running_tasks(&self) -> Result<Vec<TaskId>, Error> {
         let containers = self.list_running(format!("{LABEL_OWNER}={}", self.owner)).await?;
-        let mut ids: Vec<String> = containers
+        let mut ids: Vec<TaskId> = containers
             .into_iter()
-            .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_TASK_ID)))
+            .filter_map(|c| c.labels.and_then(|l| TaskId::parse(l.get(LABEL_TASK_ID)?)))
             .collect();
         ids.sort();
         ids.dedup();
@@ -461,7 +462,7 @@ impl Docker {
     }
 
     /// This worker's running container of a task, if there is one.
-    async fn find_running(&self, task_id: &str) -> Result<Option<String>, Error> {
+    async fn find_running(&self, task_id: &TaskId) -> Result<Option<String>, Error> {
         let containers = self.list_running(format!("{LABEL_TASK_ID}={task_id}")).await?;
         Ok(containers
             .into_iter()
@@ -528,7 +529,7 @@ impl Docker {
         }
     }
 
-    fn tasks(&self) -> MutexGuard<'_, HashMap<String, Tracked>> {
+    fn tasks(&self) -> MutexGuard<'_, HashMap<TaskId, Tracked>> {
         // The map stays consistent even if a holder panicked: every update is one insert or
         // remove.
         self.tasks
@@ -537,7 +538,7 @@ impl Docker {
     }
 
     /// Forgets a task's container, unless the task was launched again meanwhile.
-    fn untrack(&self, task_id: &str, container: &str) {
+    fn untrack(&self, task_id: &TaskId, container: &str) {
         let mut tasks = self.tasks();
         if tasks.get(task_id).is_some_and(|t| t.container == container) {
             tasks.remove(task_id);
@@ -631,7 +632,7 @@ impl Watcher {
     /// `on_exit` with the outcome.
     async fn finish(
         self,
-        task_id: String,
+        task_id: TaskId,
         code: Option<i32>,
         timed_out: bool,
         stdout: String,
@@ -906,7 +907,7 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
         _ => spec.container.network.clone(),
     };
     let mut labels = HashMap::from([
-        (LABEL_TASK_ID.to_owned(), spec.task_id.clone()),
+        (LABEL_TASK_ID.to_owned(), spec.task_id.to_string()),
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_DISK_MB.to_owned(), spec.container.disk_mb.to_string()),
         (LABEL_OWNER.to_owned(), spec.owner.clone()),
@@ -1496,9 +1497,9 @@ mod tests {
         docker
     }
 
-    fn spec(task_id: &str, command: &str) -> ContainerSpec {
+    fn spec(task_id: &TaskId, command: &str) -> ContainerSpec {
         ContainerSpec {
-            task_id: task_id.to_owned(),
+            task_id: task_id.clone(),
             container: Container {
                 image: IMAGE.to_owned(),
                 network: "BRIDGE".to_owned(),
@@ -1522,8 +1523,8 @@ mod tests {
     }
 
     /// A task id no other test (or earlier run) uses.
-    fn task_id(name: &str) -> String {
-        format!("ct:{}:0:docker-{name}:", std::process::id())
+    fn task_id(name: &str) -> TaskId {
+        TaskId::new(i64::from(std::process::id()), 0, &format!("docker-{name}"), "")
     }
 
     async fn launch(docker: &Docker, spec: ContainerSpec) -> oneshot::Receiver<Outcome> {
@@ -1597,7 +1598,7 @@ mod tests {
         assert_eq!(host.memory, Some(64 * 1024 * 1024));
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
         let labels = info.config.and_then(|c| c.labels).expect("labels");
-        assert_eq!(labels.get(LABEL_TASK_ID), Some(&id));
+        assert_eq!(labels.get(LABEL_TASK_ID), Some(&id.to_string()));
         assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
         assert_eq!(labels.get(LABEL_DISK_MB).map(String::as_str), Some("100"));
         let name = info.name.expect("name");
@@ -1736,7 +1737,7 @@ mod tests {
         assert!(!docker.running_tasks().await.expect("running").contains(&id));
         // Unknown ids are ignored.
         docker
-            .kill("ct:0:0:nobody:", Duration::from_secs(1))
+            .kill(&TaskId::new(0, 0, "nobody", ""), Duration::from_secs(1))
             .await
             .expect("unknown ids are fine");
     }
@@ -1971,7 +1972,7 @@ mod tests {
             allowed_host_paths: vec![PathBuf::from("/var/run"), PathBuf::from("/run")],
             ..Policy::default()
         };
-        let mut container = spec("t", "true").container;
+        let mut container = spec(&TaskId::new(1, 0, "t", ""), "true").container;
         container.volumes = vec![VolumeSpec {
             host_path: Some("/var/run/docker.sock".to_owned()),
             container_path: "/d.sock".to_owned(),
@@ -2110,7 +2111,7 @@ mod tests {
 
     #[test]
     fn privileged_keys_map_onto_the_api_when_allowed() {
-        let mut s = spec("ct:1:0:p:", "true");
+        let mut s = spec(&TaskId::new(1, 0, "p", ""), "true");
         s.container.parameters = params(&[
             ("privileged", ""),
             ("cap-add", "sys_admin"),
@@ -2141,7 +2142,7 @@ mod tests {
 
     #[test]
     fn commands_entrypoints_and_networks_follow_the_spec() {
-        let mut s = spec("ct:1:0:c:", "echo hi");
+        let mut s = spec(&TaskId::new(1, 0, "c", ""), "echo hi");
         let body = container_body(&s).expect("body");
         assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]));
         assert_eq!(body.cmd, Some(vec!["echo hi".to_owned()]));
@@ -2189,7 +2190,7 @@ mod tests {
 
     #[test]
     fn the_sandbox_is_an_absolute_bind_and_the_working_directory() {
-        let mut s = spec("ct:1:0:c:", "ls");
+        let mut s = spec(&TaskId::new(1, 0, "c", ""), "ls");
         assert_eq!(container_body(&s).expect("body").working_dir, None);
         s.sandbox = Some(PathBuf::from("/srv/kairos/sandbox/ct_1_0_c_"));
         let body = container_body(&s).expect("body");

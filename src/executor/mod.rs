@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::job::TaskId;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe;
 
@@ -66,7 +67,7 @@ impl Default for Policy {
 /// Everything needed to start one task's process.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
-    pub task_id: String,
+    pub task_id: TaskId,
     /// With `shell`, the script given to `/bin/sh -c`; otherwise the program to run.
     pub command: String,
     pub shell: bool,
@@ -86,7 +87,7 @@ pub struct LaunchSpec {
 /// How a task's process ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The exit status; `None` when a signal ended the process.
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
@@ -118,7 +119,7 @@ pub struct Running {
 }
 
 /// A directory name for a task's sandbox, derived from its id.
-pub fn sandbox_name(task_id: &str) -> String {
+pub fn sandbox_name(task_id: &TaskId) -> String {
     task_id
         .chars()
         .map(|c| {
@@ -322,7 +323,7 @@ mod tests {
 
     fn spec(command: &str, shell: bool, arguments: &[&str]) -> LaunchSpec {
         LaunchSpec {
-            task_id: "ct:1:0:t:".to_owned(),
+            task_id: TaskId::new(1, 0, "t", ""),
             command: command.to_owned(),
             shell,
             arguments: arguments.iter().map(|s| s.to_string()).collect(),

@@ -10,6 +10,7 @@ use super::docker::{self, Container, ContainerSpec, Docker};
 use super::fetch::{self, FetchSpec};
 use super::user::Identity;
 use super::{LaunchSpec, Outcome, Policy, Running};
+use crate::job::TaskId;
 
 /// Everything a worker needs to run one task.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub struct TaskLaunch {
 /// How a task ended on its worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskEnd {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub outcome: Outcome,
     /// A kill was requested before it ended.
     pub killed: bool,
@@ -44,7 +45,7 @@ impl TaskEnd {
         self.error.is_none() && !self.killed && self.outcome.success()
     }
 
-    fn failed_before_start(task_id: &str, killed: bool, error: String) -> TaskEnd {
+    fn failed_before_start(task_id: &TaskId, killed: bool, error: String) -> TaskEnd {
         TaskEnd {
             task_id: task_id.to_owned(),
             outcome: Outcome {
@@ -105,7 +106,7 @@ struct Inner {
     /// Connected on first use, so a worker without Docker still runs plain tasks.
     docker: tokio::sync::OnceCell<Result<Docker, String>>,
     /// Held only for map updates, never across an await.
-    tasks: Mutex<HashMap<String, Slot>>,
+    tasks: Mutex<HashMap<TaskId, Slot>>,
 }
 
 /// Policies of the built-in workers of this process, by worker identity.
@@ -153,7 +154,7 @@ impl Runner {
         }
     }
 
-    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Slot>> {
         self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -180,8 +181,8 @@ impl Runner {
     }
 
     /// Task ids this worker runs now, containers left from a previous agent process included.
-    pub async fn running(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.tasks().keys().cloned().collect();
+    pub async fn running(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self.tasks().keys().cloned().collect();
         if let Ok(docker) = self.docker().await
             && let Ok(containers) = docker.running_tasks().await
         {
@@ -197,7 +198,7 @@ impl Runner {
     /// Takes over this worker's containers left by its previous process (found by their owner
     /// label, running or ended): each is watched to its end, and `on_end` reports it as if it had
     /// been launched here. Returns their task ids. Without a Docker engine there is none.
-    pub async fn adopt(&self, on_end: impl Fn(TaskEnd) + Clone + Send + 'static) -> Vec<String> {
+    pub async fn adopt(&self, on_end: impl Fn(TaskEnd) + Clone + Send + 'static) -> Vec<TaskId> {
         let Ok(docker) = self.docker().await else {
             return Vec::new();
         };
@@ -421,12 +422,12 @@ impl Runner {
         Ok(())
     }
 
-    fn forget(&self, task_id: &str) -> Option<Slot> {
+    fn forget(&self, task_id: &TaskId) -> Option<Slot> {
         self.tasks().remove(task_id)
     }
 
     /// Kills a task: its process group or its container, or stops it before it starts.
-    pub fn kill(&self, task_id: &str, grace: Duration) {
+    pub fn kill(&self, task_id: &TaskId, grace: Duration) {
         let slot = {
             let mut tasks = self.tasks();
             let Some(slot) = tasks.get_mut(task_id) else {
@@ -449,7 +450,7 @@ impl Runner {
         }
     }
 
-    fn kill_container(&self, task_id: &str, grace: Duration) {
+    fn kill_container(&self, task_id: &TaskId, grace: Duration) {
         let runner = self.clone();
         let task_id = task_id.to_owned();
         tokio::spawn(async move {
@@ -472,7 +473,7 @@ impl Runner {
 
     /// Kills every task, containers included: the built-in worker's tasks end with the server.
     pub fn kill_all(&self, grace: Duration) {
-        let ids: Vec<String> = self.tasks().keys().cloned().collect();
+        let ids: Vec<TaskId> = self.tasks().keys().cloned().collect();
         for id in ids {
             self.kill(&id, grace);
         }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use indexmap::IndexMap;
 
 use super::{AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, Write};
+use crate::job::TaskId;
 
 /// Jobs in creation order and tasks by id, behind one lock held only for plain map updates.
 #[derive(Debug, Default)]
@@ -15,7 +16,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     jobs: IndexMap<String, StoredJob>,
-    tasks: IndexMap<String, TaskRecord>,
+    tasks: IndexMap<TaskId, TaskRecord>,
     claims: std::collections::HashSet<(String, i64)>,
     launched_through: i64,
     tokens: std::collections::BTreeMap<String, StoredToken>,
@@ -155,7 +156,7 @@ impl Store for MemoryStore {
         Ok(self.with(|inner| inner.launched_through))
     }
 
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, Error> {
         Ok(self.with(|inner| inner.tasks.get(id).cloned()))
     }
 

@@ -17,7 +17,7 @@ pub use memory::MemoryStore;
 pub use postgres::{LeaderGuard, PostgresStore};
 pub use sqlite::SqliteStore;
 
-use crate::job::Job;
+use crate::job::{Job, TaskId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -99,7 +99,7 @@ impl TaskState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     /// The Chronos task id.
-    pub id: String,
+    pub id: TaskId,
     pub job: String,
     pub attempt: u32,
     /// The instant the task was due (epoch ms).
@@ -140,7 +140,7 @@ pub enum Write {
     ClaimRun {
         job: String,
         due_ms: i64,
-        task_id: String,
+        task_id: TaskId,
     },
     /// Every task whose `started_ms` is at most this (epoch ms) has been handed to its worker.
     /// Only ever raised. A task recorded as running with a later start was recorded ahead of
@@ -154,10 +154,10 @@ pub enum Write {
     ///
     /// The one write that is not idempotent: a batch committed again after a commit whose outcome
     /// was unknown (a connection lost during `COMMIT`) counts its progress twice.
-    AddProgress { task_id: String, elements: i64 },
+    AddProgress { task_id: TaskId, elements: i64 },
     /// Deletes those of these tasks that are final; open ones stay. Pruning writes at most
     /// [`PRUNE_CHUNK`] ids per commit, so each transaction is short.
-    PruneTasks(Vec<String>),
+    PruneTasks(Vec<TaskId>),
     /// Deletes at most `limit` claims of runs due before `before_ms`. The limit keeps the
     /// transaction short, so group commits never wait long behind pruning.
     PruneClaims { before_ms: i64, limit: u32 },
@@ -351,10 +351,10 @@ fn coalesce_run(batch: &[Write], run: std::ops::Range<usize>, kept_mark: Option<
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReport {
     /// The tasks whose [`Write::ClaimRun`] was lost to another scheduler, in batch order.
-    pub lost_claims: Vec<String>,
+    pub lost_claims: Vec<TaskId>,
     /// The tasks named by a [`Write::AddProgress`] that did not exist when it applied, each once,
     /// in batch order.
-    pub unknown_progress: Vec<String>,
+    pub unknown_progress: Vec<TaskId>,
     /// Rows deleted by [`Write::PruneTasks`] and [`Write::PruneClaims`].
     pub pruned: u64,
 }
@@ -364,7 +364,7 @@ pub struct CommitReport {
 pub const PRUNE_CHUNK: u32 = 500;
 
 /// Deletes those of `ids` that are final, [`PRUNE_CHUNK`] per commit; returns how many went.
-async fn prune_tasks(store: &(impl Store + ?Sized), ids: Vec<String>) -> Result<u64, Error> {
+async fn prune_tasks(store: &(impl Store + ?Sized), ids: Vec<TaskId>) -> Result<u64, Error> {
     let mut pruned = 0;
     for chunk in ids.chunks(PRUNE_CHUNK as usize) {
         pruned += store.commit(&[Write::PruneTasks(chunk.to_vec())]).await?.pruned;
@@ -390,7 +390,7 @@ pub trait Store: Send + Sync + 'static {
     fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Vec<AuditEntry>, Error>> + Send;
     /// The highest [`Write::LaunchedThrough`] committed so far (0 when none was).
     fn launched_through(&self) -> impl Future<Output = Result<i64, Error>> + Send;
-    fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;
+    fn task(&self, id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;
     /// The newest tasks of a job, newest first.
     fn job_tasks(&self, job: &str, limit: u32)
     -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
@@ -401,10 +401,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(String, f64)>, Error>> + Send;
     /// Commits one [`Write::AddProgress`] on its own; false when the task is unknown. (The engine
     /// puts the write in its group commits instead, ordered after the writes before it.)
-    fn add_progress(&self, task_id: &str, elements: i64) -> impl Future<Output = Result<bool, Error>> + Send {
+    fn add_progress(
+        &self,
+        task_id: &TaskId,
+        elements: i64,
+    ) -> impl Future<Output = Result<bool, Error>> + Send {
         async move {
             let progress = Write::AddProgress {
-                task_id: task_id.to_owned(),
+                task_id: task_id.clone(),
                 elements,
             };
             Ok(self.commit(&[progress]).await?.unknown_progress.is_empty())

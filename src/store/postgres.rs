@@ -200,7 +200,7 @@ impl SqlStore<Postgres> {
         let claim = Write::ClaimRun {
             job: job.to_owned(),
             due_ms,
-            task_id: String::new(),
+            task_id: crate::job::TaskId::new(due_ms, 0, job, ""),
         };
         Ok(self.commit(&[claim]).await?.lost_claims.is_empty())
     }

@@ -15,9 +15,19 @@ fn job(name: &str) -> Job {
     serde_json::from_str(&body).expect("valid job")
 }
 
+/// A task id for a short test name: the name is its job part, so reports can be compared by it.
+fn tid(short: &str) -> TaskId {
+    TaskId::new(0, 0, short, "")
+}
+
+/// Task ids by their short test names.
+fn short(ids: &[TaskId]) -> Vec<&str> {
+    ids.iter().map(TaskId::job).collect()
+}
+
 fn task(id: &str, job: &str, state: TaskState, created_ms: i64) -> TaskRecord {
     TaskRecord {
-        id: id.to_owned(),
+        id: tid(id),
         job: job.to_owned(),
         attempt: 0,
         due_ms: created_ms,
@@ -50,13 +60,14 @@ async fn task_ids(store: &impl Store, job: &str, limit: u32) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|t| t.id)
+        .map(|t| t.id.job().to_owned())
         .collect()
 }
 
 /// Commits a batch, returning the claims it lost.
 async fn lost_claims(store: &impl Store, batch: &[Write]) -> Vec<String> {
-    store.commit(batch).await.unwrap().lost_claims
+    let lost = store.commit(batch).await.unwrap().lost_claims;
+    short(&lost).into_iter().map(str::to_owned).collect()
 }
 
 /// API tokens are kept by name (hash only), and the audit log is read newest first, filtered,
@@ -179,28 +190,31 @@ async fn conformance(store: impl Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|t| t.id)
+        .map(|t| t.id.job().to_owned())
         .collect();
     assert_eq!(open, ["t3", "t4"]);
     assert_eq!(task_ids(&store, "a", 2).await, ["t3", "t2"]);
-    assert_eq!(store.task("t1").await.unwrap().unwrap().stdout, "out");
-    assert!(store.task("nope").await.unwrap().is_none());
+    assert_eq!(store.task(&tid("t1")).await.unwrap().unwrap().stdout, "out");
+    assert!(store.task(&tid("nope")).await.unwrap().is_none());
 
-    assert!(store.add_progress("t1", 5).await.unwrap());
-    assert!(store.add_progress("t1", 2).await.unwrap());
-    assert!(!store.add_progress("nope", 1).await.unwrap());
+    assert!(store.add_progress(&tid("t1"), 5).await.unwrap());
+    assert!(store.add_progress(&tid("t1"), 2).await.unwrap());
+    assert!(!store.add_progress(&tid("nope"), 1).await.unwrap());
     // Rewriting a task keeps its progress.
     store
         .commit(&[Write::PutTask(task("t1", "a", TaskState::Finished, 1))])
         .await
         .unwrap();
-    assert_eq!(store.task("t1").await.unwrap().unwrap().elements_processed, 7);
+    assert_eq!(
+        store.task(&tid("t1")).await.unwrap().unwrap().elements_processed,
+        7
+    );
     // The count saturates instead of overflowing (SQLite would turn it into an unreadable REAL).
     for _ in 0..2 {
-        assert!(store.add_progress("t2", i64::MAX).await.unwrap());
+        assert!(store.add_progress(&tid("t2"), i64::MAX).await.unwrap());
     }
     assert_eq!(
-        store.task("t2").await.unwrap().unwrap().elements_processed,
+        store.task(&tid("t2")).await.unwrap().unwrap().elements_processed,
         i64::MAX
     );
     assert_eq!(store.job_tasks("a", 10).await.unwrap().len(), 3);
@@ -210,8 +224,8 @@ async fn conformance(store: impl Store) {
 
     // Only final tasks beyond the newest one per job go; open tasks stay.
     assert_eq!(store.prune_history(1).await.unwrap(), 1);
-    assert!(store.task("t1").await.unwrap().is_none());
-    assert!(store.task("t3").await.unwrap().is_some());
+    assert!(store.task(&tid("t1")).await.unwrap().is_none());
+    assert!(store.task(&tid("t3")).await.unwrap().is_some());
 
     // A batch with a task and a job written several times, and more tasks than one statement
     // holds, lands as if applied in order.
@@ -229,7 +243,10 @@ async fn conformance(store: impl Store) {
     })));
     many.push(Write::PutTask(task("m0", "a", TaskState::Failed, 20)));
     assert!(store.commit(&many).await.unwrap().lost_claims.is_empty());
-    assert_eq!(store.task("m0").await.unwrap().unwrap().state, TaskState::Failed);
+    assert_eq!(
+        store.task(&tid("m0")).await.unwrap().unwrap().state,
+        TaskState::Failed
+    );
     assert_eq!(
         store.job_tasks("a", 1000).await.unwrap().len(),
         150 + 2,
@@ -250,7 +267,7 @@ async fn conformance(store: impl Store) {
     let claim = |task_id: &str| Write::ClaimRun {
         job: "a".to_owned(),
         due_ms: 1000,
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
     };
     let lost = store
         .commit(&[claim("c1"), Write::PutTask(task("c1", "a", TaskState::Queued, 9))])
@@ -265,20 +282,20 @@ async fn conformance(store: impl Store) {
         ])
         .await
         .unwrap();
-    assert_eq!(lost.lost_claims, ["c2"]);
+    assert_eq!(short(&lost.lost_claims), ["c2"]);
     assert!(
-        store.task("c2").await.unwrap().is_none(),
+        store.task(&tid("c2")).await.unwrap().is_none(),
         "the lost run's task was skipped"
     );
     assert!(
-        store.task("c3").await.unwrap().is_some(),
+        store.task(&tid("c3")).await.unwrap().is_some(),
         "the rest of the batch was applied"
     );
-    assert!(store.task("c1").await.unwrap().is_some());
+    assert!(store.task(&tid("c1")).await.unwrap().is_some());
     let other = Write::ClaimRun {
         job: "a".to_owned(),
         due_ms: 2000,
-        task_id: "c4".to_owned(),
+        task_id: tid("c4"),
     };
     assert!(lost_claims(&store, &[other]).await.is_empty());
 
@@ -292,7 +309,7 @@ async fn conformance(store: impl Store) {
     let claim_at = |due_ms: i64, task_id: &str| Write::ClaimRun {
         job: "p".to_owned(),
         due_ms,
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
     };
     let old: Vec<Write> = (0..1200).map(|i| claim_at(i, &format!("o{i}"))).collect();
     assert!(store.commit(&old).await.unwrap().lost_claims.is_empty());
@@ -326,7 +343,7 @@ async fn conformance(store: impl Store) {
 
 fn progress(task_id: &str, elements: i64) -> Write {
     Write::AddProgress {
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
         elements,
     }
 }
@@ -353,9 +370,9 @@ async fn progress_through_commit(store: &impl Store) {
         ])
         .await
         .unwrap();
-    assert_eq!(report.unknown_progress, ["ghost"], "reported once");
+    assert_eq!(short(&report.unknown_progress), ["ghost"], "reported once");
     assert!(report.lost_claims.is_empty());
-    let g1 = store.task("g1").await.unwrap();
+    let g1 = store.task(&tid("g1")).await.unwrap();
     assert_eq!(g1.as_ref().map(|t| t.state), Some(TaskState::Finished));
     assert_eq!(
         elements(g1),
@@ -371,8 +388,8 @@ async fn progress_through_commit(store: &impl Store) {
         ])
         .await
         .unwrap();
-    assert_eq!(report.unknown_progress, ["g3"]);
-    assert_eq!(elements(store.task("g3").await.unwrap()), 0);
+    assert_eq!(short(&report.unknown_progress), ["g3"]);
+    assert_eq!(elements(store.task(&tid("g3")).await.unwrap()), 0);
 
     // Saturation within one batch and across batches.
     let report = store
@@ -381,10 +398,10 @@ async fn progress_through_commit(store: &impl Store) {
         .unwrap();
     assert_eq!(report, CommitReport::default());
     store.commit(&[progress("g2", 1)]).await.unwrap();
-    assert_eq!(elements(store.task("g2").await.unwrap()), i64::MAX);
-    assert!(store.add_progress("g3", 2).await.unwrap());
-    assert!(!store.add_progress("ghost", 2).await.unwrap());
-    assert_eq!(elements(store.task("g3").await.unwrap()), 2);
+    assert_eq!(elements(store.task(&tid("g2")).await.unwrap()), i64::MAX);
+    assert!(store.add_progress(&tid("g3"), 2).await.unwrap());
+    assert!(!store.add_progress(&tid("ghost"), 2).await.unwrap());
+    assert_eq!(elements(store.task(&tid("g3")).await.unwrap()), 2);
 
     // Progress before its job's delete counts (and goes with the job); after it, nothing is left.
     let report = store
@@ -401,7 +418,7 @@ async fn progress_through_commit(store: &impl Store) {
         ])
         .await
         .unwrap();
-    assert_eq!(report.unknown_progress, ["g4"]);
+    assert_eq!(short(&report.unknown_progress), ["g4"]);
     assert!(store.load_jobs().await.unwrap().iter().all(|s| s.job.name != "g"));
 }
 
@@ -415,11 +432,14 @@ async fn pruning_through_commit(store: &impl Store) {
         ])
         .await
         .unwrap();
-    let ids = |ids: &[&str]| Write::PruneTasks(ids.iter().map(|id| id.to_string()).collect());
+    let ids = |ids: &[&str]| Write::PruneTasks(ids.iter().map(|id| tid(id)).collect());
     let report = store.commit(&[ids(&["h1", "h2", "nope"])]).await.unwrap();
     assert_eq!(report.pruned, 1, "only the final task goes");
-    assert!(store.task("h1").await.unwrap().is_none());
-    assert!(store.task("h2").await.unwrap().is_some(), "an open task stays");
+    assert!(store.task(&tid("h1")).await.unwrap().is_none());
+    assert!(
+        store.task(&tid("h2")).await.unwrap().is_some(),
+        "an open task stays"
+    );
 
     // In batch order: a task written after its prune stays, one written before it goes.
     let report = store
@@ -442,7 +462,7 @@ async fn pruning_through_commit(store: &impl Store) {
         .map(|i| Write::ClaimRun {
             job: "h".to_owned(),
             due_ms: i * 10,
-            task_id: format!("hc{i}"),
+            task_id: tid(&format!("hc{i}")),
         })
         .collect();
     assert!(store.commit(&claims).await.unwrap().lost_claims.is_empty());
@@ -460,13 +480,13 @@ async fn pruning_through_commit(store: &impl Store) {
     let again = |task_id: &str| Write::ClaimRun {
         job: "h".to_owned(),
         due_ms: 5,
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
     };
     let report = store
         .commit(&[again("x1"), prune(100), again("x2")])
         .await
         .unwrap();
-    assert_eq!((report.lost_claims, report.pruned), (vec![], 1));
+    assert_eq!((report.lost_claims.len(), report.pruned), (0, 1));
     store.commit(&[Write::DeleteJob("h".to_owned())]).await.unwrap();
 }
 
@@ -476,11 +496,11 @@ fn describe(batch: Vec<&Write>) -> Vec<String> {
         .map(|w| match w {
             Write::PutJob(s) => format!("job {} {}", s.job.name, s.job.success_count),
             Write::DeleteJob(name) => format!("delete {name}"),
-            Write::PutTask(t) => format!("task {} {}", t.id, t.state.as_str()),
-            Write::ClaimRun { task_id, .. } => format!("claim {task_id}"),
+            Write::PutTask(t) => format!("task {} {}", t.id.job(), t.state.as_str()),
+            Write::ClaimRun { task_id, .. } => format!("claim {}", task_id.job()),
             Write::LaunchedThrough(ms) => format!("mark {ms}"),
-            Write::AddProgress { task_id, elements } => format!("progress {task_id} {elements}"),
-            Write::PruneTasks(ids) => format!("prune {}", ids.join(" ")),
+            Write::AddProgress { task_id, elements } => format!("progress {} {elements}", task_id.job()),
+            Write::PruneTasks(ids) => format!("prune {}", short(ids).join(" ")),
             Write::PruneClaims { before_ms, .. } => format!("prune claims {before_ms}"),
             Write::PutToken(t) => format!("token {}", t.name),
             Write::DeleteToken(name) => format!("delete token {name}"),
@@ -504,7 +524,7 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
     let claim = Write::ClaimRun {
         job: "a".to_owned(),
         due_ms: 1,
-        task_id: "t1".to_owned(),
+        task_id: tid("t1"),
     };
     let batch = vec![
         Write::LaunchedThrough(3),
@@ -540,7 +560,7 @@ fn coalescing_keeps_the_last_write_of_each_job_and_task() {
 #[test]
 fn coalescing_keeps_progress_in_order() {
     let progress = |task_id: &str, elements| Write::AddProgress {
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
         elements,
     };
     let batch = vec![
@@ -554,7 +574,7 @@ fn coalescing_keeps_progress_in_order() {
         counted("a", 1),
         Write::DeleteJob("b".to_owned()),
         Write::PutTask(task("t2", "a", TaskState::Queued, 1)),
-        Write::PruneTasks(vec!["t0".to_owned()]),
+        Write::PruneTasks(vec![tid("t0")]),
         Write::PruneClaims {
             before_ms: 9,
             limit: 10,
@@ -623,7 +643,10 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
         .execute(&mut raw)
         .await
         .unwrap();
-    let err = store.task("t1").await.expect_err("a REAL count is not an i64");
+    let err = store
+        .task(&tid("t1"))
+        .await
+        .expect_err("a REAL count is not an i64");
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(store.job_tasks("a", 10).await.is_err());
     // The schema goes back to before the repair step only once the store is closed: its pooled
@@ -642,15 +665,19 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
     .unwrap();
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(
-        again.task("t1").await.unwrap().unwrap().elements_processed,
+        again.task(&tid("t1")).await.unwrap().unwrap().elements_processed,
         i64::MAX
     );
     raw.close().await.unwrap();
 }
 
 /// Writes a task, breaks its stored row with `sql`, and expects reading it to be a `Corrupt`
-/// error naming the task, not a panic and not a truncated value.
-async fn broken_row_is_corrupt(store: &impl Store, sql: &str, corrupt: impl AsyncFnOnce(&str)) {
+/// error naming the task (`what`), not a panic and not a truncated value.
+async fn broken_row_is_corrupt(
+    store: &impl Store,
+    (sql, what): (&str, &str),
+    corrupt: impl AsyncFnOnce(&str),
+) {
     store
         .commit(&[
             put("a", &[]),
@@ -659,27 +686,29 @@ async fn broken_row_is_corrupt(store: &impl Store, sql: &str, corrupt: impl Asyn
         .await
         .unwrap();
     corrupt(sql).await;
-    let err = store.task("t9").await.expect_err(sql);
+    let err = store.job_tasks("a", 10).await.expect_err(sql);
     assert!(
-        matches!(&err, Error::Corrupt { what, .. } if what == "task t9"),
-        "{err}"
+        matches!(&err, Error::Corrupt { what: w, .. } if w == what),
+        "{sql}: {err}"
     );
 }
 
-const OUT_OF_RANGE: [&str; 3] = [
-    "UPDATE tasks SET attempt = 4294967296",
-    "UPDATE tasks SET attempt = -1",
-    "UPDATE tasks SET exit_code = 2147483648",
+/// Statements that break the stored task, and the task the error must name.
+const BROKEN: [(&str, &str); 4] = [
+    ("UPDATE tasks SET attempt = 4294967296", "task ct:0:0:t9:"),
+    ("UPDATE tasks SET attempt = -1", "task ct:0:0:t9:"),
+    ("UPDATE tasks SET exit_code = 2147483648", "task ct:0:0:t9:"),
+    ("UPDATE tasks SET id = 'not an id'", "task not an id"),
 ];
 
 #[tokio::test]
-async fn sqlite_numbers_out_of_range_are_corrupt() {
+async fn sqlite_broken_rows_are_corrupt() {
     use sqlx::Connection;
-    for sql in OUT_OF_RANGE {
+    for broken in BROKEN {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let url = format!("sqlite://{}", dir.path().join("kairos.db").display());
-        broken_row_is_corrupt(&store, sql, async |sql: &str| {
+        broken_row_is_corrupt(&store, broken, async |sql: &str| {
             let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                 .execute(&mut raw)
@@ -692,11 +721,11 @@ async fn sqlite_numbers_out_of_range_are_corrupt() {
 }
 
 #[tokio::test]
-async fn postgres_numbers_out_of_range_are_corrupt() {
-    for sql in OUT_OF_RANGE {
+async fn postgres_broken_rows_are_corrupt() {
+    for broken in BROKEN {
         let db = TestDatabase::create().await;
         let store = PostgresStore::open(&db.url).await.unwrap();
-        broken_row_is_corrupt(&store, sql, async |sql: &str| {
+        broken_row_is_corrupt(&store, broken, async |sql: &str| {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                 .execute(&mut db.connect().await)
                 .await
@@ -827,7 +856,7 @@ async fn postgres_breaks_ties_like_sqlite() {
             .await
             .unwrap()
             .into_iter()
-            .map(|t| t.id)
+            .map(|t| t.id.job().to_owned())
             .collect()
     }
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ use crate::engine::ends::End;
 use crate::engine::load::Stored;
 use crate::engine::workers::{WorkerInfo, WorkerLink};
 use crate::executor::runner::TaskLaunch;
+use crate::job::TaskId;
 use crate::store::{TaskState, Write};
 
 /// A worker that accepts everything and does nothing: the core cannot tell.
@@ -21,7 +22,7 @@ impl WorkerLink for Inert {
     fn launch(&self, _: TaskLaunch) -> bool {
         true
     }
-    fn kill(&self, _: &str, _: Duration) {}
+    fn kill(&self, _: &TaskId, _: Duration) {}
 }
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -84,7 +85,7 @@ fn release(core: &mut Core, afters: Vec<After>) {
     }
 }
 
-fn launched(commands: &[Command]) -> Vec<String> {
+fn launched(commands: &[Command]) -> Vec<TaskId> {
     commands
         .iter()
         .filter_map(|c| match c {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::*;
 use crate::api::dto::{self, Defaults, Route};
 use crate::clock;
+use crate::job::TaskId;
 use crate::store::MemoryStore;
 use crate::store::{StoredJob, TaskState, Write};
 
@@ -100,7 +101,7 @@ impl Store for FlakyStore {
     async fn load_open_tasks(&self) -> Result<Vec<TaskRecord>, store::Error> {
         self.inner.load_open_tasks().await
     }
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, store::Error> {
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, store::Error> {
         self.inner.task(id).await
     }
     async fn load_tokens(&self) -> Result<Vec<store::StoredToken>, store::Error> {
@@ -318,7 +319,7 @@ async fn a_run_another_scheduler_claimed_is_not_run_here() {
         .commit(&[Write::ClaimRun {
             job: "claimed".to_owned(),
             due_ms: first.timestamp_millis(),
-            task_id: "elsewhere".to_owned(),
+            task_id: TaskId::new(first.timestamp_millis(), 0, "elsewhere", ""),
         }])
         .await
         .unwrap();

@@ -20,8 +20,8 @@ impl<S: Store> Fixture<S> {
             .unwrap();
     }
 
-    async fn complete(&self, task_id: &str, status_code: i64) -> Result<(), Error> {
-        let task_id = task_id.to_owned();
+    async fn complete(&self, task_id: &TaskId, status_code: i64) -> Result<(), Error> {
+        let task_id = task_id.clone();
         self.engine
             .call(|reply| Event::Complete {
                 who: None,
@@ -169,7 +169,7 @@ async fn only_async_jobs_take_a_completion_and_it_holds_the_slot_until_the_proce
 
 impl<S: Store> Fixture<S> {
     /// Waits until the job's newest task is in `state`; returns its id.
-    async fn wait_task(&self, name: &str, state: TaskState) -> String {
+    async fn wait_task(&self, name: &str, state: TaskState) -> TaskId {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let tasks = self.tasks(name).await;

@@ -7,6 +7,7 @@
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
 use super::{Backend, OPEN_STATES, query_err};
+use crate::job::TaskId;
 use crate::store::{AuditEntry, CommitReport, Error, StoredJob, StoredToken, TaskRecord, Write};
 
 /// Commits a batch in one transaction: `Store::commit` for both SQL stores.
@@ -93,7 +94,7 @@ where
                         .await
                         .map_err(query_err("add progress"))?;
                     if found.is_empty() && !report.unknown_progress.iter().any(|id| id == task_id) {
-                        report.unknown_progress.push(task_id.to_owned());
+                        report.unknown_progress.push(task_id.clone());
                     }
                 }
             }
@@ -102,7 +103,7 @@ where
                     let mut query = QueryBuilder::<DB>::new("DELETE FROM tasks WHERE id IN (");
                     let mut separated = query.separated(", ");
                     for id in chunk {
-                        separated.push_bind(id.clone());
+                        separated.push_bind(id.to_string());
                     }
                     query.push(format!(
                         ") AND state NOT IN {OPEN_STATES} RETURNING id, created_ms"
@@ -215,13 +216,13 @@ const PRUNE_ROWS_PER_STATEMENT: usize = 500;
 /// One step of a commit, in order.
 enum Step<'a> {
     Delete(&'a str),
-    Claims(Vec<(&'a str, i64, &'a str)>),
+    Claims(Vec<(&'a str, i64, &'a TaskId)>),
     Jobs(Vec<&'a StoredJob>),
     Tasks(Vec<&'a TaskRecord>),
     /// Elements to add per task, summed over the run's progress writes of that task.
-    Progress(Vec<(&'a str, i64)>),
+    Progress(Vec<(&'a TaskId, i64)>),
     Mark(i64),
-    PruneTasks(&'a [String]),
+    PruneTasks(&'a [TaskId]),
     PruneClaims {
         before_ms: i64,
         limit: u32,
@@ -297,7 +298,7 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
 
 /// Adds one progress write to a step, summing it into an earlier one of the same task: adding
 /// the saturated sum once is the same as adding each in turn, since none is negative.
-fn add_progress<'a>(progress: &mut Vec<(&'a str, i64)>, task_id: &'a str, elements: i64) {
+fn add_progress<'a>(progress: &mut Vec<(&'a TaskId, i64)>, task_id: &'a TaskId, elements: i64) {
     let elements = elements.max(0);
     match progress.iter_mut().find(|(id, _)| *id == task_id) {
         Some((_, sum)) => *sum = sum.saturating_add(elements),
@@ -323,7 +324,7 @@ where
 }
 
 /// Inserts claims, returning the `(job, due_ms)` of those that were new.
-fn claims_query<DB: Database>(claims: &[(&str, i64, &str)]) -> QueryBuilder<DB>
+fn claims_query<DB: Database>(claims: &[(&str, i64, &TaskId)]) -> QueryBuilder<DB>
 where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
@@ -337,11 +338,11 @@ where
 }
 
 /// The tasks of the claims that were not among the inserted `(job, due_ms)` pairs.
-fn lost_claims(claims: &[(&str, i64, &str)], inserted: &[(String, i64)]) -> Vec<String> {
+fn lost_claims(claims: &[(&str, i64, &TaskId)], inserted: &[(String, i64)]) -> Vec<TaskId> {
     claims
         .iter()
         .filter(|(job, due_ms, _)| !inserted.iter().any(|(j, d)| j == job && d == due_ms))
-        .map(|(_, _, task_id)| task_id.to_string())
+        .map(|(_, _, task_id)| (*task_id).clone())
         .collect()
 }
 
@@ -380,7 +381,7 @@ where
              finished_ms, exit_code, message, stdout, stderr, elements_processed, worker, scheduled) ",
     );
     query.push_values(tasks, |mut row, task| {
-        row.push_bind(task.id.clone())
+        row.push_bind(task.id.to_string())
             .push_bind(task.job.clone())
             .push_bind(i64::from(task.attempt))
             .push_bind(task.due_ms)

@@ -15,6 +15,7 @@ use sqlx::{
 use super::{
     AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, TaskState, Write,
 };
+use crate::job::TaskId;
 
 /// What one database does differently; implemented for `sqlx::Sqlite` and `sqlx::Postgres`.
 pub trait Backend: Database {
@@ -113,6 +114,14 @@ where
     })
 }
 
+/// A stored task id, which is only ever written in the Chronos shape.
+fn parse_task_id(text: &str) -> Result<TaskId, Error> {
+    TaskId::parse(text).ok_or_else(|| Error::Corrupt {
+        what: format!("task {text}"),
+        reason: "its id is not in the Chronos shape ct:<due>:<attempt>:<job>:<arguments>".to_owned(),
+    })
+}
+
 /// A number stored wider than its field, as a corrupt row rather than a silent truncation.
 fn narrow<T: TryFrom<i64>>(value: i64, name: &str, what: impl FnOnce() -> String) -> Result<T, Error> {
     T::try_from(value).map_err(|_| Error::Corrupt {
@@ -154,7 +163,7 @@ where
         elements_processed: column(row, "elements_processed", what)?,
         worker: column(row, "worker", what)?,
         scheduled: column::<_, i64, _>(row, "scheduled", what)? != 0,
-        id,
+        id: parse_task_id(&id)?,
     })
 }
 
@@ -293,9 +302,9 @@ where
         Ok(through.unwrap_or(0))
     }
 
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, Error> {
         let mut query = QueryBuilder::new("SELECT * FROM tasks WHERE id = ");
-        query.push_bind(id.to_owned());
+        query.push_bind(id.to_string());
         let rows = self.rows(query, "get task").await?;
         rows.first().map(task_from_row).transpose()
     }
@@ -344,8 +353,8 @@ where
         let rows = self.rows(query, "prune history").await?;
         let old = rows
             .iter()
-            .map(|row| column(row, 0, || "a task to prune".to_owned()))
-            .collect::<Result<Vec<String>, Error>>()?;
+            .map(|row| parse_task_id(&column::<_, String, _>(row, 0, || "a task to prune".to_owned())?))
+            .collect::<Result<Vec<TaskId>, Error>>()?;
         super::prune_tasks(self, old).await
     }
 }
