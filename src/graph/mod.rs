@@ -23,6 +23,8 @@ use petgraph::Direction::{self, Incoming, Outgoing};
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
 
+pub mod layout;
+
 #[cfg(test)]
 mod tests;
 
@@ -248,6 +250,14 @@ impl JobGraph {
         self.vertices_in_order()
             .into_iter()
             .map(|n| self.graph[n].name.clone())
+            .collect()
+    }
+
+    /// Every edge as (parent, child) names, in insertion order.
+    pub fn edges(&self) -> Vec<(String, String)> {
+        self.edges_in_order()
+            .into_iter()
+            .map(|(s, t)| (self.graph[s].name.clone(), self.graph[t].name.clone()))
             .collect()
     }
 
