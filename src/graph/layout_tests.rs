@@ -827,54 +827,6 @@ fn output_is_deterministic() {
     }
 }
 
-/// Writes drawings to look at: `cargo test --lib graph::layout -- --ignored`, then open the files it names.
-#[test]
-#[ignore = "writes files for a person to look at"]
-fn write_samples() {
-    let dir = std::env::temp_dir();
-    let (nodes, edges) = sample();
-    let opts = SvgOptions {
-        highlight: Some("daily-revenue".to_owned()),
-        ..SvgOptions::default()
-    };
-    // As `/graph?job=daily-revenue` would draw it: the job's neighbourhood only, the job highlighted.
-    let mut graph = JobGraph::new();
-    for node in &nodes {
-        let parents: Vec<String> = edges
-            .iter()
-            .filter(|(_, c)| *c == node.name)
-            .map(|(p, _)| p.clone())
-            .collect();
-        graph.set_parents(&node.name, &parents).unwrap();
-    }
-    let keep = neighbourhood(&graph, "daily-revenue");
-    let state = |name: &str| nodes.iter().find(|n| n.name == name).unwrap().state;
-    let (near, near_edges) = graph_input(&graph, |n| keep.contains(n), state);
-    let samples = [
-        (
-            "layout-sample.svg",
-            render_svg(&layout(&nodes, &edges).unwrap(), &opts),
-        ),
-        (
-            "layout-neighbourhood.svg",
-            render_svg(&layout(&near, &near_edges).unwrap(), &opts),
-        ),
-        ("layout-1000.svg", {
-            let (nodes, edges) = random_dag(1_000, 2_000, 1_000, 42);
-            render_svg(&layout(&nodes, &edges).unwrap(), &SvgOptions::default())
-        }),
-        ("layout-1000-local.svg", {
-            let (nodes, edges) = random_dag(1_000, 2_000, 30, 42);
-            render_svg(&layout(&nodes, &edges).unwrap(), &SvgOptions::default())
-        }),
-    ];
-    for (file, svg) in samples {
-        let path = dir.join(file);
-        std::fs::write(&path, svg).unwrap();
-        eprintln!("wrote {}", path.display());
-    }
-}
-
 /// Random DAGs: `n` jobs with names of varied lengths (some truncated), listed in a shuffled order, and edges from a
 /// lower to a higher job number, so the graph is acyclic but the input order is not topological.
 fn arb_dag() -> impl Strategy<Value = (Vec<Node>, Vec<(String, String)>)> {
