@@ -3,6 +3,7 @@
 //! and the HTTPS accept loop that warp 0.4 no longer has.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,6 +216,7 @@ impl ServerTls {
                         }
                     };
                     let builder = auto::Builder::new(TokioExecutor::new());
+                    let service = WithPeer { inner: service, peer };
                     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%peer, %error, "HTTPS connection ended with an error.");
@@ -224,6 +226,32 @@ impl ServerTls {
             drop(listener);
             graceful.shutdown().await;
         })
+    }
+}
+
+/// The address an HTTPS request came from. warp knows the peer only of connections it accepts
+/// itself, so connections served here carry it as a request extension instead; the guard reads
+/// either, for the audit log and the limit on failed attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Adds [`Peer`] to every request of one connection.
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithPeer<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(Peer(self.peer));
+        self.inner.call(request)
     }
 }
 

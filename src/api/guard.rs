@@ -156,13 +156,16 @@ pub(super) fn guard(
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::addr::remote())
+        .and(warp::ext::optional::<crate::tls::Peer>())
         .and(with_ctx(ctx))
         .and_then(
             move |method: warp::http::Method,
                   path: warp::path::FullPath,
                   header: Option<String>,
                   remote: Option<SocketAddr>,
+                  peer: Option<crate::tls::Peer>,
                   ctx: Ctx| async move {
+                let remote = remote.or(peer.map(|p| p.0));
                 check(&ctx, need, header.as_deref(), remote)
                     .map(|principal| Caller {
                         principal,

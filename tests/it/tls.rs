@@ -159,6 +159,15 @@ async fn https_and_the_agent_protocol_run_over_tls() {
         "{}",
         log_of(&h, "trusted")
     );
+
+    // Over HTTPS too, the audit log knows where a change came from.
+    let (status, audit) = h.get("/v1/scheduler/audit?job=over-tls").await;
+    assert_eq!(status, 200, "{audit}");
+    let sources: Vec<&Value> = audit.as_array().unwrap().iter().map(|e| &e["source"]).collect();
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| *s == "127.0.0.1"),
+        "{audit}"
+    );
 }
 
 #[tokio::test]
