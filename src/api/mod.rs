@@ -38,6 +38,16 @@ impl ApiError {
         }
     }
 
+    /// A failure of ours, logged here since the client sees only the message.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        tracing::error!(%message, "Request failed.");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        }
+    }
+
     fn into_response(self) -> Response {
         let body = json!({
             "message": self.message,
@@ -554,6 +564,18 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(read())
         .and(c())
         .and_then(graph_dot);
+    let svg = warp::path!("graph" / "svg")
+        .and(get())
+        .and(read())
+        .and(warp::query::<SvgQuery>())
+        .and(c())
+        .and_then(graph_svg);
+    let next = warp::path!("job" / Segment / "next")
+        .and(get())
+        .and(read())
+        .and(warp::query::<NextQuery>())
+        .and(c())
+        .and_then(next_runs);
     let csv = warp::path!("graph" / "csv")
         .and(get())
         .and(read())
@@ -613,6 +635,10 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .unify()
         .boxed()
         .or(dot)
+        .unify()
+        .or(svg)
+        .unify()
+        .or(next)
         .unify()
         .or(csv)
         .unify()
@@ -682,9 +708,12 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     };
     Some(match rest {
         ["iso8601" | "dependency"] => "POST, PUT, OPTIONS",
-        ["jobs"] | ["jobs", "search" | "summary"] | ["graph", "dot" | "csv"] | ["workers" | "leader"] => READ,
+        ["jobs"]
+        | ["jobs", "search" | "summary"]
+        | ["graph", "dot" | "csv" | "svg"]
+        | ["workers" | "leader"] => READ,
         ["job", "success", _] => "PUT, OPTIONS",
-        ["job", "stat", _] | ["job", _, "tasks"] | ["stats", _] => READ,
+        ["job", "stat", _] | ["job", _, "tasks" | "next"] | ["stats", _] => READ,
         ["job", _, "task", _, "progress"] => "POST, OPTIONS",
         ["job", _] => "GET, HEAD, PUT, DELETE, OPTIONS",
         ["task", "kill", _] => "DELETE, OPTIONS",
@@ -1264,6 +1293,127 @@ async fn stats(Segment(key): Segment, ctx: Ctx) -> Result<Response, Infallible> 
 
 async fn graph_dot(ctx: Ctx) -> Result<Response, Infallible> {
     respond(async { Ok(text(ctx.engine()?.read(|s| s.graph.to_dot()).await?)) }.await)
+}
+
+/// `GET /graph/svg?job=`: the DAG drawn by [`crate::graph::layout`], each job coloured by its
+/// state and linked to its page; with `job`, only that job, its ancestors and its descendants.
+#[derive(Debug, Deserialize)]
+struct SvgQuery {
+    job: Option<String>,
+}
+
+async fn graph_svg(q: SvgQuery, ctx: Ctx) -> Result<Response, Infallible> {
+    use crate::graph::layout;
+    respond(
+        async {
+            let focus = q.job.clone();
+            let input = ctx
+                .engine()?
+                .read(move |s| {
+                    let keep = focus.as_deref().map(|name| layout::neighbourhood(&s.graph, name));
+                    if keep.as_ref().is_some_and(std::collections::BTreeSet::is_empty) {
+                        return None;
+                    }
+                    Some(layout::graph_input(
+                        &s.graph,
+                        |name| keep.as_ref().is_none_or(|k| k.contains(name)),
+                        |name| node_state(s, name),
+                    ))
+                })
+                .await?;
+            let (nodes, edges) = input.ok_or_else(|| engine::Error::JobNotFound {
+                name: q.job.clone().unwrap_or_default(),
+            })?;
+            // Laying out a thousand jobs takes milliseconds: off the engine and the reactor.
+            let svg = tokio::task::spawn_blocking(move || {
+                let drawn = layout::layout(&nodes, &edges)?;
+                let options = layout::SvgOptions {
+                    link_prefix: "/jobs/".to_owned(),
+                    highlight: q.job,
+                    ..layout::SvgOptions::default()
+                };
+                Ok::<_, layout::Error>(layout::render_svg(&drawn, &options))
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("drawing the graph failed: {e}")))?
+            .map_err(|e| ApiError::internal(format!("drawing the graph failed: {e}")))?;
+            let mut response = Response::new(svg.into());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+            Ok(response)
+        }
+        .await,
+    )
+}
+
+/// How the graph colours a job: its last outcome, whether it runs or waits, and whether it is on.
+fn node_state(s: &engine::State, name: &str) -> crate::graph::layout::NodeState {
+    use crate::graph::layout::{Activity, NodeState, Outcome};
+    let Some(entry) = s.jobs.get(name) else {
+        return NodeState::default();
+    };
+    let outcome = match entry.job.last_status() {
+        "success" => Outcome::Success,
+        "failure" => Outcome::Failure,
+        _ => Outcome::NeverRun,
+    };
+    let activity = if !entry.running.is_empty() {
+        Activity::Running
+    } else if !entry.queue.is_empty() {
+        Activity::Queued
+    } else {
+        Activity::Idle
+    };
+    NodeState {
+        outcome,
+        activity,
+        disabled: entry.job.disabled,
+    }
+}
+
+/// `GET /job/<name>/next?count=`: the job's next scheduled runs (default 10, at most 1000), as
+/// ISO 8601 instants; empty for a dependent job or one with no runs left.
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    count: Option<String>,
+}
+
+const MAX_NEXT_RUNS: usize = 1000;
+
+async fn next_runs(Segment(name): Segment, q: NextQuery, ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let count = match q.count.as_deref() {
+                None => 10,
+                Some(text) => text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_NEXT_RUNS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "field 'count': must be a whole number from 1 to {MAX_NEXT_RUNS}, not {text:?}"
+                        ))
+                    })?,
+            };
+            let lookup = name.clone();
+            let runs = ctx
+                .engine()?
+                .read(move |s| {
+                    s.jobs.get(&lookup).map(|e| {
+                        e.schedule
+                            .as_ref()
+                            .map(|sch| sch.upcoming(count))
+                            .unwrap_or_default()
+                    })
+                })
+                .await?
+                .ok_or(engine::Error::JobNotFound { name })?;
+            let runs: Vec<String> = runs.into_iter().map(crate::clock::iso).collect();
+            Ok(json_reply(&runs))
+        }
+        .await,
+    )
 }
 
 async fn graph_csv(ctx: Ctx) -> Result<Response, Infallible> {

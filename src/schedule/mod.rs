@@ -298,6 +298,21 @@ impl Schedule {
             .unwrap_or((DateTime::<Utc>::MAX_UTC, None))
     }
 
+    /// The next `count` runs, from the schedule's next run on, as the scheduler will launch them
+    /// if none is skipped; fewer when fewer runs remain or the end of time is reached.
+    pub fn upcoming(&self, count: usize) -> Vec<DateTime<Utc>> {
+        let mut runs = Vec::new();
+        let mut schedule = self.clone();
+        while runs.len() < count
+            && let Some(at) = schedule.next_run()
+            && at < DateTime::<Utc>::MAX_UTC
+        {
+            runs.push(at);
+            schedule = schedule.advance();
+        }
+        runs
+    }
+
     /// The schedule after the run at `self.start` was launched: one run fewer
     /// (if finite) and the start moved one period on. A schedule with no runs
     /// left has nothing to launch and is returned unchanged.

@@ -983,3 +983,54 @@ proptest! {
         prop_assert_eq!(Period::parse(&p.to_string()), Ok(p));
     }
 }
+
+#[test]
+fn upcoming_lists_the_runs_left_in_order() {
+    let cases: [(&str, &str, usize, &[&str]); 5] = [
+        (
+            "R3/2030-01-31T09:00:00Z/P1M",
+            "",
+            10,
+            &[
+                "2030-01-31T09:00:00Z",
+                "2030-02-28T09:00:00Z",
+                "2030-03-28T09:00:00Z",
+            ],
+        ),
+        (
+            "R/2030-01-01T00:00:00Z/PT1H",
+            "",
+            2,
+            &["2030-01-01T00:00:00Z", "2030-01-01T01:00:00Z"],
+        ),
+        // Wall-clock days across the spring change in Berlin: 09:00 local each day.
+        (
+            "R/2030-03-30T09:00:00/P1D",
+            "Europe/Berlin",
+            2,
+            &["2030-03-30T08:00:00Z", "2030-03-31T07:00:00Z"],
+        ),
+        ("R0/2030-01-01T00:00:00Z/PT1H", "", 10, &[]),
+        ("R/2030-01-01T00:00:00Z/PT1H", "", 0, &[]),
+    ];
+    for (text, zone, count, want) in cases {
+        let got = must_parse(text, zone).upcoming(count);
+        let want: Vec<DateTime<Utc>> = want.iter().map(|t| utc(t)).collect();
+        assert_eq!(got, want, "{text} in {zone:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn upcoming_is_what_advancing_launches(repeats in 0u64..20, count in 0usize..30, hours in 1u32..48) {
+        let schedule = must_parse(&format!("R{repeats}/2030-01-01T00:00:00Z/PT{hours}H"), "");
+        let runs = schedule.upcoming(count);
+        prop_assert_eq!(runs.len() as u64, (count as u64).min(repeats));
+        let mut walked = schedule.clone();
+        for run in &runs {
+            prop_assert_eq!(walked.next_run(), Some(*run));
+            walked = walked.advance();
+        }
+        prop_assert!(runs.windows(2).all(|w| w[0] < w[1]));
+    }
+}

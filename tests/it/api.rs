@@ -669,3 +669,75 @@ async fn wire_shapes_follow_chronos() {
         assert_eq!(body.as_array().unwrap().len(), want.min(1), "{query}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_graph_is_drawn_as_svg_with_each_job_linked() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "extract", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    let (status, body) = h
+        .post(
+            "/v1/scheduler/dependency",
+            json!({"name": "load", "command": "true", "parents": ["extract"]}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    h.create(json!({"name": "apart", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+
+    let response = h
+        .client
+        .get(h.url("/v1/scheduler/graph/svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "image/svg+xml");
+    let svg = response.text().await.unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    for name in ["extract", "load", "apart"] {
+        assert!(
+            svg.contains(&format!("href=\"/jobs/{name}\"")),
+            "{name} is linked: {svg}"
+        );
+    }
+    // One job's view holds its ancestors and descendants only.
+    let (status, near) = h.get_text("/v1/scheduler/graph/svg?job=load").await;
+    assert_eq!(status, 200);
+    assert!(
+        near.contains("/jobs/extract") && !near.contains("/jobs/apart"),
+        "{near}"
+    );
+    let (status, missing) = h.get_text("/v1/scheduler/graph/svg?job=nope").await;
+    assert_eq!(status, 400, "{missing}");
+    assert!(missing.contains("nope"), "{missing}");
+}
+
+#[tokio::test]
+async fn next_runs_follow_the_schedule() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "hourly", "command": "true", "schedule": "R3/2030-01-01T00:00:00Z/PT1H"}))
+        .await;
+    let (status, runs) = h.get("/v1/scheduler/job/hourly/next").await;
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(
+        runs,
+        json!([
+            "2030-01-01T00:00:00.000Z",
+            "2030-01-01T01:00:00.000Z",
+            "2030-01-01T02:00:00.000Z"
+        ])
+    );
+    let (_, two) = h.get("/v1/scheduler/job/hourly/next?count=2").await;
+    assert_eq!(two.as_array().map(Vec::len), Some(2), "{two}");
+    for bad in ["0", "1001", "x"] {
+        let (status, body) = h.get(&format!("/v1/scheduler/job/hourly/next?count={bad}")).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("'count'"), "{body}");
+    }
+    let (status, _) = h.get("/v1/scheduler/job/nope/next").await;
+    assert_eq!(status, 400);
+}
