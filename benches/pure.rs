@@ -10,6 +10,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kairos::graph::JobGraph;
+use kairos::graph::layout::{Activity, Node, NodeState, Outcome, SvgOptions, layout, render_svg};
 use kairos::placement::{Constraint, Offer, Resources, place};
 use kairos::schedule::{self, Schedule};
 
@@ -301,9 +302,92 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
+// The graph drawing: layout and SVG rendering of 1,000 jobs with 2,000 edges.
+/// Jobs and edges of the drawn graphs: two shapes from a seeded generator, `random` (a parent
+/// is any earlier job: long edges everywhere, the worst case) and `local` (a parent is one of the
+/// 30 jobs before, like long pipelines).
+const DRAWN_JOBS: usize = 1_000;
+const DRAWN_EDGES: usize = 2_000;
+
+fn layout_job_name(i: usize) -> String {
+    format!("team-{}-job-{i:04}", i % 17)
+}
+
+/// `DRAWN_JOBS` jobs with mixed states and `DRAWN_EDGES` distinct edges, each from a job to a later one at most `reach` jobs
+/// before it, so the graph is acyclic.
+fn dag(reach: usize) -> (Vec<Node>, Vec<(String, String)>) {
+    let mut rng = SplitMix64(0x6b61_6972_6f73);
+    let nodes = (0..DRAWN_JOBS)
+        .map(|i| Node {
+            name: layout_job_name(i),
+            state: NodeState {
+                outcome: [Outcome::Success, Outcome::Failure, Outcome::NeverRun][i % 3],
+                activity: [
+                    Activity::Idle,
+                    Activity::Idle,
+                    Activity::Running,
+                    Activity::Queued,
+                ][i % 4],
+                disabled: i % 23 == 0,
+            },
+        })
+        .collect();
+    let mut seen = HashSet::with_capacity(DRAWN_EDGES);
+    let mut edges = Vec::with_capacity(DRAWN_EDGES);
+    while edges.len() < DRAWN_EDGES {
+        let child = 1 + rng.below(DRAWN_JOBS - 1);
+        let parent = child - 1 - rng.below(child.min(reach));
+        if seen.insert((parent, child)) {
+            edges.push((layout_job_name(parent), layout_job_name(child)));
+        }
+    }
+    (nodes, edges)
+}
+
+fn bench_layout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("layout");
+    group.sample_size(20);
+    group.measurement_time(StdDuration::from_secs(4));
+    group.throughput(Throughput::Elements((DRAWN_JOBS + DRAWN_EDGES) as u64));
+    let opts = SvgOptions::default();
+    for (shape, reach) in [("random", DRAWN_JOBS), ("local", 30)] {
+        let (nodes, edges) = dag(reach);
+        let drawn = layout(&nodes, &edges).expect("an acyclic graph");
+        let svg = render_svg(&drawn, &opts);
+        let points: usize = drawn.edges.iter().map(|e| e.points.len()).sum();
+        eprintln!(
+            "layout/{shape}: {:.0}x{:.0} px, {points} edge points, svg {} bytes",
+            drawn.width,
+            drawn.height,
+            svg.len()
+        );
+        group.bench_with_input(
+            BenchmarkId::new("layout", shape),
+            &(&nodes, &edges),
+            |b, (nodes, edges)| b.iter(|| layout(black_box(nodes), black_box(edges))),
+        );
+        group.bench_with_input(BenchmarkId::new("render_svg", shape), &drawn, |b, drawn| {
+            b.iter(|| render_svg(black_box(drawn), black_box(&opts)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("both", shape),
+            &(&nodes, &edges),
+            |b, (nodes, edges)| {
+                b.iter(|| {
+                    render_svg(
+                        &layout(black_box(nodes), black_box(edges)).unwrap(),
+                        black_box(&opts),
+                    )
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_schedule, bench_graph, bench_placement
+    targets = bench_schedule, bench_graph, bench_placement, bench_layout
 }
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 pub mod dto;
 mod guard;
 mod tokens;
+mod ui;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -353,6 +354,8 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .or(v2)
         .unify()
         .or(metrics)
+        .unify()
+        .or(ui::routes(ctx.clone(), guard::reader(ctx.clone())))
         .unify()
         .recover(handle_rejection)
         .unify();
@@ -1303,40 +1306,9 @@ struct SvgQuery {
 }
 
 async fn graph_svg(q: SvgQuery, ctx: Ctx) -> Result<Response, Infallible> {
-    use crate::graph::layout;
     respond(
         async {
-            let focus = q.job.clone();
-            let input = ctx
-                .engine()?
-                .read(move |s| {
-                    let keep = focus.as_deref().map(|name| layout::neighbourhood(&s.graph, name));
-                    if keep.as_ref().is_some_and(std::collections::BTreeSet::is_empty) {
-                        return None;
-                    }
-                    Some(layout::graph_input(
-                        &s.graph,
-                        |name| keep.as_ref().is_none_or(|k| k.contains(name)),
-                        |name| node_state(s, name),
-                    ))
-                })
-                .await?;
-            let (nodes, edges) = input.ok_or_else(|| engine::Error::JobNotFound {
-                name: q.job.clone().unwrap_or_default(),
-            })?;
-            // Laying out a thousand jobs takes milliseconds: off the engine and the reactor.
-            let svg = tokio::task::spawn_blocking(move || {
-                let drawn = layout::layout(&nodes, &edges)?;
-                let options = layout::SvgOptions {
-                    link_prefix: "/jobs/".to_owned(),
-                    highlight: q.job,
-                    ..layout::SvgOptions::default()
-                };
-                Ok::<_, layout::Error>(layout::render_svg(&drawn, &options))
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("drawing the graph failed: {e}")))?
-            .map_err(|e| ApiError::internal(format!("drawing the graph failed: {e}")))?;
+            let svg = draw_graph(&ctx, q.job).await?;
             let mut response = Response::new(svg.into());
             response
                 .headers_mut()
@@ -1345,6 +1317,43 @@ async fn graph_svg(q: SvgQuery, ctx: Ctx) -> Result<Response, Infallible> {
         }
         .await,
     )
+}
+
+/// The graph as SVG, or one job's neighbourhood in it; for the route and the UI's graph page.
+async fn draw_graph(ctx: &Ctx, job: Option<String>) -> Result<String, ApiError> {
+    use crate::graph::layout;
+    let focus = job.clone();
+    let input = ctx
+        .engine()?
+        .read(move |s| {
+            let keep = focus.as_deref().map(|name| layout::neighbourhood(&s.graph, name));
+            if keep.as_ref().is_some_and(std::collections::BTreeSet::is_empty) {
+                return None;
+            }
+            Some(layout::graph_input(
+                &s.graph,
+                |name| keep.as_ref().is_none_or(|k| k.contains(name)),
+                |name| node_state(s, name),
+            ))
+        })
+        .await?;
+    let (nodes, edges) = input.ok_or_else(|| engine::Error::JobNotFound {
+        name: job.clone().unwrap_or_default(),
+    })?;
+    // Laying out a thousand jobs takes milliseconds: off the engine and the reactor.
+    let failed = |e: &dyn std::fmt::Display| ApiError::internal(format!("drawing the graph failed: {e}"));
+    tokio::task::spawn_blocking(move || {
+        let drawn = layout::layout(&nodes, &edges)?;
+        let options = layout::SvgOptions {
+            link_prefix: "/jobs/".to_owned(),
+            highlight: job,
+            ..layout::SvgOptions::default()
+        };
+        Ok::<_, layout::Error>(layout::render_svg(&drawn, &options))
+    })
+    .await
+    .map_err(|e| failed(&e))?
+    .map_err(|e| failed(&e))
 }
 
 /// How the graph colours a job: its last outcome, whether it runs or waits, and whether it is on.

@@ -298,6 +298,41 @@ impl Schedule {
             .unwrap_or((DateTime::<Utc>::MAX_UTC, None))
     }
 
+    /// The schedule in words, for people: "every hour from 1 Dec 2026 09:00 UTC, 7 runs left".
+    pub fn describe(&self) -> String {
+        let units = [
+            (self.period.years, "year"),
+            (self.period.months, "month"),
+            (self.period.weeks, "week"),
+            (self.period.days, "day"),
+            (self.period.hours, "hour"),
+            (self.period.minutes, "minute"),
+            (self.period.seconds, "second"),
+            (self.period.millis, "millisecond"),
+        ];
+        let parts: Vec<String> = units
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|&(n, unit)| {
+                if n == 1 {
+                    unit.to_owned()
+                } else {
+                    format!("{n} {unit}s")
+                }
+            })
+            .collect();
+        let start = self.start.format("%-d %b %Y %H:%M UTC");
+        let when = match (parts.is_empty(), self.repeat) {
+            (_, Some(0)) => return format!("no runs left (was from {start})"),
+            (true, _) | (false, Some(1)) => return format!("once at {start}"),
+            (false, _) => format!("every {} from {start}", parts.join(" ")),
+        };
+        match self.repeat {
+            Some(n) => format!("{when}, {n} runs left"),
+            None => when,
+        }
+    }
+
     /// The next `count` runs, from the schedule's next run on, as the scheduler will launch them
     /// if none is skipped; fewer when fewer runs remain or the end of time is reached.
     pub fn upcoming(&self, count: usize) -> Vec<DateTime<Utc>> {

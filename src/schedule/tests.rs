@@ -1034,3 +1034,29 @@ proptest! {
         prop_assert!(runs.windows(2).all(|w| w[0] < w[1]));
     }
 }
+
+#[test]
+fn schedules_read_as_words() {
+    let cases = [
+        (
+            "R7/2026-12-01T09:00:00Z/PT1H",
+            "every hour from 1 Dec 2026 09:00 UTC, 7 runs left",
+        ),
+        (
+            "R/2026-12-01T09:00:00Z/P1D",
+            "every day from 1 Dec 2026 09:00 UTC",
+        ),
+        (
+            "R/2026-12-01T09:00:00Z/P2DT30M",
+            "every 2 days 30 minutes from 1 Dec 2026 09:00 UTC",
+        ),
+        ("R1/2026-12-01T09:00:00Z/P1W", "once at 1 Dec 2026 09:00 UTC"),
+        (
+            "R0/2026-12-01T09:00:00Z/P1M",
+            "no runs left (was from 1 Dec 2026 09:00 UTC)",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(must_parse(text, "").describe(), want, "{text}");
+    }
+}

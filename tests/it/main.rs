@@ -8,6 +8,7 @@ mod lifecycle;
 mod readme;
 mod security;
 mod tls;
+mod ui;
 mod workers;
 
 use std::path::{Path, PathBuf};

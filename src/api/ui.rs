@@ -1,0 +1,500 @@
+//! The web UI's first pages, rendered on the server: jobs (`/`), one job (`/jobs/<name>`) and the
+//! graph (`/graph`). They sit behind the same guard as the API (read role), so with credentials
+//! on a browser asks for them with its own Basic prompt until the login form exists.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use warp::Filter;
+use warp::http::HeaderValue;
+use warp::http::header;
+use warp::reply::Response;
+
+use super::{ApiError, Ctx, Segment, respond, with_ctx};
+use crate::engine::{JobEntry, State};
+
+/// Rows per page unless the page asks for another size, and the most it may ask for.
+const PAGE_ROWS: usize = 50;
+const MAX_PAGE_ROWS: usize = 500;
+
+/// The pages, for `api::routes` to put in front of everything but the API.
+pub(super) fn routes(
+    ctx: Ctx,
+    read: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+) -> warp::filters::BoxedFilter<(Response,)> {
+    let jobs = warp::path::end()
+        .and(warp::get())
+        .and(read.clone())
+        .and(warp::query::<JobsQuery>())
+        .and(with_ctx(ctx.clone()))
+        .and_then(jobs_page);
+    let job = warp::path!("jobs" / Segment)
+        .and(warp::get())
+        .and(read.clone())
+        .and(with_ctx(ctx.clone()))
+        .and_then(job_page);
+    let graph = warp::path!("graph")
+        .and(warp::get())
+        .and(read)
+        .and(warp::query::<GraphQuery>())
+        .and(with_ctx(ctx))
+        .and_then(graph_page);
+    jobs.or(job).unify().or(graph).unify().boxed()
+}
+
+/// `/?q=&state=&outcome=&sort=&desc=&page=&rows=&partial=`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct JobsQuery {
+    #[serde(default)]
+    q: String,
+    state: Option<String>,
+    outcome: Option<String>,
+    sort: Option<String>,
+    #[serde(default)]
+    desc: bool,
+    page: Option<usize>,
+    rows: Option<usize>,
+    /// Only the table, for the page's own refresh.
+    #[serde(default)]
+    partial: bool,
+}
+
+/// What the jobs table shows of one job.
+struct JobRow {
+    name: String,
+    when: String,
+    next: String,
+    state: String,
+    outcome: &'static str,
+    last: String,
+    successes: u64,
+    errors: u64,
+    owner: String,
+    disabled: bool,
+}
+
+const SORTS: [&str; 7] = ["name", "next", "state", "outcome", "successes", "errors", "owner"];
+
+fn state_of(s: &State, name: &str, entry: &JobEntry) -> &'static str {
+    if !entry.running.is_empty() {
+        "running"
+    } else if !entry.queue.is_empty() || s.retrying.values().any(|job| job == name) {
+        "queued"
+    } else {
+        "idle"
+    }
+}
+
+fn row(s: &State, entry: &JobEntry) -> JobRow {
+    let job = &entry.job;
+    let when = match &entry.schedule {
+        Some(schedule) => schedule.describe(),
+        None => format!("after {}", job.parents().join(", ")),
+    };
+    let next = entry
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_run())
+        .filter(|_| !job.disabled)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    let outcome = job.last_status();
+    let last = match outcome {
+        "success" => readable(&job.last_success),
+        "failure" => readable(&job.last_error),
+        _ => String::new(),
+    };
+    JobRow {
+        name: job.name.clone(),
+        when,
+        next,
+        state: state_of(s, &job.name, entry).to_owned(),
+        outcome,
+        last,
+        successes: job.success_count,
+        errors: job.error_count,
+        owner: job.owner.clone(),
+        disabled: job.disabled,
+    }
+}
+
+/// One page of matching jobs and how many match. The filters and the sort look at every job,
+/// but only the page's rows are built, so 100,000 jobs cost a scan and a sort of references.
+fn select(s: &State, q: &JobsQuery, rows: usize, page: usize) -> (Vec<JobRow>, usize) {
+    let needle = q.q.trim().to_lowercase();
+    let mut found: Vec<&JobEntry> = s
+        .jobs
+        .values()
+        .filter(|e| {
+            needle.is_empty()
+                || e.search_name.contains(&needle)
+                || e.search_command.contains(&needle)
+                || e.job.owner.to_lowercase().contains(&needle)
+        })
+        .filter(|e| {
+            q.state
+                .as_deref()
+                .is_none_or(|want| want.is_empty() || state_of(s, &e.job.name, e) == want)
+        })
+        .filter(|e| {
+            q.outcome
+                .as_deref()
+                .is_none_or(|want| want.is_empty() || e.job.last_status() == want)
+        })
+        .collect();
+    let next = |e: &JobEntry| e.schedule.as_ref().and_then(|s| s.next_run());
+    match q.sort.as_deref().unwrap_or("name") {
+        "next" => found.sort_by_key(|e| (next(e).is_none(), next(e))),
+        "state" => found.sort_by_key(|e| state_of(s, &e.job.name, e)),
+        "outcome" => found.sort_by_key(|e| e.job.last_status()),
+        "successes" => found.sort_by_key(|e| e.job.success_count),
+        "errors" => found.sort_by_key(|e| e.job.error_count),
+        "owner" => found.sort_by(|a, b| a.job.owner.cmp(&b.job.owner)),
+        _ => found.sort_by(|a, b| a.job.name.cmp(&b.job.name)),
+    }
+    if q.desc {
+        found.reverse();
+    }
+    let total = found.len();
+    let page_rows = found
+        .into_iter()
+        .skip(page.saturating_mul(rows))
+        .take(rows)
+        .map(|e| row(s, e))
+        .collect();
+    (page_rows, total)
+}
+
+async fn jobs_page(q: JobsQuery, ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let rows = q.rows.unwrap_or(PAGE_ROWS).clamp(1, MAX_PAGE_ROWS);
+            if let Some(sort) = q.sort.as_deref().filter(|s| !SORTS.contains(s)) {
+                return Err(ApiError::bad_request(format!(
+                    "field 'sort': '{sort}' is not one of {}",
+                    SORTS.join(", ")
+                )));
+            }
+            let page = q.page.unwrap_or(1).max(1) - 1;
+            let partial = q.partial;
+            let (table, total) = ctx
+                .engine()?
+                .read(move |s| {
+                    let (found, total) = select(s, &q, rows, page);
+                    (jobs_table(&found, total, &q, rows, page), total)
+                })
+                .await?;
+            if partial {
+                return Ok(html(table));
+            }
+            let body = format!(
+                r#"<form class="filters" role="search" method="get" action="/">
+<label>Search <input type="search" name="q" placeholder="name, command or owner" autofocus></label>
+<label>State <select name="state"><option value="">any</option><option>idle</option><option>queued</option><option>running</option></select></label>
+<label>Last outcome <select name="outcome"><option value="">any</option><option>success</option><option>failure</option><option value="fresh">never run</option></select></label>
+<button type="submit">Filter</button>
+</form>
+<div id="jobs" data-refresh="5000">{table}</div>
+<p class="muted">{total} jobs match. The table refreshes itself every 5 seconds.</p>"#
+            );
+            Ok(html(page_html("Jobs", &body)))
+        }
+        .await,
+    )
+}
+
+/// The table and its pager; the page's script swaps it in place.
+fn jobs_table(rows: &[JobRow], total: usize, q: &JobsQuery, per: usize, page: usize) -> String {
+    let link = |sort: &str, desc: bool, page: usize| {
+        let mut url = format!("/?q={}&sort={sort}&page={}&rows={per}", encode(&q.q), page + 1);
+        for (key, value) in [("state", &q.state), ("outcome", &q.outcome)] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                let _ = write!(url, "&{key}={}", encode(v));
+            }
+        }
+        if desc {
+            url.push_str("&desc=true");
+        }
+        url
+    };
+    let sort = q.sort.as_deref().unwrap_or("name");
+    let mut out = String::from("<table><thead><tr>");
+    for (key, title) in [
+        ("name", "Name"),
+        ("", "Schedule"),
+        ("next", "Next run"),
+        ("state", "State"),
+        ("outcome", "Last outcome"),
+        ("successes", "Successes"),
+        ("errors", "Errors"),
+        ("owner", "Owner"),
+    ] {
+        if key.is_empty() {
+            let _ = write!(out, "<th scope=\"col\">{title}</th>");
+            continue;
+        }
+        let active = key == sort;
+        let mark = match (active, q.desc) {
+            (true, false) => " ▲",
+            (true, true) => " ▼",
+            _ => "",
+        };
+        let aria = match (active, q.desc) {
+            (true, false) => " aria-sort=\"ascending\"",
+            (true, true) => " aria-sort=\"descending\"",
+            _ => "",
+        };
+        let _ = write!(
+            out,
+            "<th scope=\"col\"{aria}><a href=\"{}\">{title}{mark}</a></th>",
+            esc(&link(key, active && !q.desc, 0))
+        );
+    }
+    out.push_str("</tr></thead><tbody>");
+    if rows.is_empty() {
+        out.push_str("<tr><td colspan=\"8\" class=\"empty\">No jobs match. Create one with <code>POST /v1/scheduler/iso8601</code>.</td></tr>");
+    }
+    for r in rows {
+        let disabled = if r.disabled {
+            " <span class=\"tag\">disabled</span>"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\"><a href=\"/jobs/{name}\">{name}</a>{disabled}</th><td>{when}</td><td class=\"time\">{next}</td>\
+             <td><span class=\"state {state}\">{state}</span></td><td><span class=\"outcome {outcome}\">{outcome_text}</span> <span class=\"muted\">{last}</span></td>\
+             <td class=\"num\">{successes}</td><td class=\"num\">{errors}</td><td>{owner}</td></tr>",
+            name = esc(&r.name),
+            when = esc(&r.when),
+            next = esc(&r.next),
+            state = r.state,
+            outcome = r.outcome,
+            outcome_text = if r.outcome == "fresh" {
+                "never run"
+            } else {
+                r.outcome
+            },
+            last = esc(&r.last),
+            successes = r.successes,
+            errors = r.errors,
+            owner = esc(&r.owner),
+        );
+    }
+    out.push_str("</tbody></table>");
+    let pages = total.div_ceil(per).max(1);
+    let _ = write!(out, "<nav class=\"pager\" aria-label=\"Pages\">");
+    if page > 0 {
+        let _ = write!(
+            out,
+            "<a rel=\"prev\" href=\"{}\">← Previous</a>",
+            esc(&link(sort, q.desc, page - 1))
+        );
+    }
+    let _ = write!(out, " <span>Page {} of {pages}</span> ", page + 1);
+    if page + 1 < pages {
+        let _ = write!(
+            out,
+            "<a rel=\"next\" href=\"{}\">Next →</a>",
+            esc(&link(sort, q.desc, page + 1))
+        );
+    }
+    out.push_str("</nav>");
+    out
+}
+
+async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let lookup = name.clone();
+            let found = ctx
+                .engine()?
+                .read(move |s| {
+                    s.jobs.get(&lookup).map(|e| {
+                        let definition = serde_json::to_string_pretty(&e.job).unwrap_or_default();
+                        let next = e.schedule.as_ref().map(|s| s.upcoming(10)).unwrap_or_default();
+                        (row(s, e), definition, next)
+                    })
+                })
+                .await?;
+            let Some((r, definition, next)) = found else {
+                return Err(crate::engine::Error::JobNotFound { name }.into());
+            };
+            let tasks = ctx.engine()?.history(name.clone(), 20).await?;
+            let mut body = format!(
+                "<p><span class=\"state {state}\">{state}</span> · {when} · last outcome <span class=\"outcome {outcome}\">{outcome}</span> {last}</p>",
+                state = r.state,
+                when = esc(&r.when),
+                outcome = r.outcome,
+                last = esc(&r.last)
+            );
+            body.push_str("<h2>Next runs</h2>");
+            if next.is_empty() {
+                body.push_str("<p class=\"muted\">None scheduled: it runs after its parents, or has no runs left.</p>");
+            } else {
+                body.push_str("<ol class=\"next\">");
+                for t in next {
+                    let _ = write!(body, "<li><time datetime=\"{}\">{}</time></li>", crate::clock::iso(t), t.format("%a %-d %b %Y %H:%M:%S UTC"));
+                }
+                body.push_str("</ol>");
+            }
+            body.push_str("<h2>Recent tasks</h2><table><thead><tr><th scope=\"col\">Task</th><th scope=\"col\">State</th><th scope=\"col\">Worker</th><th scope=\"col\">Started</th><th scope=\"col\">Duration</th><th scope=\"col\">Exit</th><th scope=\"col\">Message</th></tr></thead><tbody>");
+            if tasks.is_empty() {
+                body.push_str("<tr><td colspan=\"7\" class=\"empty\">No tasks yet.</td></tr>");
+            }
+            for t in &tasks {
+                let started = t.started_ms.map(|ms| crate::clock::from_millis(ms).format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+                let duration = match (t.started_ms, t.finished_ms) {
+                    (Some(s), Some(f)) => format!("{:.3} s", (f - s) as f64 / 1000.0),
+                    _ => String::new(),
+                };
+                let _ = write!(
+                    body,
+                    "<tr><td><code>{id}</code></td><td><span class=\"state {st}\">{st}</span></td><td>{worker}</td><td>{started}</td><td class=\"num\">{duration}</td><td class=\"num\">{exit}</td><td>{message}</td></tr>",
+                    id = esc(&t.id),
+                    st = t.state.as_str(),
+                    worker = esc(&t.worker),
+                    exit = t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    message = esc(&t.message),
+                );
+            }
+            body.push_str("</tbody></table>");
+            let _ = write!(
+                body,
+                "<h2>Place in the graph</h2><p><a href=\"/graph?job={0}\">Its ancestors and descendants</a></p><h2>Definition</h2><pre>{1}</pre>",
+                encode(&name),
+                esc(&definition)
+            );
+            Ok(html(page_html(&name, &body)))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct GraphQuery {
+    job: Option<String>,
+}
+
+async fn graph_page(q: GraphQuery, ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let svg = super::draw_graph(&ctx, q.job.clone()).await?;
+            let title = match &q.job {
+                Some(job) => format!("Graph around {job}"),
+                None => "Graph".to_owned(),
+            };
+            let body = format!(
+                "<p class=\"muted\">Each job links to its page. <a href=\"/v1/scheduler/graph/svg\">The picture alone</a>.</p><div class=\"graph\">{svg}</div>"
+            );
+            Ok(html(page_html(&title, &body)))
+        }
+        .await,
+    )
+}
+
+/// The one layout every page shares.
+fn page_html(title: &str, body: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark"><title>{title} · kairos</title><style>{STYLE}</style></head>
+<body><header><a class="brand" href="/">kairos</a><nav aria-label="Main"><a href="/">Jobs</a><a href="/graph">Graph</a></nav></header>
+<main><h1>{title}</h1>
+{body}</main><script>{SCRIPT}</script></body></html>"#,
+        title = esc(title)
+    )
+}
+
+const STYLE: &str = "
+:root{--bg:#fff;--fg:#1d2330;--muted:#5d6778;--line:#dde2ea;--head:#f4f6f9;--link:#1f5fbf;--ok:#1d7a3a;--bad:#b42318;--run:#175cd3;--wait:#a15c07}
+@media (prefers-color-scheme:dark){:root{--bg:#14171c;--fg:#e6e9ef;--muted:#9aa4b2;--line:#2c323c;--head:#1c2027;--link:#7cb0ff;--ok:#5cc97c;--bad:#ff7b72;--run:#7cb0ff;--wait:#f5b84c}}
+*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif}
+header{display:flex;gap:2rem;align-items:center;padding:.6rem 1.5rem;border-bottom:1px solid var(--line);background:var(--head)}
+header nav{display:flex;gap:1.2rem}.brand{font-weight:700;font-size:1.1rem}
+a{color:var(--link)}a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible{outline:3px solid var(--link);outline-offset:2px}
+main{padding:1rem 1.5rem;max-width:110rem}h1{font-size:1.5rem;margin:.3rem 0 1rem}h2{font-size:1.15rem;margin-top:1.6rem}
+.filters{display:flex;flex-wrap:wrap;gap:1rem;align-items:end;margin-bottom:1rem}.filters label{display:flex;flex-direction:column;font-size:.85rem;color:var(--muted)}
+input,select,button{font:inherit;padding:.35rem .5rem;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg)}button{cursor:pointer;background:var(--head)}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid var(--line);vertical-align:top}
+thead th{background:var(--head);font-size:.85rem;white-space:nowrap}thead th a{color:var(--fg);text-decoration:none}tbody th{font-weight:600;white-space:nowrap}.time{white-space:nowrap}
+.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:var(--muted)}.empty{text-align:center;color:var(--muted);padding:2rem}
+.state,.outcome,.tag{display:inline-block;padding:0 .45rem;border-radius:999px;font-size:.8rem;border:1px solid currentColor}
+.state.running{color:var(--run)}.state.queued{color:var(--wait)}.state.idle{color:var(--muted)}.outcome.success,.state.finished{color:var(--ok)}.outcome.failure,.state.failed{color:var(--bad)}.outcome.fresh,.tag{color:var(--muted)}
+.pager{display:flex;gap:1rem;justify-content:center;padding:1rem}pre{background:var(--head);padding:1rem;border-radius:6px;overflow:auto}
+.graph{overflow:auto;border:1px solid var(--line);border-radius:6px;max-height:80vh}.next{columns:2}
+";
+
+/// Refreshes a block marked `data-refresh` in place, without reloading the page.
+const SCRIPT: &str = "
+for (const el of document.querySelectorAll('[data-refresh]')) {
+  const every = Number(el.dataset.refresh);
+  setInterval(async () => {
+    if (document.hidden) return;
+    const url = new URL(location.href); url.searchParams.set('partial', 'true');
+    try { const r = await fetch(url, {credentials: 'same-origin'}); if (r.ok) el.innerHTML = await r.text(); } catch (_) {}
+  }, every);
+}
+for (const [key, value] of new URLSearchParams(location.search)) {
+  const field = document.querySelector(`.filters [name=${key}]`); if (field) field.value = value;
+}
+";
+
+/// A stored ISO 8601 instant (`2026-11-30T22:20:22.574Z`) as the tables show instants.
+fn readable(iso: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(iso)
+        .map(|t| t.to_utc().format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| iso.to_owned())
+}
+
+fn html(body: String) -> Response {
+    let mut response = Response::new(body.into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// Text for HTML, in element content and in quoted attributes alike.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A query value, percent-encoded (all but unreserved characters).
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_for_html_and_urls() {
+        assert_eq!(esc(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(readable("2026-11-30T22:20:22.574Z"), "2026-11-30 22:20:22 UTC");
+        assert_eq!(readable("not a time"), "not a time");
+    }
+}
