@@ -232,11 +232,15 @@ fn json_reply(value: &impl serde::Serialize) -> Response {
 }
 
 fn text(body: String) -> Response {
+    typed(body, "text/plain; charset=utf-8")
+}
+
+/// A body with its `Content-Type`.
+fn typed(body: String, content_type: &'static str) -> Response {
     let mut response = Response::new(body.into());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -1306,17 +1310,7 @@ struct SvgQuery {
 }
 
 async fn graph_svg(q: SvgQuery, ctx: Ctx) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let svg = draw_graph(&ctx, q.job).await?;
-            let mut response = Response::new(svg.into());
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
-            Ok(response)
-        }
-        .await,
-    )
+    respond(async { Ok(typed(draw_graph(&ctx, q.job).await?, "image/svg+xml")) }.await)
 }
 
 /// The graph as SVG, or one job's neighbourhood in it; for the route and the UI's graph page.

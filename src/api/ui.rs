@@ -7,8 +7,6 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 use warp::Filter;
-use warp::http::HeaderValue;
-use warp::http::header;
 use warp::reply::Response;
 
 use super::{ApiError, Ctx, Segment, respond, with_ctx};
@@ -449,12 +447,7 @@ fn readable(iso: &str) -> String {
 }
 
 fn html(body: String) -> Response {
-    let mut response = Response::new(body.into());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+    super::typed(body, "text/html; charset=utf-8")
 }
 
 /// Text for HTML, in element content and in quoted attributes alike.
