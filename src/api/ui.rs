@@ -1,5 +1,5 @@
-//! The web UI's first pages, rendered on the server: jobs (`/`), one job (`/jobs/<name>`) and the
-//! graph (`/graph`). They sit behind the same guard as the API (read role), so with credentials
+//! The web UI's first pages, rendered on the server: jobs (`/`), one job (`/jobs/<name>`), the
+//! graph (`/graph`), workers (`/workers`) and what waits (`/queue`). They sit behind the same guard as the API (read role), so with credentials
 //! on a browser asks for them with its own Basic prompt until the login form exists.
 
 use std::convert::Infallible;
@@ -34,11 +34,29 @@ pub(super) fn routes(
         .and_then(job_page);
     let graph = warp::path!("graph")
         .and(warp::get())
-        .and(read)
+        .and(read.clone())
         .and(warp::query::<GraphQuery>())
-        .and(with_ctx(ctx))
+        .and(with_ctx(ctx.clone()))
         .and_then(graph_page);
-    jobs.or(job).unify().or(graph).unify().boxed()
+    let workers = warp::path!("workers")
+        .and(warp::get())
+        .and(read.clone())
+        .and(with_ctx(ctx.clone()))
+        .and_then(workers_page);
+    let queue = warp::path!("queue")
+        .and(warp::get())
+        .and(read)
+        .and(with_ctx(ctx))
+        .and_then(queue_page);
+    jobs.or(job)
+        .unify()
+        .or(graph)
+        .unify()
+        .or(workers)
+        .unify()
+        .or(queue)
+        .unify()
+        .boxed()
 }
 
 /// `/?q=&state=&outcome=&sort=&desc=&page=&rows=&partial=`.
@@ -392,13 +410,120 @@ async fn graph_page(q: GraphQuery, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
+/// A bar for `used` of `total`, with the figures in words for screen readers and in the title.
+fn bar(label: &str, used: f64, total: f64, unit: &str) -> String {
+    let share = if total > 0.0 {
+        (used / total).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let words = format!("{label}: {used:.1} of {total:.1}{unit} used");
+    format!(
+        "<div class=\"bar\" role=\"img\" aria-label=\"{words}\" title=\"{words}\"><span class=\"fill\" style=\"width:{:.1}%\"></span><span class=\"what\">{label} {used:.1} / {total:.1}{unit}</span></div>",
+        share * 100.0
+    )
+}
+
+async fn workers_page(ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let table = ctx
+                .engine()?
+                .read(|s| {
+                    let mut out = String::from("<table><thead><tr><th scope=\"col\">Worker</th><th scope=\"col\">State</th><th scope=\"col\">Resources</th><th scope=\"col\">Attributes</th><th scope=\"col\">Last heartbeat</th><th scope=\"col\">Running tasks</th></tr></thead><tbody>");
+                    if s.workers.is_empty() {
+                        out.push_str("<tr><td colspan=\"6\" class=\"empty\">No workers. Start one with <code>kairos agent</code>, or run the server without <code>--no-local-worker</code>.</td></tr>");
+                    }
+                    for w in s.workers.values() {
+                        let attributes: Vec<String> = w.attributes.iter().map(|(k, v)| format!("{}={}", esc(k), esc(v))).collect();
+                        let tasks: Vec<String> = w.tasks.iter().map(|t| format!("<code>{}</code>", esc(t))).collect();
+                        let _ = write!(
+                            out,
+                            "<tr><th scope=\"row\">{name}{local}<div class=\"muted\">{host}</div></th><td><span class=\"state {st}\">{st}</span></td><td>{cpus}{mem}{disk}</td><td>{attrs}</td><td class=\"time\">{beat}</td><td>{tasks}</td></tr>",
+                            name = esc(&w.name),
+                            local = if w.is_local() { " <span class=\"tag\">built-in</span>" } else { "" },
+                            host = esc(&w.hostname),
+                            st = w.state.as_str(),
+                            cpus = bar("cpus", w.used.cpus, w.total.cpus, ""),
+                            mem = bar("mem", w.used.mem, w.total.mem, " MB"),
+                            disk = bar("disk", w.used.disk, w.total.disk, " MB"),
+                            attrs = attributes.join("<br>"),
+                            beat = w.last_heartbeat.format("%Y-%m-%d %H:%M:%S UTC"),
+                            tasks = tasks.join("<br>"),
+                        );
+                    }
+                    out.push_str("</tbody></table>");
+                    out
+                })
+                .await?;
+            Ok(html(page_html("Workers", &table)))
+        }
+        .await,
+    )
+}
+
+async fn queue_page(ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let table = ctx
+                .engine()?
+                .read(|s| {
+                    let mut out = String::from("<table><thead><tr><th scope=\"col\">Job</th><th scope=\"col\">Task</th><th scope=\"col\">Due</th><th scope=\"col\">Why it waits</th></tr></thead><tbody>");
+                    let mut rows = 0;
+                    for entry in s.jobs.values() {
+                        for (i, id) in entry.queue.iter().enumerate() {
+                            let why = match (&entry.waiting, i) {
+                                (Some(reason), 0) => reason.to_string(),
+                                _ if !entry.running.is_empty() && !entry.job.concurrent => "its job's task is still running, and the job is not concurrent".to_owned(),
+                                (_, 0) => "starting".to_owned(),
+                                _ => "behind an earlier task of its job".to_owned(),
+                            };
+                            rows += 1;
+                            let _ = write!(out, "{}", queue_row(&entry.job.name, id, s, &why));
+                        }
+                    }
+                    for (id, job) in &s.retrying {
+                        rows += 1;
+                        let _ = write!(out, "{}", queue_row(job, id, s, "a retry, waiting for its time"));
+                    }
+                    if rows == 0 {
+                        out.push_str("<tr><td colspan=\"4\" class=\"empty\">Nothing waits: every task due has started.</td></tr>");
+                    }
+                    out.push_str("</tbody></table>");
+                    out
+                })
+                .await?;
+            Ok(html(page_html("Queue", &table)))
+        }
+        .await,
+    )
+}
+
+fn queue_row(job: &str, id: &crate::job::TaskId, s: &State, why: &str) -> String {
+    let due = s
+        .tasks
+        .get(id)
+        .map(|t| {
+            crate::clock::from_millis(t.record.due_ms)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_default();
+    format!(
+        "<tr><th scope=\"row\"><a href=\"/jobs/{job}\">{job}</a></th><td><code>{id}</code></td><td class=\"time\">{due}</td><td>{why}</td></tr>",
+        job = esc(job),
+        id = esc(id),
+        why = esc(why)
+    )
+}
+
 /// The one layout every page shares.
 fn page_html(title: &str, body: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark"><title>{title} · kairos</title><style>{STYLE}</style></head>
-<body><header><a class="brand" href="/">kairos</a><nav aria-label="Main"><a href="/">Jobs</a><a href="/graph">Graph</a></nav></header>
+<body><header><a class="brand" href="/">kairos</a><nav aria-label="Main"><a href="/">Jobs</a><a href="/graph">Graph</a><a href="/workers">Workers</a><a href="/queue">Queue</a></nav></header>
 <main><h1>{title}</h1>
 {body}</main><script>{SCRIPT}</script></body></html>"#,
         title = esc(title)
@@ -421,6 +546,9 @@ thead th{background:var(--head);font-size:.85rem;white-space:nowrap}thead th a{c
 .state,.outcome,.tag{display:inline-block;padding:0 .45rem;border-radius:999px;font-size:.8rem;border:1px solid currentColor}
 .state.running{color:var(--run)}.state.queued{color:var(--wait)}.state.idle{color:var(--muted)}.outcome.success,.state.finished{color:var(--ok)}.outcome.failure,.state.failed{color:var(--bad)}.outcome.fresh,.tag{color:var(--muted)}
 .pager{display:flex;gap:1rem;justify-content:center;padding:1rem}pre{background:var(--head);padding:1rem;border-radius:6px;overflow:auto}
+.bar{position:relative;min-width:14rem;height:1.35rem;margin:.15rem 0;border:1px solid var(--line);border-radius:4px;overflow:hidden}
+.bar .fill{position:absolute;inset:0 auto 0 0;background:color-mix(in srgb,var(--run) 25%,transparent)}.bar .what{position:relative;padding:0 .4rem;font-size:.8rem;font-variant-numeric:tabular-nums}
+.state.active{color:var(--ok)}.state.lost{color:var(--bad)}
 .graph{overflow:auto;border:1px solid var(--line);border-radius:6px;max-height:80vh}.next{columns:2}
 ";
 

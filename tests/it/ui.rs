@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::Harness;
+use crate::{Harness, wait_until};
 
 async fn page(h: &Harness, path: &str) -> String {
     let response = h.client.get(h.url(path)).send().await.expect("request");
@@ -119,4 +119,45 @@ async fn a_job_page_shows_its_runs_to_come_its_tasks_and_its_graph() {
             && graph.contains("href=\"/jobs/parent\"")
             && graph.contains("href=\"/jobs/child\"")
     );
+}
+
+#[tokio::test]
+async fn the_workers_page_shows_resources_and_the_queue_page_says_why_tasks_wait() {
+    let h = Harness::start().await;
+    // Larger than any worker: it waits, and the queue page says why.
+    h.create(
+        json!({"name": "huge", "command": "true", "cpus": 100000, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    )
+    .await;
+    assert_eq!(h.put("/v1/scheduler/job/huge", None).await.0, 204);
+    h.create(json!({"name": "sleeper", "command": "sleep 30", "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    assert_eq!(h.put("/v1/scheduler/job/sleeper", None).await.0, 204);
+    wait_until("the sleeper runs", async || {
+        h.summary("sleeper").await["state"] == "1 running"
+    })
+    .await;
+
+    let workers = page(&h, "/workers").await;
+    assert!(
+        workers.contains("built-in") && workers.contains("state active"),
+        "{workers}"
+    );
+    assert!(
+        workers.contains("aria-label=\"cpus: 0.1 of"),
+        "the sleeper's cpus are used: {workers}"
+    );
+    assert!(workers.contains(":sleeper:"), "its task is listed: {workers}");
+
+    let queue = page(&h, "/queue").await;
+    assert!(queue.contains("href=\"/jobs/huge\""), "{queue}");
+    assert!(
+        queue.contains("cpus"),
+        "the reason names what is missing: {queue}"
+    );
+    assert!(
+        !queue.contains("href=\"/jobs/sleeper\""),
+        "a running task does not wait: {queue}"
+    );
+    assert_eq!(h.delete("/v1/scheduler/task/kill/sleeper").await.0, 204);
 }
