@@ -2,6 +2,7 @@
 //! graph (`/graph`), workers (`/workers`) and what waits (`/queue`). They sit behind the same guard as the API (read role), so with credentials
 //! on a browser asks for them with its own Basic prompt until the login form exists.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 
@@ -92,17 +93,23 @@ struct JobRow {
 
 const SORTS: [&str; 7] = ["name", "next", "state", "outcome", "successes", "errors", "owner"];
 
-fn state_of(s: &State, name: &str, entry: &JobEntry) -> &'static str {
+/// The jobs with a retry pending, gathered once per request: filtering or sorting by state
+/// looks at every job.
+fn retrying(s: &State) -> HashSet<&str> {
+    s.retrying.values().map(String::as_str).collect()
+}
+
+fn state_of(retrying: &HashSet<&str>, entry: &JobEntry) -> &'static str {
     if !entry.running.is_empty() {
         "running"
-    } else if !entry.queue.is_empty() || s.retrying.values().any(|job| job == name) {
+    } else if !entry.queue.is_empty() || retrying.contains(entry.job.name.as_str()) {
         "queued"
     } else {
         "idle"
     }
 }
 
-fn row(s: &State, entry: &JobEntry) -> JobRow {
+fn row(retrying: &HashSet<&str>, entry: &JobEntry) -> JobRow {
     let job = &entry.job;
     let when = match &entry.schedule {
         Some(schedule) => schedule.describe(),
@@ -125,7 +132,7 @@ fn row(s: &State, entry: &JobEntry) -> JobRow {
         name: job.name.clone(),
         when,
         next,
-        state: state_of(s, &job.name, entry).to_owned(),
+        state: state_of(retrying, entry).to_owned(),
         outcome,
         last,
         successes: job.success_count,
@@ -139,6 +146,7 @@ fn row(s: &State, entry: &JobEntry) -> JobRow {
 /// but only the page's rows are built, so 100,000 jobs cost a scan and a sort of references.
 fn select(s: &State, q: &JobsQuery, rows: usize, page: usize) -> (Vec<JobRow>, usize) {
     let needle = q.q.trim().to_lowercase();
+    let retrying = retrying(s);
     let mut found: Vec<&JobEntry> = s
         .jobs
         .values()
@@ -146,12 +154,12 @@ fn select(s: &State, q: &JobsQuery, rows: usize, page: usize) -> (Vec<JobRow>, u
             needle.is_empty()
                 || e.search_name.contains(&needle)
                 || e.search_command.contains(&needle)
-                || e.job.owner.to_lowercase().contains(&needle)
+                || contains_ignoring_case(&e.job.owner, &needle)
         })
         .filter(|e| {
             q.state
                 .as_deref()
-                .is_none_or(|want| want.is_empty() || state_of(s, &e.job.name, e) == want)
+                .is_none_or(|want| want.is_empty() || state_of(&retrying, e) == want)
         })
         .filter(|e| {
             q.outcome
@@ -162,7 +170,7 @@ fn select(s: &State, q: &JobsQuery, rows: usize, page: usize) -> (Vec<JobRow>, u
     let next = |e: &JobEntry| e.schedule.as_ref().and_then(|s| s.next_run());
     match q.sort.as_deref().unwrap_or("name") {
         "next" => found.sort_by_key(|e| (next(e).is_none(), next(e))),
-        "state" => found.sort_by_key(|e| state_of(s, &e.job.name, e)),
+        "state" => found.sort_by_key(|e| state_of(&retrying, e)),
         "outcome" => found.sort_by_key(|e| e.job.last_status()),
         "successes" => found.sort_by_key(|e| e.job.success_count),
         "errors" => found.sort_by_key(|e| e.job.error_count),
@@ -177,7 +185,7 @@ fn select(s: &State, q: &JobsQuery, rows: usize, page: usize) -> (Vec<JobRow>, u
         .into_iter()
         .skip(page.saturating_mul(rows))
         .take(rows)
-        .map(|e| row(s, e))
+        .map(|e| row(&retrying, e))
         .collect();
     (page_rows, total)
 }
@@ -330,7 +338,7 @@ async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallib
                     s.jobs.get(&lookup).map(|e| {
                         let definition = serde_json::to_string_pretty(&e.job).unwrap_or_default();
                         let next = e.schedule.as_ref().map(|s| s.upcoming(10)).unwrap_or_default();
-                        (row(s, e), definition, next)
+                        (row(&retrying(s), e), definition, next)
                     })
                 })
                 .await?;
@@ -578,6 +586,16 @@ fn html(body: String) -> Response {
     super::typed(body, "text/html; charset=utf-8")
 }
 
+/// Whether `text` contains `lowercase_needle`, ignoring case, without allocating for ASCII text.
+fn contains_ignoring_case(text: &str, lowercase_needle: &str) -> bool {
+    if text.is_ascii() && lowercase_needle.is_ascii() {
+        let (hay, needle) = (text.as_bytes(), lowercase_needle.as_bytes());
+        needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    } else {
+        text.to_lowercase().contains(lowercase_needle)
+    }
+}
+
 /// Text for HTML, in element content and in quoted attributes alike.
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -617,5 +635,14 @@ mod tests {
         assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
         assert_eq!(readable("2026-11-30T22:20:22.574Z"), "2026-11-30 22:20:22 UTC");
         assert_eq!(readable("not a time"), "not a time");
+        for (text, needle, want) in [
+            ("Ops@Example.com", "ops@ex", true),
+            ("ops", "", true),
+            ("data", "ops", false),
+            ("Ärger", "är", true),
+            ("ab", "abc", false),
+        ] {
+            assert_eq!(contains_ignoring_case(text, needle), want, "{text} / {needle}");
+        }
     }
 }
