@@ -278,17 +278,6 @@ impl Serialize for TaskId {
     }
 }
 
-impl<'de> Deserialize<'de> for TaskId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TaskId, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        TaskId::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "'{text}' is not a task id (ct:<due>:<attempt>:<job>:<arguments>)"
-            ))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

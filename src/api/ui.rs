@@ -62,7 +62,7 @@ pub(super) fn routes(
 
 /// `/?q=&state=&outcome=&sort=&desc=&page=&rows=&partial=`.
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct JobsQuery {
+struct JobsQuery {
     #[serde(default)]
     q: String,
     state: Option<String>,
@@ -397,7 +397,7 @@ async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallib
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct GraphQuery {
+struct GraphQuery {
     job: Option<String>,
 }
 
