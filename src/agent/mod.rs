@@ -11,6 +11,7 @@ use crate::executor::Outcome;
 use crate::executor::docker::Container;
 use crate::executor::docker::VolumeSpec;
 use crate::executor::fetch::FetchSpec;
+use crate::executor::live::Stream;
 use crate::executor::runner::{TaskEnd, TaskLaunch};
 use crate::job::TaskId;
 
@@ -268,9 +269,56 @@ pub fn end_from_proto(status: proto::TaskStatus) -> Option<TaskEnd> {
     })
 }
 
+/// A chunk of a running task's output as it travels to the scheduler.
+pub fn output_to_proto(task_id: &TaskId, stream: Stream, data: &[u8]) -> proto::AgentMessage {
+    use proto::output::Stream as Wire;
+    let stream = match stream {
+        Stream::Stdout => Wire::Stdout,
+        Stream::Stderr => Wire::Stderr,
+    };
+    proto::AgentMessage {
+        kind: Some(proto::agent_message::Kind::Output(proto::Output {
+            task_id: task_id.to_string(),
+            stream: stream as i32,
+            data: data.to_vec(),
+        })),
+    }
+}
+
+/// A chunk of output as the scheduler's tails take it; `None` for a malformed one.
+pub fn output_from_proto(output: proto::Output) -> Option<(TaskId, Stream, Vec<u8>)> {
+    use proto::output::Stream as Wire;
+    let stream = match Wire::try_from(output.stream).ok()? {
+        Wire::Stdout => Stream::Stdout,
+        Wire::Stderr => Stream::Stderr,
+        Wire::Unspecified => return None,
+    };
+    Some((task_id_from_proto(&output.task_id)?, stream, output.data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_chunks_round_trip_and_malformed_ones_are_dropped() {
+        let task = TaskId::new(5, 0, "job", "");
+        let Some(proto::agent_message::Kind::Output(output)) =
+            output_to_proto(&task, Stream::Stderr, b"oops\n").kind
+        else {
+            panic!("an output message");
+        };
+        assert_eq!(
+            output_from_proto(output.clone()),
+            Some((task.clone(), Stream::Stderr, b"oops\n".to_vec()))
+        );
+        let mut unnamed = output.clone();
+        unnamed.stream = 0;
+        assert_eq!(output_from_proto(unnamed), None);
+        let mut malformed = output;
+        malformed.task_id = "not a task".to_owned();
+        assert_eq!(output_from_proto(malformed), None);
+    }
 
     #[test]
     fn tokens_match_only_themselves_and_never_show() {

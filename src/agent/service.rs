@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::agent_link_server::{AgentLink, AgentLinkServer};
 use super::proto::{self, agent_message, scheduler_message};
-use super::{TOKEN_METADATA, Token, end_from_proto, launch_to_proto};
+use super::{TOKEN_METADATA, Token, end_from_proto, launch_to_proto, output_from_proto};
 use crate::cluster::Cluster;
 use crate::engine::{WorkerInfo, WorkerLink};
 use crate::executor::runner::TaskLaunch;
@@ -139,6 +139,11 @@ impl AgentLink for AgentService {
                             && ends.send((name.clone(), end)).is_err()
                         {
                             return;
+                        }
+                    }
+                    Some(agent_message::Kind::Output(output)) => {
+                        if let Some((task_id, stream, data)) = output_from_proto(output) {
+                            engine.live().push(&task_id, stream, &data);
                         }
                     }
                     Some(agent_message::Kind::Register(_)) | None => {}

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::proto::agent_link_client::AgentLinkClient;
 use super::proto::{self, agent_message, scheduler_message};
-use super::{Error, TOKEN_METADATA, Token, end_to_proto, launch_from_proto};
+use super::{Error, TOKEN_METADATA, Token, end_to_proto, launch_from_proto, output_to_proto};
 use crate::executor::runner::Runner;
 use crate::placement::Resources;
 
@@ -157,6 +157,16 @@ pub async fn run(
         config.policy.clone(),
     );
     let outbox = Arc::new(Mutex::new(Outbox::default()));
+    {
+        // Output goes out as it is written while a stream is open; the final status carries
+        // what is kept, so a chunk lost to a break costs nothing but liveliness.
+        let outbox = outbox.clone();
+        runner.feed_output_to(Arc::new(move |task_id, stream, data| {
+            if let Some(tx) = &lock(&outbox).stream {
+                let _ = tx.send(output_to_proto(task_id, stream, data));
+            }
+        }));
+    }
     // Containers this agent launched before it restarted are watched to their end and reported
     // like any other; they are among the running tasks of the first registration.
     let adopted = {

@@ -3,6 +3,7 @@
 
 pub mod dto;
 mod guard;
+mod output;
 mod tokens;
 mod ui;
 
@@ -49,11 +50,20 @@ impl ApiError {
         }
     }
 
+    /// The field a refusal names, for clients that show it next to the field (the UI's editor).
+    fn field(&self) -> Option<&str> {
+        let rest = self.message.strip_prefix("field '")?;
+        Some(&rest[..rest.find('\'')?])
+    }
+
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "message": self.message,
             "status": self.status.canonical_reason().unwrap_or(""),
         });
+        if let Some(field) = self.field() {
+            body["field"] = Value::from(field);
+        }
         warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
     }
 }
@@ -448,8 +458,19 @@ async fn proxy(
     };
     let status = answer.status();
     let answer_headers = answer.headers().clone();
-    let bytes = answer.bytes().await.unwrap_or_default();
-    let mut response = Response::new(bytes.into());
+    // Passed on as it comes, so that a followed task's output streams through a standby too.
+    // A task hands the chunks over a channel because the body must be `Sync`.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut chunks = answer.bytes_stream();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
     *response.status_mut() = status;
     for (name, value) in &answer_headers {
         if name != header::TRANSFER_ENCODING && name != header::CONNECTION && name != header::CONTENT_LENGTH {
@@ -566,6 +587,12 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(read())
         .and(c())
         .and_then(get_task);
+    let output = warp::path!("task" / Segment / "output")
+        .and(get())
+        .and(read())
+        .and(warp::query::<output::OutputQuery>())
+        .and(c())
+        .and_then(output::task_output);
     let dot = warp::path!("graph" / "dot")
         .and(get())
         .and(read())
@@ -639,6 +666,8 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .or(complete)
         .unify()
         .or(get_task)
+        .unify()
+        .or(output)
         .unify()
         .boxed()
         .or(dot)
@@ -1559,6 +1588,14 @@ async fn metrics(query: MetricsQuery, ctx: Ctx) -> Result<Response, Infallible> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_name_their_field_in_the_body() {
+        let named = ApiError::bad_request("field 'container.image': is required");
+        assert_eq!(named.field(), Some("container.image"));
+        assert_eq!(ApiError::bad_request("no such job").field(), None);
+        assert_eq!(ApiError::bad_request("field 'unclosed").field(), None);
+    }
 
     #[test]
     fn percent_decoding() {

@@ -25,6 +25,7 @@ mod stats;
 mod tasks;
 mod workers;
 
+use crate::executor::live::Live;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,9 +250,15 @@ enum Event {
 pub struct Handle {
     tx: mpsc::Sender<Event>,
     ends: mpsc::UnboundedSender<(String, TaskEnd)>,
+    live: Live,
 }
 
 impl Handle {
+    /// The output of the tasks that run now, as their workers feed it.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;

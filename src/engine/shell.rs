@@ -13,6 +13,7 @@ use super::load::Stored;
 use super::workers::{WorkerInfo, WorkerLink};
 use super::{Config, Error, Event, Handle, stats};
 use crate::clock;
+use crate::executor::live::Live;
 use crate::executor::runner::{Runner, TaskEnd, TaskLaunch};
 use crate::job::TaskId;
 use crate::store::{self, Store, Write};
@@ -81,6 +82,8 @@ pub(super) struct Shell<S> {
     /// Runs the built-in worker's tasks, and its connection (heartbeaten by the shell).
     runner: Runner,
     local: Option<(String, u64)>,
+    /// Tails of the running tasks' output: opened at their launch, closed at their end.
+    live: Live,
 }
 
 /// Commits groups of writes in order, retrying a failed commit until it succeeds: what waits for
@@ -150,6 +153,8 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
             });
         }
     }
+    let live = Live::default();
+    runner.feed_output_to(live.feed());
     let mut core = Core::new(config, clock::now());
     // Scheduled runs wait while it is set; `/metrics` shows it.
     core.state.store_failing = store_failing.clone();
@@ -166,9 +171,10 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
         writer_task,
         runner,
         local,
+        live: live.clone(),
     };
     tokio::spawn(shell.run(rx, ends_rx, committed));
-    Ok(Handle { tx, ends })
+    Ok(Handle { tx, ends, live })
 }
 
 /// The built-in worker joins like any other, before the stored tasks are restored.
@@ -461,6 +467,9 @@ impl<S: Store> Shell<S> {
             core.worker_heartbeat(name, *connection);
         }
         core.check_workers();
+        // Every end closes its tail; this catches a task that left some other way.
+        let tasks = &self.core.state.tasks;
+        self.live.retain(|task_id| tasks.contains_key(task_id));
     }
 
     /// Ends a turn: takes the core's effects, carries out its commands (which may give more
@@ -473,6 +482,7 @@ impl<S: Store> Shell<S> {
             self.after.extend(effects.after);
             for (task_id, end) in &effects.ended {
                 tracing::debug!(task = %task_id, end = end.message(), "Task ended.");
+                self.live.close(task_id);
             }
             if effects.commands.is_empty() {
                 break;
@@ -508,6 +518,7 @@ impl<S: Store> Shell<S> {
             match command {
                 Command::Launch { worker, launch } => {
                     let task_id = launch.process.task_id.clone();
+                    self.live.open(&task_id, launch.process.output_limit);
                     if !link(&worker).is_some_and(|l| l.launch(*launch)) {
                         self.core.at(clock::now()).lose(
                             &worker,

@@ -165,6 +165,8 @@ pub struct ContainerSpec {
     /// The user the container runs as (`User`), resolved by Docker in the image; `None` keeps
     /// the image's own. A `user` parameter wins over it.
     pub user: Option<String>,
+    /// Where the output goes as it is written, besides the outcome at the end.
+    pub feed: Option<super::live::TaskFeed>,
 }
 
 /// A container of this worker's found on the engine, running or ended but not yet removed.
@@ -586,7 +588,7 @@ impl Watcher {
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
         let logs = client.logs(&name, Some(options));
         let (stdout, stderr) =
-            tokio::time::timeout(OUTPUT_DRAIN_LIMIT, read_stream(Box::pin(logs), output_limit))
+            tokio::time::timeout(OUTPUT_DRAIN_LIMIT, read_stream(Box::pin(logs), output_limit, None))
                 .await
                 .unwrap_or_default();
         self.finish(owned.task_id, code, timed_out, stdout, stderr, on_exit)
@@ -601,7 +603,7 @@ impl Watcher {
     ) {
         let client = &self.docker.client.clone();
         let name = self.name.clone();
-        let output = tokio::spawn(read_output(attach, spec.output_limit));
+        let output = tokio::spawn(read_output(attach, spec.output_limit, spec.feed.clone()));
         let mut timed_out = false;
         let waited = wait_exit(client, &name);
         tokio::pin!(waited);
@@ -708,8 +710,13 @@ async fn wait_exit(client: &bollard::Docker, name: &str) -> Option<i32> {
 }
 
 /// Reads the attached stdout and stderr to their end, keeping at most `limit` bytes of each.
-async fn read_output(attach: AttachContainerResults, limit: usize) -> (String, String) {
-    read_stream(attach.output, limit).await
+/// What is kept also goes to `feed` as it comes.
+async fn read_output(
+    attach: AttachContainerResults,
+    limit: usize,
+    feed: Option<super::live::TaskFeed>,
+) -> (String, String) {
+    read_stream(attach.output, limit, feed).await
 }
 
 /// Reads a stream of output (attached, or the engine's log) to its end, keeping at most `limit`
@@ -717,15 +724,26 @@ async fn read_output(attach: AttachContainerResults, limit: usize) -> (String, S
 async fn read_stream(
     mut output: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>,
     limit: usize,
+    feed: Option<super::live::TaskFeed>,
 ) -> (String, String) {
+    use super::live::Stream;
+    use super::Bounded;
     let mut stdout = Bounded::new(limit);
     let mut stderr = Bounded::new(limit);
     while let Some(item) = output.next().await {
         match item {
             Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                stdout.push(&message);
+                let kept = stdout.push(&message);
+                if let Some(feed) = &feed {
+                    feed.push(Stream::Stdout, kept);
+                }
             }
-            Ok(LogOutput::StdErr { message }) => stderr.push(&message),
+            Ok(LogOutput::StdErr { message }) => {
+                let kept = stderr.push(&message);
+                if let Some(feed) = &feed {
+                    feed.push(Stream::Stderr, kept);
+                }
+            }
             Ok(LogOutput::StdIn { .. }) => {}
             Err(error) => {
                 tracing::warn!(%error, "reading a container's output failed");
@@ -734,40 +752,6 @@ async fn read_stream(
         }
     }
     (stdout.finish(), stderr.finish())
-}
-
-/// The first `limit` bytes of a stream and a count of the rest, as the process executor keeps.
-struct Bounded {
-    kept: Vec<u8>,
-    dropped: usize,
-    limit: usize,
-}
-
-impl Bounded {
-    fn new(limit: usize) -> Bounded {
-        Bounded {
-            kept: Vec::new(),
-            dropped: 0,
-            limit,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        let room = self.limit.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        self.dropped += bytes.len().saturating_sub(room);
-    }
-
-    fn finish(self) -> String {
-        let mut text = String::from_utf8_lossy(&self.kept).into_owned();
-        if self.dropped > 0 {
-            text.push_str(&format!(
-                "\n[kairos: output truncated, {} more bytes dropped]\n",
-                self.dropped
-            ));
-        }
-        text
-    }
 }
 
 /// Sends a signal, ignoring a container that is already gone or stopped.
@@ -1519,6 +1503,7 @@ mod tests {
             sandbox: None,
             owner: format!("docker-test-{}", std::process::id()),
             user: None,
+            feed: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod fetch;
+pub mod live;
 pub mod runner;
 pub mod spawn;
 pub mod user;
@@ -141,16 +142,18 @@ pub fn sandbox_name(task_id: &TaskId) -> String {
 /// be made or the program cannot be started; nothing runs then.
 pub fn launch(spec: LaunchSpec, on_exit: impl FnOnce(Outcome) + Send + 'static) -> Result<Running, Error> {
     let identity = user::Identity::for_process(spec.user.as_deref())?;
-    launch_as(spec, &identity, on_exit)
+    launch_as(spec, &identity, None, on_exit)
 }
 
-/// [`launch`] with the task's user already resolved.
+/// [`launch`] with the task's user already resolved; the output goes to `feed` too, as it is
+/// written.
 ///
 /// # Errors
 /// As [`launch`].
 pub fn launch_as(
     spec: LaunchSpec,
     identity: &user::Identity,
+    feed: Option<live::Feed>,
     on_exit: impl FnOnce(Outcome) + Send + 'static,
 ) -> Result<Running, Error> {
     if spec.command.trim().is_empty() {
@@ -206,9 +209,13 @@ pub fn launch_as(
     let stderr = pipe::Receiver::from_owned_fd(child.stderr).ok();
     let exit = child.exit;
     let limit = spec.output_limit;
+    let feed = feed.map(|feed| live::TaskFeed {
+        task_id: spec.task_id.clone(),
+        feed,
+    });
     tokio::spawn(async move {
-        let out = tokio::spawn(capture(stdout, limit));
-        let err = tokio::spawn(capture(stderr, limit));
+        let out = tokio::spawn(capture(stdout, limit, feed.clone().map(|f| (f, live::Stream::Stdout))));
+        let err = tokio::spawn(capture(stderr, limit, feed.map(|f| (f, live::Stream::Stderr))));
         let mut timed_out = false;
         let exit = exit.wait();
         tokio::pin!(exit);
@@ -291,30 +298,67 @@ fn signal_group(pid: i32, signal: i32) {
 }
 
 /// Reads a pipe to its end, keeping the first `limit` bytes and noting how much was dropped.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> String {
+/// What is kept also goes to the feed as it comes.
+async fn capture(
+    pipe: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    feed: Option<(live::TaskFeed, live::Stream)>,
+) -> String {
     let Some(mut pipe) = pipe else {
         return String::new();
     };
-    let mut kept = Vec::new();
-    let mut dropped = 0usize;
+    let mut kept = Bounded::new(limit);
     let mut buf = [0u8; 8192];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let room = limit.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                dropped += n.saturating_sub(room);
+                let new = kept.push(&buf[..n]);
+                if let Some((feed, stream)) = &feed {
+                    feed.push(*stream, new);
+                }
             }
         }
     }
-    let mut text = String::from_utf8_lossy(&kept).into_owned();
-    if dropped > 0 {
-        text.push_str(&format!(
-            "\n[kairos: output truncated, {dropped} more bytes dropped]\n"
-        ));
+    kept.finish()
+}
+
+/// The first `limit` bytes of an output and a count of the rest; processes and containers keep
+/// their output alike.
+struct Bounded {
+    kept: Vec<u8>,
+    dropped: usize,
+    limit: usize,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Bounded {
+        Bounded {
+            kept: Vec::new(),
+            dropped: 0,
+            limit,
+        }
     }
-    text
+
+    /// Keeps what fits of `bytes`, and returns that part.
+    fn push<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let room = self.limit.saturating_sub(self.kept.len());
+        let kept = &bytes[..bytes.len().min(room)];
+        self.kept.extend_from_slice(kept);
+        self.dropped += bytes.len() - kept.len();
+        kept
+    }
+
+    fn finish(self) -> String {
+        let mut text = String::from_utf8_lossy(&self.kept).into_owned();
+        if self.dropped > 0 {
+            text.push_str(&format!(
+                "\n[kairos: output truncated, {} more bytes dropped]\n",
+                self.dropped
+            ));
+        }
+        text
+    }
 }
 
 #[cfg(test)]

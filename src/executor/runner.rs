@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::docker::{self, Container, ContainerSpec, Docker};
 use super::fetch::{self, FetchSpec};
+use super::live::{Feed, TaskFeed};
 use super::user::Identity;
 use super::{LaunchSpec, Outcome, Policy, Running};
 use crate::job::TaskId;
@@ -107,6 +108,8 @@ struct Inner {
     docker: tokio::sync::OnceCell<Result<Docker, String>>,
     /// Held only for map updates, never across an await.
     tasks: Mutex<HashMap<TaskId, Slot>>,
+    /// Where the tasks' output goes as it is written ([`Runner::feed_output_to`]).
+    feed: OnceLock<Feed>,
 }
 
 /// Policies of the built-in workers of this process, by worker identity.
@@ -150,8 +153,22 @@ impl Runner {
                 reap: std::sync::atomic::AtomicBool::new(false),
                 docker: tokio::sync::OnceCell::new(),
                 tasks: Mutex::new(HashMap::new()),
+                feed: OnceLock::new(),
             }),
         }
+    }
+
+    /// Sends the output of the tasks started from now on to `feed` as it is written, besides
+    /// the outcome at their end. Set once; later calls change nothing.
+    pub fn feed_output_to(&self, feed: Feed) {
+        let _ = self.inner.feed.set(feed);
+    }
+
+    fn task_feed(&self, task_id: &TaskId) -> Option<TaskFeed> {
+        self.inner.feed.get().map(|feed| TaskFeed {
+            task_id: task_id.clone(),
+            feed: feed.clone(),
+        })
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Slot>> {
@@ -356,7 +373,8 @@ impl Runner {
         identity: &Identity,
         ended: impl FnOnce(Outcome) + Send + 'static,
     ) -> Result<(), String> {
-        let running = super::launch_as(launch.process.clone(), identity, ended)
+        let feed = self.inner.feed.get().cloned();
+        let running = super::launch_as(launch.process.clone(), identity, feed, ended)
             .map_err(|e| format!("failed to launch: {e}"))?;
         let task_id = &launch.process.task_id;
         let mut tasks = self.tasks();
@@ -398,6 +416,7 @@ impl Runner {
             // The default `root` keeps the image's own user: forcing root on an image built to
             // run as someone else would add privilege, not take it away.
             user: p.user.clone().filter(|u| !u.is_empty() && u != "root"),
+            feed: self.task_feed(&p.task_id),
         };
         let sandbox = p.sandbox.clone();
         docker

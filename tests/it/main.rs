@@ -5,6 +5,7 @@ mod binary;
 mod chronos_python;
 mod ha;
 mod lifecycle;
+mod output;
 mod readme;
 mod security;
 mod tls;

@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use crate::{Harness, lines, wait_until};
 
 /// Starts `kairos agent` against the harness' server.
-fn spawn_agent(h: &Harness, name: &str, extra: &[&str]) -> Child {
+pub(crate) fn spawn_agent(h: &Harness, name: &str, extra: &[&str]) -> Child {
     let agent_addr = h.server.as_ref().unwrap().agent_addr;
     Command::new(env!("CARGO_BIN_EXE_kairos"))
         .arg("agent")
@@ -39,7 +39,7 @@ async fn workers(h: &Harness) -> Vec<Value> {
     body.as_array().cloned().unwrap_or_default()
 }
 
-async fn wait_for_worker(h: &Harness, name: &str, state: &str) {
+pub(crate) async fn wait_for_worker(h: &Harness, name: &str, state: &str) {
     wait_until(&format!("worker {name} is {state}"), async || {
         workers(h)
             .await
@@ -49,7 +49,7 @@ async fn wait_for_worker(h: &Harness, name: &str, state: &str) {
     .await;
 }
 
-fn no_local_worker(config: &mut kairos::config::ServerConfig) {
+pub(crate) fn no_local_worker(config: &mut kairos::config::ServerConfig) {
     config.local_worker = None;
 }
 
