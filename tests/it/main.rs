@@ -2,6 +2,7 @@
 
 mod api;
 mod binary;
+mod browser;
 mod chronos_python;
 mod ha;
 mod lifecycle;
