@@ -1,6 +1,11 @@
-//! Authentication in front of every route but `/ping` and `/leader`: who is calling (HTTP Basic
-//! with the admin credentials or a token as password, a Bearer API token, or a task's own token),
-//! whether their role allows the route, and a pause for addresses that keep failing.
+//! Authentication in front of every route but `/ping`, `/leader` and `/login`: who is calling
+//! (HTTP Basic with the admin credentials or a token as password, a Bearer API token, a task's
+//! own token, or a browser's session cookie from the login form), whether their role allows the
+//! route, and a pause for addresses that keep failing.
+//!
+//! A session cookie is HttpOnly and SameSite=Strict, and every change made with it must carry
+//! the session's CSRF token in `X-CSRF-Token`; sessions live in the leader's memory, so a
+//! restart or a failover asks people to log in again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,12 +24,30 @@ use crate::engine::Actor;
 const FAILURES_ALLOWED: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
+/// The browser session's cookie.
+pub(super) const SESSION_COOKIE: &str = "kairos_session";
+/// How long a login lasts.
+pub(super) const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest go first when more people log in.
+const MAX_SESSIONS: usize = 10_000;
+
+/// One browser's login.
+struct Session {
+    principal: Principal,
+    /// The token it logged in with, if any: deleting the token ends the session.
+    token_hash: Option<String>,
+    csrf: String,
+    expires: Instant,
+}
+
 /// What the guard knows: the credentials and tokens, and recent failures by address.
 pub(super) struct Auth {
     pub(super) credentials: Option<Credentials>,
     pub(super) task_tokens: Option<TaskTokens>,
     pub(super) tokens: Tokens,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// By the SHA-256 of the cookie's value, so the map holds no usable secret.
+    sessions: Mutex<HashMap<String, Session>>,
 }
 
 impl Auth {
@@ -35,7 +58,111 @@ impl Auth {
             credentials,
             tokens,
             failures: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether callers must say who they are.
+    pub(super) fn required(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The login form: the admin's credentials, or any user name with an API token as the
+    /// password. Gives the cookie's value and the session's CSRF token, or why not.
+    pub(super) fn login(
+        &self,
+        user: &str,
+        password: &str,
+        from: Option<SocketAddr>,
+    ) -> Result<(String, String), ApiError> {
+        let ip = from.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        if self.blocked(ip) {
+            return Err(too_many());
+        }
+        let admin = self
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.matches(user, password));
+        let found = if admin {
+            Some((
+                Principal::Admin {
+                    user: user.to_owned(),
+                },
+                None,
+            ))
+        } else {
+            self.tokens.find(password).map(|token| {
+                let principal = Principal::Token {
+                    name: token.name.clone(),
+                    role: token.role,
+                };
+                (principal, Some(token.hash))
+            })
+        };
+        let Some((principal, token_hash)) = found else {
+            self.failed(ip);
+            return Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: "wrong user or password (an API token may be given as the password)".to_owned(),
+            });
+        };
+        let secret = crate::auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+        let csrf = crate::auth::new_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut sessions = self.sessions();
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            crate::auth::hash_secret(&secret),
+            Session {
+                principal,
+                token_hash,
+                csrf: csrf.clone(),
+                expires: now + SESSION_LIFETIME,
+            },
+        );
+        Ok((secret, csrf))
+    }
+
+    /// Ends the session with this cookie value.
+    pub(super) fn logout(&self, secret: &str) {
+        self.sessions().remove(&crate::auth::hash_secret(secret));
+    }
+
+    /// The CSRF token of a live session.
+    pub(super) fn csrf_of(&self, secret: &str) -> Option<String> {
+        self.session(secret).map(|(_, csrf)| csrf)
+    }
+
+    /// The principal and CSRF token of a live session.
+    fn session(&self, secret: &str) -> Option<(Principal, String)> {
+        let key = crate::auth::hash_secret(secret);
+        let mut sessions = self.sessions();
+        let session = sessions.get(&key)?;
+        let token_gone = match (&session.token_hash, &session.principal) {
+            (Some(hash), Principal::Token { name, .. }) => {
+                self.tokens.named(name).is_none_or(|t| &t.hash != hash)
+            }
+            _ => false,
+        };
+        if session.expires <= Instant::now() || token_gone {
+            sessions.remove(&key);
+            return None;
+        }
+        Some((session.principal.clone(), session.csrf.clone()))
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
@@ -118,6 +245,8 @@ pub(super) enum Need {
 #[derive(Debug, Clone)]
 pub(super) struct Caller {
     pub(super) principal: Principal,
+    /// The CSRF token of the caller's session, when a session cookie authenticated it.
+    pub(super) csrf: Option<String>,
     pub(super) source: String,
     pub(super) method: String,
     pub(super) route: String,
@@ -147,6 +276,24 @@ impl Caller {
     }
 }
 
+/// What a request presents.
+struct Presented<'a> {
+    method: &'a warp::http::Method,
+    authorization: Option<&'a str>,
+    cookie: Option<&'a str>,
+    csrf: Option<&'a str>,
+    remote: Option<SocketAddr>,
+}
+
+/// The value of the session cookie among a request's cookies.
+pub(super) fn session_cookie(cookies: &str) -> Option<&str> {
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
 /// Authenticates the request and checks `need`; extracts the [`Caller`].
 pub(super) fn guard(
     ctx: Ctx,
@@ -155,20 +302,32 @@ pub(super) fn guard(
     warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("cookie"))
+        .and(warp::header::optional::<String>("x-csrf-token"))
         .and(warp::addr::remote())
         .and(warp::ext::optional::<crate::tls::Peer>())
         .and(with_ctx(ctx))
         .and_then(
             move |method: warp::http::Method,
                   path: warp::path::FullPath,
-                  header: Option<String>,
+                  authorization: Option<String>,
+                  cookie: Option<String>,
+                  csrf: Option<String>,
                   remote: Option<SocketAddr>,
                   peer: Option<crate::tls::Peer>,
                   ctx: Ctx| async move {
                 let remote = remote.or(peer.map(|p| p.0));
-                check(&ctx, need, header.as_deref(), remote)
-                    .map(|principal| Caller {
+                let presented = Presented {
+                    method: &method,
+                    authorization: authorization.as_deref(),
+                    cookie: cookie.as_deref().and_then(session_cookie),
+                    csrf: csrf.as_deref(),
+                    remote,
+                };
+                check(&ctx, need, &presented)
+                    .map(|(principal, csrf)| Caller {
                         principal,
+                        csrf,
                         source: remote.map(|a| a.ip().to_string()).unwrap_or_default(),
                         method: method.to_string(),
                         route: path.as_str().to_owned(),
@@ -183,25 +342,78 @@ pub(super) fn reader(ctx: Ctx) -> impl Filter<Extract = (), Error = warp::Reject
     guard(ctx, Need::Role(Role::Read)).map(|_| ()).untuple_one()
 }
 
-fn check(
-    ctx: &Ctx,
-    need: Need,
-    header: Option<&str>,
-    remote: Option<SocketAddr>,
-) -> Result<Principal, ApiError> {
+/// A page needs someone logged in: the browser goes to the login form, and comes back to `next`.
+#[derive(Debug)]
+pub(super) struct LoginRequired {
+    pub(super) next: String,
+}
+
+impl warp::reject::Reject for LoginRequired {}
+
+/// The guard of the web UI's pages: like [`guard`] with the read role, but a caller who has not
+/// logged in is sent to the login form rather than refused.
+pub(super) fn viewer(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone {
+    warp::path::full()
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(
+            guard(ctx, Need::Role(Role::Read))
+                .map(Ok)
+                .or_else(
+                    |rejection: warp::Rejection| async move { Ok::<_, warp::Rejection>((Err(rejection),)) },
+                ),
+        )
+        .and_then(
+            |path: warp::path::FullPath, query: String, caller: Result<Caller, warp::Rejection>| async move {
+                match caller {
+                    Ok(caller) => Ok(caller),
+                    Err(rejection) => {
+                        let unauthenticated = rejection
+                            .find::<ApiError>()
+                            .is_some_and(|e| e.status == StatusCode::UNAUTHORIZED);
+                        if !unauthenticated {
+                            return Err(rejection);
+                        }
+                        let mut next = path.as_str().to_owned();
+                        if !query.is_empty() {
+                            next.push('?');
+                            next.push_str(&query);
+                        }
+                        Err(warp::reject::custom(LoginRequired { next }))
+                    }
+                }
+            },
+        )
+}
+
+fn too_many() -> ApiError {
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: "too many failed attempts from this address; wait a minute".to_owned(),
+    }
+}
+
+/// The caller's principal and, for a session, its CSRF token.
+fn check(ctx: &Ctx, need: Need, presented: &Presented<'_>) -> Result<(Principal, Option<String>), ApiError> {
     let auth = &ctx.auth;
     if auth.credentials.is_none() {
-        return Ok(Principal::Anonymous);
+        return Ok((Principal::Anonymous, None));
     }
-    let ip = remote.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let ip = presented.remote.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     if auth.blocked(ip) {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: "too many failed attempts from this address; wait a minute".to_owned(),
-        });
+        return Err(too_many());
     }
-    let Some((principal, hash)) = auth.principal(header) else {
-        // Only wrong credentials count towards a pause: asking without any is how clients start.
+    let header = presented.authorization;
+    let mut csrf = None;
+    let found = match (header, presented.cookie) {
+        (None, Some(cookie)) => auth.session(cookie).map(|(principal, token)| {
+            csrf = Some(token);
+            (principal, None)
+        }),
+        _ => auth.principal(header),
+    };
+    let Some((principal, hash)) = found else {
+        // Only wrong credentials count towards a pause: asking without any is how clients start,
+        // and an expired session is not an attack.
         if header.is_some() {
             auth.failed(ip);
         }
@@ -212,6 +424,15 @@ fn check(
                 .to_owned(),
         });
     };
+    if let Some(expected) = &csrf
+        && !presented.method.is_safe()
+        && presented.csrf != Some(expected.as_str())
+    {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "a change made with a session cookie needs its CSRF token in the X-CSRF-Token header; reload the page".to_owned(),
+        });
+    }
     if let (Some(hash), Principal::Token { name, .. }) = (hash, &principal) {
         let now = crate::clock::now().timestamp_millis();
         if auth.tokens.used(&hash, now)
@@ -227,7 +448,7 @@ fn check(
         (Need::Role(role) | Need::TaskOr(role), p) => p.role().is_some_and(|has| has >= role),
     };
     if allowed {
-        Ok(principal)
+        Ok((principal, csrf))
     } else {
         let has = principal.role().map_or("a task's token", Role::as_str);
         let role = match need {

@@ -369,7 +369,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .unify()
         .or(metrics)
         .unify()
-        .or(ui::routes(ctx.clone(), guard::reader(ctx.clone())))
+        .or(ui::routes(ctx.clone()))
         .unify()
         .recover(handle_rejection)
         .unify();
@@ -693,6 +693,14 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
         status,
         message: message.to_owned(),
     };
+    if let Some(login) = rejection.find::<guard::LoginRequired>() {
+        let location = format!("/login?next={}", ui::encode(&login.next));
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        return Ok(response);
+    }
     let error = if rejection.is_not_found() {
         with(
             StatusCode::NOT_FOUND,
@@ -755,6 +763,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         ["task", "kill", _] => "DELETE, OPTIONS",
         ["task", "all"] => "GET, HEAD, PUT, DELETE, OPTIONS",
         ["task", _] => "GET, HEAD, PUT, OPTIONS",
+        ["task", _, "output"] => READ,
         _ => return None,
     })
 }

@@ -106,7 +106,9 @@ struct Slot;
 impl Slot {
     fn take() -> Option<Slot> {
         FOLLOWERS
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_FOLLOWERS).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_FOLLOWERS).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot)
     }
@@ -180,8 +182,11 @@ impl Follow {
             Ok(record) if record.state.is_open() => tokio::time::sleep(POLL).await,
             Ok(record) => self.finish(&record),
             Err(error) => {
-                self.pending
-                    .push_back(Event::default().event("error").data(ApiError::from(error).message));
+                self.pending.push_back(
+                    Event::default()
+                        .event("error")
+                        .data(ApiError::from(error).message),
+                );
                 self.done = true;
             }
         }

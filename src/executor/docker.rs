@@ -587,10 +587,12 @@ impl Watcher {
         };
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
         let logs = client.logs(&name, Some(options));
-        let (stdout, stderr) =
-            tokio::time::timeout(OUTPUT_DRAIN_LIMIT, read_stream(Box::pin(logs), output_limit, None))
-                .await
-                .unwrap_or_default();
+        let (stdout, stderr) = tokio::time::timeout(
+            OUTPUT_DRAIN_LIMIT,
+            read_stream(Box::pin(logs), output_limit, None),
+        )
+        .await
+        .unwrap_or_default();
         self.finish(owned.task_id, code, timed_out, stdout, stderr, on_exit)
             .await;
     }
@@ -726,8 +728,8 @@ async fn read_stream(
     limit: usize,
     feed: Option<super::live::TaskFeed>,
 ) -> (String, String) {
-    use super::live::Stream;
     use super::Bounded;
+    use super::live::Stream;
     let mut stdout = Bounded::new(limit);
     let mut stderr = Bounded::new(limit);
     while let Some(item) = output.next().await {

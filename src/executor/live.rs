@@ -40,7 +40,9 @@ pub struct TaskFeed {
 
 impl std::fmt::Debug for TaskFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskFeed").field("task_id", &self.task_id).finish_non_exhaustive()
+        f.debug_struct("TaskFeed")
+            .field("task_id", &self.task_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +76,9 @@ struct Buffers {
 
 impl Live {
     fn tails(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Arc<Tail>>> {
-        self.tails.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tails
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A task goes to its worker: from now on its chunks are kept, at most `limit` bytes of each
@@ -151,7 +155,9 @@ impl Live {
 
 impl Tail {
     fn buffers(&self) -> std::sync::MutexGuard<'_, Buffers> {
-        self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.buffers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn push(&self, stream: Stream, bytes: &[u8]) {
@@ -249,14 +255,20 @@ mod tests {
     async fn followers_read_chunks_in_order_then_the_close() {
         let live = Live::default();
         let task = id(1);
-        assert!(live.follow(&task).is_none(), "nothing to follow before the launch");
+        assert!(
+            live.follow(&task).is_none(),
+            "nothing to follow before the launch"
+        );
         live.open(&task, 1024);
         let mut follower = live.follow(&task).expect("open");
         live.push(&task, Stream::Stdout, b"one\n");
         live.push(&task, Stream::Stderr, b"warn\n");
         follower.changed().await;
         let got = follower.take();
-        assert_eq!((got.stdout.as_str(), got.stderr.as_str(), got.closed), ("one\n", "warn\n", false));
+        assert_eq!(
+            (got.stdout.as_str(), got.stderr.as_str(), got.closed),
+            ("one\n", "warn\n", false)
+        );
         live.push(&task, Stream::Stdout, b"two\n");
         follower.changed().await;
         assert_eq!(follower.take().stdout, "two\n");

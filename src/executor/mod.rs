@@ -214,7 +214,11 @@ pub fn launch_as(
         feed,
     });
     tokio::spawn(async move {
-        let out = tokio::spawn(capture(stdout, limit, feed.clone().map(|f| (f, live::Stream::Stdout))));
+        let out = tokio::spawn(capture(
+            stdout,
+            limit,
+            feed.clone().map(|f| (f, live::Stream::Stdout)),
+        ));
         let err = tokio::spawn(capture(stderr, limit, feed.map(|f| (f, live::Stream::Stderr))));
         let mut timed_out = false;
         let exit = exit.wait();

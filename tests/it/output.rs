@@ -17,7 +17,10 @@ impl Events {
     pub(crate) async fn open(client: &reqwest::Client, url: &str) -> Events {
         let response = client.get(url).send().await.expect("request");
         assert_eq!(response.status(), 200, "following {url}");
-        let kind = response.headers()["content-type"].to_str().unwrap_or("").to_owned();
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .to_owned();
         assert_eq!(kind, "text/event-stream", "{url}");
         Events {
             response,
@@ -158,7 +161,11 @@ async fn a_finished_tasks_output_is_sent_whole_then_the_end() {
     let (_, end) = events.until(&mut out, |name, _| name == "end").await;
     assert_eq!(out[0], "line one\nline \"two\" é\n");
     let end: Value = serde_json::from_str(&end).expect("end is JSON");
-    assert_eq!((end["state"].as_str(), end["exitCode"].as_i64()), (Some("failed"), Some(3)), "{end}");
+    assert_eq!(
+        (end["state"].as_str(), end["exitCode"].as_i64()),
+        (Some("failed"), Some(3)),
+        "{end}"
+    );
 }
 
 #[tokio::test]
@@ -166,12 +173,21 @@ async fn output_of_malformed_or_unknown_tasks_is_refused() {
     let h = Harness::start().await;
     let (status, body) = h.get("/v1/scheduler/task/nonsense/output").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("not a valid task id"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a valid task id"),
+        "{body}"
+    );
     let (status, body) = h
         .get("/v1/scheduler/task/ct:1:0:nobody:/output?follow=true")
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("ct:1:0:nobody:"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("ct:1:0:nobody:"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -198,10 +214,12 @@ async fn an_agents_task_output_is_followed_live() {
 #[tokio::test]
 async fn a_containers_output_is_followed_live_until_it_is_killed() {
     let h = Harness::start().await;
-    h.create(json!({"name": "boxed", "schedule": "R1/2030-01-01T00:00:00Z/PT1H",
+    h.create(
+        json!({"name": "boxed", "schedule": "R1/2030-01-01T00:00:00Z/PT1H",
         "command": "echo first; sleep 60", "owner": "ops@example.com",
-        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest"}}))
-        .await;
+        "container": {"type": "DOCKER", "image": "kairos-test/busybox:latest"}}),
+    )
+    .await;
     h.put("/v1/scheduler/job/boxed", None).await;
     let task = only_task(&h, "boxed").await;
     let url = h.url(&format!("/v1/scheduler/task/{task}/output?follow=true"));

@@ -5,9 +5,9 @@ use serde_json::{Value, json};
 
 use crate::{Harness, lines, wait_until};
 
-const ADMIN: (&str, &str) = ("admin", "s3cret");
+pub(crate) const ADMIN: (&str, &str) = ("admin", "s3cret");
 
-async fn secured() -> Harness {
+pub(crate) async fn secured() -> Harness {
     Harness::start_with(|c| {
         c.http_credentials = Some(kairos::auth::Credentials::parse("admin:s3cret").unwrap());
     })
@@ -15,7 +15,7 @@ async fn secured() -> Harness {
 }
 
 /// A request with the given `Authorization`, answered as (status, body).
-async fn call(
+pub(crate) async fn call(
     h: &Harness,
     method: &str,
     path: &str,
@@ -35,7 +35,7 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!(
         "Basic {}",
@@ -43,7 +43,7 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
-async fn token(h: &Harness, name: &str, role: &str) -> String {
+pub(crate) async fn token(h: &Harness, name: &str, role: &str) -> String {
     let (status, body) = call(
         h,
         "POST",

@@ -161,3 +161,251 @@ async fn the_workers_page_shows_resources_and_the_queue_page_says_why_tasks_wait
     );
     assert_eq!(h.delete("/v1/scheduler/task/kill/sleeper").await.0, 204);
 }
+
+/// A job for the login tests, created with the admin's credentials.
+async fn ui_job(h: &Harness) {
+    let (admin, password) = crate::security::ADMIN;
+    let response = h
+        .client
+        .post(h.url("/v1/scheduler/iso8601"))
+        .basic_auth(admin, Some(password))
+        .json(&json!({"name": "ui-job", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 204);
+}
+
+/// A client that keeps no cookies and follows no redirects, so each step is seen as it is.
+fn bare_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Logs in through the form; the session cookie's `name=value`.
+async fn log_in(h: &Harness, user: &str, password: &str) -> String {
+    let client = bare_client();
+    let response = client
+        .post(h.url("/login"))
+        .form(&[("user", user), ("password", password), ("next", "/workers")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 303, "logging in as {user}");
+    assert_eq!(response.headers()["location"], "/workers");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The page at `path` seen with the session `cookie`.
+async fn page_as(h: &Harness, cookie: &str, path: &str) -> (u16, String) {
+    let response = bare_client()
+        .get(h.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("request");
+    (response.status().as_u16(), response.text().await.expect("body"))
+}
+
+/// The CSRF token a page carries for its script.
+fn csrf_of(page: &str) -> String {
+    let start = page.find("<meta name=\"csrf\" content=\"").expect("a csrf meta") + 27;
+    page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn pages_send_strangers_to_the_login_form_and_a_session_needs_its_csrf_token_for_changes() {
+    use crate::security::{ADMIN, secured};
+    let h = secured().await;
+    ui_job(&h).await;
+    let response = bare_client().get(h.url("/jobs/ui-job?x=1")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "/login?next=%2Fjobs%2Fui-job%3Fx%3D1"
+    );
+    // The API itself still answers 401 in JSON.
+    let (status, body) = h.get("/v1/scheduler/jobs").await;
+    assert_eq!(status, 401, "{body}");
+
+    let form = bare_client()
+        .get(h.url("/login?next=/queue"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let form = form.text().await.unwrap();
+    assert!(
+        form.contains("name=\"password\"") && form.contains("value=\"/queue\""),
+        "{form}"
+    );
+    let wrong = bare_client()
+        .post(h.url("/login"))
+        .form(&[("user", "admin"), ("password", "nope"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    assert!(wrong.text().await.unwrap().contains("wrong user or password"));
+    let offsite = bare_client()
+        .post(h.url("/login"))
+        .form(&[
+            ("user", ADMIN.0),
+            ("password", ADMIN.1),
+            ("next", "//evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(offsite.headers()["location"], "/", "never leads off the site");
+
+    let cookie = log_in(&h, ADMIN.0, ADMIN.1).await;
+    let (status, page) = page_as(&h, &cookie, "/jobs/ui-job").await;
+    assert_eq!(status, 200);
+    for admin_only in [
+        "data-toggle",
+        "/jobs/ui-job/edit",
+        "Delete",
+        "href=\"/audit\"",
+        "Log out",
+    ] {
+        assert!(page.contains(admin_only), "an admin sees {admin_only}");
+    }
+    let csrf = csrf_of(&page);
+    assert!(csrf.len() > 32, "{csrf}");
+    // A change with the cookie alone is refused; with the page's token it goes through.
+    let run = |token: Option<&str>| {
+        let mut request = bare_client()
+            .put(h.url("/v1/scheduler/job/ui-job"))
+            .header("cookie", cookie.clone());
+        if let Some(token) = token {
+            request = request.header("x-csrf-token", token);
+        }
+        request.send()
+    };
+    let refused = run(None).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("CSRF"));
+    assert_eq!(run(Some("kairos_forged")).await.unwrap().status(), 403);
+    assert_eq!(run(Some(&csrf)).await.unwrap().status(), 204);
+    // Reads need no token.
+    let (status, _) = page_as(&h, &cookie, "/v1/scheduler/jobs").await;
+    assert_eq!(status, 200);
+
+    // Logging out needs the token too, and ends the session.
+    let out = bare_client()
+        .post(h.url("/logout"))
+        .header("cookie", cookie.clone())
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (status, _) = page_as(&h, &cookie, "/jobs/ui-job").await;
+    assert_eq!(status, 303, "the old cookie is worth nothing");
+}
+
+#[tokio::test]
+async fn buttons_follow_the_role_and_the_audit_page_is_for_admins() {
+    use crate::security::{secured, token};
+    let h = secured().await;
+    ui_job(&h).await;
+    let reader = token(&h, "viewer", "read").await;
+    let operator = token(&h, "oncall", "operate").await;
+
+    let reader_cookie = log_in(&h, "anyone", &reader).await;
+    let (_, page) = page_as(&h, &reader_cookie, "/jobs/ui-job").await;
+    assert!(page.contains("Next runs"), "a reader sees the job");
+    // Attributes, not the names the page's script looks for.
+    for hidden in ["Run now", "data-call=\"", "data-toggle=\"", "href=\"/audit\""] {
+        assert!(!page.contains(hidden), "a reader does not see {hidden}");
+    }
+    let (status, _) = page_as(&h, &reader_cookie, "/audit").await;
+    assert_eq!(status, 403);
+
+    let operator_cookie = log_in(&h, "anyone", &operator).await;
+    let (_, page) = page_as(&h, &operator_cookie, "/jobs/ui-job").await;
+    for shown in ["Run now", "Kill", "Mark success"] {
+        assert!(page.contains(shown), "an operator sees {shown}");
+    }
+    for hidden in ["data-toggle=\"", "/edit", "Delete the job", "href=\"/audit\""] {
+        assert!(!page.contains(hidden), "an operator does not see {hidden}");
+    }
+    let (status, _) = page_as(&h, &operator_cookie, "/jobs/ui-job/edit").await;
+    assert_eq!(status, 403);
+
+    let admin_cookie = log_in(&h, crate::security::ADMIN.0, crate::security::ADMIN.1).await;
+    let (status, audit) = page_as(&h, &admin_cookie, "/audit?job=ui-job").await;
+    assert_eq!(status, 200);
+    assert!(
+        audit.contains("POST /v1/scheduler/iso8601") && audit.contains(">admin<"),
+        "{audit}"
+    );
+
+    // Revoking the token ends the sessions made with it.
+    let admin = crate::security::basic(crate::security::ADMIN.0, crate::security::ADMIN.1);
+    let (status, _) =
+        crate::security::call(&h, "DELETE", "/v1/scheduler/tokens/oncall", Some(&admin), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = page_as(&h, &operator_cookie, "/jobs/ui-job").await;
+    assert_eq!(status, 303);
+}
+
+#[tokio::test]
+async fn the_task_page_shows_the_record_and_output_and_unknown_pages_answer_json() {
+    let h = Harness::start().await;
+    h.create(
+        json!({"name": "counted", "command": "echo out-line; echo err-line >&2",
+        "schedule": "R1/2030-01-01T00:00:00Z/PT1H", "dataProcessingJobType": true}),
+    )
+    .await;
+    h.put("/v1/scheduler/job/counted", None).await;
+    h.wait_job("counted", "it ran", |j| j["successCount"] == 1).await;
+    let task = h.history("counted").await[0]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = page(&h, "/jobs/counted").await;
+    assert!(
+        job.contains(&format!("href=\"/tasks/{}\"", task.replace(':', "%3A"))),
+        "{job}"
+    );
+    let shown = page(&h, &format!("/tasks/{task}")).await;
+    for part in [
+        "out-line",
+        "err-line",
+        "finished",
+        "Elements processed",
+        "href=\"/jobs/counted\"",
+    ] {
+        assert!(shown.contains(part), "the task page shows {part}");
+    }
+    assert!(
+        !shown.contains("data-follow=\""),
+        "a finished task is not followed"
+    );
+
+    for path in [
+        "/jobs/nobody",
+        "/tasks/ct:1:0:nobody:",
+        "/tasks/nonsense",
+        "/jobs/nobody/edit",
+    ] {
+        let response = h.client.get(h.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+    }
+}

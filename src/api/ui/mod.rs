@@ -10,46 +10,83 @@ use serde::Deserialize;
 use warp::Filter;
 use warp::reply::Response;
 
+use super::guard::{self, Caller};
 use super::{ApiError, Ctx, Segment, respond, with_ctx};
+use crate::auth::Role;
 use crate::engine::{JobEntry, State};
+
+mod audit;
+mod editor;
+mod session;
+mod task;
 
 /// Rows per page unless the page asks for another size, and the most it may ask for.
 const PAGE_ROWS: usize = 50;
 const MAX_PAGE_ROWS: usize = 500;
 
 /// The pages, for `api::routes` to put in front of everything but the API.
-pub(super) fn routes(
-    ctx: Ctx,
-    read: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
-) -> warp::filters::BoxedFilter<(Response,)> {
+pub(super) fn routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
+    let view = {
+        let ctx = ctx.clone();
+        move || guard::viewer(ctx.clone())
+    };
+    let c = {
+        let ctx = ctx.clone();
+        move || with_ctx(ctx.clone())
+    };
     let jobs = warp::path::end()
         .and(warp::get())
-        .and(read.clone())
+        .and(view())
         .and(warp::query::<JobsQuery>())
-        .and(with_ctx(ctx.clone()))
+        .and(c())
         .and_then(jobs_page);
     let job = warp::path!("jobs" / Segment)
         .and(warp::get())
-        .and(read.clone())
-        .and(with_ctx(ctx.clone()))
+        .and(view())
+        .and(c())
         .and_then(job_page);
     let graph = warp::path!("graph")
         .and(warp::get())
-        .and(read.clone())
+        .and(view())
         .and(warp::query::<GraphQuery>())
-        .and(with_ctx(ctx.clone()))
+        .and(c())
         .and_then(graph_page);
     let workers = warp::path!("workers")
         .and(warp::get())
-        .and(read.clone())
-        .and(with_ctx(ctx.clone()))
+        .and(view())
+        .and(c())
         .and_then(workers_page);
     let queue = warp::path!("queue")
         .and(warp::get())
-        .and(read)
-        .and(with_ctx(ctx))
+        .and(view())
+        .and(c())
         .and_then(queue_page);
-    jobs.or(job)
+    let task = warp::path!("tasks" / Segment)
+        .and(warp::get())
+        .and(view())
+        .and(c())
+        .and_then(task::task_page);
+    let new_job = warp::path!("new")
+        .and(warp::get())
+        .and(view())
+        .and(warp::query::<editor::NewQuery>())
+        .and(c())
+        .and_then(editor::new_page);
+    let edit_job = warp::path!("jobs" / Segment / "edit")
+        .and(warp::get())
+        .and(view())
+        .and(c())
+        .and_then(editor::edit_page);
+    let audit = warp::path!("audit")
+        .and(warp::get())
+        .and(view())
+        .and(warp::query::<audit::AuditPageQuery>())
+        .and(c())
+        .and_then(audit::audit_page);
+    new_job
+        .or(jobs)
+        .unify()
+        .or(job)
         .unify()
         .or(graph)
         .unify()
@@ -58,6 +95,20 @@ pub(super) fn routes(
         .or(queue)
         .unify()
         .boxed()
+        .or(task)
+        .unify()
+        .or(edit_job)
+        .unify()
+        .or(audit)
+        .unify()
+        .or(session::routes(ctx))
+        .unify()
+        .boxed()
+}
+
+/// Whether the caller's role reaches `role`.
+fn may(who: &Caller, role: Role) -> bool {
+    who.principal.role().is_some_and(|has| has >= role)
 }
 
 /// `/?q=&state=&outcome=&sort=&desc=&page=&rows=&partial=`.
@@ -190,7 +241,7 @@ fn select(s: &State, q: &JobsQuery, rows: usize, page: usize) -> (Vec<JobRow>, u
     (page_rows, total)
 }
 
-async fn jobs_page(q: JobsQuery, ctx: Ctx) -> Result<Response, Infallible> {
+async fn jobs_page(who: Caller, q: JobsQuery, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let rows = q.rows.unwrap_or(PAGE_ROWS).clamp(1, MAX_PAGE_ROWS);
@@ -212,8 +263,13 @@ async fn jobs_page(q: JobsQuery, ctx: Ctx) -> Result<Response, Infallible> {
             if partial {
                 return Ok(html(table));
             }
+            let create = if may(&who, Role::Admin) {
+                r#"<p><a class="button" href="/new">New job</a></p>"#
+            } else {
+                ""
+            };
             let body = format!(
-                r#"<form class="filters" role="search" method="get" action="/">
+                r#"{create}<form class="filters" role="search" method="get" action="/">
 <label>Search <input type="search" name="q" placeholder="name, command or owner" autofocus></label>
 <label>State <select name="state"><option value="">any</option><option>idle</option><option>queued</option><option>running</option></select></label>
 <label>Last outcome <select name="outcome"><option value="">any</option><option>success</option><option>failure</option><option value="fresh">never run</option></select></label>
@@ -222,7 +278,7 @@ async fn jobs_page(q: JobsQuery, ctx: Ctx) -> Result<Response, Infallible> {
 <div id="jobs" data-refresh="5000">{table}</div>
 <p class="muted">{total} jobs match. The table refreshes itself every 5 seconds.</p>"#
             );
-            Ok(html(page_html("Jobs", &body)))
+            Ok(html(page_html(&who, "Jobs", &body)))
         }
         .await,
     )
@@ -328,7 +384,7 @@ fn jobs_table(rows: &[JobRow], total: usize, q: &JobsQuery, per: usize, page: us
     out
 }
 
-async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallible> {
+async fn job_page(Segment(name): Segment, who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let lookup = name.clone();
@@ -353,6 +409,7 @@ async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallib
                 outcome = r.outcome,
                 last = esc(&r.last)
             );
+            body.push_str(&actions(&who, &name, r.disabled));
             body.push_str("<h2>Next runs</h2>");
             if next.is_empty() {
                 body.push_str("<p class=\"muted\">None scheduled: it runs after its parents, or has no runs left.</p>");
@@ -375,8 +432,9 @@ async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallib
                 };
                 let _ = write!(
                     body,
-                    "<tr><td><code>{id}</code></td><td><span class=\"state {st}\">{st}</span></td><td>{worker}</td><td>{started}</td><td class=\"num\">{duration}</td><td class=\"num\">{exit}</td><td>{message}</td></tr>",
+                    "<tr><td><a href=\"/tasks/{link}\"><code>{id}</code></a></td><td><span class=\"state {st}\">{st}</span></td><td>{worker}</td><td>{started}</td><td class=\"num\">{duration}</td><td class=\"num\">{exit}</td><td>{message}</td></tr>",
                     id = esc(&t.id),
+                    link = encode(&t.id),
                     st = t.state.as_str(),
                     worker = esc(&t.worker),
                     exit = t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
@@ -390,10 +448,36 @@ async fn job_page(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallib
                 encode(&name),
                 esc(&definition)
             );
-            Ok(html(page_html(&name, &body)))
+            Ok(html(page_html(&who, &name, &body)))
         }
         .await,
     )
+}
+
+/// The job page's buttons, as far as the caller's role reaches: they call the API as it is.
+fn actions(who: &Caller, name: &str, disabled: bool) -> String {
+    let name = esc(name);
+    let mut out = String::new();
+    if may(who, Role::Operate) {
+        let _ = write!(
+            out,
+            r#"<div class="actions"><label for="run-args">Arguments</label><input id="run-args" placeholder="optional, for this run">
+<button type="button" data-call="PUT" data-url="/v1/scheduler/job/{name}" data-args="run-args">Run now</button>
+<button type="button" data-call="DELETE" data-url="/v1/scheduler/task/kill/{name}" data-confirm="Kill the running and queued tasks of {name}?">Kill</button>
+<button type="button" data-call="PUT" data-url="/v1/scheduler/job/success/{name}">Mark success</button>"#
+        );
+        if may(who, Role::Admin) {
+            let toggle = if disabled { "Enable" } else { "Disable" };
+            let _ = write!(
+                out,
+                r#"<button type="button" data-toggle="{name}" data-disabled="{disabled}">{toggle}</button>
+<a class="button" href="/jobs/{name}/edit">Edit</a><a class="button" href="/new?parent={name}">Add a child</a>
+<button type="button" class="danger" data-call="DELETE" data-url="/v1/scheduler/job/{name}" data-confirm="Delete the job {name} and its history?" data-go="/">Delete</button>"#
+            );
+        }
+        out.push_str(r#"</div><p id="status" role="status" class="notice"></p>"#);
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,7 +485,7 @@ struct GraphQuery {
     job: Option<String>,
 }
 
-async fn graph_page(q: GraphQuery, ctx: Ctx) -> Result<Response, Infallible> {
+async fn graph_page(who: Caller, q: GraphQuery, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let svg = super::draw_graph(&ctx, q.job.clone()).await?;
@@ -412,7 +496,7 @@ async fn graph_page(q: GraphQuery, ctx: Ctx) -> Result<Response, Infallible> {
             let body = format!(
                 "<p class=\"muted\">Each job links to its page. <a href=\"/v1/scheduler/graph/svg\">The picture alone</a>.</p><div class=\"graph\">{svg}</div>"
             );
-            Ok(html(page_html(&title, &body)))
+            Ok(html(page_html(&who, &title, &body)))
         }
         .await,
     )
@@ -432,7 +516,7 @@ fn bar(label: &str, used: f64, total: f64, unit: &str) -> String {
     )
 }
 
-async fn workers_page(ctx: Ctx) -> Result<Response, Infallible> {
+async fn workers_page(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let table = ctx
@@ -464,13 +548,13 @@ async fn workers_page(ctx: Ctx) -> Result<Response, Infallible> {
                     out
                 })
                 .await?;
-            Ok(html(page_html("Workers", &table)))
+            Ok(html(page_html(&who, "Workers", &table)))
         }
         .await,
     )
 }
 
-async fn queue_page(ctx: Ctx) -> Result<Response, Infallible> {
+async fn queue_page(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
             let table = ctx
@@ -501,7 +585,7 @@ async fn queue_page(ctx: Ctx) -> Result<Response, Infallible> {
                     out
                 })
                 .await?;
-            Ok(html(page_html("Queue", &table)))
+            Ok(html(page_html(&who, "Queue", &table)))
         }
         .await,
     )
@@ -525,15 +609,34 @@ fn queue_row(job: &str, id: &crate::job::TaskId, s: &State, why: &str) -> String
     )
 }
 
-/// The one layout every page shares.
-fn page_html(title: &str, body: &str) -> String {
+/// The one layout every page shares: the navigation (the audit log for admins), who is logged
+/// in with a way out, and the session's CSRF token for the page's script.
+fn page_html(who: &Caller, title: &str, body: &str) -> String {
+    let audit = if may(who, Role::Admin) {
+        r#"<a href="/audit">Audit</a>"#
+    } else {
+        ""
+    };
+    let (csrf, account) = match &who.csrf {
+        Some(csrf) => (
+            csrf.as_str(),
+            format!(
+                r#"<form class="account" method="post" action="/logout"><span class="muted">{} ({})</span><input type="hidden" name="csrf" value="{}"><button type="submit">Log out</button></form>"#,
+                esc(&who.principal.name()),
+                who.principal.role().map_or("task", Role::as_str),
+                esc(csrf)
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark"><title>{title} · kairos</title><style>{STYLE}</style></head>
-<body><header><a class="brand" href="/">kairos</a><nav aria-label="Main"><a href="/">Jobs</a><a href="/graph">Graph</a><a href="/workers">Workers</a><a href="/queue">Queue</a></nav></header>
+<meta name="color-scheme" content="light dark"><meta name="csrf" content="{csrf}"><title>{title} · kairos</title><style>{STYLE}</style></head>
+<body><header><a class="brand" href="/">kairos</a><nav aria-label="Main"><a href="/">Jobs</a><a href="/graph">Graph</a><a href="/workers">Workers</a><a href="/queue">Queue</a>{audit}</nav>{account}</header>
 <main><h1>{title}</h1>
 {body}</main><script>{SCRIPT}</script></body></html>"#,
+        csrf = esc(csrf),
         title = esc(title)
     )
 }
@@ -558,10 +661,22 @@ thead th{background:var(--head);font-size:.85rem;white-space:nowrap}thead th a{c
 .bar .fill{position:absolute;inset:0 auto 0 0;background:color-mix(in srgb,var(--run) 25%,transparent)}.bar .what{position:relative;padding:0 .4rem;font-size:.8rem;font-variant-numeric:tabular-nums}
 .state.active{color:var(--ok)}.state.lost{color:var(--bad)}
 .graph{overflow:auto;border:1px solid var(--line);border-radius:6px;max-height:80vh}.next{columns:2}
+header .account{margin-left:auto;display:flex;gap:.6rem;align-items:center}
+.button{display:inline-block;padding:.35rem .7rem;border:1px solid var(--line);border-radius:6px;background:var(--head);color:var(--fg);text-decoration:none}
+.actions{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:1rem 0}.actions label{color:var(--muted);font-size:.85rem}
+button.danger{color:var(--bad);border-color:currentColor}
+.notice:empty{display:none}.notice{padding:.5rem .8rem;border-radius:6px;border:1px solid currentColor}.notice.bad{color:var(--bad)}.notice.ok{color:var(--ok)}
+.editor{display:grid;grid-template-columns:repeat(auto-fill,minmax(22rem,1fr));gap:.8rem 1.5rem;max-width:80rem}
+.field{display:flex;flex-direction:column;gap:.2rem}.field.check{flex-direction:row;flex-wrap:wrap;align-items:center;gap:.5rem}.field.wide,.editor .actions,.editor .notice{grid-column:1/-1}
+.field textarea{font-family:ui-monospace,monospace}.hint{font-size:.8rem;color:var(--muted)}.error{color:var(--bad);font-weight:600}.error:empty{display:none}
+[aria-invalid=true]{border-color:var(--bad);outline:2px solid var(--bad)}
+.narrow{max-width:26rem}.stack{display:flex;flex-direction:column;gap:.4rem}.stack button{margin-top:.8rem}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1.5rem}.facts dt{color:var(--muted)}.facts dd{margin:0}
+#output pre{max-height:60vh;white-space:pre-wrap;word-break:break-word}
 ";
 
 /// Refreshes a block marked `data-refresh` in place, without reloading the page.
-const SCRIPT: &str = "
+const SCRIPT: &str = r#"
 for (const el of document.querySelectorAll('[data-refresh]')) {
   const every = Number(el.dataset.refresh);
   setInterval(async () => {
@@ -573,7 +688,97 @@ for (const el of document.querySelectorAll('[data-refresh]')) {
 for (const [key, value] of new URLSearchParams(location.search)) {
   const field = document.querySelector(`.filters [name=${key}]`); if (field) field.value = value;
 }
-";
+const csrf = document.querySelector('meta[name=csrf]').content;
+async function call(method, url, body) {
+  const headers = {'X-CSRF-Token': csrf};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let r;
+  try {
+    r = await fetch(url, {method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body)});
+  } catch (e) { return {ok: false, status: 0, data: {message: 'the server cannot be reached'}}; }
+  const text = await r.text();
+  let data = null; try { data = JSON.parse(text); } catch (_) { data = {message: text}; }
+  return {ok: r.ok, status: r.status, data};
+}
+function say(text, ok) {
+  const status = document.getElementById('status');
+  if (status) { status.textContent = text; status.className = 'notice ' + (ok ? 'ok' : 'bad'); }
+}
+function refused(r) { return (r.data && r.data.message) || ('refused with status ' + r.status); }
+for (const b of document.querySelectorAll('button[data-call]')) b.addEventListener('click', async () => {
+  if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
+  let url = b.dataset.url;
+  const args = b.dataset.args && document.getElementById(b.dataset.args).value;
+  if (args) url += '?arguments=' + encodeURIComponent(args);
+  b.disabled = true;
+  const r = await call(b.dataset.call, url);
+  b.disabled = false;
+  if (!r.ok) return say(refused(r), false);
+  if (b.dataset.go) location.href = b.dataset.go; else location.reload();
+});
+async function save(job) {
+  const route = job.parents && job.parents.length ? 'dependency' : 'iso8601';
+  return call('POST', '/v1/scheduler/' + route, job);
+}
+for (const b of document.querySelectorAll('button[data-toggle]')) b.addEventListener('click', async () => {
+  const got = await call('GET', '/v1/scheduler/job/' + encodeURIComponent(b.dataset.toggle));
+  if (!got.ok) return say(refused(got), false);
+  got.data.disabled = b.dataset.disabled !== 'true';
+  // Counters are kairos' own: a job sent without them keeps them.
+  for (const kept of ['successCount', 'errorCount', 'lastSuccess', 'lastError', 'errorsSinceLastSuccess']) delete got.data[kept];
+  const r = await save(got.data);
+  if (!r.ok) return say(refused(r), false);
+  location.reload();
+});
+const editor = document.getElementById('editor');
+if (editor) editor.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  for (const e of editor.querySelectorAll('.error')) e.textContent = '';
+  for (const e of editor.querySelectorAll('[aria-invalid]')) e.removeAttribute('aria-invalid');
+  say('', true);
+  const mark = (field, message) => {
+    let box = editor.querySelector(`[data-field="${field}"]`) || editor.querySelector(`[data-field="${field.split(/[.\[]/)[0]}"]`) || editor.querySelector('[data-field="json"]');
+    box.querySelector('.error').textContent = message;
+    const input = box.querySelector('input,textarea'); input.setAttribute('aria-invalid', 'true'); input.focus();
+  };
+  let job;
+  try { job = JSON.parse(editor.elements.json.value || '{}'); } catch (e) { return mark('json', 'not valid JSON: ' + e.message); }
+  if (typeof job !== 'object' || job === null || Array.isArray(job)) return mark('json', 'must be a JSON object');
+  for (const input of editor.querySelectorAll('[data-field] input, [data-field] textarea')) {
+    const field = input.name;
+    if (field === 'json') continue;
+    if (input.type === 'checkbox') { job[field] = input.checked; continue; }
+    const value = input.value.trim();
+    if (value === '') continue;
+    if (field === 'parents') job.parents = value.split(',').map(p => p.trim()).filter(p => p);
+    else if (input.type === 'number') job[field] = Number(value);
+    else job[field] = value;
+  }
+  const r = await save(job);
+  if (r.ok) { location.href = '/jobs/' + encodeURIComponent(job.name); return; }
+  const message = refused(r);
+  if (r.data && r.data.field) mark(r.data.field, message); else say(message, false);
+});
+const output = document.querySelector('[data-follow]');
+if (output) {
+  const out = document.getElementById('stdout'), err = document.getElementById('stderr');
+  const source = new EventSource(output.dataset.follow);
+  out.textContent = ''; err.textContent = '';
+  source.addEventListener('stdout', e => { out.textContent += JSON.parse(e.data); });
+  source.addEventListener('stderr', e => { err.textContent += JSON.parse(e.data); });
+  source.addEventListener('reset', () => { out.textContent = ''; err.textContent = ''; });
+  source.addEventListener('end', e => {
+    source.close();
+    const end = JSON.parse(e.data);
+    const state = document.getElementById('task-state');
+    state.textContent = end.state; state.className = 'state ' + end.state;
+    document.getElementById('task-exit').textContent = end.exitCode === null ? '—' : end.exitCode;
+    document.getElementById('task-message').textContent = end.message;
+    document.getElementById('live').textContent = 'The task has ended.';
+  });
+  source.addEventListener('error', () => { if (source.readyState === EventSource.CLOSED) document.getElementById('live').textContent = 'Following stopped; reload to try again.'; });
+}
+"#;
 
 /// A stored ISO 8601 instant (`2026-11-30T22:20:22.574Z`) as the tables show instants.
 fn readable(iso: &str) -> String {
@@ -613,7 +818,7 @@ fn esc(text: &str) -> String {
 }
 
 /// A query value, percent-encoded (all but unreserved characters).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
