@@ -170,6 +170,36 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// GETs `count` URLs (`url(i)`) one after another, each body read in full, and returns their times
+/// in milliseconds, sorted, with the last body. A few untimed requests go first: the first one opens
+/// the connection. `check(i, body)` sees every body, outside the timing.
+async fn time_gets(
+    client: &reqwest::Client,
+    count: usize,
+    url: impl Fn(usize) -> String,
+    check: impl Fn(usize, &str) -> Res<()>,
+) -> Res<(Vec<f64>, String)> {
+    const UNTIMED: usize = 5;
+    let mut times = Vec::with_capacity(count);
+    let mut body = String::new();
+    for i in 0..UNTIMED + count {
+        let started = Instant::now();
+        let response = client.get(url(i)).send().await?;
+        let ok = response.status().is_success();
+        body = response.text().await?;
+        let elapsed = started.elapsed();
+        if !ok {
+            return Err(format!("GET {}: {body}", url(i)).into());
+        }
+        check(i, &body)?;
+        if i >= UNTIMED {
+            times.push(elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times, body))
+}
+
 fn verdict(ok: bool) -> String {
     if ok {
         "met".to_owned()
@@ -484,7 +514,9 @@ async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     let elapsed = fan_out(jobs, 64, |i| {
         let (client, base) = (client.clone(), base.clone());
         async move {
-            let body = json!({"name": format!("job-{i:06}"), "command": format!("echo report {i}"), "owner": "ops@example.com",
+            // Names in an order unrelated to creation, as in life: the jobs page sorts by name,
+            // and names created in order would hand it an already sorted list.
+            let body = json!({"name": format!("job-{:06}", (i * 7919) % jobs), "command": format!("echo report {i}"), "owner": "ops@example.com",
                 "schedule": "R/2030-01-01T00:00:00Z/P1D"});
             post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await
         }
@@ -533,6 +565,7 @@ async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
         target: "p99 ≤ 20 ms".to_owned(),
         verdict: verdict(p99 <= 20.0),
     });
+    ui_jobs_page(&client, &base, jobs, rows).await?;
     let started = Instant::now();
     let body = client
         .get(format!("{base}/v1/scheduler/jobs"))
@@ -574,42 +607,215 @@ async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     Ok(())
 }
 
+/// The web UI's jobs page over the scale scenario's jobs (`job-<6 digits>`, each running
+/// `echo report <i>`, all owned by `ops@example.com`): the first page, and searches matching one
+/// job, many by command and all by owner. Each shows one page of rows sorted by name, as a browser
+/// asks for it.
+async fn ui_jobs_page(client: &reqwest::Client, base: &str, jobs: usize, rows: &mut Vec<Row>) -> Res<()> {
+    const REQUESTS: usize = 300;
+    const PAGE_ROWS: usize = 50;
+    fn shown(body: &str) -> usize {
+        body.matches("<tr><th scope=\"row\">").count()
+    }
+    // The full page says "<n> jobs match."
+    fn matching(body: &str) -> Option<usize> {
+        body.split(" jobs match.")
+            .next()?
+            .rsplit('>')
+            .next()?
+            .parse()
+            .ok()
+    }
+    fn expect(body: &str, want_total: usize) -> Res<()> {
+        let want_shown = want_total.min(PAGE_ROWS);
+        if shown(body) == want_shown && matching(body) == Some(want_total) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the jobs page shows {} rows of {:?} matching jobs, not {want_shown} of {want_total}",
+                shown(body),
+                matching(body)
+            )
+            .into())
+        }
+    }
+    let mut push = |figure: String, times: &[f64]| {
+        let p99 = percentile(times, 0.99);
+        rows.push(Row {
+            figure,
+            value: format!("p50 {:.1} ms, p99 {p99:.1} ms", percentile(times, 0.5)),
+            baseline: "—".to_owned(),
+            target: "p99 ≤ 50 ms".to_owned(),
+            verdict: verdict(p99 <= 50.0),
+        });
+    };
+    let (times, body) = time_gets(client, REQUESTS, |_| format!("{base}/"), |_, b| expect(b, jobs)).await?;
+    push(
+        format!(
+            "jobs page `GET /` with {jobs} jobs (first {PAGE_ROWS} rows by name, {:.0} kB)",
+            body.len() as f64 / 1e3
+        ),
+        &times,
+    );
+    let (times, _) = time_gets(
+        client,
+        REQUESTS,
+        |i| format!("{base}/?q=job-{:06}", (i * 104_729) % jobs),
+        |_, b| expect(b, 1),
+    )
+    .await?;
+    push(
+        format!("jobs page search over {jobs} jobs, a name (`?q=job-012345`, 1 match)"),
+        &times,
+    );
+    // "report 3" matches the commands of jobs 3, 30–39, 300–399, …: 11,111 of 100,000.
+    let starting: Vec<usize> = (0..10)
+        .map(|digit| {
+            (0..jobs)
+                .filter(|k| k.to_string().starts_with(&digit.to_string()))
+                .count()
+        })
+        .collect();
+    let (times, _) = time_gets(
+        client,
+        REQUESTS,
+        |i| format!("{base}/?q=report%20{}", 1 + i % 9),
+        |i, b| expect(b, starting[1 + i % 9]),
+    )
+    .await?;
+    let (fewest, most) = (starting[1..].iter().min(), starting[1..].iter().max());
+    let matches = match (fewest, most) {
+        (Some(a), Some(b)) if a == b => format!("{a} matches each"),
+        (Some(a), Some(b)) => format!("{a} to {b} matches"),
+        _ => String::new(),
+    };
+    push(
+        format!("jobs page search over {jobs} jobs, command text (`?q=report 1` to `report 9`, {matches})"),
+        &times,
+    );
+    let (times, _) = time_gets(
+        client,
+        REQUESTS,
+        |_| format!("{base}/?q=ops@example"),
+        |_, b| expect(b, jobs),
+    )
+    .await?;
+    push(
+        format!(
+            "jobs page search over {jobs} jobs, owner text (`?q=ops@example`, all {jobs} match, on the owner alone)"
+        ),
+        &times,
+    );
+    Ok(())
+}
+
+/// Jobs of the graph scenario with no parents.
+const GRAPH_ROOTS: usize = 10;
+/// Jobs in the graph when its SVG is measured, on the way to the plan's size.
+const SVG_JOBS: usize = 1000;
+
+/// The parents of graph job `i`, drawn from the first `before` jobs: distinct, spread over all of
+/// them by a fixed hash (so every run builds the same graph).
+fn graph_parents(i: usize, before: usize) -> Vec<String> {
+    let count = graph_parent_count(i);
+    let mut chosen: Vec<usize> = Vec::with_capacity(count);
+    for k in 0..count as u64 {
+        // splitmix64 of (i, k).
+        let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let mut parent = ((x ^ (x >> 31)) % before as u64) as usize;
+        while chosen.contains(&parent) {
+            parent = (parent + 1) % before;
+        }
+        chosen.push(parent);
+    }
+    chosen.into_iter().map(|p| format!("g{p}")).collect()
+}
+
+/// Two parents each, and three for the first `2 · GRAPH_ROOTS` jobs after the roots, so that a
+/// graph of n jobs has exactly 2n edges.
+fn graph_parent_count(i: usize) -> usize {
+    match i {
+        _ if i < GRAPH_ROOTS => 0,
+        _ if i < 3 * GRAPH_ROOTS => 3,
+        _ => 2,
+    }
+}
+
+/// Adds graph jobs `from..to` (`from` ≥ the roots), in waves so that every parent exists before
+/// its children are posted. Waves of at most 100 keep the parents' range close to "any earlier
+/// job" while 32 requests stay in flight.
+async fn add_graph_jobs(client: &reqwest::Client, base: &str, from: usize, to: usize) -> Res<()> {
+    let mut done = from;
+    while done < to {
+        let end = (done + done.min(100)).min(to);
+        let (client, base) = (client.clone(), base.to_owned());
+        fan_out(end - done, 32, move |k| {
+            let i = done + k;
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body =
+                    json!({"name": format!("g{i}"), "command": "true", "parents": graph_parents(i, done)});
+                post_json(&client, format!("{base}/v1/scheduler/dependency"), &body).await
+            }
+        })
+        .await?;
+        done = end;
+    }
+    Ok(())
+}
+
 async fn graph(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     let server = start_server(&work.join("graph"), &[]).await?;
     let client = reqwest::Client::new();
     let base = server.base.clone();
     let jobs = plan.graph_jobs;
-    // Ten roots, then every job depends on two earlier jobs: jobs·2 edges, acyclic.
-    for i in 0..10.min(jobs) {
+    for i in 0..GRAPH_ROOTS.min(jobs) {
         let body =
             json!({"name": format!("g{i}"), "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"});
         post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await?;
     }
-    // Posted in waves so every parent exists before its children.
-    let mut done = 10.min(jobs);
-    while done < jobs {
-        let wave = (done..(done * 2).min(jobs)).collect::<Vec<_>>();
-        let (client2, base2) = (client.clone(), base.clone());
-        fan_out(wave.len(), 32, move |k| {
-            let i = wave[k];
-            let (client, base) = (client2.clone(), base2.clone());
-            async move {
-                let parents = [
-                    format!("g{}", (i * 7919) % i),
-                    format!("g{}", (i * 104_729 + 1) % i),
-                ];
-                let parents: Vec<&String> = if parents[0] == parents[1] {
-                    vec![&parents[0]]
-                } else {
-                    parents.iter().collect()
-                };
-                let body = json!({"name": format!("g{i}"), "command": "true", "parents": parents});
-                post_json(&client, format!("{base}/v1/scheduler/dependency"), &body).await
+    // The SVG first, on the graph's first thousand jobs: a picture of 10,000 boxes is not one
+    // anybody reads, and the UI's target is set for 1,000 jobs and 2,000 edges.
+    let drawn = SVG_JOBS.min(jobs);
+    add_graph_jobs(&client, &base, GRAPH_ROOTS.min(jobs), drawn).await?;
+    let count = |svg: &str, mark: &str| svg.matches(mark).count();
+    let want_edges: usize = (0..drawn).map(graph_parent_count).sum();
+    let (times, svg) = time_gets(
+        &client,
+        200,
+        |_| format!("{base}/v1/scheduler/graph/svg"),
+        |_, svg| {
+            let (boxes, curves) = (count(svg, "<g class=\"node "), count(svg, "<path class=\"edge"));
+            if boxes == drawn && curves == want_edges {
+                Ok(())
+            } else {
+                Err(
+                    format!("the SVG draws {boxes} jobs and {curves} edges, not {drawn} and {want_edges}")
+                        .into(),
+                )
             }
-        })
-        .await?;
-        done = (done * 2).min(jobs);
-    }
+        },
+    )
+    .await?;
+    let max = times.last().copied().unwrap_or(f64::MAX);
+    rows.push(Row {
+        figure: format!(
+            "`GET /graph/svg`, {drawn} jobs, {} edges ({:.0} kB of SVG)",
+            count(&svg, "<path class=\"edge"),
+            svg.len() as f64 / 1e3
+        ),
+        value: format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {max:.1} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        ),
+        baseline: "—".to_owned(),
+        target: "≤ 300 ms".to_owned(),
+        verdict: verdict(max <= 300.0),
+    });
+    add_graph_jobs(&client, &base, drawn, jobs).await?;
     let mut times = Vec::new();
     let mut edges = 0;
     for _ in 0..10 {
@@ -835,27 +1041,23 @@ async fn main() -> Res<()> {
     let work = tempfile::tempdir()?;
     let mut rows = Vec::new();
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    if run("throughput") {
-        launch_throughput(&plan, work.path(), &mut rows).await?;
+    // Each scenario's duration goes to stderr, to plan runs by; the table is stdout's.
+    macro_rules! scenario {
+        ($name:literal, $measure:ident) => {
+            if run($name) {
+                let started = Instant::now();
+                $measure(&plan, work.path(), &mut rows).await?;
+                eprintln!("{}: {:.0} s", $name, started.elapsed().as_secs_f64());
+            }
+        };
     }
-    if run("lag") {
-        scheduling_lag(&plan, work.path(), &mut rows).await?;
-    }
-    if run("scale") {
-        scale(&plan, work.path(), &mut rows).await?;
-    }
-    if run("auth") {
-        auth_cost(&plan, work.path(), &mut rows).await?;
-    }
-    if run("graph") {
-        graph(&plan, work.path(), &mut rows).await?;
-    }
-    if run("containers") {
-        containers(&plan, work.path(), &mut rows).await?;
-    }
-    if run("history") {
-        history(&plan, work.path(), &mut rows).await?;
-    }
+    scenario!("throughput", launch_throughput);
+    scenario!("lag", scheduling_lag);
+    scenario!("scale", scale);
+    scenario!("auth", auth_cost);
+    scenario!("graph", graph);
+    scenario!("containers", containers);
+    scenario!("history", history);
     let mut table =
         String::from("| figure | measured | baseline (same run) | target | |\n|---|---|---|---|---|\n");
     for row in &rows {

@@ -401,7 +401,9 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
                         );
                     }
                 }
-                if response.status() == StatusCode::UNAUTHORIZED {
+                // The login form is its own challenge: a Basic one would make browsers ask again
+                // in a dialog over it.
+                if response.status() == StatusCode::UNAUTHORIZED && path.as_str() != "/login" {
                     response.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Basic realm=\"kairos\""),

@@ -301,8 +301,12 @@ impl Browser {
             let element = self.wait_for(css).await;
             match act(element).await {
                 Ok(value) => return value,
+                // A page that reloads under the action leaves the element stale, or (Chromium)
+                // answers that its node is gone from the document.
                 Err(CmdError::Standard(e))
-                    if e.error == ErrorStatus::StaleElementReference && Instant::now() < deadline => {}
+                    if (e.error == ErrorStatus::StaleElementReference
+                        || e.message.contains("does not belong to the document"))
+                        && Instant::now() < deadline => {}
                 Err(e) => panic!("acting on {css}: {e}"),
             }
         }

@@ -11,6 +11,7 @@ mod readme;
 mod security;
 mod tls;
 mod ui;
+mod ui_flows;
 mod workers;
 
 use std::path::{Path, PathBuf};

@@ -80,7 +80,7 @@ impl Events {
 }
 
 /// The one task of a job, once it has one.
-async fn only_task(h: &Harness, job: &str) -> String {
+pub(crate) async fn only_task(h: &Harness, job: &str) -> String {
     let mut id = String::new();
     wait_until("the job has a task", async || {
         match h.history(job).await.first() {
@@ -96,7 +96,7 @@ async fn only_task(h: &Harness, job: &str) -> String {
 }
 
 /// A job that writes a line to each output, waits for `gate` to exist, then writes more.
-fn gated(name: &str, gate: &std::path::Path) -> Value {
+pub(crate) fn gated(name: &str, gate: &std::path::Path) -> Value {
     json!({
         "name": name,
         "schedule": "R1/2030-01-01T00:00:00Z/PT1H",

@@ -253,6 +253,10 @@ async fn pages_send_strangers_to_the_login_form_and_a_session_needs_its_csrf_tok
         .unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
+    assert!(
+        wrong.headers().get("www-authenticate").is_none(),
+        "no Basic challenge: a browser would ask again in a dialog"
+    );
     assert!(wrong.text().await.unwrap().contains("wrong user or password"));
     let offsite = bare_client()
         .post(h.url("/login"))
