@@ -1355,6 +1355,12 @@ async fn graph_svg(q: SvgQuery, ctx: Ctx) -> Result<Response, Infallible> {
 
 /// The graph as SVG, or one job's neighbourhood in it; for the route and the UI's graph page.
 async fn draw_graph(ctx: &Ctx, job: Option<String>) -> Result<String, ApiError> {
+    Ok(draw_graph_within(ctx, job, usize::MAX).await?.unwrap_or_default())
+}
+
+/// [`draw_graph`], or `None` when more than `most` jobs would be drawn: the job page draws a
+/// job's neighbourhood only while it stays a picture one takes in at a glance.
+async fn draw_graph_within(ctx: &Ctx, job: Option<String>, most: usize) -> Result<Option<String>, ApiError> {
     use crate::graph::layout;
     let focus = job.clone();
     let input = ctx
@@ -1364,16 +1370,25 @@ async fn draw_graph(ctx: &Ctx, job: Option<String>) -> Result<String, ApiError> 
             if keep.as_ref().is_some_and(std::collections::BTreeSet::is_empty) {
                 return None;
             }
-            Some(layout::graph_input(
+            let drawn = keep
+                .as_ref()
+                .map_or(s.graph.len(), std::collections::BTreeSet::len);
+            if drawn > most {
+                return Some(None);
+            }
+            Some(Some(layout::graph_input(
                 &s.graph,
                 |name| keep.as_ref().is_none_or(|k| k.contains(name)),
                 |name| node_state(s, name),
-            ))
+            )))
         })
         .await?;
-    let (nodes, edges) = input.ok_or_else(|| engine::Error::JobNotFound {
+    let Some((nodes, edges)) = input.ok_or_else(|| engine::Error::JobNotFound {
         name: job.clone().unwrap_or_default(),
-    })?;
+    })?
+    else {
+        return Ok(None);
+    };
     // Laying out a thousand jobs takes milliseconds: off the engine and the reactor.
     let failed = |e: &dyn std::fmt::Display| ApiError::internal(format!("drawing the graph failed: {e}"));
     tokio::task::spawn_blocking(move || {
@@ -1383,7 +1398,7 @@ async fn draw_graph(ctx: &Ctx, job: Option<String>) -> Result<String, ApiError> 
             highlight: job,
             ..layout::SvgOptions::default()
         };
-        Ok::<_, layout::Error>(layout::render_svg(&drawn, &options))
+        Ok::<_, layout::Error>(Some(layout::render_svg(&drawn, &options)))
     })
     .await
     .map_err(|e| failed(&e))?

@@ -110,6 +110,11 @@ async fn a_job_page_shows_its_runs_to_come_its_tasks_and_its_graph() {
     let child = page(&h, "/jobs/child").await;
     assert!(child.contains("after parent"), "{child}");
     assert!(child.contains("None scheduled"), "{child}");
+    // A small neighbourhood is drawn on the job page itself, the job marked among its relatives.
+    assert!(
+        child.contains("<svg") && child.contains("href=\"/jobs/parent\""),
+        "{child}"
+    );
     let (status, _) = h.get("/jobs/nope").await;
     assert_eq!(status, 400);
 

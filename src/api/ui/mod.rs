@@ -442,9 +442,12 @@ async fn job_page(Segment(name): Segment, who: Caller, ctx: Ctx) -> Result<Respo
                 );
             }
             body.push_str("</tbody></table>");
+            // Up to 60 jobs, the neighbourhood is drawn in place; beyond, it is a link.
+            let drawn = super::draw_graph_within(&ctx, Some(name.clone()), 60).await?;
+            let picture = drawn.map(|svg| format!("<div class=\"graph\">{svg}</div>")).unwrap_or_default();
             let _ = write!(
                 body,
-                "<h2>Place in the graph</h2><p><a href=\"/graph?job={0}\">Its ancestors and descendants</a></p><h2>Definition</h2><pre>{1}</pre>",
+                "<h2>Place in the graph</h2>{picture}<p><a href=\"/graph?job={0}\">Its ancestors and descendants on the graph page</a></p><h2>Definition</h2><pre>{1}</pre>",
                 encode(&name),
                 esc(&definition)
             );
