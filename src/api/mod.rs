@@ -882,7 +882,9 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
                     state
                         .jobs
                         .values()
-                        .filter(|e| search_matches(&e.search_name, &e.search_command, &name, &command, &any))
+                        .filter(|e| {
+                            search_matches(e.search.name(), e.search.command(), &name, &command, &any)
+                        })
                         .skip(offset)
                         .take(limit)
                         .map(|e| e.job.clone())
