@@ -16,14 +16,16 @@ use super::{STYLE, esc, html};
 /// Login and logout forms are small; anything larger is refused before it is read.
 const FORM_LIMIT: u64 = 8 * 1024;
 
+/// The path comes before the method in each filter, as in the API's routes: a method rejection
+/// would otherwise outrank every other route's 404, and any unknown path would answer 405.
 pub(super) fn routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
-    let form = warp::get()
-        .and(warp::path!("login"))
+    let form = warp::path!("login")
+        .and(warp::get())
         .and(warp::query::<LoginQuery>())
         .and(with_ctx(ctx.clone()))
         .map(|q: LoginQuery, ctx: Ctx| login_form(&ctx, &q.next, None, StatusCode::OK));
-    let login = warp::post()
-        .and(warp::path!("login"))
+    let login = warp::path!("login")
+        .and(warp::post())
         .and(warp::body::content_length_limit(FORM_LIMIT))
         .and(warp::body::form::<LoginForm>())
         .and(warp::addr::remote())
@@ -34,8 +36,8 @@ pub(super) fn routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
                 login(&ctx, form, remote.or(peer.map(|p| p.0)))
             },
         );
-    let logout = warp::post()
-        .and(warp::path!("logout"))
+    let logout = warp::path!("logout")
+        .and(warp::post())
         .and(warp::body::content_length_limit(FORM_LIMIT))
         .and(warp::body::form::<LogoutForm>())
         .and(warp::header::optional::<String>("cookie"))
