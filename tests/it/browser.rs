@@ -1,6 +1,8 @@
 //! The web UI in a real browser: headless Chromium driven over WebDriver (Debian's `chromium`
-//! and `chromium-driver`, which `scripts/test` installs) against a real server on loopback.
-//! One chromedriver serves the whole test binary; each test opens its own browser session.
+//! and `chromium-driver`, which `scripts/test` installs) against a real server on loopback, and
+//! headless Firefox (Debian's `firefox-esr`, driven by geckodriver from crates.io) for the flows
+//! that must work in both. One driver of each serves the whole test binary; each test opens its
+//! own browser session (geckodriver takes one session at a time, so one test uses Firefox).
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -22,13 +24,38 @@ use crate::{Harness, free_port};
 /// How long a page may take to show what a test waits for. Generous: the machine has two cores
 /// and the rest of the suite runs beside these tests.
 const WAIT: Duration = Duration::from_secs(15);
-/// How long chromedriver may take to say it is ready.
+/// How long a driver may take to say it is ready.
 const DRIVER_START: Duration = Duration::from_secs(20);
 
-/// chromedriver's process group, for the exit hook; 0 until it runs.
-static DRIVER_GROUP: AtomicI32 = AtomicI32::new(0);
+/// The drivers' process groups (chromedriver, geckodriver), for the exit hook; 0 until each runs.
+static DRIVER_GROUPS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
 /// chromedriver's URL, started once for the whole test binary.
 static DRIVER: OnceLock<String> = OnceLock::new();
+/// geckodriver's URL, likewise.
+static GECKO: OnceLock<String> = OnceLock::new();
+
+/// A WebDriver server the tests start: its program and the one environment variable that points
+/// elsewhere, where its process group is kept, and what installs it.
+struct DriverProgram {
+    var: &'static str,
+    name: &'static str,
+    slot: usize,
+    port_flag: &'static str,
+}
+
+static CHROMEDRIVER: DriverProgram = DriverProgram {
+    var: "KAIROS_CHROMEDRIVER",
+    name: "chromedriver",
+    slot: 0,
+    port_flag: "--port=",
+};
+
+static GECKODRIVER: DriverProgram = DriverProgram {
+    var: "KAIROS_GECKODRIVER",
+    name: "geckodriver",
+    slot: 1,
+    port_flag: "--port=",
+};
 
 /// A program from `$var` or else from PATH: the tests need it, so its absence fails loudly.
 fn program(var: &str, name: &str) -> PathBuf {
@@ -41,45 +68,53 @@ fn program(var: &str, name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
         .unwrap_or_else(|| {
-            panic!("{name} is not installed (or set {var}): scripts/test installs Debian's chromium and chromium-driver")
+            panic!("{name} is not installed (or set {var}): scripts/test installs Chromium, Firefox and their drivers")
         })
 }
 
-/// `target/` beside Cargo.toml, where screenshots and chromedriver's log go.
+/// `target/` beside Cargo.toml, where screenshots and the drivers' logs go.
 fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
 }
 
-/// Kills chromedriver and every browser it started, at the test binary's exit: the browsers
-/// share chromedriver's process group, and outlive chromedriver if only it is killed.
-extern "C" fn kill_driver_group() {
-    let group = DRIVER_GROUP.load(Ordering::SeqCst);
-    if group > 0 {
-        // SAFETY: kill(2) with a negative pid signals one process group; it touches no memory.
-        unsafe { libc::kill(-group, libc::SIGKILL) };
+/// Kills the drivers and every browser they started, at the test binary's exit: the browsers
+/// share their driver's process group, and outlive the driver if only it is killed.
+extern "C" fn kill_driver_groups() {
+    for slot in &DRIVER_GROUPS {
+        let group = slot.load(Ordering::SeqCst);
+        if group > 0 {
+            // SAFETY: kill(2) with a negative pid signals one process group; it touches no memory.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
     }
 }
 
 /// chromedriver's URL, starting it on first use.
 fn driver() -> &'static str {
-    DRIVER.get_or_init(start_driver)
+    DRIVER.get_or_init(|| start_driver(&CHROMEDRIVER))
 }
 
-fn start_driver() -> String {
-    let chromedriver = program("KAIROS_CHROMEDRIVER", "chromedriver");
+/// geckodriver's URL, starting it on first use.
+fn gecko() -> &'static str {
+    GECKO.get_or_init(|| start_driver(&GECKODRIVER))
+}
+
+fn start_driver(which: &'static DriverProgram) -> String {
+    static EXIT_HOOK: std::sync::Once = std::sync::Once::new();
+    let path = program(which.var, which.name);
     let port = free_port();
     std::fs::create_dir_all(target_dir()).expect("target dir");
-    let log_path = target_dir().join("chromedriver.log");
-    let log = std::fs::File::create(&log_path).expect("chromedriver log");
+    let log_path = target_dir().join(format!("{}.log", which.name));
+    let log = std::fs::File::create(&log_path).expect("driver log");
     // Spawned from a thread that lives as long as the test binary: PR_SET_PDEATHSIG fires when
     // the spawning *thread* ends, and each test's thread ends with the test.
     let (pid_tx, pid_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name("chromedriver".to_owned())
+        .name(which.name.to_owned())
         .spawn(move || {
-            let mut command = Command::new(&chromedriver);
+            let mut command = Command::new(&path);
             command
-                .arg(format!("--port={port}"))
+                .arg(format!("{}{port}", which.port_flag))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log handle"))
                 .stderr(log)
@@ -88,7 +123,7 @@ fn start_driver() -> String {
             // SAFETY: prctl is async-signal-safe, as a pre_exec closure must be.
             unsafe {
                 command.pre_exec(|| {
-                    // If the test binary dies without running its exit hook, chromedriver goes too.
+                    // If the test binary dies without running its exit hook, the driver goes too.
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -98,7 +133,7 @@ fn start_driver() -> String {
             let mut child = match command.spawn() {
                 Ok(child) => child,
                 Err(e) => {
-                    let _ = pid_tx.send(Err(format!("{}: {e}", chromedriver.display())));
+                    let _ = pid_tx.send(Err(format!("{}: {e}", path.display())));
                     return;
                 }
             };
@@ -106,15 +141,17 @@ fn start_driver() -> String {
             // Waiting keeps this thread, the death signal's anchor, alive; it also reaps.
             let _ = child.wait();
         })
-        .expect("chromedriver thread");
+        .expect("driver thread");
     let pid = pid_rx
         .recv()
-        .expect("chromedriver thread answers")
-        .unwrap_or_else(|e| panic!("chromedriver does not start: {e}"));
+        .expect("driver thread answers")
+        .unwrap_or_else(|e| panic!("{} does not start: {e}", which.name));
     let pid = i32::try_from(pid).expect("pid fits");
-    DRIVER_GROUP.store(pid, Ordering::SeqCst);
-    // SAFETY: registers a plain extern "C" function that only calls kill(2).
-    assert_eq!(unsafe { libc::atexit(kill_driver_group) }, 0, "atexit");
+    DRIVER_GROUPS[which.slot].store(pid, Ordering::SeqCst);
+    EXIT_HOOK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function that only calls kill(2).
+        assert_eq!(unsafe { libc::atexit(kill_driver_groups) }, 0, "atexit");
+    });
 
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + DRIVER_START;
@@ -124,14 +161,15 @@ fn start_driver() -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "chromedriver did not answer ready on {url} within {DRIVER_START:?}; its log:\n{}",
+            "{} did not answer ready on {url} within {DRIVER_START:?}; its log:\n{}",
+            which.name,
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Whether chromedriver's `/status` says it is ready. Plain blocking HTTP: this runs once, from
+/// Whether a driver's `/status` says it is ready. Plain blocking HTTP: this runs once, from
 /// whichever test's runtime comes first, and must not tie anything to that runtime.
 fn status_ready(port: u16) -> bool {
     use std::io::{Read as _, Write as _};
@@ -149,7 +187,7 @@ fn status_ready(port: u16) -> bool {
     compact.contains("\"ready\":true")
 }
 
-/// One headless Chromium session on a kairos server.
+/// One headless browser session on a kairos server.
 pub(crate) struct Browser {
     pub(crate) client: Client,
     base: String,
@@ -168,15 +206,33 @@ impl Browser {
                          "--disable-dev-shm-usage", "--window-size=1280,900"],
             },
         });
+        Browser::session(base, capabilities, driver(), "Chromium").await
+    }
+
+    /// A new headless Firefox session. geckodriver serves one session at a time: only one test
+    /// may hold it.
+    pub(crate) async fn open_firefox(base: &str) -> Browser {
+        let firefox = program("KAIROS_FIREFOX", "firefox-esr");
+        let capabilities = json!({
+            "browserName": "firefox",
+            "moz:firefoxOptions": {
+                "binary": firefox,
+                "args": ["-headless", "--width=1280", "--height=900"],
+            },
+        });
+        Browser::session(base, capabilities, gecko(), "Firefox").await
+    }
+
+    async fn session(base: &str, capabilities: Value, driver: &str, what: &str) -> Browser {
         let Value::Object(capabilities) = capabilities else {
             unreachable!("an object")
         };
-        // chromedriver speaks plain HTTP on loopback: no TLS connector needed.
+        // The drivers speak plain HTTP on loopback: no TLS connector needed.
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
-            .connect(driver())
+            .connect(driver)
             .await
-            .expect("a Chromium session");
+            .unwrap_or_else(|e| panic!("a {what} session: {e}"));
         Browser {
             client,
             base: base.to_owned(),

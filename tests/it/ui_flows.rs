@@ -27,40 +27,39 @@ async fn accept_confirmation(b: &Browser) {
     }
 }
 
-#[tokio::test]
-async fn a_job_made_in_the_editor_runs_now_with_arguments_and_its_output_is_on_the_task_page() {
-    let h = Harness::start().await;
-    let b = Browser::open(&h.base).await;
-
+/// Makes a job in the editor, runs it now with arguments, and reads its output on the task page.
+/// Screenshots are named with `shots` first (the browser's name, or nothing for Chromium).
+async fn make_run_and_read(h: &Harness, b: &Browser, shots: &str) {
+    let name = format!("{shots}made-in-ui");
     // From the jobs page to the editor by its link, as a visitor finds it.
     b.goto("/").await;
     b.click("a[href='/new']").await;
     b.wait_for_location("the editor", |l| l == "/new").await;
-    b.type_into("#f-name", "made-in-ui").await;
+    b.type_into("#f-name", &name).await;
     b.type_into("#f-command", "echo hello-from-the-ui").await;
     b.type_into("#f-schedule", "R/2030-01-01T00:00:00Z/P1D").await;
     b.type_into("#f-owner", "ops@example.com").await;
-    b.screenshot("editor").await;
+    b.screenshot(&format!("{shots}editor")).await;
     b.press_enter("#f-owner").await;
-    b.wait_for_location("the new job's page", |l| l == "/jobs/made-in-ui")
-        .await;
-    let job = h.job("made-in-ui").await;
+    let page = format!("/jobs/{name}");
+    b.wait_for_location("the new job's page", |l| l == page).await;
+    let job = h.job(&name).await;
     assert_eq!(job["command"], "echo hello-from-the-ui", "{job}");
     assert_eq!(job["owner"], "ops@example.com", "{job}");
     assert_eq!(job["shell"], true, "{job}");
 
     // Run now, with arguments: a shell job gets them after its command.
     b.type_into("#run-args", "--and-these").await;
-    b.click("button[data-call='PUT'][data-url='/v1/scheduler/job/made-in-ui']")
-        .await;
-    h.wait_job("made-in-ui", "the run from the UI ended", |j| {
-        j["successCount"] == 1
-    })
+    b.click(&format!(
+        "button[data-call='PUT'][data-url='/v1/scheduler/job/{name}']"
+    ))
     .await;
-    let task = only_task(&h, "made-in-ui").await;
+    h.wait_job(&name, "the run from the UI ended", |j| j["successCount"] == 1)
+        .await;
+    let task = only_task(h, &name).await;
 
     // The job page links the task; its page shows what it wrote.
-    b.goto("/jobs/made-in-ui").await;
+    b.goto(&page).await;
     b.click(&format!("a[href='{}']", task_path(&task))).await;
     b.wait_for_location("the task page", |l| l == task_path(&task))
         .await;
@@ -70,19 +69,17 @@ async fn a_job_made_in_the_editor_runs_now_with_arguments_and_its_output_is_on_t
         "the arguments reached the command: {out:?}"
     );
     assert_eq!(b.text("#task-state").await, "finished");
-    b.screenshot("task").await;
-    b.close().await;
+    b.screenshot(&format!("{shots}task")).await;
 }
 
-#[tokio::test]
-async fn a_running_tasks_output_appears_on_its_page_while_it_runs() {
-    let h = Harness::start().await;
-    let gate = h.path("gate");
-    h.create(gated("streamed", &gate)).await;
-    h.put("/v1/scheduler/job/streamed", None).await;
-    let task = only_task(&h, "streamed").await;
+/// Opens a running task's page and watches its output arrive before and after it goes on.
+async fn follow_live(h: &Harness, b: &Browser, shots: &str) {
+    let name = format!("{shots}streamed");
+    let gate = h.path(&format!("{name}-gate"));
+    h.create(gated(&name, &gate)).await;
+    h.put(&format!("/v1/scheduler/job/{name}"), None).await;
+    let task = only_task(h, &name).await;
 
-    let b = Browser::open(&h.base).await;
     b.goto(&task_path(&task)).await;
     // The first lines arrive while the task waits for its gate: it is still running.
     b.wait_for_text("#stdout", "first").await;
@@ -90,13 +87,41 @@ async fn a_running_tasks_output_appears_on_its_page_while_it_runs() {
     assert_eq!(b.text("#task-state").await, "running");
     let record = h.get(&format!("/v1/scheduler/task/{task}/output")).await.1;
     assert_eq!(record["state"], "running", "the task had not ended: {record}");
-    b.screenshot("task-live").await;
+    b.screenshot(&format!("{shots}task-live")).await;
 
     std::fs::write(&gate, b"").expect("gate");
     let out = b.wait_for_text("#stdout", "second").await;
     assert_eq!(out.matches("first").count(), 1, "no line twice: {out:?}");
     b.wait_for_text("#task-state", "finished").await;
     b.wait_for_text("#live", "ended").await;
+}
+
+#[tokio::test]
+async fn a_job_made_in_the_editor_runs_now_with_arguments_and_its_output_is_on_the_task_page() {
+    let h = Harness::start().await;
+    let b = Browser::open(&h.base).await;
+    make_run_and_read(&h, &b, "").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_running_tasks_output_appears_on_its_page_while_it_runs() {
+    let h = Harness::start().await;
+    let b = Browser::open(&h.base).await;
+    follow_live(&h, &b, "").await;
+    b.close().await;
+}
+
+/// The same flows in Firefox: the pages use nothing Chromium alone has.
+#[tokio::test]
+async fn firefox_makes_runs_and_follows_jobs_too() {
+    let h = Harness::start().await;
+    let b = Browser::open_firefox(&h.base).await;
+    make_run_and_read(&h, &b, "firefox-").await;
+    follow_live(&h, &b, "firefox-").await;
+    b.goto("/").await;
+    b.wait_for_text("#jobs", "firefox-streamed").await;
+    b.screenshot("firefox-jobs").await;
     b.close().await;
 }
 
