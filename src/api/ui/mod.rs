@@ -685,10 +685,10 @@ const STYLE: &str = "
 *{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif}
 header{display:flex;gap:2rem;align-items:center;padding:.6rem 1.5rem;border-bottom:1px solid var(--line);background:var(--head)}
 header nav{display:flex;gap:1.2rem}.brand{font-weight:700;font-size:1.1rem}
-a{color:var(--link)}a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible{outline:3px solid var(--link);outline-offset:2px}
+a{color:var(--link)}a:focus-visible,button:focus-visible,input:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid var(--link);outline-offset:2px}
 main{padding:1rem 1.5rem;max-width:110rem}h1{font-size:1.5rem;margin:.3rem 0 1rem}h2{font-size:1.15rem;margin-top:1.6rem}
 .filters{display:flex;flex-wrap:wrap;gap:1rem;align-items:end;margin-bottom:1rem}.filters label{display:flex;flex-direction:column;font-size:.85rem;color:var(--muted)}
-input,select,button{font:inherit;padding:.35rem .5rem;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg)}button{cursor:pointer;background:var(--head)}
+input,textarea,select,button{font:inherit;padding:.35rem .5rem;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg)}button{cursor:pointer;background:var(--head)}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid var(--line);vertical-align:top}
 thead th{background:var(--head);font-size:.85rem;white-space:nowrap}thead th a{color:var(--fg);text-decoration:none}tbody th{font-weight:600;white-space:nowrap}.time{white-space:nowrap}
 .num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:var(--muted)}.empty{text-align:center;color:var(--muted);padding:2rem}
@@ -706,7 +706,7 @@ button.danger{color:var(--bad);border-color:currentColor}
 .notice:empty{display:none}.notice{padding:.5rem .8rem;border-radius:6px;border:1px solid currentColor}.notice.bad{color:var(--bad)}.notice.ok{color:var(--ok)}
 .editor{display:grid;grid-template-columns:repeat(auto-fill,minmax(22rem,1fr));gap:.8rem 1.5rem;max-width:80rem}
 .field{display:flex;flex-direction:column;gap:.2rem}.field.check{flex-direction:row;flex-wrap:wrap;align-items:center;gap:.5rem}.field.wide,.editor .actions,.editor .notice{grid-column:1/-1}
-.field textarea{font-family:ui-monospace,monospace}.hint{font-size:.8rem;color:var(--muted)}.error{color:var(--bad);font-weight:600}.error:empty{display:none}
+.field textarea{font-family:ui-monospace,monospace}.hint{font-size:.8rem;color:var(--muted)}.error{color:var(--bad);font-weight:600}[aria-invalid=true]{border-color:var(--bad);border-width:2px}.error:empty{display:none}
 [aria-invalid=true]{border-color:var(--bad);outline:2px solid var(--bad)}
 .narrow{max-width:26rem}.stack{display:flex;flex-direction:column;gap:.4rem}.stack button{margin-top:.8rem}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1.5rem}.facts dt{color:var(--muted)}.facts dd{margin:0}
