@@ -39,8 +39,9 @@ impl Client {
         };
         let auth = auth
             .map(|value| {
-                let mut value = HeaderValue::from_str(&value)
-                    .map_err(|_| Error::Usage("the credentials contain characters HTTP cannot carry".to_owned()))?;
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    Error::Usage("the credentials contain characters HTTP cannot carry".to_owned())
+                })?;
                 value.set_sensitive(true);
                 Ok::<_, Error>(value)
             })
@@ -53,9 +54,12 @@ impl Client {
 
     /// A client for a URL, with the user and password it may carry (`http://u:p@host`) as Basic.
     pub fn anonymous(server: &str) -> Result<Client, Error> {
-        let mut base = Url::parse(server).map_err(|e| Error::Usage(format!("the server URL {server:?}: {e}")))?;
+        let mut base =
+            Url::parse(server).map_err(|e| Error::Usage(format!("the server URL {server:?}: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::Usage(format!("the server URL {server:?} must start with http:// or https://")));
+            return Err(Error::Usage(format!(
+                "the server URL {server:?} must start with http:// or https://"
+            )));
         }
         let mut auth = None;
         if !base.username().is_empty() {
@@ -107,7 +111,12 @@ impl Client {
     }
 
     /// Sends a request; a non-success status becomes [`Error::Refused`] with the server's message.
-    pub(super) async fn send(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Response, Error> {
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Response, Error> {
         let mut request = self.http.request(method, url.clone());
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -127,7 +136,10 @@ impl Client {
                 body["message"].as_str().unwrap_or_default().to_owned(),
                 body["field"].as_str().map(str::to_owned),
             ),
-            _ if text.trim().is_empty() => (status.canonical_reason().unwrap_or("no reason given").to_owned(), None),
+            _ if text.trim().is_empty() => (
+                status.canonical_reason().unwrap_or("no reason given").to_owned(),
+                None,
+            ),
             _ => (text.trim().to_owned(), None),
         };
         Err(Error::Refused {
@@ -153,7 +165,8 @@ impl Client {
     pub(super) async fn save_job(&self, job: &Value) -> Result<(), Error> {
         let dependent = job["parents"].as_array().is_some_and(|p| !p.is_empty());
         let route = if dependent { "dependency" } else { "iso8601" };
-        self.send(Method::POST, self.api(&[route], &[]), Some(job)).await?;
+        self.send(Method::POST, self.api(&[route], &[]), Some(job))
+            .await?;
         Ok(())
     }
 }
@@ -178,7 +191,9 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(byte);
             i += 3;

@@ -44,7 +44,11 @@ struct Summaries {
 pub(super) async fn jobs(client: &Client, command: JobsCommand) -> Result<(), Error> {
     let json = client.json;
     match command {
-        JobsCommand::List { search, state, failing } => list(client, search, state, failing).await,
+        JobsCommand::List {
+            search,
+            state,
+            failing,
+        } => list(client, search, state, failing).await,
         JobsCommand::Show { name } => {
             let (job, text): (Value, String) = client.get(client.api(&["job", &name], &[])).await?;
             if json {
@@ -59,13 +63,22 @@ pub(super) async fn jobs(client: &Client, command: JobsCommand) -> Result<(), Er
             let jobs = match value {
                 Value::Array(jobs) => jobs,
                 job @ Value::Object(_) => vec![job],
-                _ => return Err(Error::Usage(format!("{}: must be a job or an array of jobs", file.display()))),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "{}: must be a job or an array of jobs",
+                        file.display()
+                    )));
+                }
             };
             let mut saved = Vec::new();
             for job in &jobs {
                 let name = job["name"].as_str().unwrap_or("(no name)").to_owned();
                 client.save_job(job).await.map_err(|e| match e {
-                    Error::Refused { status, message, field } => Error::Refused {
+                    Error::Refused {
+                        status,
+                        message,
+                        field,
+                    } => Error::Refused {
                         status,
                         message: format!("job {name}: {message}"),
                         field,
@@ -90,17 +103,23 @@ pub(super) async fn jobs(client: &Client, command: JobsCommand) -> Result<(), Er
             } else {
                 vec![("arguments", &joined)]
             };
-            client.send(Method::PUT, client.api(&["job", &name], &query), None).await?;
+            client
+                .send(Method::PUT, client.api(&["job", &name], &query), None)
+                .await?;
             done(json, "run", &name, &format!("started {name}"))
         }
         JobsCommand::Kill { name } => {
-            client.send(Method::DELETE, client.api(&["task", "kill", &name], &[]), None).await?;
+            client
+                .send(Method::DELETE, client.api(&["task", "kill", &name], &[]), None)
+                .await?;
             done(json, "kill", &name, &format!("killed the tasks of {name}"))
         }
         JobsCommand::Enable { name } => toggle(client, &name, false).await,
         JobsCommand::Disable { name } => toggle(client, &name, true).await,
         JobsCommand::Delete { name } => {
-            client.send(Method::DELETE, client.api(&["job", &name], &[]), None).await?;
+            client
+                .send(Method::DELETE, client.api(&["job", &name], &[]), None)
+                .await?;
             done(json, "delete", &name, &format!("deleted {name}"))
         }
         JobsCommand::Next { name, count } => {
@@ -111,7 +130,9 @@ pub(super) async fn jobs(client: &Client, command: JobsCommand) -> Result<(), Er
                 return print_json(&text);
             }
             if runs.is_empty() {
-                return print(&format!("{name} has no scheduled runs (it is dependent, or its repeats are used up)\n"));
+                return print(&format!(
+                    "{name} has no scheduled runs (it is dependent, or its repeats are used up)\n"
+                ));
             }
             let rows: Vec<Vec<String>> = runs.iter().map(|r| vec![local_time(r)]).collect();
             print(&table(&["NEXT RUN"], &rows))
@@ -138,13 +159,25 @@ fn done(json: bool, action: &str, name: &str, sentence: &str) -> Result<(), Erro
     }
 }
 
-async fn list(client: &Client, search: Option<String>, state: Option<JobState>, failing: bool) -> Result<(), Error> {
+async fn list(
+    client: &Client,
+    search: Option<String>,
+    state: Option<JobState>,
+    failing: bool,
+) -> Result<(), Error> {
     let (summaries, _): (Summaries, String) = client.get(client.api(&["jobs", "summary"], &[])).await?;
     let found: Option<Vec<String>> = match &search {
         Some(text) => {
-            let url = client.api(&["jobs", "search"], &[("any", text), ("limit", &i64::MAX.to_string())]);
+            let url = client.api(
+                &["jobs", "search"],
+                &[("any", text), ("limit", &i64::MAX.to_string())],
+            );
             let (jobs, _): (Vec<Value>, String) = client.get(url).await?;
-            Some(jobs.iter().filter_map(|j| j["name"].as_str().map(str::to_owned)).collect())
+            Some(
+                jobs.iter()
+                    .filter_map(|j| j["name"].as_str().map(str::to_owned))
+                    .collect(),
+            )
         }
         None => None,
     };
@@ -199,7 +232,11 @@ fn show(job: &Value) -> String {
     match job["parents"].as_array() {
         Some(parents) => rows.push((
             "parents",
-            parents.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+            parents
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
         None => {
             rows.push(("schedule", text("schedule")));
@@ -211,11 +248,20 @@ fn show(job: &Value) -> String {
         ("description", text("description")),
         ("disabled", text("disabled")),
         ("retries", text("retries")),
-        ("resources", format!("{} cpus, {} MB memory, {} MB disk", job["cpus"], job["mem"], job["disk"])),
+        (
+            "resources",
+            format!(
+                "{} cpus, {} MB memory, {} MB disk",
+                job["cpus"], job["mem"], job["disk"]
+            ),
+        ),
         ("successes", text("successCount")),
         ("errors", text("errorCount")),
         ("errors since success", text("errorsSinceLastSuccess")),
-        ("last success", local_time(job["lastSuccess"].as_str().unwrap_or(""))),
+        (
+            "last success",
+            local_time(job["lastSuccess"].as_str().unwrap_or("")),
+        ),
         ("last error", local_time(job["lastError"].as_str().unwrap_or(""))),
     ]);
     if job["container"].is_object() {
@@ -262,7 +308,8 @@ async fn edit(client: &Client, name: &str) -> Result<(), Error> {
     let _cleanup = RemoveOnDrop(path.clone());
     let mut content = original.clone();
     loop {
-        std::fs::write(&path, &content).map_err(|e| Error::Usage(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, &content)
+            .map_err(|e| Error::Usage(format!("writing {}: {e}", path.display())))?;
         // Through the shell, so an EDITOR with arguments (`code --wait`) works as in git.
         let status = std::process::Command::new("/bin/sh")
             .arg("-c")
@@ -272,10 +319,12 @@ async fn edit(client: &Client, name: &str) -> Result<(), Error> {
             .status()
             .map_err(|e| Error::Usage(format!("starting the editor {editor:?}: {e}")))?;
         if !status.success() {
-            return Err(Error::Usage(format!("the editor {editor:?} failed ({status}); {name} is unchanged")));
+            return Err(Error::Usage(format!(
+                "the editor {editor:?} failed ({status}); {name} is unchanged"
+            )));
         }
-        let written =
-            std::fs::read_to_string(&path).map_err(|e| Error::Usage(format!("reading {}: {e}", path.display())))?;
+        let written = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Usage(format!("reading {}: {e}", path.display())))?;
         if written.trim().is_empty() {
             eprintln!("The file is empty: the edit is abandoned and {name} is unchanged.");
             return Ok(());
@@ -286,12 +335,14 @@ async fn edit(client: &Client, name: &str) -> Result<(), Error> {
         content = written;
         let refusal = match serde_json::from_str::<Value>(&content) {
             Err(e) => format!("not valid JSON: {e}"),
-            Ok(edited) if edited["name"].as_str() != Some(name) => format!(
-                "the name must stay {name:?} (to make another job, use `kairos jobs add`)"
-            ),
+            Ok(edited) if edited["name"].as_str() != Some(name) => {
+                format!("the name must stay {name:?} (to make another job, use `kairos jobs add`)")
+            }
             Ok(edited) => match client.save_job(&edited).await {
                 Ok(()) => return done(client.json, "edit", name, &format!("saved {name}")),
-                Err(Error::Refused { status: 400, message, .. }) => message,
+                Err(Error::Refused {
+                    status: 400, message, ..
+                }) => message,
                 Err(other) => return Err(other),
             },
         };
@@ -325,17 +376,28 @@ pub(super) async fn tasks(client: &Client, command: TasksCommand) -> Result<(), 
                         s("taskId"),
                         s("state"),
                         local_time(&s("startedAt")),
-                        t["durationSeconds"].as_f64().map_or("-".to_owned(), duration_words),
+                        t["durationSeconds"]
+                            .as_f64()
+                            .map_or("-".to_owned(), duration_words),
                         t["exitCode"].as_i64().map_or("-".to_owned(), |c| c.to_string()),
                         s("worker"),
                         s("message"),
                     ]
                 })
                 .collect();
-            print(&table(&["TASK", "STATE", "STARTED", "DURATION", "EXIT", "WORKER", "MESSAGE"], &rows))
+            print(&table(
+                &[
+                    "TASK", "STATE", "STARTED", "DURATION", "EXIT", "WORKER", "MESSAGE",
+                ],
+                &rows,
+            ))
         }
-        TasksCommand::Logs { task_id, follow: false } => {
-            let (output, text): (Value, String) = client.get(client.api(&["task", &task_id, "output"], &[])).await?;
+        TasksCommand::Logs {
+            task_id,
+            follow: false,
+        } => {
+            let (output, text): (Value, String) =
+                client.get(client.api(&["task", &task_id, "output"], &[])).await?;
             if client.json {
                 return print_json(&text);
             }
@@ -344,7 +406,10 @@ pub(super) async fn tasks(client: &Client, command: TasksCommand) -> Result<(), 
             err.write_all(output["stderr"].as_str().unwrap_or("").as_bytes())?;
             Ok(())
         }
-        TasksCommand::Logs { task_id, follow: true } => follow(client, &task_id).await,
+        TasksCommand::Logs {
+            task_id,
+            follow: true,
+        } => follow(client, &task_id).await,
     }
 }
 
@@ -375,7 +440,9 @@ async fn follow(client: &Client, task_id: &str) -> Result<(), Error> {
             }
         }
     }
-    Err(Error::Answer(format!("{url}: the stream ended before the task did")))
+    Err(Error::Answer(format!(
+        "{url}: the stream ended before the task did"
+    )))
 }
 
 /// The end of the first event in `buffer` and the length of its separator.
@@ -434,9 +501,17 @@ fn show_event(json: bool, event: &Event) -> Result<bool, Error> {
         }
         "reset" => eprintln!("[kairos: the worker restarted this output; what follows replaces it]"),
         "end" => {
-            let code = data["exitCode"].as_i64().map_or(String::new(), |c| format!(", exit code {c}"));
-            let message = data["message"].as_str().filter(|m| !m.is_empty()).map_or(String::new(), |m| format!(": {m}"));
-            eprintln!("[kairos: the task ended {}{code}{message}]", data["state"].as_str().unwrap_or("?"));
+            let code = data["exitCode"]
+                .as_i64()
+                .map_or(String::new(), |c| format!(", exit code {c}"));
+            let message = data["message"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .map_or(String::new(), |m| format!(": {m}"));
+            eprintln!(
+                "[kairos: the task ended {}{code}{message}]",
+                data["state"].as_str().unwrap_or("?")
+            );
         }
         "error" => {
             return Err(Error::Answer(format!(
@@ -476,7 +551,16 @@ pub(super) async fn workers(client: &Client) -> Result<(), Error> {
         })
         .collect();
     print(&table(
-        &["NAME", "HOST", "STATE", "CPUS USED/TOTAL", "MEM MB", "DISK MB", "TASKS", "LAST HEARTBEAT"],
+        &[
+            "NAME",
+            "HOST",
+            "STATE",
+            "CPUS USED/TOTAL",
+            "MEM MB",
+            "DISK MB",
+            "TASKS",
+            "LAST HEARTBEAT",
+        ],
         &rows,
     ))
 }
@@ -487,14 +571,18 @@ mod tests {
 
     #[test]
     fn events_are_split_and_parsed() {
-        let mut buffer = b": keep-alive\n\nevent: stdout\ndata: \"a\\n\"\n\nevent: end\r\ndata: {}\r\n\r\n".to_vec();
+        let mut buffer =
+            b": keep-alive\n\nevent: stdout\ndata: \"a\\n\"\n\nevent: end\r\ndata: {}\r\n\r\n".to_vec();
         let mut events = Vec::new();
         while let Some((end, sep)) = find_blank_line(&buffer) {
             let block: Vec<u8> = buffer.drain(..end).collect();
             buffer.drain(..sep);
             events.extend(parse_event(&String::from_utf8_lossy(&block)));
         }
-        let kinds: Vec<(&str, &str)> = events.iter().map(|e| (e.kind.as_str(), e.data.as_str())).collect();
+        let kinds: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.data.as_str()))
+            .collect();
         assert_eq!(kinds, [("stdout", "\"a\\n\""), ("end", "{}")]);
     }
 }

@@ -28,7 +28,10 @@ pub(super) struct Options {
 /// `kairos export`: `GET /jobs` in the job's own key order, parents first.
 pub(super) async fn export(client: &Client) -> Result<(), Error> {
     let (jobs, _): (Vec<Job>, String) = client.get(client.api(&["jobs"], &[])).await?;
-    let names: Vec<(String, Vec<String>)> = jobs.iter().map(|j| (j.name.clone(), j.parents().to_vec())).collect();
+    let names: Vec<(String, Vec<String>)> = jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.parents().to_vec()))
+        .collect();
     let order = parents_first(&names);
     let ordered: Vec<&Job> = order.into_iter().map(|i| &jobs[i]).collect();
     let text = serde_json::to_string_pretty(&ordered).map_err(|e| Error::Answer(e.to_string()))?;
@@ -119,7 +122,12 @@ pub(super) async fn import(target: &Client, source: Source, options: &Options) -
             {
                 Value::Array(jobs) => jobs,
                 job @ Value::Object(_) => vec![job],
-                _ => return Err(Error::Usage(format!("{}: must be a job or an array of jobs", path.display()))),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "{}: must be a job or an array of jobs",
+                        path.display()
+                    )));
+                }
             }
         }
         Source::Server(client) => read_server(client).await?,
@@ -127,7 +135,10 @@ pub(super) async fn import(target: &Client, source: Source, options: &Options) -
     let mut prepared: Vec<Map<String, Value>> = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.into_iter().enumerate() {
         let Value::Object(mut job) = job else {
-            return Err(Error::Usage(format!("job {} of the source is not a JSON object", i + 1)));
+            return Err(Error::Usage(format!(
+                "job {} of the source is not a JSON object",
+                i + 1
+            )));
         };
         let Some(name) = job.get("name").and_then(Value::as_str) else {
             return Err(Error::Usage(format!("job {} of the source has no name", i + 1)));
@@ -266,7 +277,11 @@ pub(super) async fn import(target: &Client, source: Source, options: &Options) -
             })
             .collect();
         let mut out = table(&["OUTCOME", "JOB", "DETAIL"], &rows);
-        let dry = if options.dry_run { " (dry run: nothing was changed)" } else { "" };
+        let dry = if options.dry_run {
+            " (dry run: nothing was changed)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "\n{} jobs read: {} {}, {} {}, {} unchanged, {} differing, {} failed{dry}.\n",
             reports.len(),
@@ -293,7 +308,10 @@ pub(super) async fn import(target: &Client, source: Source, options: &Options) -
         print(&out)?;
     }
     if failed > 0 {
-        return Err(Error::Incomplete(format!("{failed} of {} jobs could not be imported", reports.len())));
+        return Err(Error::Incomplete(format!(
+            "{failed} of {} jobs could not be imported",
+            reports.len()
+        )));
     }
     Ok(())
 }
@@ -307,7 +325,11 @@ async fn read_server(client: &Client) -> Result<Vec<Value>, Error> {
             let v2 = client.url(&["scheduler", "jobs"], &[]);
             Ok(client.get::<Vec<Value>>(v2).await?.0)
         }
-        Err(Error::Refused { status, message, field }) => Err(Error::Refused {
+        Err(Error::Refused {
+            status,
+            message,
+            field,
+        }) => Err(Error::Refused {
             status,
             message: format!("reading the jobs of {}: {message}", client.base()),
             field,
@@ -328,7 +350,10 @@ async fn list_jobs(client: &Client) -> Result<HashMap<String, Map<String, Value>
 }
 
 fn name_of(job: &Map<String, Value>) -> String {
-    job.get("name").and_then(Value::as_str).unwrap_or_default().to_owned()
+    job.get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn parents_of(job: &Map<String, Value>) -> Vec<String> {

@@ -38,9 +38,7 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// Label and value pairs, labels aligned.
 pub(super) fn pairs(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    rows.iter()
-        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-        .collect()
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }
 
 /// An RFC 3339 instant in local time, `-` for none; text that is not an instant is shown as is.
