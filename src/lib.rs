@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;

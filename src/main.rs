@@ -1,7 +1,9 @@
-//! The `kairos` command: `kairos server` runs the scheduler.
+//! The `kairos` command: `kairos server` runs the scheduler, `kairos agent` a worker, and the
+//! client subcommands (`jobs`, `tasks`, `workers`, `export`, `import`, `completions`) call a
+//! server's API through `kairos::cli`.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use kairos::agent::worker::AgentConfig;
 use kairos::config::{AgentArgs, ServerArgs, ServerConfig};
 use kairos::server::Server;
@@ -19,10 +21,23 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Run a worker that takes tasks from a scheduler.
     Agent(Box<AgentArgs>),
+    #[command(flatten)]
+    Client(kairos::cli::Command),
+}
+
+/// The long-running commands, which log and run on the multi-threaded runtime.
+enum Daemon {
+    Server(Box<ServerArgs>),
+    Agent(Box<AgentArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Client(command) => return client(command),
+        Command::Server(args) => Daemon::Server(args),
+        Command::Agent(args) => Daemon::Agent(args),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KAIROS_LOG")
@@ -34,8 +49,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        match cli.command {
-            Command::Server(args) => {
+        match command {
+            Daemon::Server(args) => {
                 let config = ServerConfig::load(&args).context("reading the configuration")?;
                 let server = Server::start(config).await.context("starting the server")?;
                 wait_for_signal().await?;
@@ -43,7 +58,7 @@ fn main() -> anyhow::Result<()> {
                 server.shutdown().await;
                 Ok(())
             }
-            Command::Agent(args) => {
+            Daemon::Agent(args) => {
                 let config = AgentConfig::load(&args).context("reading the configuration")?;
                 let shutdown = async {
                     if let Err(error) = wait_for_signal().await {
@@ -57,6 +72,22 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Runs a client command and exits with its documented code (0 ok, 1 refused, 2 usage, 3 cannot
+/// connect), the error on stderr.
+fn client(command: kairos::cli::Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(kairos::cli::run(command, Cli::command)) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            eprintln!("kairos: {error}");
+            std::process::exit(error.exit_code());
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

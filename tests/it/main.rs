@@ -4,6 +4,7 @@ mod api;
 mod binary;
 mod browser;
 mod chronos_python;
+mod cli;
 mod ha;
 mod lifecycle;
 mod output;
