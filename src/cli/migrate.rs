@@ -319,23 +319,25 @@ pub(super) async fn import(target: &Client, source: Source, options: &Options) -
 /// Every job of a Chronos or kairos: 3.x's route, then 2.x's if the server has no such route.
 async fn read_server(client: &Client) -> Result<Vec<Value>, Error> {
     let v3 = client.url(&["v1", "scheduler", "jobs"], &[]);
-    match client.get::<Vec<Value>>(v3).await {
-        Ok((jobs, _)) => Ok(jobs),
+    let answer = match client.get::<Vec<Value>>(v3).await {
         Err(Error::Refused { status: 404, .. }) => {
             let v2 = client.url(&["scheduler", "jobs"], &[]);
-            Ok(client.get::<Vec<Value>>(v2).await?.0)
+            client.get::<Vec<Value>>(v2).await
         }
-        Err(Error::Refused {
+        other => other,
+    };
+    answer.map(|(jobs, _)| jobs).map_err(|e| match e {
+        Error::Refused {
             status,
             message,
             field,
-        }) => Err(Error::Refused {
+        } => Error::Refused {
             status,
             message: format!("reading the jobs of {}: {message}", client.base()),
             field,
-        }),
-        Err(other) => Err(other),
-    }
+        },
+        other => other,
+    })
 }
 
 async fn list_jobs(client: &Client) -> Result<HashMap<String, Map<String, Value>>, Error> {
