@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kairos::agent::worker::AgentConfig;
-use kairos::config::{AgentArgs, ServerArgs, ServerConfig};
+use kairos::config::{AgentArgs, LogFormat, ServerArgs, ServerConfig};
 use kairos::server::Server;
 
 #[derive(Debug, Parser)]
@@ -23,40 +23,66 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KAIROS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in journald or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The configuration comes first: it says how to log. Its errors reach stderr through `main`'s
+    // result, without the logger.
+    let command = match cli.command {
+        Command::Server(args) => {
+            Loaded::Server(Box::new(ServerConfig::load(&args).context("reading the configuration")?))
+        }
+        Command::Agent(args) => {
+            Loaded::Agent(Box::new(AgentConfig::load(&args).context("reading the configuration")?))
+        }
+    };
+    init_logging(match &command {
+        Loaded::Server(config) => config.log_format,
+        Loaded::Agent(config) => config.log_format,
+    });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        match cli.command {
-            Command::Server(args) => {
-                let config = ServerConfig::load(&args).context("reading the configuration")?;
-                let server = Server::start(config).await.context("starting the server")?;
+        match command {
+            Loaded::Server(config) => {
+                let server = Server::start(*config).await.context("starting the server")?;
                 wait_for_signal().await?;
                 tracing::info!("Shutting down.");
                 server.shutdown().await;
                 Ok(())
             }
-            Command::Agent(args) => {
-                let config = AgentConfig::load(&args).context("reading the configuration")?;
+            Loaded::Agent(config) => {
                 let shutdown = async {
                     if let Err(error) = wait_for_signal().await {
                         tracing::error!(%error, "Signal handling failed.");
                     }
                 };
-                kairos::agent::worker::run(config, shutdown)
+                kairos::agent::worker::run(*config, shutdown)
                     .await
                     .context("running the agent")?;
                 Ok(())
             }
         }
     })
+}
+
+/// A command with its configuration read.
+enum Loaded {
+    Server(Box<ServerConfig>),
+    Agent(Box<AgentConfig>),
+}
+
+/// Logs to stderr, filtered by `KAIROS_LOG` (default `info`), as text or one JSON object a line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAIROS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Flattened, so a shipper finds `job`, `task`, `worker` beside `message` at the top level.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        // Colours only for a person at a terminal, not in journald or a log file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
