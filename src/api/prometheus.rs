@@ -347,14 +347,16 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
         "1 while store commits keep failing (replies and launches wait), else 0",
         if s.store_failing() { 1.0 } else { 0.0 },
     );
+    // Jobs ask in MB (Mesos' mebibytes); Prometheus wants base units, so these are bytes.
+    const MIB: f64 = 1_048_576.0;
     type Pick = fn(&crate::placement::Resources) -> f64;
     let resources: [(&str, &str, bool, Pick); 6] = [
         ("kairos_worker_offered_cpus", "Cpus a worker offers", false, |r| r.cpus),
-        ("kairos_worker_offered_mem_megabytes", "Memory (MB) a worker offers", false, |r| r.mem),
-        ("kairos_worker_offered_disk_megabytes", "Disk (MB) a worker offers", false, |r| r.disk),
+        ("kairos_worker_offered_mem_bytes", "Memory a worker offers", false, |r| r.mem * MIB),
+        ("kairos_worker_offered_disk_bytes", "Disk a worker offers", false, |r| r.disk * MIB),
         ("kairos_worker_used_cpus", "Cpus held by tasks on a worker", true, |r| r.cpus),
-        ("kairos_worker_used_mem_megabytes", "Memory (MB) held by tasks on a worker", true, |r| r.mem),
-        ("kairos_worker_used_disk_megabytes", "Disk (MB) held by tasks on a worker", true, |r| r.disk),
+        ("kairos_worker_used_mem_bytes", "Memory held by tasks on a worker", true, |r| r.mem * MIB),
+        ("kairos_worker_used_disk_bytes", "Disk held by tasks on a worker", true, |r| r.disk * MIB),
     ];
     for (name, help, used, pick) in resources {
         out.family(name, Kind::Gauge, help);

@@ -6,6 +6,7 @@ mod browser;
 mod chronos_python;
 mod ha;
 mod lifecycle;
+mod metrics;
 mod output;
 mod readme;
 mod security;
