@@ -310,3 +310,46 @@ async fn the_prometheus_config_and_alert_rules_are_valid_and_fire() {
         assert!(alerts.contains(series), "alerts.yml does not use {series}");
     }
 }
+
+/// `systemd-analyze verify` on the units, pointed at the binary just built (it checks that
+/// `ExecStart` exists). It works offline; on a machine without systemd's tools there is nothing
+/// to check with, which is said rather than hidden.
+#[tokio::test]
+async fn the_systemd_units_verify() {
+    let Ok(which) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed: the units are not verified here");
+        return;
+    };
+    assert!(which.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for unit in ["kairos.service", "kairos-agent.service"] {
+        let text = std::fs::read_to_string(deploy(&format!("systemd/{unit}"))).unwrap();
+        for option in ["ProtectSystem=full", "PrivateTmp=yes", "ProtectKernelTunables=yes"] {
+            assert!(text.lines().any(|l| l == option), "{unit} lacks {option}");
+        }
+        // Only in comments: it would bind every task (see the unit).
+        assert!(!text.lines().any(|l| l.starts_with("NoNewPrivileges")), "{unit}");
+        let path = dir.path().join(unit);
+        std::fs::write(
+            &path,
+            text.replace("/usr/local/bin/kairos", env!("CARGO_BIN_EXE_kairos")),
+        )
+        .unwrap();
+        units.push(path);
+    }
+    let output = tokio::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .await
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // It warns about unknown keys and bad values but still exits 0, so its words count too.
+    let about_ours: Vec<&str> = printed.lines().filter(|l| l.contains(".service")).collect();
+    assert!(output.status.success() && about_ours.is_empty(), "{printed}");
+}
