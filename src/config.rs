@@ -1116,7 +1116,7 @@ mod tests {
     #[test]
     fn invalid_values_name_their_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, &[&str]); 7] = [
+        let cases: [(&str, &[&str]); 8] = [
             (
                 "failure_retry = -1\n",
                 &["--failure-retry", "KAIROS_FAILURE_RETRY", "failure_retry"],
@@ -1131,6 +1131,10 @@ mod tests {
             (
                 "allowed_host_paths = [\"srv\"]\n",
                 &["--allowed-host-path", "'srv' is not an absolute path"],
+            ),
+            (
+                "log_format = \"xml\"\n",
+                &["--log-format", "KAIROS_LOG_FORMAT", "'xml' is not a log format"],
             ),
             (
                 "fetch_schemes = \"http,ftp\"\n",
@@ -1171,8 +1175,15 @@ mod tests {
         assert!(c.allowed_host_paths.is_empty());
         assert_eq!(c.fetch_schemes, ["http", "https", "file"]);
         assert_eq!(c.user, "root", "the default runAsUser");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.metrics_per_job);
         let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1"])).unwrap();
         assert_eq!(a.fetch_timeout, Duration::from_secs(300));
+        assert_eq!(a.log_format, LogFormat::Text);
+        let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1", "--log-format", "JSON"])).unwrap();
+        assert_eq!(a.log_format, LogFormat::Json);
+        let c = ServerConfig::load(&parse(&["kairos", "--metrics-per-job", "--log-format", "json"])).unwrap();
+        assert!(c.metrics_per_job && c.log_format == LogFormat::Json);
         assert_eq!(a.policy, crate::executor::Policy::default());
     }
 

@@ -26,12 +26,12 @@ fn main() -> anyhow::Result<()> {
     // The configuration comes first: it says how to log. Its errors reach stderr through `main`'s
     // result, without the logger.
     let command = match cli.command {
-        Command::Server(args) => {
-            Loaded::Server(Box::new(ServerConfig::load(&args).context("reading the configuration")?))
-        }
-        Command::Agent(args) => {
-            Loaded::Agent(Box::new(AgentConfig::load(&args).context("reading the configuration")?))
-        }
+        Command::Server(args) => Loaded::Server(Box::new(
+            ServerConfig::load(&args).context("reading the configuration")?,
+        )),
+        Command::Agent(args) => Loaded::Agent(Box::new(
+            AgentConfig::load(&args).context("reading the configuration")?,
+        )),
     };
     init_logging(match &command {
         Loaded::Server(config) => config.log_format,

@@ -417,7 +417,9 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
                   method: warp::http::Method,
                   request: warp::http::HeaderMap,
                   mut response: Response| {
-                counted.http.record(path.as_str(), &method, response.status().as_u16());
+                counted
+                    .http
+                    .record(path.as_str(), &method, response.status().as_u16());
                 let origin = request
                     .get(header::ORIGIN)
                     .and_then(|v| v.to_str().ok())

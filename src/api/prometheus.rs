@@ -351,12 +351,39 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
     const MIB: f64 = 1_048_576.0;
     type Pick = fn(&crate::placement::Resources) -> f64;
     let resources: [(&str, &str, bool, Pick); 6] = [
-        ("kairos_worker_offered_cpus", "Cpus a worker offers", false, |r| r.cpus),
-        ("kairos_worker_offered_mem_bytes", "Memory a worker offers", false, |r| r.mem * MIB),
-        ("kairos_worker_offered_disk_bytes", "Disk a worker offers", false, |r| r.disk * MIB),
-        ("kairos_worker_used_cpus", "Cpus held by tasks on a worker", true, |r| r.cpus),
-        ("kairos_worker_used_mem_bytes", "Memory held by tasks on a worker", true, |r| r.mem * MIB),
-        ("kairos_worker_used_disk_bytes", "Disk held by tasks on a worker", true, |r| r.disk * MIB),
+        ("kairos_worker_offered_cpus", "Cpus a worker offers", false, |r| {
+            r.cpus
+        }),
+        (
+            "kairos_worker_offered_mem_bytes",
+            "Memory a worker offers",
+            false,
+            |r| r.mem * MIB,
+        ),
+        (
+            "kairos_worker_offered_disk_bytes",
+            "Disk a worker offers",
+            false,
+            |r| r.disk * MIB,
+        ),
+        (
+            "kairos_worker_used_cpus",
+            "Cpus held by tasks on a worker",
+            true,
+            |r| r.cpus,
+        ),
+        (
+            "kairos_worker_used_mem_bytes",
+            "Memory held by tasks on a worker",
+            true,
+            |r| r.mem * MIB,
+        ),
+        (
+            "kairos_worker_used_disk_bytes",
+            "Disk held by tasks on a worker",
+            true,
+            |r| r.disk * MIB,
+        ),
     ];
     for (name, help, used, pick) in resources {
         out.family(name, Kind::Gauge, help);
@@ -411,7 +438,11 @@ fn write_per_job(out: &mut Exposition, s: &State) {
         let n = s.metrics.failures.get(name).copied().unwrap_or(0);
         out.sample("kairos_job_failures_total", &[("job", name)], n as f64);
     }
-    out.family("kairos_job_tasks_running", Kind::Gauge, "Tasks of a job running now");
+    out.family(
+        "kairos_job_tasks_running",
+        Kind::Gauge,
+        "Tasks of a job running now",
+    );
     for (name, entry) in &s.jobs {
         out.sample(
             "kairos_job_tasks_running",
@@ -425,7 +456,11 @@ fn write_per_job(out: &mut Exposition, s: &State) {
         "Tasks of a job waiting in its queue",
     );
     for (name, entry) in &s.jobs {
-        out.sample("kairos_job_tasks_queued", &[("job", name)], entry.queue.len() as f64);
+        out.sample(
+            "kairos_job_tasks_queued",
+            &[("job", name)],
+            entry.queue.len() as f64,
+        );
     }
 }
 
@@ -461,7 +496,10 @@ mod tests {
         for (path, want) in [
             ("/v1/scheduler/job/nightly", "/v1/scheduler/job/{job}"),
             ("/scheduler/job/nightly", "/scheduler/job/{job}"),
-            ("/v1/scheduler/job/a/task/ct:1:0:a/progress", "/v1/scheduler/job/{job}/task/{task}/progress"),
+            (
+                "/v1/scheduler/job/a/task/ct:1:0:a/progress",
+                "/v1/scheduler/job/{job}/task/{task}/progress",
+            ),
             ("/v1/scheduler/task/kill/a", "/v1/scheduler/task/kill/{job}"),
             ("/metrics", "/metrics"),
             ("/", "/"),

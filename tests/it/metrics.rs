@@ -28,7 +28,10 @@ async fn promtool_accepts(args: &[&str], stdin: Option<&str>) -> String {
         .spawn()
         .unwrap_or_else(|e| panic!("running {:?} (set KAIROS_PROMTOOL): {e}", promtool()));
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .unwrap();
     drop(input);
     let output = child.wait_with_output().await.unwrap();
     let printed = format!(
@@ -89,7 +92,10 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
     h.wait_job("fine", "a success", |j| j["successCount"] == 1).await;
     h.wait_job("broken", "a failure", |j| j["errorCount"] == 1).await;
     let (_, workers) = h.get("/v1/scheduler/workers").await;
-    let worker = workers[0]["name"].as_str().expect("the built-in worker").to_owned();
+    let worker = workers[0]["name"]
+        .as_str()
+        .expect("the built-in worker")
+        .to_owned();
 
     let text = scrape(&h, "/metrics?format=prometheus", None).await;
     let printed = promtool_accepts(&["check", "metrics"], Some(&text)).await;
@@ -100,13 +106,19 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
     assert_eq!(value(&all, &format!("kairos_tasks_started_total{{{w}}}")), 2.0);
     for outcome in ["succeeded", "failed"] {
         assert_eq!(
-            value(&all, &format!("kairos_tasks_ended_total{{{w},outcome=\"{outcome}\"}}")),
+            value(
+                &all,
+                &format!("kairos_tasks_ended_total{{{w},outcome=\"{outcome}\"}}")
+            ),
             1.0,
             "{outcome}"
         );
     }
     assert_eq!(value(&all, "kairos_scheduling_lag_seconds_count"), 2.0);
-    assert_eq!(value(&all, "kairos_scheduling_lag_seconds_bucket{le=\"+Inf\"}"), 2.0);
+    assert_eq!(
+        value(&all, "kairos_scheduling_lag_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
     // A requested run launches at once: well within a second of its instant.
     assert_eq!(value(&all, "kairos_scheduling_lag_seconds_bucket{le=\"1\"}"), 2.0);
     assert_eq!(value(&all, "kairos_queue_depth"), 0.0);
@@ -114,7 +126,10 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
     assert_eq!(value(&all, "kairos_tasks_running"), 0.0);
     let commits = value(&all, "kairos_store_commit_seconds_count");
     assert!(commits >= 4.0, "two creations, two starts, two ends: {commits}");
-    assert_eq!(value(&all, "kairos_store_commit_seconds_bucket{le=\"+Inf\"}"), commits);
+    assert_eq!(
+        value(&all, "kairos_store_commit_seconds_bucket{le=\"+Inf\"}"),
+        commits
+    );
     assert_eq!(value(&all, "kairos_store_commit_failures_total"), 0.0);
     assert_eq!(value(&all, "kairos_jobs{state=\"idle\"}"), 2.0);
     assert_eq!(value(&all, "kairos_jobs{state=\"running\"}"), 0.0);
@@ -153,7 +168,11 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
     }
 
     // Chronos' Codahale JSON stays the default, for Chronos' tools and browsers.
-    for accept in [None, Some("application/json"), Some("application/json, text/plain, */*")] {
+    for accept in [
+        None,
+        Some("application/json"),
+        Some("application/json, text/plain, */*"),
+    ] {
         let mut request = h.client.get(h.url("/metrics"));
         if let Some(accept) = accept {
             request = request.header("accept", accept);
@@ -168,7 +187,10 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
         );
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["version"], "4.0.0", "{accept:?}");
-        assert_eq!(body["counters"]["jobs.run.success.fine"]["count"], 1, "{accept:?}");
+        assert_eq!(
+            body["counters"]["jobs.run.success.fine"]["count"], 1,
+            "{accept:?}"
+        );
     }
     let (status, body) = h.get("/metrics?format=json").await;
     assert_eq!((status, &body["version"]), (200, &json!("4.0.0")));
@@ -196,7 +218,7 @@ async fn per_job_series_are_opt_in() {
 async fn json_logs_record_each_task_start_and_end() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
         .arg("server")
         .args(["--log-format", "json", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
@@ -251,9 +273,7 @@ async fn json_logs_record_each_task_start_and_end() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<Value> = stderr
         .lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
         .collect();
     let find = |message: &str| -> Value {
         lines
@@ -268,7 +288,9 @@ async fn json_logs_record_each_task_start_and_end() {
         assert_eq!(line["level"], "INFO", "{line}");
         assert!(line["timestamp"].is_string(), "{line}");
         assert!(
-            line["task"].as_str().is_some_and(|t| t.starts_with("ct:") && t.contains(":logged")),
+            line["task"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ct:") && t.contains(":logged")),
             "{line}"
         );
         assert!(line["worker"].as_str().is_some_and(|w| !w.is_empty()), "{line}");
@@ -316,7 +338,10 @@ async fn the_prometheus_config_and_alert_rules_are_valid_and_fire() {
 /// to check with, which is said rather than hidden.
 #[tokio::test]
 async fn the_systemd_units_verify() {
-    let Ok(which) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+    let Ok(which) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
         eprintln!("systemd-analyze is not installed: the units are not verified here");
         return;
     };
@@ -325,7 +350,11 @@ async fn the_systemd_units_verify() {
     let mut units = Vec::new();
     for unit in ["kairos.service", "kairos-agent.service"] {
         let text = std::fs::read_to_string(deploy(&format!("systemd/{unit}"))).unwrap();
-        for option in ["ProtectSystem=full", "PrivateTmp=yes", "ProtectKernelTunables=yes"] {
+        for option in [
+            "ProtectSystem=full",
+            "PrivateTmp=yes",
+            "ProtectKernelTunables=yes",
+        ] {
             assert!(text.lines().any(|l| l == option), "{unit} lacks {option}");
         }
         // Only in comments: it would bind every task (see the unit).
