@@ -380,6 +380,10 @@ settings! {
     store: String, unset "embedded SQLite", env "KAIROS_STORE";
     /// seconds between leadership checks (election and lock liveness)
     election_interval: f64, default "1", env "KAIROS_ELECTION_INTERVAL";
+    /// also export per-job series in `/metrics?format=prometheus` (their number grows with the number of jobs)
+    metrics_per_job: bool, unset "off", env "KAIROS_METRICS_PER_JOB";
+    /// `text` for people, or `json`: one JSON object per line, for log shippers
+    log_format: String, default "text", env "KAIROS_LOG_FORMAT";
 }
 
 settings! {
@@ -415,6 +419,8 @@ settings! {
     agent_token: String, unset "none", env "KAIROS_AGENT_TOKEN";
     /// PEM certificates the scheduler's must chain to: connect over TLS, trusting only these
     ca_cert: PathBuf, unset "TLS with the public roots for `https://` addresses, else plain", env "KAIROS_CA_CERT";
+    /// `text` for people, or `json`: one JSON object per line, for log shippers
+    log_format: String, default "text", env "KAIROS_LOG_FORMAT";
 }
 
 /// Validated server settings.
@@ -463,6 +469,30 @@ pub struct ServerConfig {
     /// A PostgreSQL URL, or `None` for the embedded SQLite store.
     pub store: Option<String>,
     pub election_interval: Duration,
+    /// Export per-job series in the Prometheus format.
+    pub metrics_per_job: bool,
+    pub log_format: LogFormat,
+}
+
+/// How the log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`), for log shippers.
+    Json,
+}
+
+fn log_format(setting: &'static Setting, text: &str) -> Result<LogFormat, Error> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(Error::Invalid {
+            setting,
+            reason: format!("'{other}' is not a log format (text, json)"),
+        }),
+    }
 }
 
 fn address(setting: &'static Setting, text: String) -> Result<SocketAddr, Error> {
@@ -715,6 +745,8 @@ impl ServerConfig {
             fetch_schemes: fetch_schemes(&S::fetch_schemes, &s.fetch_schemes)?,
             store,
             election_interval: seconds(&S::election_interval, s.election_interval)?,
+            metrics_per_job: s.metrics_per_job.unwrap_or(false),
+            log_format: log_format(&S::log_format, &s.log_format)?,
         })
     }
 
@@ -765,6 +797,7 @@ impl AgentConfig {
             },
             token: token(&S::agent_token, s.agent_token)?,
             ca_cert: s.ca_cert,
+            log_format: log_format(&S::log_format, &s.log_format)?,
         })
     }
 }
@@ -1083,7 +1116,7 @@ mod tests {
     #[test]
     fn invalid_values_name_their_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, &[&str]); 7] = [
+        let cases: [(&str, &[&str]); 8] = [
             (
                 "failure_retry = -1\n",
                 &["--failure-retry", "KAIROS_FAILURE_RETRY", "failure_retry"],
@@ -1098,6 +1131,10 @@ mod tests {
             (
                 "allowed_host_paths = [\"srv\"]\n",
                 &["--allowed-host-path", "'srv' is not an absolute path"],
+            ),
+            (
+                "log_format = \"xml\"\n",
+                &["--log-format", "KAIROS_LOG_FORMAT", "'xml' is not a log format"],
             ),
             (
                 "fetch_schemes = \"http,ftp\"\n",
@@ -1138,8 +1175,15 @@ mod tests {
         assert!(c.allowed_host_paths.is_empty());
         assert_eq!(c.fetch_schemes, ["http", "https", "file"]);
         assert_eq!(c.user, "root", "the default runAsUser");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.metrics_per_job);
         let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1"])).unwrap();
         assert_eq!(a.fetch_timeout, Duration::from_secs(300));
+        assert_eq!(a.log_format, LogFormat::Text);
+        let a = AgentConfig::load(&parse(&["kairos", "--server", "s:1", "--log-format", "JSON"])).unwrap();
+        assert_eq!(a.log_format, LogFormat::Json);
+        let c = ServerConfig::load(&parse(&["kairos", "--metrics-per-job", "--log-format", "json"])).unwrap();
+        assert!(c.metrics_per_job && c.log_format == LogFormat::Json);
         assert_eq!(a.policy, crate::executor::Policy::default());
     }
 

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use kairos::agent::worker::AgentConfig;
-use kairos::config::{AgentArgs, ServerArgs, ServerConfig};
+use kairos::config::{AgentArgs, LogFormat, ServerArgs, ServerConfig};
 use kairos::server::Server;
 
 #[derive(Debug, Parser)]
@@ -25,47 +25,40 @@ enum Command {
     Client(kairos::cli::Command),
 }
 
-/// The long-running commands, which log and run on the multi-threaded runtime.
-enum Daemon {
-    Server(Box<ServerArgs>),
-    Agent(Box<AgentArgs>),
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The configuration comes first: it says how to log. Its errors reach stderr through `main`'s
+    // result, without the logger.
     let command = match cli.command {
         Command::Client(command) => return client(command),
-        Command::Server(args) => Daemon::Server(args),
-        Command::Agent(args) => Daemon::Agent(args),
+        Command::Server(args) => Loaded::Server(Box::new(
+            ServerConfig::load(&args).context("reading the configuration")?,
+        )),
+        Command::Agent(args) => Loaded::Agent(Box::new(
+            AgentConfig::load(&args).context("reading the configuration")?,
+        )),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KAIROS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in journald or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(match &command {
+        Loaded::Server(config) => config.log_format,
+        Loaded::Agent(config) => config.log_format,
+    });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match command {
-            Daemon::Server(args) => {
-                let config = ServerConfig::load(&args).context("reading the configuration")?;
-                let server = Server::start(config).await.context("starting the server")?;
+            Loaded::Server(config) => {
+                let server = Server::start(*config).await.context("starting the server")?;
                 wait_for_signal().await?;
                 tracing::info!("Shutting down.");
                 server.shutdown().await;
                 Ok(())
             }
-            Daemon::Agent(args) => {
-                let config = AgentConfig::load(&args).context("reading the configuration")?;
+            Loaded::Agent(config) => {
                 let shutdown = async {
                     if let Err(error) = wait_for_signal().await {
                         tracing::error!(%error, "Signal handling failed.");
                     }
                 };
-                kairos::agent::worker::run(config, shutdown)
+                kairos::agent::worker::run(*config, shutdown)
                     .await
                     .context("running the agent")?;
                 Ok(())
@@ -87,6 +80,29 @@ fn client(command: kairos::cli::Command) -> anyhow::Result<()> {
             eprintln!("kairos: {error}");
             std::process::exit(error.exit_code());
         }
+    }
+}
+
+/// A command with its configuration read.
+enum Loaded {
+    Server(Box<ServerConfig>),
+    Agent(Box<AgentConfig>),
+}
+
+/// Logs to stderr, filtered by `KAIROS_LOG` (default `info`), as text or one JSON object a line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAIROS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Flattened, so a shipper finds `job`, `task`, `worker` beside `message` at the top level.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        // Colours only for a person at a terminal, not in journald or a log file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }
 

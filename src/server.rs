@@ -216,6 +216,7 @@ impl Server {
                 policy,
             },
         );
+        context = context.with_metrics_per_job(config.metrics_per_job);
         if let Some(client) = leader_client {
             // Every server of a cluster serves TLS alike, so the leader is reached over HTTPS.
             context = context.proxy_over_tls(client);

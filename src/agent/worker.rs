@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub token: Option<Token>,
     /// Certificates the scheduler's must chain to; given, the agent connects over TLS only.
     pub ca_cert: Option<PathBuf>,
+    /// How `main` writes the log lines.
+    pub log_format: crate::config::LogFormat,
 }
 
 /// How the agent reaches schedulers: plain, or over TLS trusting `--ca-cert` (or the public

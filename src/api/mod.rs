@@ -4,6 +4,7 @@
 pub mod dto;
 mod guard;
 mod output;
+mod prometheus;
 mod tokens;
 mod ui;
 
@@ -179,6 +180,10 @@ pub struct Context {
     max_body_bytes: usize,
     /// How the leader is reached: `http`, or `https` when the servers serve TLS.
     leader_scheme: &'static str,
+    /// Requests answered, for `/metrics` in the Prometheus format.
+    http: prometheus::HttpMetrics,
+    /// Whether the Prometheus format includes per-job series (`--metrics-per-job`).
+    metrics_per_job: bool,
 }
 
 /// How the API is protected: [`Context::new`]'s settings beyond the scheduler's.
@@ -204,6 +209,16 @@ impl Context {
             cors_origins: Arc::new(protection.cors_origins),
             max_body_bytes: protection.max_body_bytes,
             leader_scheme: "http",
+            http: prometheus::HttpMetrics::default(),
+            metrics_per_job: false,
+        }
+    }
+
+    /// Adds per-job series to the Prometheus format.
+    pub fn with_metrics_per_job(self, on: bool) -> Context {
+        Context {
+            metrics_per_job: on,
+            ..self
         }
     }
 
@@ -326,6 +341,22 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .and(warp::query::<MetricsQuery>())
         .and(with_ctx(ctx.clone()))
         .and_then(metrics);
+    // The Prometheus format is answered by every server about itself, leader or standby, so a
+    // scrape of each shows which leads; the JSON falls through to the route above (or the proxy).
+    let prometheus_metrics = warp::path!("metrics")
+        .and(get())
+        .and(warp::query::<MetricsQuery>())
+        .and(warp::header::optional::<String>("accept"))
+        .and_then(|query: MetricsQuery, accept: Option<String>| async move {
+            match prometheus::negotiate(query.format.as_deref(), accept.as_deref()) {
+                Ok(prometheus::Format::Json) => Err(warp::reject::not_found()),
+                Ok(prometheus::Format::Prometheus) => Ok(Ok(())),
+                Err(message) => Ok(Err(ApiError::bad_request(message))),
+            }
+        })
+        .and(guard::reader(ctx.clone()))
+        .and(with_ctx(ctx.clone()))
+        .and_then(prometheus_metrics);
     // A standby serves everything else by forwarding it to the leader, as Chronos does.
     let proxy = with_ctx(ctx.clone())
         .and_then(|ctx: Ctx| async move {
@@ -361,6 +392,8 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .unify()
         .or(leader)
         .unify()
+        .or(prometheus_metrics)
+        .unify()
         .or(proxy)
         .unify()
         .or(v1)
@@ -374,11 +407,19 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .recover(handle_rejection)
         .unify();
     let origins = ctx.cors_origins.clone();
+    let counted = ctx.clone();
     warp::path::full()
+        .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(routes)
         .map(
-            move |path: warp::path::FullPath, request: warp::http::HeaderMap, mut response: Response| {
+            move |path: warp::path::FullPath,
+                  method: warp::http::Method,
+                  request: warp::http::HeaderMap,
+                  mut response: Response| {
+                counted
+                    .http
+                    .record(path.as_str(), &method, response.status().as_u16());
                 let origin = request
                     .get(header::ORIGIN)
                     .and_then(|v| v.to_str().ok())
@@ -1500,6 +1541,8 @@ async fn graph_csv(ctx: Ctx) -> Result<Response, Infallible> {
 #[derive(Debug, Deserialize)]
 struct MetricsQuery {
     prefix: Option<String>,
+    /// `json` (the default) or `prometheus`; see [`prometheus::negotiate`].
+    format: Option<String>,
 }
 
 /// Codahale's metrics JSON, in its key order. Metric names are sorted within each kind, as
@@ -1528,6 +1571,31 @@ struct CodahaleHistogram {
     p99: f64,
     p999: f64,
     stddev: f64,
+}
+
+/// `/metrics` in the Prometheus text format: this server's own families, then the engine's when
+/// it leads. `valid` carries a refused `format` value.
+async fn prometheus_metrics(valid: Result<(), ApiError>, ctx: Ctx) -> Result<Response, Infallible> {
+    respond(
+        async {
+            valid?;
+            let mut out = prometheus::Exposition::default();
+            let engine = ctx.cluster.engine();
+            prometheus::write_server(&mut out, engine.is_some(), &ctx.http);
+            if let Some(engine) = engine {
+                let now_ms = crate::clock::now().timestamp_millis();
+                let per_job = ctx.metrics_per_job;
+                out = engine
+                    .read(move |s| {
+                        prometheus::write_engine(&mut out, s, now_ms, per_job);
+                        out
+                    })
+                    .await?;
+            }
+            Ok(typed(out.finish(), prometheus::CONTENT_TYPE))
+        }
+        .await,
+    )
 }
 
 /// Codahale's metrics JSON (`version`, `gauges`, `counters`, `histograms`, `meters`, `timers`).

@@ -28,7 +28,61 @@ pub enum End {
     Skipped { message: String },
 }
 
+/// How a task ended, without its message: a metrics and log label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    LaunchFailed,
+    Killed,
+    Lost,
+    Skipped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::TimedOut,
+        Outcome::LaunchFailed,
+        Outcome::Killed,
+        Outcome::Lost,
+        Outcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::LaunchFailed => "launch_failed",
+            Outcome::Killed => "killed",
+            Outcome::Lost => "lost",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl End {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            End::Succeeded { .. } => Outcome::Succeeded,
+            End::Failed { .. } => Outcome::Failed,
+            End::TimedOut { .. } => Outcome::TimedOut,
+            End::LaunchFailed { .. } => Outcome::LaunchFailed,
+            End::Killed { .. } => Outcome::Killed,
+            End::Lost { .. } => Outcome::Lost,
+            End::Skipped { .. } => Outcome::Skipped,
+        }
+    }
+
     /// How a worker reported the end of a task whose kill was or was not requested.
     pub(super) fn of(end: &TaskEnd, kill_requested: bool) -> End {
         let message = end.describe();
@@ -85,6 +139,21 @@ impl Core {
         open.record.state = end.state();
         open.record.message = end.message().to_owned();
         let record = open.record.clone();
+        let outcome = end.outcome();
+        self.state.metrics.record_end(&record.worker, outcome);
+        // Skipped runs never started: their end is worth a line only when someone looks closely.
+        if outcome == Outcome::Skipped {
+            tracing::debug!(job = %record.job, task = %task_id, outcome = %outcome, "Task ended.");
+        } else {
+            tracing::info!(
+                job = %record.job,
+                task = %task_id,
+                worker = %record.worker,
+                outcome = %outcome,
+                detail = %end.message(),
+                "Task ended."
+            );
+        }
         self.release(task_id);
         let mut batch = Vec::new();
         self.close_task(task_id, &mut batch);

@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use ends::End;
+pub use ends::{End, Outcome};
 pub use state::{JobEntry, OpenTask, State, Worker, WorkerState};
-pub use stats::Histogram;
+pub use stats::{Buckets, Histogram};
 pub use workers::{WorkerInfo, WorkerLink};
 
 use crate::executor::runner::TaskEnd;

@@ -23,6 +23,8 @@ struct Committed {
     report: store::CommitReport,
     writes: usize,
     failures: u64,
+    /// How long the commit that succeeded took (not the failed attempts or the waits between).
+    seconds: f64,
 }
 
 /// How the engine was asked to stop.
@@ -97,11 +99,13 @@ async fn write_groups<S: Store>(
     while let Some(group) = groups.recv().await {
         let mut failures = 0;
         let mut delay = Duration::from_millis(50);
-        let report = loop {
+        let (report, seconds) = loop {
+            // A monotonic interval, not the wall clock: only its length matters.
+            let began = std::time::Instant::now();
             match store.commit(&group).await {
                 Ok(report) => {
                     failing.store(false, Ordering::Relaxed);
-                    break report;
+                    break (report, began.elapsed().as_secs_f64());
                 }
                 Err(error) => {
                     failing.store(true, Ordering::Relaxed);
@@ -117,6 +121,7 @@ async fn write_groups<S: Store>(
             report,
             writes: group.len(),
             failures,
+            seconds,
         };
         if done.send(committed).is_err() {
             return;
@@ -547,6 +552,7 @@ impl<S: Store> Shell<S> {
         core.state.metrics.store_commits += 1;
         core.state.metrics.store_writes += done.writes as u64;
         core.state.metrics.store_failures += done.failures;
+        core.state.metrics.commit_seconds.observe(done.seconds);
         for task_id in &done.report.lost_claims {
             core.forget_lost_claim(task_id);
         }

@@ -252,8 +252,8 @@ impl Worker {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// Counters for `/metrics`, kept where the events already pass, so each costs a map update.
+#[derive(Debug)]
 pub struct Metrics {
     pub tasks_started: u64,
     /// Tasks that reached a final state (finished, failed, killed, lost).
@@ -266,6 +266,33 @@ pub struct Metrics {
     pub store_failures: u64,
     pub successes: HashMap<String, u64>,
     pub failures: HashMap<String, u64>,
+    /// Tasks handed to each worker (counted at the launch, not at the recorded start).
+    pub launched: HashMap<String, u64>,
+    /// Tasks ended, by worker (empty for a task that never reached one) and outcome.
+    pub ended: HashMap<(String, super::Outcome), u64>,
+    /// Seconds from each launched task's instant (due time) to its launch.
+    pub lag: super::Buckets,
+    /// Seconds each successful store commit took.
+    pub commit_seconds: super::Buckets,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            tasks_started: 0,
+            tasks_ended: 0,
+            skipped_runs: 0,
+            store_commits: 0,
+            store_writes: 0,
+            store_failures: 0,
+            successes: HashMap::new(),
+            failures: HashMap::new(),
+            launched: HashMap::new(),
+            ended: HashMap::new(),
+            lag: super::Buckets::new(super::stats::LAG_BOUNDS),
+            commit_seconds: super::Buckets::new(super::stats::COMMIT_BOUNDS),
+        }
+    }
 }
 
 impl Metrics {
@@ -275,6 +302,20 @@ impl Metrics {
 
     pub(super) fn record_failure(&mut self, job: &str) {
         *self.failures.entry(job.to_owned()).or_default() += 1;
+    }
+
+    pub(super) fn record_launch(&mut self, worker: &str, lag_ms: i64) {
+        match self.launched.get_mut(worker) {
+            Some(n) => *n += 1,
+            None => {
+                self.launched.insert(worker.to_owned(), 1);
+            }
+        }
+        self.lag.observe(lag_ms.max(0) as f64 / 1000.0);
+    }
+
+    pub(super) fn record_end(&mut self, worker: &str, outcome: super::Outcome) {
+        *self.ended.entry((worker.to_owned(), outcome)).or_default() += 1;
     }
 }
 

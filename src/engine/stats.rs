@@ -119,3 +119,72 @@ mod tests {
         assert_eq!(h.get("bogus"), None);
     }
 }
+
+/// A Prometheus-style histogram over fixed bucket bounds: recording is a short scan of a fixed
+/// array, and it never grows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// Upper bounds, ascending; an implicit `+Inf` bucket follows.
+    pub bounds: &'static [f64],
+    /// Observations per bucket (not cumulative), one more than `bounds` for `+Inf`.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// Seconds from a task's instant to its launch: a healthy scheduler launches within milliseconds.
+pub(super) const LAG_BOUNDS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Seconds one store commit takes: SQLite takes about a millisecond, PostgreSQL a few.
+pub(super) const COMMIT_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+impl Buckets {
+    pub fn new(bounds: &'static [f64]) -> Buckets {
+        Buckets {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Counts one observation, in the first bucket whose bound is at least `value`.
+    pub fn observe(&mut self, value: f64) {
+        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
+        let bucket = self.bounds.partition_point(|bound| *bound < value);
+        self.counts[bucket] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// `(upper bound, observations at or below it)`, the `+Inf` bucket last as `f64::INFINITY`.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let bounds = self.bounds.iter().copied().chain(std::iter::once(f64::INFINITY));
+        bounds.zip(self.counts.iter().scan(0, |total, n| {
+            *total += n;
+            Some(*total)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_first_bucket_that_holds_them_and_add_up() {
+        let mut b = Buckets::new(&[0.1, 1.0]);
+        for value in [0.05, 0.1, 0.5, 1.0, 7.0, f64::NAN, -3.0] {
+            b.observe(value);
+        }
+        // NaN and negatives count as 0: 0.05, 0.1, NaN, -3 in the first; 0.5, 1.0; 7.0.
+        let cumulative: Vec<(f64, u64)> = b.cumulative().collect();
+        assert_eq!(cumulative, [(0.1, 4), (1.0, 6), (f64::INFINITY, 7)]);
+        assert_eq!(b.count, 7);
+        assert!((b.sum - 8.65).abs() < 1e-9, "{}", b.sum);
+    }
+}

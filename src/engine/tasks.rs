@@ -265,6 +265,7 @@ impl Core {
             return;
         }
         let started = open.record.started_ms.unwrap_or_default();
+        let due = open.record.due_ms;
         if open.kill_requested {
             let end = End::Killed {
                 message: "killed on request before it started".to_owned(),
@@ -287,6 +288,9 @@ impl Core {
             return;
         }
         self.launched_through = self.launched_through.max(started);
+        let lag_ms = self.now_ms() - due;
+        self.state.metrics.record_launch(worker_name, lag_ms);
+        tracing::info!(job = %task_id.job(), task = %task_id, worker = %worker_name, "Task started.");
         self.out.commands.push(Command::Launch {
             worker: worker_name.to_owned(),
             launch: Box::new(launch),

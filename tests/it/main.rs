@@ -7,6 +7,7 @@ mod chronos_python;
 mod cli;
 mod ha;
 mod lifecycle;
+mod metrics;
 mod output;
 mod readme;
 mod security;
