@@ -285,6 +285,12 @@ struct Presented<'a> {
     remote: Option<SocketAddr>,
 }
 
+/// Whether `given` is the session's CSRF token, compared in constant time like every secret.
+pub(super) fn csrf_matches(expected: &str, given: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq as _;
+    given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+}
+
 /// The value of the session cookie among a request's cookies.
 pub(super) fn session_cookie(cookies: &str) -> Option<&str> {
     cookies
@@ -426,7 +432,7 @@ fn check(ctx: &Ctx, need: Need, presented: &Presented<'_>) -> Result<(Principal,
     };
     if let Some(expected) = &csrf
         && !presented.method.is_safe()
-        && presented.csrf != Some(expected.as_str())
+        && !csrf_matches(expected, presented.csrf)
     {
         return Err(ApiError {
             status: StatusCode::FORBIDDEN,

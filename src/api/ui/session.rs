@@ -147,7 +147,9 @@ async fn logout(form: LogoutForm, cookies: Option<String>, ctx: Ctx) -> Result<R
         async {
             if let Some(secret) = cookies.as_deref().and_then(session_cookie) {
                 let csrf = ctx.auth.csrf_of(secret);
-                if csrf.as_deref() != Some(form.csrf.as_str()) && csrf.is_some() {
+                if let Some(csrf) = csrf
+                    && !super::super::guard::csrf_matches(&csrf, Some(&form.csrf))
+                {
                     return Err(ApiError {
                         status: StatusCode::FORBIDDEN,
                         message: "logging out needs the page's CSRF token; reload the page".to_owned(),
