@@ -1,5 +1,5 @@
-//! Authentication in front of every route but `/ping`, `/leader` and `/login`: who is calling
-//! (HTTP Basic with the admin credentials or a token as password, a Bearer API token, a task's
+//! Authentication in front of every route but `/ping`, `/leader`, `/openapi.json` and `/login`: who
+//! is calling (HTTP Basic with the admin credentials or a token as password, a Bearer API token, a task's
 //! own token, or a browser's session cookie from the login form), whether their role allows the
 //! route, and a pause for addresses that keep failing.
 //!

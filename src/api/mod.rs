@@ -1,10 +1,12 @@
 //! The HTTP API: Chronos' REST routes (under both `/v1/scheduler` and the 2.x `/scheduler`),
-//! `/ping`, `/metrics` and `/leader`. The only module that knows warp and the wire format.
+//! `/ping`, `/metrics`, `/leader` and `/openapi.json`. The only module that knows warp and the wire
+//! format.
 
 pub mod dto;
 mod guard;
 mod output;
 mod prometheus;
+pub mod table;
 mod tokens;
 mod ui;
 
@@ -303,6 +305,10 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The OpenAPI 3.1 description of every API route, kept in the repository and checked against
+/// the router and the answers by the integration tests.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 /// GET, and HEAD answered the same way: hyper leaves the body out of a HEAD answer.
 fn get() -> impl Filter<Extract = (), Error = Rejection> + Copy {
     warp::get().or(warp::head()).unify()
@@ -324,6 +330,15 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
             header::CACHE_CONTROL,
             HeaderValue::from_static("must-revalidate,no-cache,no-store"),
         );
+        response
+    });
+    // The API's description, open like /ping: it is the same public document for every server
+    // and says nothing about this one, and clients read it before they have credentials.
+    let openapi = warp::path!("openapi.json").and(get()).map(|| {
+        let mut response = Response::new(OPENAPI.into());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     });
     // Every server names the leader itself, at all three of Chronos' paths.
@@ -389,6 +404,8 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible
         .map(|path: warp::path::FullPath| options_reply(path.as_str()));
     let routes = options
         .or(ping)
+        .unify()
+        .or(openapi)
         .unify()
         .or(leader)
         .unify()
@@ -786,29 +803,7 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
 /// The methods a path accepts, for `OPTIONS` and the `Allow` header of a 405; `None` for a path
 /// no route serves. It mirrors the routes above and `allow_lists_every_route` keeps it honest.
 fn allowed_methods(path: &str) -> Option<&'static str> {
-    const READ: &str = "GET, HEAD, OPTIONS";
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let rest = match segments.as_slice() {
-        ["ping" | "metrics" | "leader"] => return Some(READ),
-        ["v1", "scheduler", rest @ ..] | ["scheduler", rest @ ..] => rest,
-        _ => return None,
-    };
-    Some(match rest {
-        ["iso8601" | "dependency"] => "POST, PUT, OPTIONS",
-        ["jobs"]
-        | ["jobs", "search" | "summary"]
-        | ["graph", "dot" | "csv" | "svg"]
-        | ["workers" | "leader"] => READ,
-        ["job", "success", _] => "PUT, OPTIONS",
-        ["job", "stat", _] | ["job", _, "tasks" | "next"] | ["stats", _] => READ,
-        ["job", _, "task", _, "progress"] => "POST, OPTIONS",
-        ["job", _] => "GET, HEAD, PUT, DELETE, OPTIONS",
-        ["task", "kill", _] => "DELETE, OPTIONS",
-        ["task", "all"] => "GET, HEAD, PUT, DELETE, OPTIONS",
-        ["task", _] => "GET, HEAD, PUT, OPTIONS",
-        ["task", _, "output"] => READ,
-        _ => return None,
-    })
+    table::route_of(path).map(|r| r.methods)
 }
 
 /// `OPTIONS`: the methods of the path in `Allow` (no CORS preflight, as CORS is not configured).
@@ -1733,7 +1728,12 @@ mod tests {
                 Some("POST, OPTIONS"),
             ),
             ("/scheduler/task/kill/a", Some("DELETE, OPTIONS")),
-            ("/scheduler/task/all", Some("GET, HEAD, PUT, DELETE, OPTIONS")),
+            ("/scheduler/task/all", Some("DELETE, OPTIONS")),
+            ("/scheduler/task/ct:1:0:a:", Some("GET, HEAD, PUT, OPTIONS")),
+            ("/v1/scheduler/tokens", Some("GET, HEAD, POST, OPTIONS")),
+            ("/openapi.json", Some("GET, HEAD, OPTIONS")),
+            ("/jobs/a/edit", Some("GET, OPTIONS")),
+            ("/v1/scheduler/job/", None),
             ("/v1/scheduler/stats/mean", Some("GET, HEAD, OPTIONS")),
             ("/v1/scheduler/nope", None),
             ("/logging", None),

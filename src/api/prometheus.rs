@@ -94,74 +94,10 @@ fn method_label(method: &warp::http::Method) -> &'static str {
     }
 }
 
-/// The route a path belongs to, with its variable segments named, as the routes in `api` and
-/// `api::ui` declare them; `other` for a path no route serves, so scanners add one series.
+/// The route a path belongs to, as the route table names it (`/v1/scheduler/job/{name}`); `other`
+/// for a path no route serves, so scanners add one series rather than one per path.
 pub(super) fn route_pattern(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (v1, rest) = match segments.as_slice() {
-        ["v1", "scheduler", rest @ ..] => (true, rest),
-        ["scheduler", rest @ ..] => (false, rest),
-        top => return top_level(top),
-    };
-    macro_rules! both {
-        ($pattern:literal) => {
-            if v1 {
-                concat!("/v1/scheduler", $pattern)
-            } else {
-                concat!("/scheduler", $pattern)
-            }
-        };
-    }
-    match rest {
-        ["iso8601"] => both!("/iso8601"),
-        ["dependency"] => both!("/dependency"),
-        ["jobs"] => both!("/jobs"),
-        ["jobs", "search"] => both!("/jobs/search"),
-        ["jobs", "summary"] => both!("/jobs/summary"),
-        ["job", "success", _] => both!("/job/success/{job}"),
-        ["job", "stat", _] => both!("/job/stat/{job}"),
-        ["job", _, "task", _, "progress"] => both!("/job/{job}/task/{task}/progress"),
-        ["job", _, "tasks"] => both!("/job/{job}/tasks"),
-        ["job", _, "next"] => both!("/job/{job}/next"),
-        ["job", _] => both!("/job/{job}"),
-        ["task", "kill", _] => both!("/task/kill/{job}"),
-        ["task", "all"] => both!("/task/all"),
-        ["task", _, "output"] => both!("/task/{task}/output"),
-        ["task", _] => both!("/task/{task}"),
-        ["graph", "dot"] => both!("/graph/dot"),
-        ["graph", "csv"] => both!("/graph/csv"),
-        ["graph", "svg"] => both!("/graph/svg"),
-        ["stats", _] => both!("/stats/{percentile}"),
-        ["workers"] => both!("/workers"),
-        ["leader"] => both!("/leader"),
-        ["tokens"] => both!("/tokens"),
-        ["tokens", _] => both!("/tokens/{name}"),
-        ["audit"] => both!("/audit"),
-        _ => "other",
-    }
-}
-
-/// Routes outside `/v1/scheduler` and `/scheduler`: the API's own and the web UI's pages.
-fn top_level(segments: &[&str]) -> &'static str {
-    match segments {
-        [""] => "/",
-        ["ping"] => "/ping",
-        ["metrics"] => "/metrics",
-        ["leader"] => "/leader",
-        ["tokens"] => "/tokens",
-        ["tokens", _] => "/tokens/{name}",
-        ["audit"] => "/audit",
-        ["jobs", _] => "/jobs/{job}",
-        ["jobs", _, "edit"] => "/jobs/{job}/edit",
-        ["tasks", _] => "/tasks/{task}",
-        ["graph"] => "/graph",
-        ["workers"] => "/workers",
-        ["queue"] => "/queue",
-        ["new"] => "/new",
-        ["login"] => "/login",
-        ["logout"] => "/logout",
-        _ => "other",
-    }
+    super::table::route_of(path).map_or("other", |route| route.path.as_str())
 }
 
 /// A text exposition being written: each family's `# HELP` and `# TYPE`, then its samples.
@@ -494,16 +430,20 @@ mod tests {
     #[test]
     fn routes_are_patterns_not_paths() {
         for (path, want) in [
-            ("/v1/scheduler/job/nightly", "/v1/scheduler/job/{job}"),
-            ("/scheduler/job/nightly", "/scheduler/job/{job}"),
+            ("/v1/scheduler/job/nightly", "/v1/scheduler/job/{name}"),
+            ("/scheduler/job/nightly", "/scheduler/job/{name}"),
+            (
+                "/v1/scheduler/job/success/nightly",
+                "/v1/scheduler/job/success/{name}",
+            ),
             (
                 "/v1/scheduler/job/a/task/ct:1:0:a/progress",
-                "/v1/scheduler/job/{job}/task/{task}/progress",
+                "/v1/scheduler/job/{name}/task/{taskId}/progress",
             ),
-            ("/v1/scheduler/task/kill/a", "/v1/scheduler/task/kill/{job}"),
+            ("/v1/scheduler/task/kill/a", "/v1/scheduler/task/kill/{name}"),
             ("/metrics", "/metrics"),
             ("/", "/"),
-            ("/jobs/x/edit", "/jobs/{job}/edit"),
+            ("/jobs/x/edit", "/jobs/{name}/edit"),
             ("/wp-admin/setup.php", "other"),
             ("/v1/scheduler/nothing", "other"),
         ] {

@@ -8,6 +8,7 @@ mod cli;
 mod ha;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod output;
 mod readme;
 mod security;
@@ -99,7 +100,7 @@ impl Harness {
             .send()
             .await
             .expect("request");
-        read(response).await
+        read("POST", path, response).await
     }
 
     pub async fn put(&self, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -107,21 +108,34 @@ impl Harness {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        read(request.send().await.expect("request")).await
+        read("PUT", path, request.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        read(self.client.get(self.url(path)).send().await.expect("request")).await
+        read(
+            "GET",
+            path,
+            self.client.get(self.url(path)).send().await.expect("request"),
+        )
+        .await
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = self.client.get(self.url(path)).send().await.expect("request");
         let status = response.status().as_u16();
-        (status, response.text().await.expect("body"))
+        let kind = content_type(&response);
+        let text = response.text().await.expect("body");
+        openapi::check_answer("GET", path, status, &kind, &text);
+        (status, text)
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        read(self.client.delete(self.url(path)).send().await.expect("request")).await
+        read(
+            "DELETE",
+            path,
+            self.client.delete(self.url(path)).send().await.expect("request"),
+        )
+        .await
     }
 
     /// Creates a scheduled job, asserting success.
@@ -173,9 +187,21 @@ fn base_url(config: &ServerConfig, server: &Server) -> String {
     format!("{scheme}://{}", server.addr)
 }
 
-async fn read(response: reqwest::Response) -> (u16, Value) {
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The answer's status and body, which must be what `docs/openapi.json` promises for it.
+async fn read(method: &str, path: &str, response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
+    let kind = content_type(&response);
     let text = response.text().await.expect("body");
+    openapi::check_answer(method, path, status, &kind, &text);
     let value = if text.is_empty() {
         Value::Null
     } else {

@@ -141,7 +141,7 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
     assert_eq!(
         value(
             &all,
-            "kairos_http_requests_total{route=\"/v1/scheduler/job/{job}\",method=\"PUT\",status=\"204\"}"
+            "kairos_http_requests_total{route=\"/v1/scheduler/job/{name}\",method=\"PUT\",status=\"204\"}"
         ),
         2.0
     );
