@@ -307,7 +307,7 @@ settings! {
 
     /// address of the HTTP API; an address other than loopback needs `--http-credentials` (or `--insecure-no-auth`)
     listen: String, unset "127.0.0.1:8080", env "KAIROS_LISTEN";
-    /// `USER:PASSWORD` of the admin (HTTP Basic, as Chronos' `--http_credentials`); turns authentication on for every route but `/ping` and `/leader`
+    /// `USER:PASSWORD` of the admin (HTTP Basic, as Chronos' `--http_credentials`); turns authentication on for every route but `/ping`, `/leader` and `/openapi.json`
     http_credentials: String, unset "none", env "KAIROS_HTTP_CREDENTIALS";
     /// serve without authentication on any address (a warning is logged at start)
     insecure_no_auth: bool, unset "off", env "KAIROS_INSECURE_NO_AUTH";
