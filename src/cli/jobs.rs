@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::client::Client;
 use super::render::{duration_words, local_time, pairs, print, print_json, table};
-use super::{Error, GraphFormat, JobState, JobsCommand, TasksCommand, read_input};
+use super::{Error, GraphFormat, JobState, JobsCommand, TasksCommand, read_jobs};
 
 /// The counters a job carries. A job sent without them keeps them (docs/compatibility.md), so
 /// edits, enables and disables leave them out rather than send back values that may be stale.
@@ -57,19 +57,7 @@ pub(super) async fn jobs(client: &Client, command: JobsCommand) -> Result<(), Er
             print(&show(&job))
         }
         JobsCommand::Add { file } => {
-            let text = read_input(&file)?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", file.display())))?;
-            let jobs = match value {
-                Value::Array(jobs) => jobs,
-                job @ Value::Object(_) => vec![job],
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "{}: must be a job or an array of jobs",
-                        file.display()
-                    )));
-                }
-            };
+            let jobs = read_jobs(&file)?;
             let mut saved = Vec::new();
             for job in &jobs {
                 let name = job["name"].as_str().unwrap_or("(no name)").to_owned();

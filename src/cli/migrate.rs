@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::client::Client;
 use super::jobs::COUNTERS;
 use super::render::{print, print_json, table};
-use super::{Error, read_input};
+use super::{Error, read_jobs};
 use crate::job::Job;
 
 pub(super) enum Source {
@@ -115,21 +115,7 @@ struct Lost {
 
 pub(super) async fn import(target: &Client, source: Source, options: &Options) -> Result<(), Error> {
     let jobs = match &source {
-        Source::File(path) => {
-            let text = read_input(path)?;
-            match serde_json::from_str::<Value>(&text)
-                .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", path.display())))?
-            {
-                Value::Array(jobs) => jobs,
-                job @ Value::Object(_) => vec![job],
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "{}: must be a job or an array of jobs",
-                        path.display()
-                    )));
-                }
-            }
-        }
+        Source::File(path) => read_jobs(path)?,
         Source::Server(client) => read_server(client).await?,
     };
     let mut prepared: Vec<Map<String, Value>> = Vec::with_capacity(jobs.len());

@@ -263,6 +263,22 @@ pub async fn run(command: Command, app: impl FnOnce() -> clap::Command) -> Resul
     }
 }
 
+/// The jobs in a file (or standard input for `-`): one job, or an array of them.
+fn read_jobs(path: &std::path::Path) -> Result<Vec<serde_json::Value>, Error> {
+    use serde_json::Value;
+    let text = read_input(path)?;
+    match serde_json::from_str::<Value>(&text)
+        .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", path.display())))?
+    {
+        Value::Array(jobs) => Ok(jobs),
+        job @ Value::Object(_) => Ok(vec![job]),
+        _ => Err(Error::Usage(format!(
+            "{}: must be a job or an array of jobs",
+            path.display()
+        ))),
+    }
+}
+
 /// Reads a file, or standard input for `-`.
 fn read_input(path: &std::path::Path) -> Result<String, Error> {
     if path.as_os_str() == "-" {
