@@ -57,6 +57,10 @@ pub(super) fn duration_words(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "-".to_owned();
     }
+    if seconds < 0.05 {
+        // "0 seconds" reads as "did not run"; a task that ran took some time.
+        return "under 0.1 seconds".to_owned();
+    }
     if seconds < 10.0 {
         let rounded = (seconds * 10.0).round() / 10.0;
         return if rounded == 1.0 {
@@ -103,6 +107,7 @@ mod tests {
     #[test]
     fn durations_read_as_words() {
         assert_eq!(duration_words(0.42), "0.4 seconds");
+        assert_eq!(duration_words(0.008), "under 0.1 seconds");
         assert_eq!(duration_words(1.0), "1 second");
         assert_eq!(duration_words(65.0), "1 minute 5 seconds");
         assert_eq!(duration_words(7_380.0), "2 hours 3 minutes");
