@@ -228,13 +228,18 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
         "Tasks ended, by worker (empty for tasks that never reached one) and outcome",
     );
     let mut ended: Vec<_> = m.ended.iter().collect();
-    ended.sort_unstable();
-    for ((worker, outcome), n) in ended {
-        out.sample(
-            "kairos_tasks_ended_total",
-            &[("worker", worker), ("outcome", outcome.as_str())],
-            *n as f64,
-        );
+    ended.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (worker, counts) in ended {
+        // Only outcomes that happened: a zero series per outcome and worker would be noise.
+        for (outcome, n) in crate::engine::Outcome::ALL.iter().zip(counts) {
+            if *n > 0 {
+                out.sample(
+                    "kairos_tasks_ended_total",
+                    &[("worker", worker), ("outcome", outcome.as_str())],
+                    *n as f64,
+                );
+            }
+        }
     }
     out.histogram(
         "kairos_scheduling_lag_seconds",

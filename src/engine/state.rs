@@ -268,8 +268,9 @@ pub struct Metrics {
     pub failures: HashMap<String, u64>,
     /// Tasks handed to each worker (counted at the launch, not at the recorded start).
     pub launched: HashMap<String, u64>,
-    /// Tasks ended, by worker (empty for a task that never reached one) and outcome.
-    pub ended: HashMap<(String, super::Outcome), u64>,
+    /// Tasks ended, by worker (empty for a task that never reached one), then by outcome in
+    /// `Outcome::ALL`'s order: counting an end allocates nothing once its worker is known.
+    pub ended: HashMap<String, [u64; super::Outcome::ALL.len()]>,
     /// Seconds from each launched task's instant (due time) to its launch.
     pub lag: super::Buckets,
     /// Seconds each successful store commit took.
@@ -315,7 +316,18 @@ impl Metrics {
     }
 
     pub(super) fn record_end(&mut self, worker: &str, outcome: super::Outcome) {
-        *self.ended.entry((worker.to_owned(), outcome)).or_default() += 1;
+        let slot = super::Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or_default();
+        match self.ended.get_mut(worker) {
+            Some(counts) => counts[slot] += 1,
+            None => {
+                let mut counts = [0; super::Outcome::ALL.len()];
+                counts[slot] = 1;
+                self.ended.insert(worker.to_owned(), counts);
+            }
+        }
     }
 }
 
