@@ -126,15 +126,24 @@ impl SqlStore<Sqlite> {
             // Checkpoints run in the background instead (`checkpoint_loop`).
             .pragma("wal_autocheckpoint", "0")
             .busy_timeout(std::time::Duration::from_secs(10));
+        // Migrations run on a connection of their own, closed before the pool opens: a pooled
+        // connection that had read the schema before a migration changed a table would prepare
+        // its queries against the old columns, and sqlx indexes rows by the columns it saw
+        // first (a panic inside sqlx when SQLite re-prepares with more).
+        {
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let mut conn = options.connect().await.map_err(open_err)?;
+            let mut tx = conn.begin().await.map_err(query_err("migrate"))?;
+            sql::migrate::<Sqlite>(&mut tx).await?;
+            tx.commit().await.map_err(query_err("migrate"))?;
+            conn.close().await.map_err(query_err("migrate"))?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(open_err)?;
         let checkpoints = Checkpoints(tokio::spawn(checkpoint_loop(pool.clone())));
-        let mut tx = pool.begin().await.map_err(query_err("migrate"))?;
-        sql::migrate::<Sqlite>(&mut tx).await?;
-        tx.commit().await.map_err(query_err("migrate"))?;
         Ok(SqlStore {
             pool,
             backend: checkpoints,
