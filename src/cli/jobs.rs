@@ -61,18 +61,10 @@ pub(super) async fn jobs(client: &Client, command: JobsCommand) -> Result<(), Er
             let mut saved = Vec::new();
             for job in &jobs {
                 let name = job["name"].as_str().unwrap_or("(no name)").to_owned();
-                client.save_job(job).await.map_err(|e| match e {
-                    Error::Refused {
-                        status,
-                        message,
-                        field,
-                    } => Error::Refused {
-                        status,
-                        message: format!("job {name}: {message}"),
-                        field,
-                    },
-                    other => other,
-                })?;
+                client
+                    .save_job(job)
+                    .await
+                    .map_err(|e| e.during(format_args!("job {name}")))?;
                 if !json {
                     print(&format!("saved {name}\n"))?;
                 }

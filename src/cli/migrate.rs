@@ -312,18 +312,9 @@ async fn read_server(client: &Client) -> Result<Vec<Value>, Error> {
         }
         other => other,
     };
-    answer.map(|(jobs, _)| jobs).map_err(|e| match e {
-        Error::Refused {
-            status,
-            message,
-            field,
-        } => Error::Refused {
-            status,
-            message: format!("reading the jobs of {}: {message}", client.base()),
-            field,
-        },
-        other => other,
-    })
+    answer
+        .map(|(jobs, _)| jobs)
+        .map_err(|e| e.during(format_args!("reading the jobs of {}", client.base())))
 }
 
 async fn list_jobs(client: &Client) -> Result<HashMap<String, Map<String, Value>>, Error> {

@@ -213,6 +213,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// A refusal with what was being done put before the server's message; other errors as
+    /// they are.
+    fn during(self, what: impl std::fmt::Display) -> Error {
+        match self {
+            Error::Refused {
+                status,
+                message,
+                field,
+            } => Error::Refused {
+                status,
+                message: format!("{what}: {message}"),
+                field,
+            },
+            other => other,
+        }
+    }
+
     /// 0 ok, 1 the server said no, 2 usage, 3 cannot connect.
     pub fn exit_code(&self) -> i32 {
         match self {
