@@ -63,6 +63,181 @@ pub struct Job {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_time_zone: Option<String>,
+    /// How long a failed attempt waits before its retry (ISO 8601 duration); empty means the
+    /// server's `--failure-retry`. Beyond Chronos, as are the fields below: each is left out of
+    /// the JSON while it has its default, so Chronos clients see the job as before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub retry_delay: String,
+    /// Each retry waits this many times longer than the one before.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub retry_backoff: f64,
+    /// The longest a retry waits, however far the backoff has grown; empty means no cap.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub retry_delay_max: String,
+    /// Which failures are retried; empty means every kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<RetryOn>,
+    /// What a run due while the previous one still runs does; absent means `concurrent` decides
+    /// (`allow` when true, `queue` when false), as in Chronos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    /// After downtime or a pause, run the missed occurrences (oldest first, up to
+    /// `catch_up_limit`) instead of only those still within epsilon.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub catch_up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_limit: Option<u32>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(value: &f64) -> bool {
+    *value == 1.0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// How many missed occurrences `catchUp` runs when the job does not say.
+pub const DEFAULT_CATCH_UP_LIMIT: u32 = 10;
+
+/// What a run that falls due while the job's previous run still runs does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcurrencyPolicy {
+    /// It waits for the running one (at most one scheduled run waits): Chronos' `concurrent: false`.
+    Queue,
+    /// It runs beside it: Chronos' `concurrent: true`.
+    Allow,
+    /// It is skipped, and recorded as skipped with the reason.
+    Forbid,
+    /// The running task is killed and the new run starts.
+    Replace,
+}
+
+impl ConcurrencyPolicy {
+    pub const ALL: [ConcurrencyPolicy; 4] = [
+        ConcurrencyPolicy::Queue,
+        ConcurrencyPolicy::Allow,
+        ConcurrencyPolicy::Forbid,
+        ConcurrencyPolicy::Replace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Queue => "queue",
+            ConcurrencyPolicy::Allow => "allow",
+            ConcurrencyPolicy::Forbid => "forbid",
+            ConcurrencyPolicy::Replace => "replace",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ConcurrencyPolicy> {
+        ConcurrencyPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// A kind of failure, as `retryOn` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// The command exited with a non-zero status or was ended by a signal (any status).
+    Exit,
+    /// It ran past `maxCompletionTime`.
+    Timeout,
+    /// Its worker went away while it ran.
+    Lost,
+    /// A `fetch` URI could not be fetched, so the command never ran.
+    Fetch,
+    /// The task could not be launched (sandbox, user, image or container refused).
+    Launch,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Exit,
+        FailureKind::Timeout,
+        FailureKind::Lost,
+        FailureKind::Fetch,
+        FailureKind::Launch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Exit => "exit",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Lost => "lost",
+            FailureKind::Fetch => "fetch",
+            FailureKind::Launch => "launch",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FailureKind> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// One `retryOn` entry: a kind of failure, or one exit status (a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RetryOn {
+    ExitCode(i32),
+    Kind(FailureKind),
+}
+
+/// A failed attempt as the retry policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Exited with this status (`None`: ended by a signal, or failed through the async API
+    /// with no status to speak of).
+    Exit(Option<i32>),
+    Timeout,
+    Lost,
+    Fetch,
+    Launch,
+}
+
+impl Job {
+    /// The concurrency policy in force: the explicit one, or Chronos' `concurrent` flag's.
+    pub fn concurrency(&self) -> ConcurrencyPolicy {
+        self.concurrency_policy.unwrap_or(if self.concurrent {
+            ConcurrencyPolicy::Allow
+        } else {
+            ConcurrencyPolicy::Queue
+        })
+    }
+
+    /// Whether this job's retry policy retries a failure like this one.
+    pub fn retries_on(&self, failure: Failure) -> bool {
+        if self.retry_on.is_empty() {
+            return true;
+        }
+        self.retry_on.iter().any(|entry| match (*entry, failure) {
+            (RetryOn::Kind(FailureKind::Exit), Failure::Exit(_)) => true,
+            (RetryOn::ExitCode(code), Failure::Exit(status)) => status == Some(code),
+            (RetryOn::Kind(FailureKind::Timeout), Failure::Timeout)
+            | (RetryOn::Kind(FailureKind::Lost), Failure::Lost)
+            | (RetryOn::Kind(FailureKind::Fetch), Failure::Fetch)
+            | (RetryOn::Kind(FailureKind::Launch), Failure::Launch) => true,
+            _ => false,
+        })
+    }
+
+    /// How many missed occurrences catching up runs at most (0 when the job does not catch up).
+    pub fn catch_up_runs(&self) -> u32 {
+        if self.catch_up {
+            self.catch_up_limit.unwrap_or(DEFAULT_CATCH_UP_LIMIT)
+        } else {
+            0
+        }
+    }
 }
 
 impl Job {

@@ -12,7 +12,7 @@ use crate::executor::docker::Container;
 use crate::executor::docker::VolumeSpec;
 use crate::executor::fetch::FetchSpec;
 use crate::executor::live::Stream;
-use crate::executor::runner::{TaskEnd, TaskLaunch};
+use crate::executor::runner::{StartFailure, TaskEnd, TaskLaunch};
 use crate::job::TaskId;
 
 /// The code generated from `proto/agent.proto`.
@@ -240,7 +240,8 @@ pub fn end_to_proto(end: &TaskEnd) -> proto::TaskStatus {
         exit_code: end.outcome.exit_code,
         signal: end.outcome.signal,
         timed_out: end.outcome.timed_out,
-        message: end.error.clone().unwrap_or_default(),
+        message: end.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        fetch_failed: end.error.as_ref().is_some_and(|e| e.fetch),
         stdout: end.outcome.stdout.clone(),
         stderr: end.outcome.stderr.clone(),
     }
@@ -264,7 +265,10 @@ pub fn end_from_proto(status: proto::TaskStatus) -> Option<TaskEnd> {
             stderr: status.stderr,
         },
         killed: state == State::Killed,
-        error: (!status.message.is_empty()).then_some(status.message),
+        error: (!status.message.is_empty()).then_some(StartFailure {
+            fetch: status.fetch_failed,
+            message: status.message,
+        }),
         task_id,
     })
 }

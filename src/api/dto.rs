@@ -5,7 +5,10 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::engine::Provided;
-use crate::job::{Constraint, Container, EnvVar, Fetch, Job, Parameter, Volume, is_valid_name};
+use crate::job::{
+    ConcurrencyPolicy, Constraint, Container, EnvVar, FailureKind, Fetch, Job, Parameter, RetryOn, Volume,
+    is_valid_name,
+};
 
 /// Defaults for fields a client leaves out, from the server's flags.
 #[derive(Debug, Clone)]
@@ -213,7 +216,7 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
         errors_since_last_success: field(&obj, "errorsSinceLastSuccess").is_some(),
     };
     let is_dependent = parents.is_some();
-    let job = Job {
+    let mut job = Job {
         command: string(&obj, "command")?.unwrap_or_default(),
         shell: boolean(&obj, "shell")?.unwrap_or(true),
         epsilon: string(&obj, "epsilon")?.unwrap_or_else(|| defaults.epsilon.clone()),
@@ -262,8 +265,90 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
         },
         parents,
         name,
+        retry_delay: duration(&obj, "retryDelay")?,
+        retry_backoff: match number(&obj, "retryBackoff")? {
+            None => 1.0,
+            Some(v) if (1.0..=MAX_BACKOFF).contains(&v) => v,
+            Some(_) => {
+                return Err(bad(
+                    "retryBackoff",
+                    format!("must be a multiplier from 1 to {MAX_BACKOFF}"),
+                ));
+            }
+        },
+        retry_delay_max: duration(&obj, "retryDelayMax")?,
+        retry_on: retry_on(&obj)?,
+        concurrency_policy: None,
+        catch_up: boolean(&obj, "catchUp")?.unwrap_or(false),
+        catch_up_limit: match count(&obj, "catchUpLimit")? {
+            None => None,
+            Some(n @ 1..=MAX_CATCH_UP) => Some(n as u32),
+            Some(_) => {
+                return Err(bad("catchUpLimit", format!("must be from 1 to {MAX_CATCH_UP}")));
+            }
+        },
     };
+    if let Some(text) = string(&obj, "concurrencyPolicy")? {
+        let policy = ConcurrencyPolicy::parse(&text).ok_or_else(|| {
+            bad(
+                "concurrencyPolicy",
+                format!("'{text}' is not one of queue, allow, forbid, replace"),
+            )
+        })?;
+        // The policy decides; `concurrent` follows it, so the two never disagree.
+        job.concurrent = policy == ConcurrencyPolicy::Allow;
+        job.concurrency_policy = Some(policy);
+    }
     Ok((job, counters_given))
+}
+
+/// The largest `retryBackoff`: beyond it the second retry would already wait for years.
+const MAX_BACKOFF: f64 = 1000.0;
+
+/// The most missed runs `catchUpLimit` may ask to run at once.
+const MAX_CATCH_UP: u64 = 1000;
+
+/// The most `retryOn` entries: every kind plus a generous list of exit statuses.
+const MAX_RETRY_ON: usize = 64;
+
+/// An optional ISO 8601 duration field (exact units only), kept as written; empty when absent.
+fn duration(obj: &Obj, key: &str) -> Result<String, ApiError> {
+    let Some(text) = string(obj, key)?.filter(|t| !t.is_empty()) else {
+        return Ok(String::new());
+    };
+    crate::schedule::parse_duration(&text).map_err(|e| bad(key, e))?;
+    Ok(text)
+}
+
+/// `retryOn`: kinds of failure by name, and exit statuses as numbers.
+fn retry_on(obj: &Obj) -> Result<Vec<RetryOn>, ApiError> {
+    let entries = array(obj, "retryOn")?;
+    if entries.len() > MAX_RETRY_ON {
+        return Err(bad("retryOn", format!("has more than {MAX_RETRY_ON} entries")));
+    }
+    entries
+        .iter()
+        .map(|entry| match entry {
+            Value::String(text) => FailureKind::parse(text).map(RetryOn::Kind).ok_or_else(|| {
+                bad(
+                    "retryOn",
+                    format!(
+                        "'{text}' is not a kind of failure (exit, timeout, lost, fetch, launch) \
+                         or an exit status"
+                    ),
+                )
+            }),
+            Value::Number(n) => n
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .map(RetryOn::ExitCode)
+                .ok_or_else(|| bad("retryOn", format!("{n} is not an exit status"))),
+            _ => Err(bad(
+                "retryOn",
+                "each entry is a kind of failure (a string) or an exit status (a number)",
+            )),
+        })
+        .collect()
 }
 
 fn parse_fetch(obj: &Obj) -> Result<Fetch, ApiError> {

@@ -2,6 +2,7 @@
 //! `/ping`, `/metrics`, `/leader` and `/openapi.json`. The only module that knows warp and the wire
 //! format.
 
+mod control;
 pub mod dto;
 mod guard;
 mod output;
@@ -151,6 +152,7 @@ impl From<engine::Error> for ApiError {
             | engine::Error::Schedule(_) => StatusCode::BAD_REQUEST,
             engine::Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             engine::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            engine::Error::Conflict { .. } => StatusCode::CONFLICT,
         };
         let message = match &error {
             engine::Error::Schedule(e) => format!("field '{}': {e}", e.field()),
@@ -690,9 +692,12 @@ fn scheduler_routes(ctx: Ctx) -> warp::filters::BoxedFilter<(Response,)> {
         .and(read())
         .and(c())
         .map(|ctx: Ctx| json_reply(&json!({ "leader": ctx.leader() })));
-    let admin_routes = tokens::routes(c_ctx);
+    let admin_routes = tokens::routes(c_ctx.clone());
+    let control_routes = control::routes(c_ctx);
 
     admin_routes
+        .or(control_routes)
+        .unify()
         .or(iso)
         .unify()
         .or(dependency)

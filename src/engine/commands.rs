@@ -164,10 +164,14 @@ impl Core {
     }
 
     pub(super) fn run_now(&mut self, name: &str, arguments: Option<String>) -> Result<(), Error> {
-        let Some(entry) = self.state.jobs.get(name) else {
+        if !self.state.jobs.contains_key(name) {
             return Err(Error::JobNotFound {
                 name: name.to_owned(),
             });
+        }
+        self.admit_request(name)?;
+        let Some(entry) = self.state.jobs.get(name) else {
+            return Ok(());
         };
         let arguments = arguments
             .map(|a| a.trim().to_owned())

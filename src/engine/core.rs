@@ -103,6 +103,8 @@ pub(super) struct Core {
     pub(super) timers: BTreeSet<(i64, Timer)>,
     /// The timer entry of each scheduled job, so a changed schedule can remove its old one.
     pub(super) schedule_timer: HashMap<String, i64>,
+    /// Each job's entry in `State::next_runs`, so a changed schedule can remove its old one.
+    pub(super) listed_run: HashMap<String, i64>,
     /// Launches recorded ahead of their instant, by task id, until their `Timer::Launch`.
     pub(super) early: HashMap<TaskId, (String, TaskLaunch)>,
     /// The latest `started_ms` of a task handed to its worker, and the last value recorded as
@@ -125,6 +127,7 @@ impl Core {
             state: State::default(),
             timers: BTreeSet::new(),
             schedule_timer: HashMap::new(),
+            listed_run: HashMap::new(),
             early: HashMap::new(),
             launched_through: 0,
             marked_through: 0,

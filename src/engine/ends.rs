@@ -18,8 +18,9 @@ pub enum End {
     Failed { message: String },
     /// It ran past `maxCompletionTime`.
     TimedOut { message: String },
-    /// It never got to run its command (sandbox, fetch or launch failed).
-    LaunchFailed { message: String },
+    /// It never got to run its command (sandbox, fetch or launch failed); `fetch` tells a failed
+    /// fetch from the rest, for retry policies.
+    LaunchFailed { message: String, fetch: bool },
     /// Killed on request (or dropped from the queue by a kill or purge).
     Killed { message: String },
     /// Its worker went away (or the server stopped) while it ran.
@@ -88,8 +89,11 @@ impl End {
         let message = end.describe();
         if end.killed || kill_requested {
             End::Killed { message }
-        } else if end.error.is_some() {
-            End::LaunchFailed { message }
+        } else if let Some(error) = &end.error {
+            End::LaunchFailed {
+                message,
+                fetch: error.fetch,
+            }
         } else if end.outcome.timed_out {
             End::TimedOut { message }
         } else if end.success() {
@@ -115,7 +119,7 @@ impl End {
             End::Succeeded { message }
             | End::Failed { message }
             | End::TimedOut { message }
-            | End::LaunchFailed { message }
+            | End::LaunchFailed { message, .. }
             | End::Killed { message }
             | End::Lost { message }
             | End::Skipped { message } => message,
@@ -160,7 +164,7 @@ impl Core {
         match &end {
             End::Succeeded { .. } => self.after_success(&record.job, &mut batch),
             End::Failed { .. } | End::TimedOut { .. } | End::LaunchFailed { .. } | End::Lost { .. } => {
-                self.after_failure(&record, &mut batch);
+                self.after_failure(&record, &end, &mut batch);
             }
             End::Killed { .. } => {}
             End::Skipped { .. } => self.give_back_repeat(&record.job, &mut batch),
@@ -185,7 +189,10 @@ impl Core {
         open.record.stdout = end.outcome.stdout.clone();
         open.record.stderr = end.outcome.stderr.clone();
         open.record.exit_code = end.outcome.exit_code;
-        let how = End::of(&end, open.kill_requested);
+        let how = match (End::of(&end, open.kill_requested), open.kill_reason.take()) {
+            (End::Killed { .. }, Some(message)) => End::Killed { message },
+            (how, _) => how,
+        };
         match (open.completed, &how) {
             (Some(_), End::Killed { .. }) => self.end_task(&end.task_id, how),
             // Completed through the API while its process ran; now that the process is done
@@ -301,20 +308,35 @@ impl Core {
             }
             let arguments = entry.job.arguments.join(" ");
             let now = self.now_ms();
-            self.enqueue(&child, now, 0, &arguments, Trigger::Request, batch);
-            self.state.pending_starts.push(child);
+            match self.admit(&child, now) {
+                super::policies::Admission::Run => {
+                    self.enqueue(&child, now, 0, &arguments, Trigger::Request, batch);
+                    self.state.pending_starts.push(child);
+                }
+                super::policies::Admission::Skip(why) => {
+                    self.state.metrics.skipped_runs += 1;
+                    let at = self.now;
+                    self.record_skipped(&child, now, &arguments, why, at, batch);
+                }
+            }
         }
     }
 
-    /// A failed attempt: retry while attempts remain, else count the error.
-    fn after_failure(&mut self, task: &TaskRecord, batch: &mut Vec<Write>) {
+    /// A failed attempt: retry while attempts remain and the job's `retryOn` names this kind of
+    /// failure, else count the error.
+    fn after_failure(&mut self, task: &TaskRecord, end: &End, batch: &mut Vec<Write>) {
         let now = self.now;
+        let Some(entry) = self.state.jobs.get(&task.job) else {
+            return;
+        };
+        let retried = task.attempt < entry.job.retries
+            && super::policies::failure_of(end, task.exit_code).is_some_and(|f| entry.job.retries_on(f));
+        let delay = self.retry_delay_ms(&entry.job, task.attempt);
         let Some(entry) = self.state.jobs.get_mut(&task.job) else {
             return;
         };
-        // Unlike Chronos, a retry does not depend on how the previous run ended.
-        if task.attempt < entry.job.retries {
-            let due = now.timestamp_millis() + self.config.failure_retry.as_millis() as i64;
+        if retried {
+            let due = now.timestamp_millis().saturating_add(delay);
             let name = task.job.clone();
             let retry = self.enqueue(
                 &name,
@@ -379,6 +401,9 @@ impl Core {
         let Some(entry) = self.state.jobs.get(&open.record.job) else {
             return;
         };
+        if entry.job.catch_up {
+            return; // It runs late rather than never.
+        }
         tracing::warn!(job = %open.record.job, task = %task_id, "Skipped a scheduled run that could not start within its epsilon.");
         let message = skipped_message(entry.epsilon);
         self.end_task(task_id, End::Skipped { message });

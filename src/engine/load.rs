@@ -14,6 +14,7 @@ pub(super) struct Stored {
     pub(super) durations: Vec<(String, f64)>,
     pub(super) open_tasks: Vec<TaskRecord>,
     pub(super) launched_through: i64,
+    pub(super) paused_since: Option<i64>,
 }
 
 impl Core {
@@ -24,6 +25,8 @@ impl Core {
     ///
     /// Tasks on other workers are kept until those workers register again or time out.
     pub(super) fn restore(&mut self, stored: Stored) {
+        // Before the schedules are armed: a paused scheduler arms no timers.
+        self.state.paused_since = stored.paused_since;
         for s in &stored.jobs {
             self.state.graph.add_job(&s.job.name);
         }
@@ -78,7 +81,7 @@ impl Core {
             unstart(&mut task);
             self.out.writes.push(Write::PutTask(task.clone()));
         }
-        if task.state == TaskState::Queued && task.scheduled && task.attempt == 0 {
+        if task.state == TaskState::Queued && task.scheduled && task.attempt == 0 && !entry.job.catch_up {
             let deadline = task.due_ms.saturating_add(entry.epsilon.num_milliseconds());
             if now > deadline {
                 task.state = TaskState::Skipped;

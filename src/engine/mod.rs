@@ -18,6 +18,7 @@ mod core;
 mod ends;
 mod launch;
 mod load;
+mod policies;
 mod schedules;
 mod shell;
 mod state;
@@ -61,6 +62,10 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("the scheduler is shutting down")]
     Stopped,
+    /// A request that the scheduler's or the job's state refuses now (a run while paused, or
+    /// while the job runs under `concurrencyPolicy: forbid`); it may succeed later.
+    #[error("{message}")]
+    Conflict { message: String },
 }
 
 fn join_graph_errors(errors: &[graph::Error]) -> String {
@@ -178,6 +183,12 @@ enum Event {
     Purge {
         who: Who,
         reply: Reply<()>,
+    },
+    /// Pauses (`true`) or resumes the scheduler; answers since when it is paused, if it is.
+    Pause {
+        paused: bool,
+        who: Who,
+        reply: Reply<Option<i64>>,
     },
     Complete {
         task_id: TaskId,
@@ -319,6 +330,13 @@ impl Handle {
     pub async fn purge(&self, who: Option<Actor>) -> Result<(), Error> {
         let who = who.map(Box::new);
         self.call(|reply| Event::Purge { who, reply }).await
+    }
+
+    /// Pauses the scheduler (nothing new starts) or resumes it; answers since when (epoch ms)
+    /// it is paused, `None` once resumed. Doing what is already so changes nothing.
+    pub async fn set_paused(&self, paused: bool, who: Option<Actor>) -> Result<Option<i64>, Error> {
+        let who = who.map(Box::new);
+        self.call(|reply| Event::Pause { paused, who, reply }).await
     }
 
     /// An async task says how it went.

@@ -5,16 +5,20 @@
 use chrono::{DateTime, Utc};
 
 use super::core::{Core, SCHEDULE_LEAD_MS, STORE_FAILING_RECHECK_MS, Timer, Trigger};
-use crate::clock;
 use crate::job::TaskId;
 use crate::schedule::Schedule;
 use crate::store::{TaskRecord, TaskState, Write};
 
 impl Core {
     /// Sets (or clears) the schedule timer of a job from its runtime schedule.
+    /// Also keeps the job's place in [`State::next_runs`](super::state::State). A paused
+    /// scheduler arms no timer: resuming arms them all.
     pub(super) fn arm_schedule(&mut self, name: &str) {
         if let Some(at) = self.schedule_timer.remove(name) {
             self.timers.remove(&(at, Timer::Schedule(name.to_owned())));
+        }
+        if let Some(at) = self.listed_run.remove(name) {
+            self.state.next_runs.remove(&(at, name.to_owned()));
         }
         let Some(entry) = self.state.jobs.get(name) else {
             return;
@@ -23,7 +27,13 @@ impl Core {
             return;
         }
         if let Some(at) = entry.schedule.as_ref().and_then(Schedule::next_run) {
-            let at = at.timestamp_millis() - SCHEDULE_LEAD_MS;
+            let at = at.timestamp_millis();
+            self.state.next_runs.insert((at, name.to_owned()));
+            self.listed_run.insert(name.to_owned(), at);
+            if self.state.paused_since.is_some() {
+                return;
+            }
+            let at = at - SCHEDULE_LEAD_MS;
             self.timers.insert((at, Timer::Schedule(name.to_owned())));
             self.schedule_timer.insert(name.to_owned(), at);
         }
@@ -85,44 +95,39 @@ impl Core {
         }
         let arguments = entry.job.arguments.join(" ");
         let epsilon = entry.epsilon;
-        let (schedule, skipped) = before.skip_missed(now, entry.epsilon);
+        let catch_up = entry.job.catch_up_runs();
         let mut batch = Vec::new();
+        // Missed occurrences past epsilon are skipped, unless the job catches up on them: then
+        // the newest of them run, oldest first, late rather than never, so that at most
+        // `catchUpLimit` late runs wait (counting those that already do, say from before a stop).
+        let (schedule, skipped) = match catch_up {
+            0 => before.skip_missed(now, epsilon),
+            limit => {
+                let waiting = u32::try_from(self.waiting_occurrences(name).len()).unwrap_or(u32::MAX);
+                match Core::missed_runs(&before, now, epsilon, limit.saturating_sub(waiting)) {
+                    None => (before.clone(), 0),
+                    Some((runs, after, dropped)) => {
+                        for due in runs {
+                            self.occur(name, due.timestamp_millis(), &arguments, &mut batch);
+                        }
+                        (after, dropped)
+                    }
+                }
+            }
+        };
         let mut updated = schedule.clone();
         let horizon = now + chrono::Duration::milliseconds(SCHEDULE_LEAD_MS);
         let mut expiring = None;
         if let Some(due) = schedule.next_run().filter(|due| *due <= horizon) {
             let due_ms = due.timestamp_millis();
-            let task_id = match self.waiting_occurrence(name) {
-                Some(earlier) => {
-                    // One occurrence waits per job: this one is passed over, and says why.
-                    updated = schedule.pass();
-                    let why = format!(
-                        "skipped: the run due at {} had not started yet",
-                        clock::iso(clock::from_millis(earlier))
-                    );
-                    self.state.metrics.skipped_runs += 1;
-                    Some(self.record_skipped(name, due_ms, &arguments, why, now, &mut batch))
-                }
-                None => {
-                    updated = schedule.advance();
-                    let id = self.enqueue(name, due_ms, 0, &arguments, Trigger::Schedule, &mut batch);
-                    expiring = id
-                        .clone()
-                        .map(|id| (due_ms.saturating_add(epsilon.num_milliseconds()), id));
-                    id
-                }
+            let queued = self.occur(name, due_ms, &arguments, &mut batch);
+            updated = if queued.is_some() {
+                schedule.advance()
+            } else {
+                schedule.pass()
             };
-            if let Some(task_id) = task_id {
-                // Claimed before the task is written, in the same transaction, so only one
-                // scheduler ever records this occurrence; a lost claim skips the task's writes.
-                batch.insert(
-                    0,
-                    Write::ClaimRun {
-                        job: name.to_owned(),
-                        due_ms,
-                        task_id,
-                    },
-                );
+            if catch_up == 0 {
+                expiring = queued.map(|id| (due_ms.saturating_add(epsilon.num_milliseconds()), id));
             }
         }
         if updated != before {
@@ -153,15 +158,60 @@ impl Core {
         }
     }
 
-    /// The due instant of the scheduled occurrence of this job that waits to start, if one does.
-    pub(super) fn waiting_occurrence(&self, name: &str) -> Option<i64> {
-        let entry = self.state.jobs.get(name)?;
+    /// One scheduled occurrence of a job comes due: it is queued (and claimed), or passed over
+    /// and recorded as skipped, with the reason, when an earlier one still waits (beyond the
+    /// `catchUpLimit` waiting runs of a job that catches up) or the concurrency policy forbids
+    /// it. Returns the queued task.
+    fn occur(&mut self, name: &str, due_ms: i64, arguments: &str, batch: &mut Vec<Write>) -> Option<TaskId> {
+        let now = self.now;
+        // One run waits; a job that catches up lets its late runs wait too, and then one more.
+        let limit = self.state.jobs.get(name)?.job.catch_up_runs() as usize + 1;
+        let waiting = self.waiting_occurrences(name);
+        let skip = match waiting.first() {
+            Some(&earlier) if waiting.len() >= limit => Some(super::policies::already_waiting(earlier)),
+            _ => match self.admit(name, due_ms) {
+                super::policies::Admission::Run => None,
+                super::policies::Admission::Skip(why) => Some(why),
+            },
+        };
+        let (task_id, queued) = match skip {
+            Some(why) => {
+                self.state.metrics.skipped_runs += 1;
+                (
+                    self.record_skipped(name, due_ms, arguments, why, now, batch),
+                    None,
+                )
+            }
+            None => {
+                let id = self.enqueue(name, due_ms, 0, arguments, Trigger::Schedule, batch)?;
+                (id.clone(), Some(id))
+            }
+        };
+        // Claimed before the task is written, in the same transaction, so only one scheduler
+        // ever records this occurrence; a lost claim skips the task's writes.
+        batch.insert(
+            0,
+            Write::ClaimRun {
+                job: name.to_owned(),
+                due_ms,
+                task_id,
+            },
+        );
+        queued
+    }
+
+    /// The due instants of the scheduled occurrences of this job that wait to start, oldest first.
+    fn waiting_occurrences(&self, name: &str) -> Vec<i64> {
+        let Some(entry) = self.state.jobs.get(name) else {
+            return Vec::new();
+        };
         entry
             .queue
             .iter()
             .filter_map(|id| self.state.tasks.get(id))
-            .find(|t| t.record.scheduled && t.record.attempt == 0)
+            .filter(|t| t.record.scheduled && t.record.attempt == 0)
             .map(|t| t.record.due_ms)
+            .collect()
     }
 
     /// Records an occurrence that is passed over as a skipped task, for the job's history.

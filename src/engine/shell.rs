@@ -141,6 +141,7 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
         durations: store.recent_durations(stats::KEPT).await?,
         open_tasks: store.load_open_tasks().await?,
         launched_through: store.launched_through().await?,
+        paused_since: store.paused_since().await?,
     };
     let runner = Runner::new(
         config.fetch_cache_dir.clone(),
@@ -339,6 +340,16 @@ impl<S: Store> Shell<S> {
                 let result = core.kill(&name);
                 core.audit(who, Some(&name), &result);
                 core.respond(reply, result);
+            }
+            Event::Pause { paused, who, reply } => {
+                if paused {
+                    core.pause();
+                } else {
+                    core.resume();
+                }
+                let since = core.state.paused_since;
+                core.audit(who, None, &Ok(()));
+                core.respond(reply, Ok(since));
             }
             Event::Purge { who, reply } => {
                 core.purge();

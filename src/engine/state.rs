@@ -155,6 +155,8 @@ pub struct OpenTask {
     pub resources: Resources,
     /// Set by kill, so the task's end counts as killed rather than failed.
     pub kill_requested: bool,
+    /// Why it was killed, when not on request (a `replace` policy), for its record.
+    pub kill_reason: Option<String>,
     /// The status an async task was completed with (`PUT /task/<id>`) while its process still
     /// ran: the task keeps its slot until the process ends, then ends with this status.
     pub completed: Option<i64>,
@@ -166,6 +168,7 @@ impl OpenTask {
             record,
             resources: Resources::default(),
             kill_requested: false,
+            kill_reason: None,
             completed: None,
         }
     }
@@ -353,6 +356,11 @@ pub struct State {
     /// worker has this much free, nothing more can start.
     pub(super) min_need: Option<Resources>,
     next_seq: u64,
+    /// Since when the scheduler is paused (epoch ms): nothing new starts until it resumes.
+    pub paused_since: Option<i64>,
+    /// Each enabled scheduled job's next occurrence (epoch ms, name), in time order: what
+    /// `/upcoming` merges from without looking at every job.
+    pub(super) next_runs: BTreeSet<(i64, String)>,
     /// Set by the store writer while a commit keeps failing.
     pub(super) store_failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -429,6 +437,58 @@ impl State {
                 used: w.used,
             })
             .collect()
+    }
+
+    /// The next scheduled runs across every enabled job, in time order (ties by job name): at
+    /// most `limit`, none later than `until`. It merges each job's next run, kept in time order
+    /// in `next_runs`, with the runs after those it has listed, so it costs about `limit`
+    /// schedule steps however many jobs there are.
+    pub fn upcoming(&self, until: Option<DateTime<Utc>>, limit: usize) -> Vec<(DateTime<Utc>, &str)> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let until_ms = until.map_or(i64::MAX, |t| t.timestamp_millis());
+        let end_of_time = DateTime::<Utc>::MAX_UTC.timestamp_millis();
+        let mut runs = Vec::with_capacity(limit.min(1024));
+        let mut listed = self.next_runs.iter().peekable();
+        // Runs after a listed one: (instant, name) in a min-heap, and each job's schedule as
+        // far as it has been stepped, by name.
+        let mut later: BinaryHeap<Reverse<(i64, &str)>> = BinaryHeap::new();
+        let mut stepped: HashMap<&str, Schedule> = HashMap::new();
+        while runs.len() < limit {
+            let next_listed = listed.peek().map(|(at, name)| (*at, name.as_str()));
+            let next_later = later.peek().map(|Reverse(run)| *run);
+            let (at, name, from_list) = match (next_listed, next_later) {
+                (Some(a), Some(b)) if b < a => (b.0, b.1, false),
+                (Some(a), _) => (a.0, a.1, true),
+                (None, Some(b)) => (b.0, b.1, false),
+                (None, None) => break,
+            };
+            if at > until_ms || at >= end_of_time {
+                break;
+            }
+            if from_list {
+                listed.next();
+            } else {
+                later.pop();
+            }
+            let Some(when) = DateTime::from_timestamp_millis(at) else {
+                break;
+            };
+            runs.push((when, name));
+            let schedule = match stepped.remove(name) {
+                Some(schedule) => schedule,
+                None => match self.jobs.get(name).and_then(|e| e.schedule.as_ref()) {
+                    Some(schedule) => schedule.clone(),
+                    None => continue,
+                },
+            };
+            let schedule = schedule.advance();
+            if let Some(next) = schedule.next_run() {
+                later.push(Reverse((next.timestamp_millis(), name)));
+                stepped.insert(name, schedule);
+            }
+        }
+        runs
     }
 
     pub fn running_count(&self) -> usize {

@@ -83,12 +83,12 @@ impl Core {
         name: &str,
         offers: &mut [placement::Offer],
     ) -> Option<placement::Unplaceable> {
-        if self.quiesced {
+        if self.quiesced || self.state.paused_since.is_some() {
             return None;
         }
         loop {
             let entry = self.state.jobs.get_mut(name)?;
-            if !entry.job.concurrent && !entry.running.is_empty() {
+            if entry.job.concurrency() != crate::job::ConcurrencyPolicy::Allow && !entry.running.is_empty() {
                 entry.waiting = None;
                 return None;
             }
@@ -100,6 +100,7 @@ impl Core {
             if let Some(open) = self.state.tasks.get(&task_id)
                 && open.record.scheduled
                 && open.record.attempt == 0
+                && !entry.job.catch_up
                 && self.now_ms() > open.record.due_ms.saturating_add(deadline)
             {
                 self.expire(&task_id);
@@ -132,6 +133,9 @@ impl Core {
     /// much of everything cannot either, so it is not placed again; and once no worker has room
     /// for the smallest job there is, the pass ends.
     pub(super) fn try_start_all(&mut self) {
+        if self.state.paused_since.is_some() {
+            return;
+        }
         let mut offers = self.state.offers();
         let mut no_room: Option<(Resources, placement::Unplaceable)> = None;
         let mut cursor: Option<state::QueuedJob> = None;

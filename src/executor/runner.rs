@@ -29,14 +29,32 @@ pub struct TaskEnd {
     /// A kill was requested before it ended.
     pub killed: bool,
     /// Set when the task never got to run its command (fetch or launch failed).
-    pub error: Option<String>,
+    pub error: Option<StartFailure>,
+}
+
+/// Why a task never got to run its command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    /// Its `fetch` failed (rather than its sandbox, user, image or launch): retry policies tell
+    /// the two apart.
+    pub fetch: bool,
+    pub message: String,
+}
+
+impl StartFailure {
+    fn launch(message: String) -> StartFailure {
+        StartFailure {
+            fetch: false,
+            message,
+        }
+    }
 }
 
 impl TaskEnd {
     /// A sentence for the task's record.
     pub fn describe(&self) -> String {
         match &self.error {
-            Some(error) => error.clone(),
+            Some(error) => error.message.clone(),
             None if self.killed => format!("killed on request ({})", self.outcome.describe()),
             None => self.outcome.describe(),
         }
@@ -46,7 +64,7 @@ impl TaskEnd {
         self.error.is_none() && !self.killed && self.outcome.success()
     }
 
-    fn failed_before_start(task_id: &TaskId, killed: bool, error: String) -> TaskEnd {
+    fn failed_before_start(task_id: &TaskId, killed: bool, error: StartFailure) -> TaskEnd {
         TaskEnd {
             task_id: task_id.to_owned(),
             outcome: Outcome {
@@ -55,7 +73,7 @@ impl TaskEnd {
                 signal: None,
                 timed_out: false,
                 stdout: String::new(),
-                stderr: format!("kairos: {error}\n"),
+                stderr: format!("kairos: {}\n", error.message),
             },
             killed,
             error: Some(error),
@@ -268,7 +286,7 @@ impl Runner {
         let runner = self.clone();
         let finish = Finish::new(on_end);
         tokio::spawn(async move {
-            let failed = |runner: &Runner, error: String| {
+            let failed = |runner: &Runner, error: StartFailure| {
                 let killed = runner.forget(&task_id).is_some_and(Slot::kill_requested);
                 let _ = std::fs::remove_dir_all(&launch.process.sandbox);
                 finish.call(TaskEnd::failed_before_start(&task_id, killed, error));
@@ -276,7 +294,7 @@ impl Runner {
             let identity = match runner.identity(&launch) {
                 Ok(identity) => identity,
                 Err(error) => {
-                    failed(&runner, error);
+                    failed(&runner, StartFailure::launch(error));
                     return;
                 }
             };
@@ -285,7 +303,10 @@ impl Runner {
                 return;
             }
             if runner.tasks().get(&task_id).is_some_and(|s| s.kill_requested()) {
-                failed(&runner, "killed before it started".to_owned());
+                failed(
+                    &runner,
+                    StartFailure::launch("killed before it started".to_owned()),
+                );
                 return;
             }
             let ended = {
@@ -308,7 +329,7 @@ impl Runner {
             };
             if let Err(error) = result {
                 tracing::warn!(task = %task_id, %error, "Task failed to launch.");
-                failed(&runner, error);
+                failed(&runner, StartFailure::launch(error));
             }
         });
     }
@@ -324,19 +345,20 @@ impl Runner {
         identity.map_err(|e| e.to_string())
     }
 
-    async fn prepare(&self, launch: &TaskLaunch, identity: &Identity) -> Result<(), String> {
+    async fn prepare(&self, launch: &TaskLaunch, identity: &Identity) -> Result<(), StartFailure> {
         let sandbox = &launch.process.sandbox;
         // Refused before anything is made or fetched: a job stored before the policy (or on a
         // more permissive server) must not get past the worker.
         if let Some(container) = &launch.container {
-            docker::check_container(container, &self.inner.policy)
-                .map_err(|r| format!("the container is refused: {}: {}", r.field, r.reason))?;
+            docker::check_container(container, &self.inner.policy).map_err(|r| {
+                StartFailure::launch(format!("the container is refused: {}: {}", r.field, r.reason))
+            })?;
         }
         // A process's launch makes its sandbox itself; fetching and containers need it first.
         if !launch.fetch.is_empty() || launch.container.is_some() {
-            tokio::fs::create_dir_all(sandbox)
-                .await
-                .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+            tokio::fs::create_dir_all(sandbox).await.map_err(|e| {
+                StartFailure::launch(format!("cannot create the sandbox {}: {e}", sandbox.display()))
+            })?;
         }
         if !launch.fetch.is_empty() {
             fetch::fetch_all(
@@ -348,7 +370,10 @@ impl Runner {
                 &self.inner.policy.fetch_schemes,
             )
             .await
-            .map_err(|e| format!("fetch failed: {e}"))?;
+            .map_err(|e| StartFailure {
+                fetch: true,
+                message: format!("fetch failed: {e}"),
+            })?;
         }
         if identity.account().is_some() && (!launch.fetch.is_empty() || launch.container.is_some()) {
             // The worker made the sandbox and fetched into it; the task's user must own it.
@@ -358,10 +383,10 @@ impl Runner {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
                 .map_err(|e| {
-                    format!(
+                    StartFailure::launch(format!(
                         "cannot hand the sandbox {} to the task's user: {e}",
                         sandbox.display()
-                    )
+                    ))
                 })?;
         }
         Ok(())

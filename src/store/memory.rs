@@ -19,6 +19,7 @@ struct Inner {
     tasks: IndexMap<TaskId, TaskRecord>,
     claims: std::collections::HashSet<(String, i64)>,
     launched_through: i64,
+    paused_since: Option<i64>,
     tokens: std::collections::BTreeMap<String, StoredToken>,
     audit: Vec<AuditEntry>,
 }
@@ -55,6 +56,7 @@ impl Inner {
                 });
                 report.pruned += u64::from(limit - left);
             }
+            Write::SetPause(since) => self.paused_since = *since,
             Write::LaunchedThrough(ms) => {
                 self.launched_through = self.launched_through.max(*ms);
             }
@@ -154,6 +156,10 @@ impl Store for MemoryStore {
 
     async fn launched_through(&self) -> Result<i64, Error> {
         Ok(self.with(|inner| inner.launched_through))
+    }
+
+    async fn paused_since(&self) -> Result<Option<i64>, Error> {
+        Ok(self.with(|inner| inner.paused_since))
     }
 
     async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, Error> {

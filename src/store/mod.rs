@@ -169,6 +169,8 @@ pub enum Write {
     Audit(Box<AuditEntry>),
     /// Deletes at most `limit` audit entries older than `before_ms`.
     PruneAudit { before_ms: i64, limit: u32 },
+    /// Pauses the scheduler as of this instant (epoch ms), or resumes it (`None`).
+    SetPause(Option<i64>),
 }
 
 /// An API token as stored: never its secret.
@@ -222,7 +224,8 @@ impl Write {
             | Write::PutToken(_)
             | Write::DeleteToken(_)
             | Write::Audit(_)
-            | Write::PruneAudit { .. } => None,
+            | Write::PruneAudit { .. }
+            | Write::SetPause(_) => None,
         }
     }
 
@@ -239,7 +242,7 @@ impl Write {
             Write::AddProgress { .. } => 4,
             Write::LaunchedThrough(_) => 5,
             // Token changes keep their order among themselves (the sort is stable).
-            Write::PutToken(_) | Write::DeleteToken(_) => 6,
+            Write::PutToken(_) | Write::DeleteToken(_) | Write::SetPause(_) => 6,
             Write::Audit(_) => 7,
         }
     }
@@ -335,7 +338,8 @@ fn coalesce_run(batch: &[Write], run: std::ops::Range<usize>, kept_mark: Option<
             | Write::PutToken(_)
             | Write::DeleteToken(_)
             | Write::Audit(_)
-            | Write::PruneAudit { .. } => true,
+            | Write::PruneAudit { .. }
+            | Write::SetPause(_) => true,
         };
         if keep {
             kept.push(write);
@@ -390,6 +394,8 @@ pub trait Store: Send + Sync + 'static {
     fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Vec<AuditEntry>, Error>> + Send;
     /// The highest [`Write::LaunchedThrough`] committed so far (0 when none was).
     fn launched_through(&self) -> impl Future<Output = Result<i64, Error>> + Send;
+    /// Since when the scheduler is paused (epoch ms), or `None` while it runs.
+    fn paused_since(&self) -> impl Future<Output = Result<Option<i64>, Error>> + Send;
     fn task(&self, id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, Error>> + Send;
     /// The newest tasks of a job, newest first.
     fn job_tasks(&self, job: &str, limit: u32)

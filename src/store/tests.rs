@@ -336,6 +336,16 @@ async fn conformance(store: impl Store) {
     store.commit(&[Write::LaunchedThrough(90)]).await.unwrap();
     assert_eq!(store.launched_through().await.unwrap(), 90);
 
+    // The pause: none at first, the last write of a batch wins, and resuming clears it.
+    assert_eq!(store.paused_since().await.unwrap(), None);
+    store
+        .commit(&[Write::SetPause(Some(5)), Write::SetPause(Some(8))])
+        .await
+        .unwrap();
+    assert_eq!(store.paused_since().await.unwrap(), Some(8));
+    store.commit(&[Write::SetPause(None)]).await.unwrap();
+    assert_eq!(store.paused_since().await.unwrap(), None);
+
     progress_through_commit(&store).await;
     pruning_through_commit(&store).await;
     tokens_and_audit(&store).await;
@@ -506,6 +516,7 @@ fn describe(batch: Vec<&Write>) -> Vec<String> {
             Write::DeleteToken(name) => format!("delete token {name}"),
             Write::Audit(e) => format!("audit {}", e.at_ms),
             Write::PruneAudit { before_ms, .. } => format!("prune audit {before_ms}"),
+            Write::SetPause(since) => format!("pause {since:?}"),
         })
         .collect()
 }
@@ -619,7 +630,7 @@ async fn sqlite_store_conforms_and_persists() {
         .fetch_all(&again.pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
@@ -658,7 +669,8 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
          DROP TABLE launches;
          ALTER TABLE tasks DROP COLUMN scheduled;
          DROP TABLE tokens;
-         DROP TABLE audit;",
+         DROP TABLE audit;
+         DROP TABLE pause;",
     )
     .execute(&mut raw)
     .await
@@ -829,7 +841,7 @@ async fn postgres_store_conforms() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6]);
     drop(again);
     db.remove().await;
 }
@@ -879,7 +891,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6]);
     drop(opened);
     db.remove().await;
 }

@@ -10,6 +10,7 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 mod output;
+mod policies;
 mod readme;
 mod security;
 mod tls;

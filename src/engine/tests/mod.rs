@@ -113,6 +113,9 @@ impl Store for FlakyStore {
     async fn launched_through(&self) -> Result<i64, store::Error> {
         self.inner.launched_through().await
     }
+    async fn paused_since(&self) -> Result<Option<i64>, store::Error> {
+        self.inner.paused_since().await
+    }
     async fn job_tasks(&self, job: &str, limit: u32) -> Result<Vec<TaskRecord>, store::Error> {
         self.inner.job_tasks(job, limit).await
     }
@@ -387,4 +390,5 @@ async fn scheduled_runs_wait_while_the_store_fails_instead_of_piling_up() {
 }
 
 mod core;
+mod policies;
 mod runs;

@@ -74,6 +74,16 @@ where
                     .await
                     .map_err(query_err("mark launches"))?;
             }
+            Step::Pause(since) => {
+                let mut query = QueryBuilder::<DB>::new("INSERT INTO pause (id, paused_ms) VALUES (1, ");
+                query.push_bind(since);
+                query.push(") ON CONFLICT (id) DO UPDATE SET paused_ms = excluded.paused_ms");
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("set the pause"))?;
+            }
             Step::Tasks(mut tasks) => {
                 tasks.retain(|t| !report.lost_claims.contains(&t.id));
                 if tasks.is_empty() {
@@ -222,6 +232,7 @@ enum Step<'a> {
     /// Elements to add per task, summed over the run's progress writes of that task.
     Progress(Vec<(&'a TaskId, i64)>),
     Mark(i64),
+    Pause(Option<i64>),
     PruneTasks(&'a [TaskId]),
     PruneClaims {
         before_ms: i64,
@@ -275,6 +286,7 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
                     steps.push(Step::Progress(progress));
                 }
                 (Write::LaunchedThrough(ms), _) => steps.push(Step::Mark(*ms)),
+                (Write::SetPause(since), _) => steps.push(Step::Pause(*since)),
                 (Write::PruneTasks(ids), _) => steps.push(Step::PruneTasks(ids)),
                 (Write::PutToken(token), _) => steps.push(Step::PutToken(token)),
                 (Write::DeleteToken(name), _) => steps.push(Step::DeleteToken(name)),

@@ -52,6 +52,10 @@ macro_rules! tokens_and_audit_step {
 }
 pub(super) use tokens_and_audit_step;
 
+/// The schema step of the scheduler-wide pause: one row, `paused_ms` null while it runs.
+pub(super) const PAUSE_STEP: &str =
+    "CREATE TABLE pause (id INTEGER PRIMARY KEY CHECK (id = 1), paused_ms BIGINT);";
+
 /// A store on a SQL database: `SqliteStore` and `PostgresStore` are this with their backend.
 pub struct SqlStore<DB: Backend> {
     pub(super) pool: Pool<DB>,
@@ -300,6 +304,15 @@ where
             None => None,
         };
         Ok(through.unwrap_or(0))
+    }
+
+    async fn paused_since(&self) -> Result<Option<i64>, Error> {
+        let query = QueryBuilder::new("SELECT paused_ms FROM pause WHERE id = 1");
+        let rows = self.rows(query, "read the pause").await?;
+        match rows.first() {
+            Some(row) => column(row, 0, || "the pause".to_owned()),
+            None => Ok(None),
+        }
     }
 
     async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, Error> {
