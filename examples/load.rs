@@ -173,6 +173,36 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// GETs `count` URLs (`url(i)`) one after another, each body read in full, and returns their times
 /// in milliseconds, sorted, with the last body. A few untimed requests go first: the first one opens
 /// the connection. `check(i, body)` sees every body, outside the timing.
+/// `GET /upcoming` over every job: the next 100 runs, and what runs in the first hour.
+async fn upcoming(client: &reqwest::Client, base: &str, jobs: usize, rows: &mut Vec<Row>) -> Res<()> {
+    for (query, count) in [("limit=100", 100), ("until=2030-01-01T00:59:59Z&limit=10000", (0..jobs).filter(|i| i % 1440 < 60).count().min(10000))] {
+        let (times, _) = time_gets(
+            client,
+            200,
+            |_| format!("{base}/v1/scheduler/upcoming?{query}"),
+            |_, body| {
+                let runs: Value = serde_json::from_str(body)?;
+                let listed = runs.as_array().map_or(0, Vec::len);
+                if listed == count {
+                    Ok(())
+                } else {
+                    Err(format!("/upcoming?{query} listed {listed} runs, not {count}").into())
+                }
+            },
+        )
+        .await?;
+        let p99 = percentile(&times, 0.99);
+        rows.push(Row {
+            figure: format!("`GET /upcoming?{query}` over {jobs} jobs ({count} runs)"),
+            value: format!("p50 {:.1} ms, p99 {p99:.1} ms", percentile(&times, 0.5)),
+            baseline: "—".to_owned(),
+            target: "p99 ≤ 50 ms".to_owned(),
+            verdict: verdict(p99 <= 50.0),
+        });
+    }
+    Ok(())
+}
+
 async fn time_gets(
     client: &reqwest::Client,
     count: usize,
@@ -516,8 +546,10 @@ async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
         async move {
             // Names in an order unrelated to creation, as in life: the jobs page sorts by name,
             // and names created in order would hand it an already sorted list.
+            // Daily at a minute of the day of their own, so `/upcoming` merges many instants.
+            let (hour, minute) = (i % 1440 / 60, i % 60);
             let body = json!({"name": format!("job-{:06}", (i * 7919) % jobs), "command": format!("echo report {i}"), "owner": "ops@example.com",
-                "schedule": "R/2030-01-01T00:00:00Z/P1D"});
+                "schedule": format!("R/2030-01-01T{hour:02}:{minute:02}:00Z/P1D")});
             post_json(&client, format!("{base}/v1/scheduler/iso8601"), &body).await
         }
     })
@@ -565,6 +597,7 @@ async fn scale(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
         target: "p99 ≤ 20 ms".to_owned(),
         verdict: verdict(p99 <= 20.0),
     });
+    upcoming(&client, &base, jobs, rows).await?;
     ui_jobs_page(&client, &base, jobs, rows).await?;
     let started = Instant::now();
     let body = client
