@@ -175,7 +175,13 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// the connection. `check(i, body)` sees every body, outside the timing.
 /// `GET /upcoming` over every job: the next 100 runs, and what runs in the first hour.
 async fn upcoming(client: &reqwest::Client, base: &str, jobs: usize, rows: &mut Vec<Row>) -> Res<()> {
-    for (query, count) in [("limit=100", 100), ("until=2030-01-01T00:59:59Z&limit=10000", (0..jobs).filter(|i| i % 1440 < 60).count().min(10000))] {
+    for (query, count) in [
+        ("limit=100", 100),
+        (
+            "until=2030-01-01T00:59:59Z&limit=10000",
+            (0..jobs).filter(|i| i % 1440 < 60).count().min(10000),
+        ),
+    ] {
         let (times, _) = time_gets(
             client,
             200,

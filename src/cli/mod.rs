@@ -1,11 +1,12 @@
-//! The client subcommands of `kairos` (`jobs`, `tasks`, `workers`, `export`, `import`,
-//! `completions`): a client of the public HTTP API only, like curl or chronos-python. It never
+//! The client subcommands of `kairos` (`jobs`, `tasks`, `workers`, `pause`, `resume`,
+//! `upcoming`, `export`, `import`, `completions`): a client of the public HTTP API only, like curl or chronos-python. It never
 //! reaches the engine or the store, so it can do nothing the API would refuse.
 //!
 //! Every client flag is declared once, here ([`Connection`], [`Command`] and the subcommand
 //! enums); `main` only flattens [`Command`] into the top-level command and dispatches.
 
 mod client;
+mod control;
 mod jobs;
 mod migrate;
 mod render;
@@ -63,6 +64,31 @@ pub enum Command {
     Workers {
         #[command(flatten)]
         connection: Connection,
+    },
+    /// Pause the scheduler: nothing new starts until `kairos resume`; running tasks go on.
+    /// With `--status`, only show whether it is paused.
+    Pause {
+        #[command(flatten)]
+        connection: Connection,
+        /// show whether the scheduler is paused, change nothing
+        #[arg(long)]
+        status: bool,
+    },
+    /// Resume a paused scheduler.
+    Resume {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The next runs across every job, in time order ("what runs tonight?").
+    Upcoming {
+        #[command(flatten)]
+        connection: Connection,
+        /// list no run after this ISO 8601 date-time (with its offset, e.g. 2026-12-02T06:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// at most this many runs (1 to 10000)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
     /// Every job as a JSON array, parents before children (`kairos export > jobs.json`).
     Export {
@@ -246,6 +272,15 @@ pub async fn run(command: Command, app: impl FnOnce() -> clap::Command) -> Resul
         Command::Jobs { connection, command } => jobs::jobs(&Client::new(&connection)?, command).await,
         Command::Tasks { connection, command } => jobs::tasks(&Client::new(&connection)?, command).await,
         Command::Workers { connection } => jobs::workers(&Client::new(&connection)?).await,
+        Command::Pause { connection, status } => {
+            control::pause(&Client::new(&connection)?, (!status).then_some(true)).await
+        }
+        Command::Resume { connection } => control::pause(&Client::new(&connection)?, Some(false)).await,
+        Command::Upcoming {
+            connection,
+            until,
+            limit,
+        } => control::upcoming(&Client::new(&connection)?, until.as_deref(), limit).await,
         Command::Export { connection } => migrate::export(&Client::new(&connection)?).await,
         Command::Import {
             connection,

@@ -903,3 +903,52 @@ async fn completions_for_each_shell() {
     let unknown = finish(command().args(["completions", "tcsh"])).await;
     assert_eq!(unknown.code, 2);
 }
+
+#[tokio::test]
+async fn pause_resume_and_upcoming() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "early", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/PT1H"}))
+        .await;
+    h.create(json!({"name": "late", "command": "true", "schedule": "R/2030-01-01T00:30:00Z/PT1H"}))
+        .await;
+    let state = both(&h.base, &["pause", "--status"], |t| {
+        assert!(t.contains("running"), "{t}")
+    })
+    .await;
+    assert_eq!(state["paused"], false);
+    let state = both(&h.base, &["pause"], |t| {
+        assert!(t.contains("paused since"), "{t}")
+    })
+    .await;
+    assert_eq!(state["paused"], true);
+    assert_eq!(
+        h.get("/v1/scheduler/pause").await.1["paused"],
+        true,
+        "the server is paused"
+    );
+    // A manual run is refused while paused: the server said no, exit code 1.
+    let run = kairos(&h.base, &["jobs", "run", "early"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("paused"), "{}", run.stderr);
+    let state = both(&h.base, &["resume"], |t| assert!(t.contains("running"), "{t}")).await;
+    assert_eq!(state["paused"], false);
+    let runs = both(&h.base, &["upcoming", "--limit", "3"], |t| {
+        let jobs: Vec<&str> = t
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
+        assert_eq!(jobs, ["early", "late", "early"], "{t}");
+    })
+    .await;
+    assert_eq!(runs[1]["at"], "2030-01-01T00:30:00.000Z");
+    let runs = kairos(
+        &h.base,
+        &["upcoming", "--json", "--until", "2030-01-01T00:45:00Z"],
+    )
+    .await;
+    assert_eq!(runs.ok().json().as_array().unwrap().len(), 2);
+    let bad = kairos(&h.base, &["upcoming", "--until", "tonight"]).await;
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("until"), "{}", bad.stderr);
+}
