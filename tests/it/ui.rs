@@ -418,3 +418,51 @@ async fn the_task_page_shows_the_record_and_output_and_unknown_pages_answer_json
         assert_eq!(response.headers()["content-type"], "application/json", "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_paused_scheduler_is_shown_with_a_way_out_for_admins_and_the_queue_shows_what_comes() {
+    use crate::security::{ADMIN, basic, call, secured, token};
+    let h = secured().await;
+    let admin = basic(ADMIN.0, ADMIN.1);
+    let soon = json!({"name": "soon", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/PT1H"});
+    let (status, _) = call(&h, "POST", "/v1/scheduler/iso8601", Some(&admin), Some(soon)).await;
+    assert_eq!(status, 204);
+    let operator = token(&h, "oncall", "operate").await;
+    let reader = token(&h, "viewer", "read").await;
+    // Pausing is for admins only.
+    let as_operator = format!("Bearer {operator}");
+    let (status, _) = call(&h, "PUT", "/v1/scheduler/pause", Some(&as_operator), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&h, "PUT", "/v1/scheduler/pause", Some(&admin), None).await;
+    assert_eq!(status, 200);
+
+    let admin_cookie = log_in(&h, ADMIN.0, ADMIN.1).await;
+    let (_, jobs) = page_as(&h, &admin_cookie, "/").await;
+    assert!(jobs.contains("The scheduler is paused"), "{jobs}");
+    assert!(
+        jobs.contains("data-url=\"/v1/scheduler/resume\""),
+        "an admin can resume"
+    );
+    let reader_cookie = log_in(&h, "anyone", &reader).await;
+    let (_, queue) = page_as(&h, &reader_cookie, "/queue").await;
+    assert!(queue.contains("The scheduler is paused"));
+    assert!(
+        !queue.contains("data-url=\"/v1/scheduler/resume\""),
+        "a reader cannot"
+    );
+    assert!(
+        queue.contains("Coming up")
+            && queue.contains("2030-01-01 00:00:00 UTC")
+            && queue.contains("2030-01-01 01:00:00 UTC"),
+        "{queue}"
+    );
+
+    let (status, _) = call(&h, "PUT", "/v1/scheduler/resume", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let (_, queue) = page_as(&h, &admin_cookie, "/queue").await;
+    assert!(!queue.contains("The scheduler is paused"));
+    assert!(
+        queue.contains("data-url=\"/v1/scheduler/pause\""),
+        "an admin can pause from the queue"
+    );
+}

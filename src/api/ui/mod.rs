@@ -288,21 +288,17 @@ async fn jobs_page(who: Caller, q: JobsQuery, ctx: Ctx) -> Result<Response, Infa
             }
             let page = q.page.unwrap_or(1).max(1) - 1;
             let partial = q.partial;
-            let (table, total) = ctx
+            let (table, total, paused) = ctx
                 .engine()?
                 .read(move |s| {
                     let (found, total) = select(s, &q, rows, page);
-                    (jobs_table(&found, total, &q, rows, page), total)
+                    (jobs_table(&found, total, &q, rows, page), total, s.paused_since)
                 })
                 .await?;
             if partial {
                 return Ok(html(table));
             }
-            let create = if may(&who, Role::Admin) {
-                r#"<p><a class="button" href="/new">New job</a></p>"#
-            } else {
-                ""
-            };
+            let create = format!("{}{}", paused_banner(&who, paused), create_button(&who));
             let body = format!(
                 r#"{create}<form class="filters" role="search" method="get" action="/">
 <label>Search <input type="search" name="q" placeholder="name, command or owner" autofocus></label>
@@ -592,10 +588,39 @@ async fn workers_page(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     )
 }
 
+/// The "New job" link, for admins.
+fn create_button(who: &Caller) -> &'static str {
+    if may(who, Role::Admin) {
+        r#"<p><a class="button" href="/new">New job</a></p>"#
+    } else {
+        ""
+    }
+}
+
+/// While the scheduler is paused, a notice saying so on the pages that list work, with the way
+/// out for admins.
+fn paused_banner(who: &Caller, paused_since: Option<i64>) -> String {
+    let Some(since) = paused_since else {
+        return String::new();
+    };
+    let resume = if may(who, Role::Admin) {
+        r#" <button type="button" data-call="PUT" data-url="/v1/scheduler/resume">Resume</button>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"<p class="notice paused" role="status"><strong>The scheduler is paused</strong> since {}: nothing new starts; running tasks go on.{resume}</p><p id="status" role="status" class="notice"></p>"#,
+        crate::clock::from_millis(since).format("%Y-%m-%d %H:%M:%S UTC")
+    )
+}
+
+/// How many upcoming runs the queue page lists.
+const UPCOMING_ROWS: usize = 20;
+
 async fn queue_page(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            let table = ctx
+            let (table, paused, upcoming) = ctx
                 .engine()?
                 .read(|s| {
                     let mut out = String::from("<table><thead><tr><th scope=\"col\">Job</th><th scope=\"col\">Task</th><th scope=\"col\">Due</th><th scope=\"col\">Why it waits</th></tr></thead><tbody>");
@@ -603,8 +628,9 @@ async fn queue_page(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
                     for entry in s.jobs.values() {
                         for (i, id) in entry.queue.iter().enumerate() {
                             let why = match (&entry.waiting, i) {
+                                _ if s.paused_since.is_some() => "the scheduler is paused".to_owned(),
                                 (Some(reason), 0) => reason.to_string(),
-                                _ if !entry.running.is_empty() && !entry.job.concurrent => "its job's task is still running, and the job is not concurrent".to_owned(),
+                                _ if !entry.running.is_empty() && entry.job.concurrency() != crate::job::ConcurrencyPolicy::Allow => "its job's task is still running, and its concurrency policy waits for it".to_owned(),
                                 (_, 0) => "starting".to_owned(),
                                 _ => "behind an earlier task of its job".to_owned(),
                             };
@@ -620,13 +646,43 @@ async fn queue_page(who: Caller, ctx: Ctx) -> Result<Response, Infallible> {
                         out.push_str("<tr><td colspan=\"4\" class=\"empty\">Nothing waits: every task due has started.</td></tr>");
                     }
                     out.push_str("</tbody></table>");
-                    out
+                    (out, s.paused_since, upcoming_table(s))
                 })
                 .await?;
-            Ok(html(page_html(&who, "Queue", &table)))
+            let pause = if paused.is_none() && may(&who, Role::Admin) {
+                r#"<p><button type="button" data-call="PUT" data-url="/v1/scheduler/pause" data-confirm="Pause the scheduler? Nothing new starts until it resumes; running tasks go on.">Pause the scheduler</button></p><p id="status" role="status" class="notice"></p>"#
+            } else {
+                ""
+            };
+            let body = format!(
+                "{}{pause}{table}<h2>Coming up</h2>{upcoming}",
+                paused_banner(&who, paused)
+            );
+            Ok(html(page_html(&who, "Queue", &body)))
         }
         .await,
     )
+}
+
+/// The next scheduled runs across every job, as `/upcoming` lists them.
+fn upcoming_table(s: &State) -> String {
+    let runs = s.upcoming(None, UPCOMING_ROWS);
+    let mut out = String::from(
+        "<table class=\"narrow\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Job</th></tr></thead><tbody>",
+    );
+    for (at, job) in &runs {
+        let _ = write!(
+            out,
+            "<tr><td class=\"time\">{}</td><th scope=\"row\"><a href=\"/jobs/{job}\">{job}</a></th></tr>",
+            at.format("%Y-%m-%d %H:%M:%S UTC"),
+            job = esc(job)
+        );
+    }
+    if runs.is_empty() {
+        out.push_str("<tr><td colspan=\"2\" class=\"empty\">No scheduled runs ahead.</td></tr>");
+    }
+    out.push_str("</tbody></table>");
+    out
 }
 
 fn queue_row(job: &str, id: &crate::job::TaskId, s: &State, why: &str) -> String {
@@ -703,7 +759,7 @@ header .account{margin-left:auto;display:flex;gap:.6rem;align-items:center}
 .button{display:inline-block;padding:.35rem .7rem;border:1px solid var(--line);border-radius:6px;background:var(--head);color:var(--fg);text-decoration:none}
 .actions{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:1rem 0}.actions label{color:var(--muted);font-size:.85rem}
 button.danger{color:var(--bad);border-color:currentColor}
-.notice:empty{display:none}.notice{padding:.5rem .8rem;border-radius:6px;border:1px solid currentColor}.notice.bad{color:var(--bad)}.notice.ok{color:var(--ok)}
+.notice:empty{display:none}.notice.paused{color:var(--wait)}.notice.paused button{margin-left:.8rem}table.narrow{width:auto;min-width:24rem}.notice{padding:.5rem .8rem;border-radius:6px;border:1px solid currentColor}.notice.bad{color:var(--bad)}.notice.ok{color:var(--ok)}
 .editor{display:grid;grid-template-columns:repeat(auto-fill,minmax(22rem,1fr));gap:.8rem 1.5rem;max-width:80rem}
 .field{display:flex;flex-direction:column;gap:.2rem}.field.check{flex-direction:row;flex-wrap:wrap;align-items:center;gap:.5rem}.field.wide,.editor .actions,.editor .notice{grid-column:1/-1}
 .field textarea{font-family:ui-monospace,monospace}.hint{font-size:.8rem;color:var(--muted)}.error{color:var(--bad);font-weight:600}[aria-invalid=true]{border-color:var(--bad);border-width:2px}.error:empty{display:none}
