@@ -286,11 +286,8 @@ impl Core {
         };
         let schedule = match (&job.parents, &job.schedule) {
             (None, Some(text)) => {
-                let mut parsed = schedule::parse(
-                    text,
-                    job.schedule_time_zone.as_deref().unwrap_or(""),
-                    self.now,
-                )?;
+                let mut parsed =
+                    schedule::parse(text, job.schedule_time_zone.as_deref().unwrap_or(""), self.now)?;
                 // A cron schedule goes on from its kept cursor, not from now, so the runs a
                 // downtime missed are skipped and counted as for an ISO 8601 schedule.
                 if let Some(cursor) = job.schedule_cursor {

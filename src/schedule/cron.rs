@@ -17,6 +17,8 @@
 //!   instants when a fall-back repeats it, and at the first instant after the gap when a
 //!   spring-forward skips it (times in one gap run once, together, at the end of the gap).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, FixedOffset, NaiveDateTime, SubsecRound, TimeDelta, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
@@ -36,7 +38,8 @@ enum Clock {
 pub struct Cron {
     /// The expression as the job gave it: the job JSON returns it so, whatever runs.
     expression: String,
-    pattern: croner::Cron,
+    /// Shared: a parsed pattern is several hundred bytes, and each run clones the schedule.
+    pattern: Arc<croner::Cron>,
     zone: Zone,
     clock: Clock,
     /// The next run; `None` when none is left (croner looks no further than the year 5000).
@@ -74,7 +77,7 @@ impl Cron {
             })?;
         let mut cron = Cron {
             expression: expression.to_owned(),
-            pattern,
+            pattern: Arc::new(pattern),
             zone,
             clock,
             next: None,
@@ -125,10 +128,7 @@ impl Cron {
             next = self.after(at);
             skipped += 1;
         }
-        let cron = Cron {
-            next,
-            ..self.clone()
-        };
+        let cron = Cron { next, ..self.clone() };
         (cron, skipped)
     }
 

@@ -206,13 +206,43 @@ fn leap_days_macros_seconds_and_special_days() {
             vec!["2024-02-29T12:00:00+01:00", "2028-02-29T12:00:00+01:00"],
         ),
         // 15 May 2026 is a Friday.
-        ("@yearly", "", "2026-05-15T10:20:30Z", vec!["2027-01-01T00:00:00Z"]),
-        ("@annually", "", "2026-05-15T10:20:30Z", vec!["2027-01-01T00:00:00Z"]),
-        ("@monthly", "", "2026-05-15T10:20:30Z", vec!["2026-06-01T00:00:00Z"]),
-        ("@weekly", "", "2026-05-15T10:20:30Z", vec!["2026-05-17T00:00:00Z"]),
+        (
+            "@yearly",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2027-01-01T00:00:00Z"],
+        ),
+        (
+            "@annually",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2027-01-01T00:00:00Z"],
+        ),
+        (
+            "@monthly",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2026-06-01T00:00:00Z"],
+        ),
+        (
+            "@weekly",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2026-05-17T00:00:00Z"],
+        ),
         ("@daily", "", "2026-05-15T10:20:30Z", vec!["2026-05-16T00:00:00Z"]),
-        ("@midnight", "", "2026-05-15T10:20:30Z", vec!["2026-05-16T00:00:00Z"]),
-        ("@HOURLY", "", "2026-05-15T10:20:30Z", vec!["2026-05-15T11:00:00Z"]),
+        (
+            "@midnight",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2026-05-16T00:00:00Z"],
+        ),
+        (
+            "@HOURLY",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2026-05-15T11:00:00Z"],
+        ),
         (
             "@daily",
             "Europe/Paris",
@@ -237,7 +267,12 @@ fn leap_days_macros_seconds_and_special_days() {
             vec!["2026-05-18T09:00:30Z", "2026-05-19T09:00:30Z"],
         ),
         // A run at the instant the schedule starts from is the first.
-        ("30 20 10 * * *", "", "2026-05-15T10:20:30Z", vec!["2026-05-15T10:20:30Z"]),
+        (
+            "30 20 10 * * *",
+            "",
+            "2026-05-15T10:20:30Z",
+            vec!["2026-05-15T10:20:30Z"],
+        ),
         // The second Friday, the last Friday, the weekday nearest the 15th, the last weekday.
         (
             "0 9 * * 5#2",
@@ -278,7 +313,11 @@ fn leap_days_macros_seconds_and_special_days() {
             "0 0 1 * MON",
             "",
             "2026-05-15T10:20:30Z",
-            vec!["2026-05-18T00:00:00Z", "2026-05-25T00:00:00Z", "2026-06-01T00:00:00Z"],
+            vec![
+                "2026-05-18T00:00:00Z",
+                "2026-05-25T00:00:00Z",
+                "2026-06-01T00:00:00Z",
+            ],
         ),
     ];
     for (expression, time_zone, from, expected) in rows {
@@ -314,7 +353,10 @@ fn a_cursor_resumes_where_the_schedule_was() {
     assert_eq!(skipped, 8, "09:00 to 10:10");
     assert_eq!(after.next_run(), Some(utc("2026-05-15T10:20:00Z")));
     let (after, skipped) = s.skip_missed(now, Duration::zero());
-    assert_eq!((after.next_run(), skipped), (Some(utc("2026-05-15T10:30:00Z")), 9));
+    assert_eq!(
+        (after.next_run(), skipped),
+        (Some(utc("2026-05-15T10:30:00Z")), 9)
+    );
     // Nothing is late: nothing moves.
     let (same, skipped) = s.skip_missed(utc("2026-05-15T08:00:00Z"), Duration::zero());
     assert_eq!((same, skipped), (s.clone(), 0));
@@ -363,13 +405,48 @@ fn bad_expressions_are_refused_with_the_reason() {
              @weekly, @daily, @midnight or @hourly",
             "schedule",
         ),
-        ("61 * * * *", "", "cron expression '61 * * * *' is invalid: ", "schedule"),
-        ("* 24 * * *", "", "cron expression '* 24 * * *' is invalid: ", "schedule"),
-        ("* * 0 * *", "", "cron expression '* * 0 * *' is invalid: ", "schedule"),
-        ("* * * 13 *", "", "cron expression '* * * 13 *' is invalid: ", "schedule"),
-        ("a b c d e", "", "cron expression 'a b c d e' is invalid: ", "schedule"),
-        ("5-1 * * * *", "", "cron expression '5-1 * * * *' is invalid: ", "schedule"),
-        ("*/0 * * * *", "", "cron expression '*/0 * * * *' is invalid: ", "schedule"),
+        (
+            "61 * * * *",
+            "",
+            "cron expression '61 * * * *' is invalid: ",
+            "schedule",
+        ),
+        (
+            "* 24 * * *",
+            "",
+            "cron expression '* 24 * * *' is invalid: ",
+            "schedule",
+        ),
+        (
+            "* * 0 * *",
+            "",
+            "cron expression '* * 0 * *' is invalid: ",
+            "schedule",
+        ),
+        (
+            "* * * 13 *",
+            "",
+            "cron expression '* * * 13 *' is invalid: ",
+            "schedule",
+        ),
+        (
+            "a b c d e",
+            "",
+            "cron expression 'a b c d e' is invalid: ",
+            "schedule",
+        ),
+        (
+            "5-1 * * * *",
+            "",
+            "cron expression '5-1 * * * *' is invalid: ",
+            "schedule",
+        ),
+        (
+            "*/0 * * * *",
+            "",
+            "cron expression '*/0 * * * *' is invalid: ",
+            "schedule",
+        ),
         (
             "0 0 30 2 *",
             "",
@@ -422,7 +499,11 @@ fn arb_field(min: u32, max: u32) -> impl Strategy<Value = Field> {
         }),
     ];
     let list = prop::collection::vec(part, 1..=3).prop_map(|parts| {
-        let text = parts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(",");
+        let text = parts
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut values: Vec<u32> = parts.into_iter().flat_map(|(_, v)| v).collect();
         values.sort_unstable();
         values.dedup();

@@ -876,7 +876,9 @@ fn arb_schedule() -> impl Strategy<Value = (Interval, &'static str)> {
         |((start, zone), period, repeat)| {
             let repeat = repeat.map(|n| n.to_string()).unwrap_or_default();
             let text = format!("R{repeat}/{start}/{period}");
-            parse_interval(&text, zone, DateTime::UNIX_EPOCH).ok().map(|s| (s, zone))
+            parse_interval(&text, zone, DateTime::UNIX_EPOCH)
+                .ok()
+                .map(|s| (s, zone))
         },
     )
 }

@@ -420,7 +420,11 @@ fn a_cron_job_sent_again_starts_from_now_and_clients_never_see_its_cursor() {
     core.at(at(95));
     upsert(&mut core, body(false));
     let job = stored_job(&core.take_effects().writes, "c").unwrap();
-    assert_eq!(job.schedule_cursor, Some(ms(100)), "from now on, as a re-sent job");
+    assert_eq!(
+        job.schedule_cursor,
+        Some(ms(100)),
+        "from now on, as a re-sent job"
+    );
     assert_eq!(core.next_timer(), Some(ms(100) - 100));
     // What clients see of the job has no cursor.
     let shown = serde_json::to_value(core.state.jobs["c"].job.for_clients()).unwrap();
