@@ -66,6 +66,10 @@ fn bench_schedule(c: &mut Criterion) {
             parsed("R/2026-01-01T02:30:00/P1D", "Europe/Paris"),
         ),
         ("advance/P1M-UTC", parsed("R/2026-01-31T00:00:00Z/P1M", "")),
+        ("advance/cron-every-10s-UTC", parsed("*/10 * * * * *", "")),
+        // Real time in a zone with daylight saving: each step looks for a change of offset.
+        ("advance/cron-hourly-Paris", parsed("0 * * * *", "Europe/Paris")),
+        ("advance/cron-02:30-Paris", parsed("30 2 * * *", "Europe/Paris")),
     ];
     for (name, s) in &cases {
         group.bench_function(*name, |b| b.iter(|| black_box(s).advance()));
@@ -83,6 +87,12 @@ fn bench_schedule(c: &mut Criterion) {
             "skip_missed/10y-P1D-Paris-steps",
             parsed("R/2016-01-01T02:30:00/P1D", "Europe/Paris"),
         ),
+        // Cron counts each skipped run, one step at a time: a day of a run a minute.
+        ("skip_missed/1d-cron-every-minute-Paris-steps", {
+            let mut s = parsed("* * * * *", "Europe/Paris");
+            s.resume((now - Duration::days(1)).timestamp_millis());
+            s
+        }),
     ];
     for (name, s) in &behind {
         let (_, skipped) = s.skip_missed(now, epsilon);
@@ -90,7 +100,7 @@ fn bench_schedule(c: &mut Criterion) {
         group.bench_function(*name, |b| b.iter(|| black_box(s).skip_missed(now, epsilon)));
     }
 
-    let paris = parsed("R/2026-01-01T02:30:00/P1D", "Europe/Paris");
+    let paris = schedule::parse_interval("R/2026-01-01T02:30:00/P1D", "Europe/Paris", now).unwrap();
     group.bench_function("render/P1D-Paris", |b| b.iter(|| black_box(&paris).render()));
     group.finish();
 }

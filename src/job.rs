@@ -87,6 +87,12 @@ pub struct Job {
     pub catch_up: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_limit: Option<u32>,
+    /// Where a cron schedule is: its next run, in epoch milliseconds. The store keeps it, so that
+    /// a restart knows which runs it missed; clients never see it ([`Job::for_clients`]), and a
+    /// job they send starts again from now, as a re-sent ISO 8601 schedule does. (An ISO 8601
+    /// schedule keeps its place in its own text, which the engine rewrites as it runs.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_cursor: Option<i64>,
 }
 
 fn one() -> f64 {
@@ -241,6 +247,14 @@ impl Job {
 }
 
 impl Job {
+    /// The job as clients see it: without what only the scheduler keeps (the cron cursor).
+    pub fn for_clients(&self) -> Job {
+        Job {
+            schedule_cursor: None,
+            ..self.clone()
+        }
+    }
+
     /// A dependent job runs after its parents; every other job runs on its schedule.
     pub fn is_dependent(&self) -> bool {
         self.parents.is_some()

@@ -263,6 +263,8 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
             // No schedule and no parents: Chronos runs the job once, now.
             Some(schedule.unwrap_or_else(|| "R1//PT24H".to_owned()))
         },
+        // Never read from clients: a job they send starts its cron schedule again from now.
+        schedule_cursor: None,
         parents,
         name,
         retry_delay: duration(&obj, "retryDelay")?,

@@ -845,7 +845,7 @@ async fn upsert(who: Caller, body: Bytes, ctx: Ctx, route: Route) -> Result<Resp
 
 /// `GET /jobs` fills `fetch` from `uris` and the other way round, as Chronos' list does.
 fn with_fetch_shim(job: &Job) -> Job {
-    let mut job = job.clone();
+    let mut job = job.for_clients();
     if job.fetch.is_empty() {
         job.fetch = job
             .uris
@@ -928,7 +928,7 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
                         })
                         .skip(offset)
                         .take(limit)
-                        .map(|e| e.job.clone())
+                        .map(|e| e.job.for_clients())
                         .collect::<Vec<_>>()
                 })
                 .await?;
@@ -1026,7 +1026,7 @@ async fn get_job(Segment(name): Segment, ctx: Ctx) -> Result<Response, Infallibl
             let lookup = name.clone();
             let job = ctx
                 .engine()?
-                .read(move |state| state.jobs.get(&lookup).map(|e| e.job.clone()))
+                .read(move |state| state.jobs.get(&lookup).map(|e| e.job.for_clients()))
                 .await?;
             let job = job.ok_or(engine::Error::JobNotFound { name })?;
             Ok(json_reply(&job))

@@ -1,13 +1,14 @@
 //! What clients ask of the engine: create, update and delete jobs, run, mark success, kill,
 //! purge, complete async tasks and report progress. Each answers once its writes are committed.
 
-use super::core::{Command, Core, Timer, Trigger};
+use super::core::{Command, Core, Timer, Trigger, keep_progress};
 use super::ends::End;
 use super::state::JobEntry;
 use super::{Error, Provided};
 use crate::clock;
 use crate::graph;
 use crate::job::{Job, TaskId};
+use crate::schedule::Schedule;
 use crate::store::{StoredJob, TaskState, Write};
 
 impl Core {
@@ -20,8 +21,11 @@ impl Core {
                 .check_parents(&name, parents)
                 .map_err(|errors| Error::Graph { errors })?;
         }
-        // An empty start means "now"; store the instant so a restart doesn't move it.
-        if let Some(text) = &job.schedule {
+        // An empty start means "now"; store the instant so a restart doesn't move it. (A cron
+        // expression is kept as given; its cursor is set below.)
+        if let Some(text) = &job.schedule
+            && !crate::schedule::is_cron(text)
+        {
             let parts: Vec<&str> = text.splitn(3, '/').collect();
             if parts.len() == 3 && parts[1].is_empty() {
                 job.schedule = Some(format!("{}/{}/{}", parts[0], clock::iso(now), parts[2]));
@@ -39,9 +43,14 @@ impl Core {
                 let (moved, passed) = parsed.skip_missed(now, chrono::Duration::zero());
                 if passed > 0 {
                     *parsed = moved;
-                    job.schedule = Some(parsed.render());
+                    keep_progress(&mut job, parsed);
                 }
             }
+        }
+        // A cron schedule's first run is stored from the start, so a restart before it still
+        // knows what it missed.
+        if let Some(parsed @ Schedule::Cron(_)) = &schedule {
+            keep_progress(&mut job, parsed);
         }
         // The parents were checked above, so changing the graph after the commit cannot fail;
         // the edges that stay keep their flags, which is what gets stored.
@@ -390,6 +399,7 @@ fn without_parent(child: &Job, deleted: &Job) -> Job {
         job.parents = None;
         job.schedule = deleted.schedule.clone();
         job.schedule_time_zone = deleted.schedule_time_zone.clone();
+        job.schedule_cursor = deleted.schedule_cursor;
     } else {
         job.parents = Some(parents);
     }

@@ -288,14 +288,31 @@ impl Core {
             schedule::parse_duration(&job.epsilon)?
         };
         let schedule = match (&job.parents, &job.schedule) {
-            (None, Some(text)) => Some(schedule::parse(
-                text,
-                job.schedule_time_zone.as_deref().unwrap_or(""),
-                self.now,
-            )?),
+            (None, Some(text)) => {
+                let mut parsed =
+                    schedule::parse(text, job.schedule_time_zone.as_deref().unwrap_or(""), self.now)?;
+                // A cron schedule goes on from its kept cursor, not from now, so the runs a
+                // downtime missed are skipped and counted as for an ISO 8601 schedule.
+                if let Some(cursor) = job.schedule_cursor {
+                    parsed.resume(cursor);
+                }
+                Some(parsed)
+            }
             _ => None,
         };
         Ok((schedule, epsilon))
+    }
+}
+
+/// Writes where a schedule is into its job, for the store: an ISO 8601 schedule is rewritten
+/// from its next run on, as Chronos does; a cron schedule keeps its expression as given and
+/// moves its cursor.
+pub(super) fn keep_progress(job: &mut Job, schedule: &schedule::Schedule) {
+    match schedule {
+        schedule::Schedule::Interval(interval) => job.schedule = Some(interval.render()),
+        schedule::Schedule::Cron(cron) => {
+            job.schedule_cursor = cron.next_run().map(|t| t.timestamp_millis());
+        }
     }
 }
 

@@ -380,10 +380,9 @@ impl Core {
             return;
         };
         if let Some(schedule) = entry.schedule.as_mut()
-            && let Some(n) = schedule.repeat.as_mut()
+            && schedule.give_back_repeat()
         {
-            *n += 1;
-            entry.job.schedule = Some(schedule.render());
+            super::core::keep_progress(&mut entry.job, schedule);
             batch.push(self.put_job(name));
             self.arm_schedule(name);
         }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::core::{Core, SCHEDULE_LEAD_MS, STORE_FAILING_RECHECK_MS, Timer, Trigger};
+use super::core::{Core, SCHEDULE_LEAD_MS, STORE_FAILING_RECHECK_MS, Timer, Trigger, keep_progress};
 use crate::job::TaskId;
 use crate::schedule::Schedule;
 use crate::store::{TaskRecord, TaskState, Write};
@@ -134,8 +134,8 @@ impl Core {
             let Some(entry) = self.state.jobs.get_mut(name) else {
                 return;
             };
-            entry.schedule = Some(updated.clone());
-            entry.job.schedule = Some(updated.render());
+            keep_progress(&mut entry.job, &updated);
+            entry.schedule = Some(updated);
             batch.push(self.put_job(name));
         }
         self.record(batch);

@@ -1,5 +1,5 @@
-//! Chronos schedules (`Rn/<start>/<period>` ISO 8601 repeating intervals):
-//! parsing, rendering, and working out when a job runs next.
+//! Job schedules: Chronos' ISO 8601 repeating intervals (`Rn/<start>/<period>`) and cron
+//! expressions (`cron.rs`): parsing, rendering, and working out when a job runs next.
 //!
 //! Everything here is pure: callers pass `now` in, so the engine decides what
 //! time it is and the tests can pick any time they like.
@@ -7,11 +7,16 @@
 use chrono::{DateTime, Days, Duration, FixedOffset, Months, NaiveDate, NaiveDateTime, NaiveTime};
 use chrono::{SubsecRound, TimeDelta, Utc, Weekday};
 
+mod cron;
 mod period;
 mod zone;
 
 #[cfg(test)]
+mod cron_tests;
+#[cfg(test)]
 mod tests;
+
+pub use cron::Cron;
 
 pub use period::{Period, format_duration, parse_duration};
 pub use zone::{Zone, parse_time_zone};
@@ -20,8 +25,25 @@ pub use zone::{Zone, parse_time_zone};
 /// shown to users in HTTP 400 bodies, so each one names the offending text.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum Error {
-    #[error("schedule '{schedule}' is not an ISO 8601 repeating interval (Rn/start/period)")]
+    #[error(
+        "schedule '{schedule}' is neither an ISO 8601 repeating interval (Rn/start/period) \
+         nor a cron expression (five or six fields, or a macro such as @daily)"
+    )]
     NotRepeatingInterval { schedule: String },
+    #[error(
+        "cron expression '{schedule}' has {count} fields; give five (minute hour day-of-month \
+         month day-of-week) or six (second first)"
+    )]
+    CronFieldCount { schedule: String, count: usize },
+    #[error(
+        "cron expression '{schedule}' uses an unknown macro; use @yearly, @annually, @monthly, \
+         @weekly, @daily, @midnight or @hourly"
+    )]
+    UnknownCronMacro { schedule: String },
+    #[error("cron expression '{schedule}' is invalid: {reason}")]
+    InvalidCron { schedule: String, reason: String },
+    #[error("cron expression '{schedule}' never matches a date (such as 30 February), so it would never run")]
+    CronNeverRuns { schedule: String },
     #[error(
         "schedule '{schedule}' has a repeat count that is too large (at most {max})",
         max = u64::MAX
@@ -61,16 +83,128 @@ impl Error {
             | Error::InvalidStart { .. }
             | Error::StartBefore1970 { .. }
             | Error::InvalidPeriod { .. }
-            | Error::ZeroPeriod { .. } => "schedule",
+            | Error::ZeroPeriod { .. }
+            | Error::CronFieldCount { .. }
+            | Error::UnknownCronMacro { .. }
+            | Error::InvalidCron { .. }
+            | Error::CronNeverRuns { .. } => "schedule",
             Error::UnknownTimeZone { .. } => "scheduleTimeZone",
             Error::InvalidDuration { .. } | Error::InexactDuration { .. } => "epsilon",
         }
     }
 }
 
-/// A parsed schedule: what is left to run and when.
+/// A parsed schedule of either kind, with what the engine asks of both.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Schedule {
+pub enum Schedule {
+    /// Chronos' ISO 8601 repeating interval, rewritten (rendered) as it advances.
+    Interval(Interval),
+    /// A cron expression, kept as given; its progress is a cursor kept beside it.
+    Cron(Cron),
+}
+
+/// Whether a schedule text is a cron expression rather than an ISO 8601 repeating interval:
+/// a macro (`@daily`) or fields apart by white space, which an ISO interval never has.
+pub fn is_cron(schedule: &str) -> bool {
+    let text = schedule.trim();
+    text.starts_with('@') || text.contains(char::is_whitespace)
+}
+
+/// Parse a job's `schedule` with its `scheduleTimeZone`: a cron expression (see
+/// [`Cron`]) or a Chronos ISO 8601 repeating interval (see [`parse_interval`]).
+/// A cron schedule's next run is its first occurrence at or after `now`.
+pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Schedule, Error> {
+    if is_cron(schedule) {
+        let zone = parse_time_zone(time_zone)?;
+        Ok(Schedule::Cron(Cron::parse(schedule, zone, now)?))
+    } else {
+        Ok(Schedule::Interval(parse_interval(schedule, time_zone, now)?))
+    }
+}
+
+impl Schedule {
+    /// The instant of the next run, or `None` when no runs remain.
+    pub fn next_run(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Interval(s) => s.next_run(),
+            Schedule::Cron(c) => c.next_run(),
+        }
+    }
+
+    /// The schedule after its next run was launched.
+    pub fn advance(&self) -> Schedule {
+        match self {
+            Schedule::Interval(s) => Schedule::Interval(s.advance()),
+            Schedule::Cron(c) => Schedule::Cron(c.advance()),
+        }
+    }
+
+    /// The schedule after its next run was passed over without running.
+    pub fn pass(&self) -> Schedule {
+        match self {
+            Schedule::Interval(s) => Schedule::Interval(s.pass()),
+            Schedule::Cron(c) => Schedule::Cron(c.advance()),
+        }
+    }
+
+    /// Skips the runs too late to start at `now` (earlier than `now - epsilon`); returns the
+    /// schedule from the first run that is not, and how many were skipped.
+    pub fn skip_missed(&self, now: DateTime<Utc>, epsilon: Duration) -> (Schedule, u64) {
+        match self {
+            Schedule::Interval(s) => {
+                let (s, skipped) = s.skip_missed(now, epsilon);
+                (Schedule::Interval(s), skipped)
+            }
+            Schedule::Cron(c) => {
+                let (c, skipped) = c.skip_missed(now, epsilon);
+                (Schedule::Cron(c), skipped)
+            }
+        }
+    }
+
+    /// The next `count` runs, as the scheduler will launch them if none is skipped.
+    pub fn upcoming(&self, count: usize) -> Vec<DateTime<Utc>> {
+        match self {
+            Schedule::Interval(s) => s.upcoming(count),
+            Schedule::Cron(c) => c.upcoming(count),
+        }
+    }
+
+    /// The schedule in words, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Interval(s) => s.describe(),
+            Schedule::Cron(c) => c.describe(),
+        }
+    }
+
+    /// A skipped run gives its repeat back, since `Rn` counts runs that happen. True when that
+    /// changed the schedule: an interval with a repeat count (cron has none).
+    pub fn give_back_repeat(&mut self) -> bool {
+        match self {
+            Schedule::Interval(Interval { repeat: Some(n), .. }) => {
+                *n = n.saturating_add(1);
+                true
+            }
+            Schedule::Interval(_) | Schedule::Cron(_) => false,
+        }
+    }
+
+    /// Continues a cron schedule from a cursor kept by the store (the next run as epoch
+    /// milliseconds), so a restart neither replays nor forgets runs. Intervals keep their
+    /// progress in their own text and ignore it.
+    pub fn resume(&mut self, cursor_ms: i64) {
+        if let Schedule::Cron(c) = self
+            && let Some(at) = DateTime::from_timestamp_millis(cursor_ms)
+        {
+            c.resume(at);
+        }
+    }
+}
+
+/// A parsed ISO 8601 repeating interval: what is left to run and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
     /// Remaining runs; `None` means infinite.
     pub repeat: Option<u64>,
     /// The next occurrence to run (an instant).
@@ -85,15 +219,15 @@ pub struct Schedule {
     pub wall: Option<NaiveDateTime>,
 }
 
-/// Parse a Chronos schedule string with its `scheduleTimeZone`. An empty start
-/// means `now` (kept to the millisecond, as Chronos keeps it).
+/// Parse a Chronos schedule string (an ISO 8601 repeating interval) with its
+/// `scheduleTimeZone`. An empty start means `now` (kept to the millisecond, as Chronos keeps it).
 ///
 /// With an empty `time_zone` the offset written in the start is used as a
 /// fixed offset (UTC when there is none). With a zone, the wall-clock fields
 /// of the start are kept and read in that zone, whatever offset the string
 /// carries, as Chronos does; the offset only picks between the two instants
 /// of a wall-clock time that happens twice.
-pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Schedule, Error> {
+pub fn parse_interval(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Interval, Error> {
     let not_interval = || Error::NotRepeatingInterval {
         schedule: schedule.to_owned(),
     };
@@ -137,7 +271,7 @@ pub fn parse(schedule: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Sche
     let keeps_wall =
         matches!(zone, Zone::Named(_)) && period.has_calendar_part() && period.time_millis() == 0;
     let wall = keeps_wall.then_some(local);
-    Ok(Schedule {
+    Ok(Interval {
         repeat,
         start,
         period,
@@ -234,7 +368,7 @@ fn naive_date(date: iso8601::Date) -> Option<NaiveDate> {
     }
 }
 
-impl Schedule {
+impl Interval {
     /// The instant of the next run, or `None` when no runs remain
     /// (`repeat == Some(0)`).
     pub fn next_run(&self) -> Option<DateTime<Utc>> {
@@ -255,7 +389,7 @@ impl Schedule {
     /// March 28 (not 31). A daylight saving gap does not (unlike Chronos): a
     /// 02:30 `P1D` schedule runs at 03:30 on the spring-forward day and at
     /// 02:30 again the day after, because the step starts from the wall-clock
-    /// time meant ([`Schedule::wall`]) when `t` is the schedule's own start.
+    /// time meant ([`Interval::wall`]) when `t` is the schedule's own start.
     ///
     /// Results past the end of chrono's range (about 262,000 years from now)
     /// saturate at [`DateTime::<Utc>::MAX_UTC`], a time that never comes.
@@ -351,12 +485,12 @@ impl Schedule {
     /// The schedule after the run at `self.start` was launched: one run fewer
     /// (if finite) and the start moved one period on. A schedule with no runs
     /// left has nothing to launch and is returned unchanged.
-    pub fn advance(&self) -> Schedule {
+    pub fn advance(&self) -> Interval {
         match self.repeat {
             Some(0) => self.clone(),
             repeat => {
                 let (start, wall) = self.stepped();
-                Schedule {
+                Interval {
                     repeat: repeat.map(|n| n.saturating_sub(1)),
                     start,
                     wall,
@@ -370,12 +504,12 @@ impl Schedule {
     /// running: the start moves one period on and the repeats stay, since
     /// `Rn` counts runs that happen. A schedule with no runs left is returned
     /// unchanged.
-    pub fn pass(&self) -> Schedule {
+    pub fn pass(&self) -> Interval {
         match self.repeat {
             Some(0) => self.clone(),
             _ => {
                 let (start, wall) = self.stepped();
-                Schedule {
+                Interval {
                     start,
                     wall,
                     ..self.clone()
@@ -392,7 +526,7 @@ impl Schedule {
     /// runs that actually happened. Returns the new schedule and how many
     /// occurrences were skipped. A zero period never advances, and a schedule
     /// with no runs left is returned unchanged.
-    pub fn skip_missed(&self, now: DateTime<Utc>, epsilon: Duration) -> (Schedule, u64) {
+    pub fn skip_missed(&self, now: DateTime<Utc>, epsilon: Duration) -> (Interval, u64) {
         let unchanged = (self.clone(), 0);
         if self.repeat == Some(0) || self.period.is_zero() {
             return unchanged;
@@ -415,7 +549,7 @@ impl Schedule {
             None => self.step_until(target),
         };
         (
-            Schedule {
+            Interval {
                 start,
                 wall,
                 ..self.clone()
@@ -457,7 +591,7 @@ impl Schedule {
     /// `R/<start>/<period>`, with the start as `yyyy-MM-ddTHH:mm:ss.SSS` in the
     /// zone followed by `Z` for a zero offset or the zone's `±HH:mm` then.
     ///
-    /// A kept [`Schedule::wall`] is written as the wall-clock time, so the
+    /// A kept [`Interval::wall`] is written as the wall-clock time, so the
     /// time meant survives a round trip through the text even on a gap day
     /// (the offset then is the one in force at the instant; parsing moves the
     /// wall-clock time across the gap to that same instant).

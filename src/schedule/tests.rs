@@ -21,9 +21,9 @@ fn period(text: &str) -> Period {
     Period::parse(text).unwrap_or_else(|e| panic!("bad test period {text}: {e}"))
 }
 
-fn must_parse(schedule: &str, time_zone: &str) -> Schedule {
-    parse(schedule, time_zone, now())
-        .unwrap_or_else(|e| panic!("parse({schedule:?}, {time_zone:?}) failed: {e}"))
+fn must_parse(schedule: &str, time_zone: &str) -> Interval {
+    parse_interval(schedule, time_zone, now())
+        .unwrap_or_else(|e| panic!("parse_interval({schedule:?}, {time_zone:?}) failed: {e}"))
 }
 
 #[test]
@@ -72,17 +72,17 @@ fn chronos_parser_vectors() {
         ),
     ];
     for (schedule, time_zone, expected) in rows {
-        let got = parse(schedule, time_zone, now());
+        let got = parse_interval(schedule, time_zone, now());
         match (expected, got) {
             (None, Err(_)) => {}
-            (None, Ok(s)) => panic!("parse({schedule:?}, {time_zone:?}) should fail, got {s:?}"),
-            (Some(_), Err(e)) => panic!("parse({schedule:?}, {time_zone:?}) failed: {e}"),
+            (None, Ok(s)) => panic!("parse_interval({schedule:?}, {time_zone:?}) should fail, got {s:?}"),
+            (Some(_), Err(e)) => panic!("parse_interval({schedule:?}, {time_zone:?}) failed: {e}"),
             (Some((repeat, start, period_text)), Ok(s)) => {
                 let start = if start == "now" { now() } else { utc(start) };
                 assert_eq!(
                     (s.repeat, s.start, s.period),
                     (repeat, start, period(period_text)),
-                    "parse({schedule:?}, {time_zone:?})"
+                    "parse_interval({schedule:?}, {time_zone:?})"
                 );
             }
         }
@@ -123,7 +123,7 @@ fn start_forms() {
     ];
     for (start, time_zone, expected) in rows {
         let schedule = format!("R/{start}/P1D");
-        let got = parse(&schedule, time_zone, now()).map(|s| s.start);
+        let got = parse_interval(&schedule, time_zone, now()).map(|s| s.start);
         match expected {
             Some(instant) => assert_eq!(got, Ok(utc(instant)), "start {start:?}"),
             None => assert!(got.is_err(), "start {start:?} should fail, got {got:?}"),
@@ -155,7 +155,7 @@ fn zones_from_the_string_and_the_argument() {
         assert_eq!(
             Some(must_parse(schedule, time_zone).zone),
             expected,
-            "zone of parse({schedule:?}, {time_zone:?})"
+            "zone of parse_interval({schedule:?}, {time_zone:?})"
         );
     }
 }
@@ -226,21 +226,22 @@ fn error_messages_and_fields() {
         (
             "FOO",
             "",
-            "schedule 'FOO' is not an ISO 8601 repeating interval (Rn/start/period)",
+            "schedule 'FOO' is neither an ISO 8601 repeating interval (Rn/start/period) \
+             nor a cron expression (five or six fields, or a macro such as @daily)",
             "schedule",
         ),
         (
             "R/2008-03-01T13:00:00Z",
             "",
-            "schedule 'R/2008-03-01T13:00:00Z' is not an ISO 8601 repeating interval \
-             (Rn/start/period)",
+            "schedule 'R/2008-03-01T13:00:00Z' is neither an ISO 8601 repeating interval \
+             (Rn/start/period) nor a cron expression (five or six fields, or a macro such as @daily)",
             "schedule",
         ),
         (
             "Rx/2008-03-01T13:00:00Z/P1D",
             "",
-            "schedule 'Rx/2008-03-01T13:00:00Z/P1D' is not an ISO 8601 repeating interval \
-             (Rn/start/period)",
+            "schedule 'Rx/2008-03-01T13:00:00Z/P1D' is neither an ISO 8601 repeating interval \
+             (Rn/start/period) nor a cron expression (five or six fields, or a macro such as @daily)",
             "schedule",
         ),
         (
@@ -284,8 +285,8 @@ fn error_messages_and_fields() {
         ),
     ];
     for (schedule, time_zone, message, field) in rows {
-        match parse(schedule, time_zone, now()) {
-            Ok(s) => panic!("parse({schedule:?}, {time_zone:?}) should fail, got {s:?}"),
+        match parse_interval(schedule, time_zone, now()) {
+            Ok(s) => panic!("parse_interval({schedule:?}, {time_zone:?}) should fail, got {s:?}"),
             Err(e) => {
                 assert_eq!(e.to_string(), message, "message for {schedule:?}");
                 assert_eq!(e.field(), field, "field for {schedule:?}");
@@ -326,7 +327,7 @@ fn repeat_counts_and_zero_periods() {
         (" R1//P1D", None),
     ];
     for (schedule, expected) in rows {
-        let got = parse(schedule, "", now()).map(|s| s.repeat);
+        let got = parse_interval(schedule, "", now()).map(|s| s.repeat);
         match expected {
             Some(repeat) => assert_eq!(got, Ok(repeat), "repeat of {schedule:?}"),
             None => assert!(got.is_err(), "{schedule:?} should fail, got {got:?}"),
@@ -564,7 +565,7 @@ fn renders() {
     for (schedule, time_zone, render, start) in rows {
         // A zero period is only allowed with R0 or R1, but rendering it is
         // still worth checking, so build that schedule by hand.
-        let s = parse(schedule, time_zone, now()).unwrap_or_else(|_| Schedule {
+        let s = parse_interval(schedule, time_zone, now()).unwrap_or_else(|_| Interval {
             repeat: None,
             start: utc("2008-03-01T13:00:00Z"),
             period: Period::default(),
@@ -869,13 +870,15 @@ fn arb_period() -> impl Strategy<Value = Period> {
         )
 }
 
-fn arb_schedule() -> impl Strategy<Value = (Schedule, &'static str)> {
+fn arb_schedule() -> impl Strategy<Value = (Interval, &'static str)> {
     (arb_start(), arb_period(), prop::option::of(0u64..20)).prop_filter_map(
         "start before 1970",
         |((start, zone), period, repeat)| {
             let repeat = repeat.map(|n| n.to_string()).unwrap_or_default();
             let text = format!("R{repeat}/{start}/{period}");
-            parse(&text, zone, DateTime::UNIX_EPOCH).ok().map(|s| (s, zone))
+            parse_interval(&text, zone, DateTime::UNIX_EPOCH)
+                .ok()
+                .map(|s| (s, zone))
         },
     )
 }
@@ -909,7 +912,7 @@ proptest! {
         text in "R[0-9]{0,22}/[0-9T:.,WZ+-]{0,32}/P[0-9YMWDTHS.,]{0,20}",
         zone in "|UTC|PST|GMT[+-][0-9:]{0,6}|Europe/Paris",
     ) {
-        if let Ok(s) = parse(&text, &zone, now()) {
+        if let Ok(s) = parse_interval(&text, &zone, now()) {
             let _ = s.render();
             let _ = s.advance();
             let _ = s.skip_missed(now(), Duration::seconds(60));
@@ -931,7 +934,7 @@ proptest! {
         prop_assert_eq!(after.repeat, s.repeat);
         prop_assert!(after.start >= now - epsilon, "{:?} is too late for {}", after, now);
         // Stepping one occurrence at a time (keeping the wall-clock time meant) lands there too.
-        let mut stepped = Schedule { repeat: None, ..s.clone() };
+        let mut stepped = Interval { repeat: None, ..s.clone() };
         let mut previous = None;
         for _ in 0..skipped {
             previous = Some(stepped.start);
@@ -955,7 +958,7 @@ proptest! {
             prop_assert!(next.start > s.start, "{:?} did not move forward", s);
             prop_assert_eq!(next.repeat, s.repeat.map(|n| n - 1));
             // Passing over an occurrence moves to the same next one and keeps the repeats.
-            prop_assert_eq!(passed, Schedule { repeat: s.repeat, ..next });
+            prop_assert_eq!(passed, Interval { repeat: s.repeat, ..next });
         }
     }
 
@@ -967,7 +970,7 @@ proptest! {
             s = s.advance();
         }
         let rendered = s.render();
-        let back = parse(&rendered, zone, now());
+        let back = parse_interval(&rendered, zone, now());
         prop_assert_eq!(back, Ok(s), "{} in {:?}", rendered, zone);
     }
 

@@ -153,6 +153,42 @@ impl Zone {
     }
 }
 
+impl Zone {
+    /// The first instant at which the zone's clocks show `local` or, when a spring-forward
+    /// skips it, the first instant after that gap (the moment of the change, 03:00 on a day
+    /// whose clocks jump from 02:00 to 03:00). Cron schedules run a wall-clock time there, where
+    /// intervals move it by the length of the gap instead ([`Zone::resolve`]). `None` only when
+    /// out of range.
+    pub(super) fn first_instant(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            Zone::Utc | Zone::Fixed(_) => self.resolve(local, None),
+            Zone::Named(tz) => match tz.from_local_datetime(&local) {
+                LocalResult::Single(t) => Some(t.to_utc()),
+                LocalResult::Ambiguous(a, b) => Some(a.to_utc().min(b.to_utc())),
+                LocalResult::None => match GapInfo::new(&local, tz).and_then(|gap| gap.end) {
+                    Some(end) => Some(end.to_utc()),
+                    // chrono-tz knows no end for this gap; moving by the gap is the best guess.
+                    None => resolve_gap(*tz, local),
+                },
+            },
+        }
+    }
+
+    /// The offset in force at instant `t`.
+    pub(super) fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
+        self.local(t).1
+    }
+
+    /// The zone's name, for people: the IANA name, `UTC`, or the fixed offset.
+    pub(super) fn name(&self) -> String {
+        match self {
+            Zone::Utc => "UTC".to_owned(),
+            Zone::Fixed(offset) => format!("UTC{offset}"),
+            Zone::Named(tz) => tz.name().to_owned(),
+        }
+    }
+}
+
 /// Moves a wall-clock time inside a gap forward by the gap: it is read with
 /// the offset in force just before the gap, which lands after the transition.
 fn resolve_gap(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {

@@ -5,6 +5,7 @@ mod binary;
 mod browser;
 mod chronos_python;
 mod cli;
+mod cron;
 mod ha;
 mod lifecycle;
 mod metrics;

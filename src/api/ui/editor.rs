@@ -124,7 +124,11 @@ pub(super) async fn edit_page(Segment(name): Segment, who: Caller, ctx: Ctx) -> 
             let lookup = name.clone();
             let job = ctx
                 .engine()?
-                .read(move |s| s.jobs.get(&lookup).map(|e| serde_json::to_value(&e.job)))
+                .read(move |s| {
+                    s.jobs
+                        .get(&lookup)
+                        .map(|e| serde_json::to_value(e.job.for_clients()))
+                })
                 .await?;
             let Some(Ok(Value::Object(job))) = job else {
                 return Err(crate::engine::Error::JobNotFound { name }.into());

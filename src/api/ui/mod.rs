@@ -423,7 +423,7 @@ async fn job_page(Segment(name): Segment, who: Caller, ctx: Ctx) -> Result<Respo
                 .engine()?
                 .read(move |s| {
                     s.jobs.get(&lookup).map(|e| {
-                        let definition = serde_json::to_string_pretty(&e.job).unwrap_or_default();
+                        let definition = serde_json::to_string_pretty(&e.job.for_clients()).unwrap_or_default();
                         let next = e.schedule.as_ref().map(|s| s.upcoming(10)).unwrap_or_default();
                         (row(&retrying(s), e), definition, next)
                     })

@@ -315,3 +315,122 @@ fn a_change_and_its_audit_entry_are_written_together() {
     let writes = core.take_effects().writes;
     assert!(matches!(&writes[..], [Write::Audit(e)] if e.outcome == "Job 'x' not found"));
 }
+
+/// The last version of job `name` among `writes`, as the store would keep it.
+fn stored_job(writes: &[Write], name: &str) -> Option<crate::job::Job> {
+    writes.iter().rev().find_map(|w| match w {
+        Write::PutJob(s) if s.job.name == name => Some(s.job.clone()),
+        _ => None,
+    })
+}
+
+/// The due instants claimed among `writes`, in order.
+fn claimed(writes: &[Write]) -> Vec<i64> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::ClaimRun { due_ms, .. } => Some(*due_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cron_job_runs_at_its_instants_and_skips_what_a_downtime_missed() {
+    // Instant 0 is 2027-01-15T08:00:00Z: the job runs at seconds 5 and 25 of every minute.
+    let mut core = core();
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "c", "command": "true", "schedule": "5,25 * * * * *",
+            "scheduleTimeZone": "Europe/Paris"}),
+    );
+    let effects = core.take_effects();
+    // The first run is stored with the job as its cursor; the expression stays as given.
+    let job = stored_job(&effects.writes, "c").unwrap();
+    assert_eq!(
+        (job.schedule.as_deref(), job.schedule_cursor),
+        (Some("5,25 * * * * *"), Some(ms(5)))
+    );
+    assert_eq!(core.next_timer(), Some(ms(5) - 100));
+    for (due, cursor) in [(5, 25), (25, 65), (65, 85)] {
+        core.at(at(due) - chrono::Duration::milliseconds(100))
+            .fire_timers();
+        let effects = core.take_effects();
+        assert_eq!(claimed(&effects.writes), [ms(due)], "claimed ahead of {due}");
+        let job = stored_job(&effects.writes, "c").unwrap();
+        assert_eq!(
+            (job.schedule.as_deref(), job.schedule_cursor),
+            (Some("5,25 * * * * *"), Some(ms(cursor))),
+            "after the run at {due}"
+        );
+        release(&mut core, effects.after);
+        core.at(at(due)).fire_timers();
+        let id = format!("ct:{}:0:c:", ms(due));
+        assert_eq!(launched(&commit(&mut core)), [id.as_str()]);
+        core.at(at(due + 1)).end_task(
+            &TaskId::parse(&id).unwrap(),
+            End::Succeeded { message: "ok".into() },
+        );
+        commit(&mut core);
+    }
+    assert_eq!(core.state.jobs["c"].job.success_count, 3);
+
+    // The scheduler stops after the run at 65 and starts again at 300, from what it stored.
+    let job = core.state.jobs["c"].job.clone();
+    assert_eq!(job.schedule_cursor, Some(ms(85)));
+    let mut after = self::core();
+    after.at(at(300)).restore(Stored {
+        jobs: vec![crate::store::StoredJob {
+            job,
+            satisfied: Vec::new(),
+        }],
+        durations: Vec::new(),
+        open_tasks: Vec::new(),
+        launched_through: ms(65),
+        paused_since: None,
+    });
+    after.take_effects();
+    // Due at once: runs earlier than 300 - epsilon (60 s) are skipped and counted (85, 125,
+    // 145, 185, 205); those at 245 and 265 are late but within their epsilon, so the first
+    // runs now and the second waits for it, as for an ISO 8601 schedule.
+    assert_eq!(after.next_timer(), Some(ms(85) - 100));
+    after.fire_timers();
+    let effects = after.take_effects();
+    assert_eq!(claimed(&effects.writes), [ms(245), ms(265)]);
+    assert_eq!(after.state.metrics.skipped_runs, 5);
+    let job = stored_job(&effects.writes, "c").unwrap();
+    assert_eq!(
+        (job.schedule.as_deref(), job.schedule_cursor),
+        (Some("5,25 * * * * *"), Some(ms(305)))
+    );
+    release(&mut after, effects.after);
+    let id = format!("ct:{}:0:c:", ms(245));
+    assert_eq!(launched(&commit(&mut after)), [id.as_str()]);
+    assert_eq!(after.next_timer(), Some(ms(305) - 100));
+}
+
+#[test]
+fn a_cron_job_sent_again_starts_from_now_and_clients_never_see_its_cursor() {
+    let mut core = core();
+    let body = |disabled: bool| {
+        serde_json::json!({"name": "c", "command": "true", "schedule": "*/10 * * * * *",
+            "disabled": disabled})
+    };
+    upsert(&mut core, body(true));
+    core.take_effects();
+    // Disabled: nothing is armed, whatever falls due.
+    assert_eq!(core.next_timer(), None);
+    core.at(at(95));
+    upsert(&mut core, body(false));
+    let job = stored_job(&core.take_effects().writes, "c").unwrap();
+    assert_eq!(
+        job.schedule_cursor,
+        Some(ms(100)),
+        "from now on, as a re-sent job"
+    );
+    assert_eq!(core.next_timer(), Some(ms(100) - 100));
+    // What clients see of the job has no cursor.
+    let shown = serde_json::to_value(core.state.jobs["c"].job.for_clients()).unwrap();
+    assert!(shown.get("scheduleCursor").is_none(), "{shown}");
+    assert_eq!(shown["schedule"], "*/10 * * * * *");
+}
