@@ -70,6 +70,7 @@ CREATE TABLE launches (id INT PRIMARY KEY CHECK (id = 1), through_ms BIGINT NOT 
 ALTER TABLE tasks ADD COLUMN scheduled BIGINT NOT NULL DEFAULT 0;
 "#,
     super::sql::tokens_and_audit_step!("BIGSERIAL PRIMARY KEY"),
+    super::sql::NOTICES_STEP,
 ];
 
 /// Advisory lock keys are per database; both spell "kairos" in ASCII, plus a purpose number.

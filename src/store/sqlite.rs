@@ -58,6 +58,7 @@ CREATE TABLE launches (id INTEGER PRIMARY KEY CHECK (id = 1), through_ms INTEGER
 ALTER TABLE tasks ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
 "#,
     super::sql::tokens_and_audit_step!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+    super::sql::NOTICES_STEP,
 ];
 
 impl Backend for Sqlite {

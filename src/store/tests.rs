@@ -339,6 +339,62 @@ async fn conformance(store: impl Store) {
     progress_through_commit(&store).await;
     pruning_through_commit(&store).await;
     tokens_and_audit(&store).await;
+    notices(&store).await;
+}
+
+fn notice(id: &str, created_ms: i64) -> Write {
+    Write::PutNotice(Box::new(StoredNotice {
+        id: id.to_owned(),
+        created_ms,
+        body: format!("{{\"id\":\"{id}\"}}"),
+    }))
+}
+
+/// The notification outbox: a notice is put once (a second put, by another leader say, is
+/// reported and changes nothing), read back while pending, oldest first, and pruned by age.
+async fn notices(store: &impl Store) {
+    let report = store
+        .commit(&[notice("n2", 20), notice("n1", 10), notice("n3", 30)])
+        .await
+        .unwrap();
+    assert!(report.known_notices.is_empty());
+    let ids = |rows: Vec<StoredNotice>| rows.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.pending_notices(10).await.unwrap()), ["n1", "n2", "n3"]);
+    assert_eq!(ids(store.pending_notices(2).await.unwrap()), ["n1", "n2"]);
+    let done = Write::NoticeDone {
+        id: "n1".to_owned(),
+        delivered: true,
+        at_ms: 40,
+    };
+    let given_up = Write::NoticeDone {
+        id: "n3".to_owned(),
+        delivered: false,
+        at_ms: 40,
+    };
+    store.commit(&[done, given_up]).await.unwrap();
+    assert_eq!(ids(store.pending_notices(10).await.unwrap()), ["n2"]);
+    // Put again after it was delivered (a new leader making the same event): still done.
+    let report = store.commit(&[notice("n1", 50), notice("n4", 50)]).await.unwrap();
+    assert_eq!(report.known_notices, ["n1"]);
+    let pending = store.pending_notices(10).await.unwrap();
+    assert_eq!(pending[0].body, r#"{"id":"n2"}"#, "the body as written");
+    assert_eq!(ids(pending), ["n2", "n4"]);
+    let report = store
+        .commit(&[Write::PruneNotices {
+            before_ms: 25,
+            limit: 10,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(report.pruned, 2, "n1 (done) and n2 (pending) are older");
+    assert_eq!(ids(store.pending_notices(10).await.unwrap()), ["n4"]);
+    // Done for a pruned notice changes nothing.
+    let late = Write::NoticeDone {
+        id: "n2".to_owned(),
+        delivered: true,
+        at_ms: 60,
+    };
+    store.commit(&[late]).await.unwrap();
 }
 
 fn progress(task_id: &str, elements: i64) -> Write {
@@ -506,6 +562,9 @@ fn describe(batch: Vec<&Write>) -> Vec<String> {
             Write::DeleteToken(name) => format!("delete token {name}"),
             Write::Audit(e) => format!("audit {}", e.at_ms),
             Write::PruneAudit { before_ms, .. } => format!("prune audit {before_ms}"),
+            Write::PutNotice(n) => format!("notice {}", n.id),
+            Write::NoticeDone { id, .. } => format!("notice done {id}"),
+            Write::PruneNotices { before_ms, .. } => format!("prune notices {before_ms}"),
         })
         .collect()
 }
@@ -829,7 +888,7 @@ async fn postgres_store_conforms() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6]);
     drop(again);
     db.remove().await;
 }
@@ -879,7 +938,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6]);
     drop(opened);
     db.remove().await;
 }

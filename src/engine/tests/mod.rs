@@ -122,6 +122,9 @@ impl Store for FlakyStore {
     async fn prune_history(&self, keep_per_job: u32) -> Result<u64, store::Error> {
         self.inner.prune_history(keep_per_job).await
     }
+    async fn pending_notices(&self, limit: u32) -> Result<Vec<store::StoredNotice>, store::Error> {
+        self.inner.pending_notices(limit).await
+    }
     async fn prune_claims(&self, before_ms: i64) -> Result<u64, store::Error> {
         self.inner.prune_claims(before_ms).await
     }
