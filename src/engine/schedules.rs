@@ -67,6 +67,7 @@ impl Core {
                     }
                 }
                 Timer::Expire(task_id) => self.expire(&task_id),
+                Timer::Late(task_id) => self.fire_late(&task_id),
             }
         }
     }
@@ -101,7 +102,9 @@ impl Core {
                         clock::iso(clock::from_millis(earlier))
                     );
                     self.state.metrics.skipped_runs += 1;
-                    Some(self.record_skipped(name, due_ms, &arguments, why, now, &mut batch))
+                    let id = self.record_skipped(name, due_ms, &arguments, why.clone(), now, &mut batch);
+                    self.notify_skipped(name, due_ms, Some(&id), &why);
+                    Some(id)
                 }
                 None => {
                     updated = schedule.advance();
@@ -137,6 +140,10 @@ impl Core {
         if skipped > 0 {
             tracing::warn!(job = name, skipped, "Skipped occurrences later than epsilon.");
             self.state.metrics.skipped_runs += skipped;
+            if let Some(first) = before.next_run() {
+                let why = format!("skipped {skipped} run(s) later than epsilon, the first due then");
+                self.notify_skipped(name, first.timestamp_millis(), None, &why);
+            }
         }
         self.arm_schedule(name);
         self.try_start(name);

@@ -355,6 +355,8 @@ pub struct State {
     next_seq: u64,
     /// Set by the store writer while a commit keeps failing.
     pub(super) store_failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Notification deliveries, counted by the delivery task.
+    pub notifications: std::sync::Arc<crate::notify::Counters>,
 }
 
 /// A job in [`State::queued_jobs`]: (low priority, creation order, name).

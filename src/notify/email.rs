@@ -8,6 +8,16 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{Error, Event, Mail};
 
+/// Checks an email address (the sender setting).
+///
+/// # Errors
+/// Why it is not one.
+pub fn check_address(text: &str) -> Result<(), String> {
+    text.parse::<Mailbox>()
+        .map(|_| ())
+        .map_err(|e| format!("'{text}' is not an email address: {e}"))
+}
+
 /// An SMTP client for one server; each message opens its own connection.
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -109,8 +119,16 @@ mod tests {
         };
         let from: Mailbox = "kairos@example.com".parse().unwrap();
         let to: Mailboxes = "ops@example.com".parse().unwrap();
-        let text = String::from_utf8(message(&from, to, &event, "http://k/tasks/x").unwrap().formatted()).unwrap();
-        assert!(text.contains("Subject: kairos: job etl is still running"), "{text}");
+        let text = String::from_utf8(
+            message(&from, to, &event, "http://k/tasks/x")
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        assert!(
+            text.contains("Subject: kairos: job etl is still running"),
+            "{text}"
+        );
         assert!(text.contains("Message-ID: <abc123@example.com>"), "{text}");
         assert!(text.contains("To: ops@example.com"), "{text}");
     }

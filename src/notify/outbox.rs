@@ -104,7 +104,9 @@ impl Outbox {
     pub fn offer(&self, notice: Notice) {
         if self.queue.try_send(notice).is_err() {
             Counters::add(&self.counters.dropped);
-            tracing::debug!("The notification queue is full; the notice waits in the outbox for the next scan.");
+            tracing::debug!(
+                "The notification queue is full; the notice waits in the outbox for the next scan."
+            );
         }
     }
 }
@@ -121,9 +123,9 @@ async fn run<S: Store>(
     let mut rescan = tokio::time::interval(RESCAN);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = |notice: Notice,
-                     active: &mut HashSet<String>,
-                     finished: &HashMap<String, tokio::time::Instant>,
-                     deliveries: &mut JoinSet<Done>| {
+                 active: &mut HashSet<String>,
+                 finished: &HashMap<String, tokio::time::Instant>,
+                 deliveries: &mut JoinSet<Done>| {
         if active.contains(&notice.id) || finished.contains_key(&notice.id) {
             return;
         }

@@ -92,7 +92,11 @@ pub async fn send(
     if let Some(secret) = secret {
         request = request.header(SIGNATURE_HEADER, signature(secret, &body));
     }
-    let response = request.body(body).send().await.map_err(|e| Error::Http(e.without_url()))?;
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| Error::Http(e.without_url()))?;
     let status = response.status();
     if status.is_success() {
         Ok(())
@@ -166,10 +170,15 @@ mod tests {
         assert_eq!(object.len(), 1, "only text: {value}");
         let text = object["text"].as_str().unwrap();
         assert!(
-            text.starts_with(":x: <http://k/tasks/ct%3A1%3A0%3Anightly%3A|kairos: job nightly failed (exit code 3)>"),
+            text.starts_with(
+                ":x: <http://k/tasks/ct%3A1%3A0%3Anightly%3A|kairos: job nightly failed (exit code 3)>"
+            ),
             "{text}"
         );
-        assert!(text.contains("task `ct:1:0:nightly:`, on w1, after 2.0 s"), "{text}");
+        assert!(
+            text.contains("task `ct:1:0:nightly:`, on w1, after 2.0 s"),
+            "{text}"
+        );
         assert!(text.contains("```a &lt;b&gt; &amp; c```"), "{text}");
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use indexmap::IndexMap;
 
 use super::{
-    AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredNotice, StoredToken, TaskRecord, Write,
+    AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredNotice, StoredToken, TaskRecord,
+    Write,
 };
 use crate::job::TaskId;
 
@@ -63,7 +64,8 @@ impl Inner {
                 if self.notices.contains_key(&notice.id) {
                     report.known_notices.push(notice.id.clone());
                 } else {
-                    self.notices.insert(notice.id.clone(), ((**notice).clone(), false));
+                    self.notices
+                        .insert(notice.id.clone(), ((**notice).clone(), false));
                 }
             }
             Write::NoticeDone { id, .. } => {

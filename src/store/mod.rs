@@ -174,11 +174,7 @@ pub enum Write {
     /// [`CommitReport::known_notices`], so the same event is never sent twice.
     PutNotice(Box<StoredNotice>),
     /// Marks a notice done: delivered, or given up. A notice pruned meanwhile is left alone.
-    NoticeDone {
-        id: String,
-        delivered: bool,
-        at_ms: i64,
-    },
+    NoticeDone { id: String, delivered: bool, at_ms: i64 },
     /// Deletes at most `limit` notices made before `before_ms`, done or not.
     PruneNotices { before_ms: i64, limit: u32 },
 }

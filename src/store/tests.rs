@@ -678,7 +678,7 @@ async fn sqlite_store_conforms_and_persists() {
         .fetch_all(&again.pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
@@ -717,7 +717,8 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
          DROP TABLE launches;
          ALTER TABLE tasks DROP COLUMN scheduled;
          DROP TABLE tokens;
-         DROP TABLE audit;",
+         DROP TABLE audit;
+         DROP TABLE notices;",
     )
     .execute(&mut raw)
     .await

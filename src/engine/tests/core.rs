@@ -16,7 +16,7 @@ use crate::job::TaskId;
 use crate::store::{TaskState, Write};
 
 /// A worker that accepts everything and does nothing: the core cannot tell.
-struct Inert;
+pub(super) struct Inert;
 
 impl WorkerLink for Inert {
     fn launch(&self, _: TaskLaunch) -> bool {
@@ -25,16 +25,16 @@ impl WorkerLink for Inert {
     fn kill(&self, _: &TaskId, _: Duration) {}
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
+pub(super) fn at(seconds: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
 }
 
-fn ms(seconds: i64) -> i64 {
+pub(super) fn ms(seconds: i64) -> i64 {
     at(seconds).timestamp_millis()
 }
 
 /// A core with one worker, "w", at instant 0.
-fn core() -> Core {
+pub(super) fn core() -> Core {
     let dir = std::env::temp_dir();
     let mut core = Core::new(config(&dir), at(0));
     let info = WorkerInfo {
@@ -56,14 +56,14 @@ fn core() -> Core {
     core
 }
 
-fn upsert(core: &mut Core, body: serde_json::Value) {
+pub(super) fn upsert(core: &mut Core, body: serde_json::Value) {
     let (job, provided) = super::parse(body);
     core.upsert(job, provided).unwrap();
 }
 
 /// Releases what waits for the commit (as the shell does once it is done) and returns the
 /// commands that followed.
-fn commit(core: &mut Core) -> Vec<Command> {
+pub(super) fn commit(core: &mut Core) -> Vec<Command> {
     let effects = core.take_effects();
     release(core, effects.after);
     let mut commands = effects.commands;
@@ -85,7 +85,7 @@ fn release(core: &mut Core, afters: Vec<After>) {
     }
 }
 
-fn launched(commands: &[Command]) -> Vec<TaskId> {
+pub(super) fn launched(commands: &[Command]) -> Vec<TaskId> {
     commands
         .iter()
         .filter_map(|c| match c {

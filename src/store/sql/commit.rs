@@ -8,7 +8,9 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilde
 
 use super::{Backend, OPEN_STATES, query_err};
 use crate::job::TaskId;
-use crate::store::{AuditEntry, CommitReport, Error, StoredJob, StoredNotice, StoredToken, TaskRecord, Write};
+use crate::store::{
+    AuditEntry, CommitReport, Error, StoredJob, StoredNotice, StoredToken, TaskRecord, Write,
+};
 
 /// Commits a batch in one transaction: `Store::commit` for both SQL stores.
 pub(super) async fn commit<DB>(pool: &Pool<DB>, batch: &[Write]) -> Result<CommitReport, Error>
@@ -205,7 +207,9 @@ where
                     "DELETE FROM notices WHERE id IN (SELECT id FROM notices WHERE created_ms < ",
                 );
                 query.push_bind(before_ms).push(" LIMIT ");
-                query.push_bind(i64::from(limit)).push(") RETURNING id, created_ms");
+                query
+                    .push_bind(i64::from(limit))
+                    .push(") RETURNING id, created_ms");
                 report.pruned += count(query, &mut *tx, "prune notices").await?;
             }
             Step::PruneClaims { before_ms, limit } => {
@@ -339,14 +343,7 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
                     notices.push(notice);
                 }
                 (Write::PutNotice(notice), _) => steps.push(Step::Notices(vec![notice])),
-                (
-                    Write::NoticeDone {
-                        id,
-                        delivered,
-                        at_ms,
-                    },
-                    _,
-                ) => steps.push(Step::NoticeDone {
+                (Write::NoticeDone { id, delivered, at_ms }, _) => steps.push(Step::NoticeDone {
                     id,
                     delivered: *delivered,
                     at_ms: *at_ms,
