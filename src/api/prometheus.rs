@@ -232,7 +232,11 @@ fn write_notifications(out: &mut Exposition, counters: &crate::notify::Counters)
     for (name, help, count) in families {
         out.family(name, Kind::Counter, help);
         for channel in Channel::ALL {
-            out.sample(name, &[("channel", channel.as_str())], count(counters, channel) as f64);
+            out.sample(
+                name,
+                &[("channel", channel.as_str())],
+                count(counters, channel) as f64,
+            );
         }
     }
     out.single(

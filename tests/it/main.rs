@@ -8,6 +8,7 @@ mod cli;
 mod ha;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod openapi;
 mod output;
 mod readme;
