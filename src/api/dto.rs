@@ -760,7 +760,7 @@ mod tests {
         }
         let many = format!(
             r#"{{"name":"a","notifications":[{}]}}"#,
-            vec![r#"{"webhook":"http://h/"}"#; 11].join(",")
+            [r#"{"webhook":"http://h/"}"#; 11].join(",")
         );
         let long = format!(
             r#"{{"name":"a","notifications":[{{"webhook":"http://h/{}"}}]}}"#,

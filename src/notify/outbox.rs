@@ -199,18 +199,22 @@ async fn deliver(notice: Notice, context: Arc<Context>) -> Done {
                     at_ms: clock::now().timestamp_millis(),
                 };
             }
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {:.1} s", settings.timeout.as_secs_f64()),
+            // Without a mail server or a valid owner address, no retry can help.
+            Ok(Err(error)) => (
+                error.to_string(),
+                matches!(error, Error::NoMailer | Error::NoRecipient(_)),
+            ),
+            Err(_) => (
+                format!("no answer within {:.1} s", settings.timeout.as_secs_f64()),
+                false,
+            ),
         };
+        let (error, hopeless) = error;
         Counters::add(&context.counters.failed[channel.index()]);
         failures += 1;
         let wait = backoff(settings.first_retry, failures);
         let now_ms = clock::now().timestamp_millis();
         let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-        let hopeless = matches!(
-            &notice.sink,
-            Sink::Email { .. } if context.mailer.is_none()
-        );
         if hopeless || now_ms.saturating_add(wait_ms) > deadline_ms {
             Counters::add(&context.counters.abandoned[channel.index()]);
             tracing::warn!(job = %event.job, kind = %event.kind, event = %event.id, channel = channel.as_str(),
