@@ -1508,4 +1508,67 @@ mod tests {
         assert!(!rendered.contains("| old |") && rendered.ends_with("<!-- end settings: agent -->\nafter\n"));
         assert_eq!(render_readme(&rendered), rendered, "rendering is stable");
     }
+
+    #[test]
+    fn notification_settings_are_checked_and_their_secrets_never_shown() {
+        let load = |adjust: fn(&mut ServerArgs)| {
+            let mut args = ServerArgs {
+                listen: Some("127.0.0.1:0".to_owned()),
+                hostname: Some("sched.example".to_owned()),
+                ..ServerArgs::default()
+            };
+            adjust(&mut args);
+            ServerConfig::load(&args)
+        };
+        let off = load(|_| {}).unwrap();
+        assert!(
+            off.notify.mail.is_none() && off.notify.webhook.is_none(),
+            "off by default"
+        );
+        assert_eq!(off.notify.first_retry, Duration::from_secs(5));
+        let on = load(|a| {
+            a.mail_server = Some("smtp.example:587".to_owned());
+            a.mail_user = Some("kairos".to_owned());
+            a.mail_password = Some("mail-pa55".to_owned());
+            a.webhook_secret = Some("hook-s3cret".to_owned());
+            a.notify_webhook = Some("https://hooks.example/k".to_owned());
+            a.public_url = Some("https://kairos.example/".to_owned());
+        })
+        .unwrap();
+        let mail = on.notify.mail.as_ref().unwrap();
+        assert_eq!(
+            (mail.host.as_str(), mail.port, mail.from.as_str()),
+            ("smtp.example", 587, "kairos@sched.example")
+        );
+        assert_eq!(on.public_url.as_deref(), Some("https://kairos.example"));
+        let shown = format!("{on:?}");
+        assert!(
+            !shown.contains("mail-pa55") && !shown.contains("hook-s3cret"),
+            "{shown}"
+        );
+        let refused = [
+            (
+                load(|a| a.mail_server = Some("smtp.example:smtp".to_owned())),
+                "--mail-server",
+            ),
+            (
+                load(|a| a.notify_webhook = Some("ftp://h/x".to_owned())),
+                "--notify-webhook",
+            ),
+            (load(|a| a.public_url = Some("kairos".to_owned())), "--public-url"),
+            (load(|a| a.notify_retry_delay = Some(0.0)), "--notify-retry-delay"),
+            (
+                load(|a| {
+                    a.mail_server = Some("smtp.example".to_owned());
+                    a.mail_password = Some("mail-pa55".to_owned());
+                }),
+                "--mail-password",
+            ),
+        ];
+        for (result, setting) in refused {
+            let error = result.unwrap_err().to_string();
+            assert!(error.starts_with(setting), "{error}");
+            assert!(!error.contains("mail-pa55"), "{error}");
+        }
+    }
 }
