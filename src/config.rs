@@ -384,6 +384,26 @@ settings! {
     metrics_per_job: bool, unset "off", env "KAIROS_METRICS_PER_JOB";
     /// `text` for people, or `json`: one JSON object per line, for log shippers
     log_format: String, default "text", env "KAIROS_LOG_FORMAT";
+    /// `host:port` of the SMTP server that mails notifications to job owners (Chronos' `--mail_server`)
+    mail_server: String, unset "none: no email", env "KAIROS_MAIL_SERVER", value "HOST:PORT";
+    /// the sender of notification email
+    mail_from: String, unset "`kairos@` and `--hostname`", env "KAIROS_MAIL_FROM";
+    /// the user kairos logs in to the SMTP server as
+    mail_user: String, unset "none: no login", env "KAIROS_MAIL_USER";
+    /// the password of `--mail-user`; prefer the variable or the file to the flag, which `ps` shows
+    mail_password: String, unset "none", env "KAIROS_MAIL_PASSWORD";
+    /// TLS from the first byte (SMTPS, as Chronos' `--mail_ssl`); without it, STARTTLS when the server offers it
+    mail_ssl: bool, unset "off", env "KAIROS_MAIL_SSL";
+    /// a URL that every notice the owners get is also posted to, as JSON
+    notify_webhook: String, unset "none", env "KAIROS_NOTIFY_WEBHOOK", value "URL";
+    /// signs webhook bodies: `X-Kairos-Signature: sha256=<hex HMAC-SHA256 of the body>`; prefer the variable or the file to the flag, which `ps` shows
+    webhook_secret: String, unset "none: unsigned", env "KAIROS_WEBHOOK_SECRET";
+    /// the web UI's address as people reach it, for the links in notifications
+    public_url: String, unset "`http(s)://`, `--hostname` and the port of `--listen`", env "KAIROS_PUBLIC_URL", value "URL";
+    /// seconds one notification delivery attempt may take
+    notify_timeout: f64, default "10", env "KAIROS_NOTIFY_TIMEOUT";
+    /// seconds before a failed notification is retried; the wait doubles each time, up to 10 minutes, for an hour
+    notify_retry_delay: f64, default "5", env "KAIROS_NOTIFY_RETRY_DELAY";
 }
 
 settings! {
@@ -472,6 +492,10 @@ pub struct ServerConfig {
     /// Export per-job series in the Prometheus format.
     pub metrics_per_job: bool,
     pub log_format: LogFormat,
+    /// Notifications; its `public_url` is empty when `public_url` below is unset.
+    pub notify: crate::notify::Settings,
+    /// The UI's address for links; `None`: made from the address the server listens on.
+    pub public_url: Option<String>,
 }
 
 /// How the log lines are written.
@@ -536,6 +560,47 @@ fn agent_listen(
         });
     }
     Ok(address)
+}
+
+/// The SMTP settings: `host:port` (port 25, or 465 with SSL, when left out) and a sender address.
+/// The password is never part of an error.
+fn mail(
+    server: &str,
+    from: String,
+    user: Option<String>,
+    password: Option<String>,
+    ssl: bool,
+) -> Result<crate::notify::Mail, Error> {
+    type S = ServerSettings;
+    let invalid = |setting, reason: String| Error::Invalid { setting, reason };
+    let (host, port) = match server.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| invalid(&S::mail_server, format!("'{server}' is not host:port")))?;
+            (host, port)
+        }
+        None if ssl => (server, 465),
+        None => (server, 25),
+    };
+    if host.is_empty() {
+        return Err(invalid(&S::mail_server, format!("'{server}' has no host")));
+    }
+    crate::notify::email::check_address(&from).map_err(|reason| invalid(&S::mail_from, reason))?;
+    if password.is_some() && user.is_none() {
+        return Err(invalid(
+            &S::mail_password,
+            "it needs --mail-user as well".to_owned(),
+        ));
+    }
+    Ok(crate::notify::Mail {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        port,
+        from,
+        user,
+        password: password.map(crate::notify::Secret::new),
+        ssl,
+    })
 }
 
 /// The certificate and key, both or neither; and `--ca-cert` only beside them.
@@ -711,6 +776,18 @@ impl ServerConfig {
         }
         let agent_token = token(&S::agent_token, s.agent_token)?;
         let tls = cert_files(s.tls_cert, s.tls_key, s.ca_cert.as_ref())?;
+        let hostname = s.hostname.unwrap_or_else(machine_hostname);
+        let public_url = s
+            .public_url
+            .map(|url| {
+                crate::notify::check_url(&url)
+                    .map(|()| url.trim_end_matches('/').to_owned())
+                    .map_err(|reason| Error::Invalid {
+                        setting: &S::public_url,
+                        reason,
+                    })
+            })
+            .transpose()?;
         Ok(ServerConfig {
             listen,
             http_credentials,
@@ -719,7 +796,7 @@ impl ServerConfig {
             max_body_bytes: s.max_body_bytes,
             audit_retention: Duration::from_secs(u64::from(s.audit_retention_days) * 86_400),
             data_dir: s.data_dir,
-            hostname: s.hostname.unwrap_or_else(machine_hostname),
+            hostname: hostname.clone(),
             failure_retry: seconds(&S::failure_retry, s.failure_retry)?,
             task_epsilon: seconds(&S::task_epsilon, s.task_epsilon)?,
             disable_after_failures: s.disable_after_failures,
@@ -747,6 +824,43 @@ impl ServerConfig {
             election_interval: seconds(&S::election_interval, s.election_interval)?,
             metrics_per_job: s.metrics_per_job.unwrap_or(false),
             log_format: log_format(&S::log_format, &s.log_format)?,
+            notify: crate::notify::Settings {
+                mail: s
+                    .mail_server
+                    .map(|server| {
+                        mail(
+                            &server,
+                            s.mail_from.unwrap_or_else(|| format!("kairos@{hostname}")),
+                            s.mail_user,
+                            s.mail_password,
+                            s.mail_ssl.unwrap_or(false),
+                        )
+                    })
+                    .transpose()?,
+                webhook: s
+                    .notify_webhook
+                    .map(|url| {
+                        crate::notify::check_url(&url)
+                            .map(|()| url)
+                            .map_err(|reason| Error::Invalid {
+                                setting: &S::notify_webhook,
+                                reason,
+                            })
+                    })
+                    .transpose()?,
+                secret: s.webhook_secret.map(crate::notify::Secret::new),
+                public_url: public_url.clone().unwrap_or_default(),
+                timeout: seconds(
+                    &S::notify_timeout,
+                    positive(&S::notify_timeout, s.notify_timeout)?,
+                )?,
+                first_retry: seconds(
+                    &S::notify_retry_delay,
+                    positive(&S::notify_retry_delay, s.notify_retry_delay)?,
+                )?,
+                window: crate::notify::RETRY_WINDOW,
+            },
+            public_url,
         })
     }
 
@@ -1393,5 +1507,68 @@ mod tests {
         );
         assert!(!rendered.contains("| old |") && rendered.ends_with("<!-- end settings: agent -->\nafter\n"));
         assert_eq!(render_readme(&rendered), rendered, "rendering is stable");
+    }
+
+    #[test]
+    fn notification_settings_are_checked_and_their_secrets_never_shown() {
+        let load = |adjust: fn(&mut ServerArgs)| {
+            let mut args = ServerArgs {
+                listen: Some("127.0.0.1:0".to_owned()),
+                hostname: Some("sched.example".to_owned()),
+                ..ServerArgs::default()
+            };
+            adjust(&mut args);
+            ServerConfig::load(&args)
+        };
+        let off = load(|_| {}).unwrap();
+        assert!(
+            off.notify.mail.is_none() && off.notify.webhook.is_none(),
+            "off by default"
+        );
+        assert_eq!(off.notify.first_retry, Duration::from_secs(5));
+        let on = load(|a| {
+            a.mail_server = Some("smtp.example:587".to_owned());
+            a.mail_user = Some("kairos".to_owned());
+            a.mail_password = Some("mail-pa55".to_owned());
+            a.webhook_secret = Some("hook-s3cret".to_owned());
+            a.notify_webhook = Some("https://hooks.example/k".to_owned());
+            a.public_url = Some("https://kairos.example/".to_owned());
+        })
+        .unwrap();
+        let mail = on.notify.mail.as_ref().unwrap();
+        assert_eq!(
+            (mail.host.as_str(), mail.port, mail.from.as_str()),
+            ("smtp.example", 587, "kairos@sched.example")
+        );
+        assert_eq!(on.public_url.as_deref(), Some("https://kairos.example"));
+        let shown = format!("{on:?}");
+        assert!(
+            !shown.contains("mail-pa55") && !shown.contains("hook-s3cret"),
+            "{shown}"
+        );
+        let refused = [
+            (
+                load(|a| a.mail_server = Some("smtp.example:smtp".to_owned())),
+                "--mail-server",
+            ),
+            (
+                load(|a| a.notify_webhook = Some("ftp://h/x".to_owned())),
+                "--notify-webhook",
+            ),
+            (load(|a| a.public_url = Some("kairos".to_owned())), "--public-url"),
+            (load(|a| a.notify_retry_delay = Some(0.0)), "--notify-retry-delay"),
+            (
+                load(|a| {
+                    a.mail_server = Some("smtp.example".to_owned());
+                    a.mail_password = Some("mail-pa55".to_owned());
+                }),
+                "--mail-password",
+            ),
+        ];
+        for (result, setting) in refused {
+            let error = result.unwrap_err().to_string();
+            assert!(error.starts_with(setting), "{error}");
+            assert!(!error.contains("mail-pa55"), "{error}");
+        }
     }
 }

@@ -93,6 +93,17 @@ pub struct Job {
     /// schedule keeps its place in its own text, which the engine rewrites as it runs.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_cursor: Option<i64>,
+    /// A run still going this long after its start is told as `late` (ISO 8601 duration; empty:
+    /// never). kairos' own, as are the two below: absent, a job reads and writes as in Chronos.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warn_after: String,
+    /// The events told to the owners by email and to the server-wide webhook; `None`: the
+    /// default set ([`crate::notify::Kind::DEFAULT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_on: Option<Vec<crate::notify::Kind>>,
+    /// The job's own webhooks, each with the events it gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::Notification>,
 }
 
 fn one() -> f64 {

@@ -11,6 +11,7 @@
 //! - [`agent`]: the gRPC agent protocol, both the scheduler's service and the agent process.
 //! - [`api`]: the Chronos REST API over warp.
 //! - [`cluster`]: who leads; leader election over PostgreSQL.
+//! - [`notify`]: notifications of failures, recoveries, skipped and late runs, by email and webhook.
 //! - [`config`], [`server`], [`clock`]: settings, wiring, and the one wall-clock reader.
 
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod executor;
 pub mod graph;
 pub mod job;
+pub mod notify;
 pub mod placement;
 pub mod schedule;
 pub mod server;

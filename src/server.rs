@@ -54,7 +54,12 @@ pub struct Server {
     http: JoinHandle<()>,
 }
 
-fn engine_config(config: &ServerConfig, worker_id: String, tokens: crate::auth::Tokens) -> engine::Config {
+fn engine_config(
+    config: &ServerConfig,
+    worker_id: String,
+    tokens: crate::auth::Tokens,
+    public_url: String,
+) -> engine::Config {
     engine::Config {
         failure_retry: config.failure_retry,
         default_epsilon: epsilon(config),
@@ -81,6 +86,10 @@ fn engine_config(config: &ServerConfig, worker_id: String, tokens: crate::auth::
             .map(crate::auth::Credentials::task_tokens),
         audit_retention: chrono::Duration::from_std(config.audit_retention)
             .unwrap_or(chrono::Duration::days(90)),
+        notify: crate::notify::Settings {
+            public_url,
+            ..config.notify.clone()
+        },
     }
 }
 
@@ -160,7 +169,12 @@ impl Server {
                 "Serving WITHOUT authentication on a network address (--insecure-no-auth): anyone who can reach it can run commands.");
         }
         let tokens = crate::auth::Tokens::default();
-        let engine_config = engine_config(&config, worker_id, tokens.clone());
+        // Links in notifications: the configured address, else this server's own.
+        let public_url = config.public_url.clone().unwrap_or_else(|| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", me.http)
+        });
+        let engine_config = engine_config(&config, worker_id, tokens.clone(), public_url);
         let (cluster, election) = match &config.store {
             None => {
                 let store = Arc::new(SqliteStore::open(&config.data_dir).await?);

@@ -289,6 +289,9 @@ pub fn parse_job(body: &[u8], route: Route, defaults: &Defaults) -> Result<(Job,
                 return Err(bad("catchUpLimit", format!("must be from 1 to {MAX_CATCH_UP}")));
             }
         },
+        warn_after: warn_after(&obj)?,
+        notify_on: notify_on(&obj)?,
+        notifications: notifications(&obj)?,
     };
     if let Some(text) = string(&obj, "concurrencyPolicy")? {
         let policy = ConcurrencyPolicy::parse(&text).ok_or_else(|| {
@@ -504,6 +507,99 @@ pub fn check_policy(job: &Job, policy: &crate::executor::Policy) -> Result<(), A
         crate::executor::fetch::check_scheme(uri, &policy.fetch_schemes).map_err(|e| bad(field, e))?;
     }
     Ok(())
+}
+
+/// Webhooks a job may name, and the longest URL accepted.
+const MAX_NOTIFICATIONS: usize = 10;
+const MAX_WEBHOOK_URL: usize = 2048;
+
+/// `warnAfter`: a positive ISO 8601 duration, kept as sent; absent or empty is none.
+fn warn_after(obj: &Obj) -> Result<String, ApiError> {
+    let text = string(obj, "warnAfter")?.unwrap_or_default();
+    if !text.is_empty() {
+        let duration = crate::schedule::parse_duration(&text).map_err(|e| bad("warnAfter", e))?;
+        if duration <= chrono::Duration::zero() {
+            return Err(bad("warnAfter", "must be longer than zero"));
+        }
+    }
+    Ok(text)
+}
+
+/// A list of event names (`failure`, `recovery`, `skipped`, `late`, `success`), each once.
+fn kinds(value: &Value, field: &str) -> Result<Vec<crate::notify::Kind>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(bad(field, "must be an array of event names"));
+    };
+    let mut kinds = Vec::new();
+    for item in items {
+        let kind = item
+            .as_str()
+            .and_then(crate::notify::Kind::parse)
+            .ok_or_else(|| {
+                let names: Vec<&str> = crate::notify::Kind::ALL.iter().map(|k| k.as_str()).collect();
+                bad(field, format!("{item} is not an event ({})", names.join(", ")))
+            })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+/// `notifyOn`: which events reach the owners by email and the server's webhook; absent is the
+/// default set, `[]` none.
+fn notify_on(obj: &Obj) -> Result<Option<Vec<crate::notify::Kind>>, ApiError> {
+    field(obj, "notifyOn").map(|v| kinds(v, "notifyOn")).transpose()
+}
+
+/// `notifications`: at most [`MAX_NOTIFICATIONS`] webhooks, each `{"webhook": URL, "on": [...],
+/// "format": "json" | "slack"}` with an http or https URL; `on` defaults to the default set.
+fn notifications(obj: &Obj) -> Result<Vec<crate::notify::Notification>, ApiError> {
+    const FIELD: &str = "notifications";
+    let entries = objects(obj, FIELD)?;
+    if entries.len() > MAX_NOTIFICATIONS {
+        return Err(bad(
+            FIELD,
+            format!("at most {MAX_NOTIFICATIONS} webhooks per job"),
+        ));
+    }
+    entries
+        .into_iter()
+        .map(|entry| {
+            if let Some(key) = entry
+                .keys()
+                .find(|k| !["on", "webhook", "format"].contains(&k.as_str()))
+            {
+                return Err(bad(FIELD, format!("unknown key '{key}' (on, webhook, format)")));
+            }
+            let url =
+                string(entry, "webhook")?.ok_or_else(|| bad(FIELD, "each entry needs a webhook URL"))?;
+            if url.len() > MAX_WEBHOOK_URL {
+                return Err(bad(
+                    FIELD,
+                    format!("a webhook URL is longer than {MAX_WEBHOOK_URL} bytes"),
+                ));
+            }
+            crate::notify::check_url(&url).map_err(|why| bad(FIELD, why))?;
+            let on = match field(entry, "on") {
+                None => crate::notify::Kind::DEFAULT.to_vec(),
+                Some(value) => kinds(value, FIELD)?,
+            };
+            if on.is_empty() {
+                return Err(bad(FIELD, "'on' must name at least one event"));
+            }
+            let format = match string(entry, "format")?.as_deref() {
+                None | Some("json") => crate::notify::Format::Json,
+                Some("slack") => crate::notify::Format::Slack,
+                Some(other) => return Err(bad(FIELD, format!("format '{other}' is not json or slack"))),
+            };
+            Ok(crate::notify::Notification {
+                on,
+                webhook: url,
+                format,
+            })
+        })
+        .collect()
 }
 
 /// Chronos writes `portMappings`' `hostPort` and `containerPort` as strings (and reads numbers or
@@ -724,5 +820,76 @@ mod tests {
         assert!(refused.contains("the scheme 'file' is not allowed"), "{refused}");
         let refused = check(r#"{"name":"a","uris":["http://h/f"]}"#).unwrap_err();
         assert!(refused.starts_with("field 'uris': "), "{refused}");
+    }
+
+    #[test]
+    fn notification_fields_are_read_and_checked_by_name() {
+        let job = parse(
+            r#"{"name":"a","warnAfter":"PT90S","notifyOn":["failure","success","failure"],
+                "notifications":[{"webhook":"https://hooks.example/x","on":["late"],"format":"slack"},
+                                 {"webhook":"http://127.0.0.1:9/h"}]}"#,
+            Route::Iso8601,
+        )
+        .unwrap();
+        use crate::notify::{Format, Kind};
+        assert_eq!(job.warn_after, "PT90S");
+        assert_eq!(job.notify_on, Some(vec![Kind::Failure, Kind::Success]));
+        assert_eq!(job.notifications[0].on, [Kind::Late]);
+        assert_eq!(job.notifications[0].format, Format::Slack);
+        assert_eq!(job.notifications[1].on, Kind::DEFAULT, "the default set");
+        // Stored and listed with camelCase names, and only when given.
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["notifications"][0]["format"], "slack");
+        assert!(json["notifications"][1].get("format").is_none());
+        let plain = serde_json::to_value(parse(r#"{"name":"a"}"#, Route::Iso8601).unwrap()).unwrap();
+        for key in ["warnAfter", "notifyOn", "notifications"] {
+            assert!(plain.get(key).is_none(), "{key} is not written for a Chronos job");
+        }
+        let many = format!(
+            r#"{{"name":"a","notifications":[{}]}}"#,
+            [r#"{"webhook":"http://h/"}"#; 11].join(",")
+        );
+        let long = format!(
+            r#"{{"name":"a","notifications":[{{"webhook":"http://h/{}"}}]}}"#,
+            "x".repeat(2100)
+        );
+        let cases = [
+            (r#"{"name":"a","warnAfter":"soon"}"#.to_owned(), "'warnAfter'"),
+            (r#"{"name":"a","warnAfter":"PT0S"}"#.to_owned(), "'warnAfter'"),
+            (r#"{"name":"a","notifyOn":["fire"]}"#.to_owned(), "'notifyOn'"),
+            (r#"{"name":"a","notifyOn":"failure"}"#.to_owned(), "'notifyOn'"),
+            (r#"{"name":"a","notifications":{}}"#.to_owned(), "'notifications'"),
+            (
+                r#"{"name":"a","notifications":[{"on":["failure"]}]}"#.to_owned(),
+                "webhook URL",
+            ),
+            (
+                r#"{"name":"a","notifications":[{"webhook":"ftp://h/x"}]}"#.to_owned(),
+                "http or https",
+            ),
+            (
+                r#"{"name":"a","notifications":[{"webhook":"not a url"}]}"#.to_owned(),
+                "not a URL",
+            ),
+            (
+                r#"{"name":"a","notifications":[{"webhook":"http://h/","on":[]}]}"#.to_owned(),
+                "at least one",
+            ),
+            (
+                r#"{"name":"a","notifications":[{"webhook":"http://h/","format":"xml"}]}"#.to_owned(),
+                "format",
+            ),
+            (
+                r#"{"name":"a","notifications":[{"webhook":"http://h/","url":"x"}]}"#.to_owned(),
+                "unknown key 'url'",
+            ),
+            (many, "at most 10"),
+            (long, "longer than 2048"),
+        ];
+        for (body, needle) in cases {
+            let err = parse(&body, Route::Iso8601).expect_err(&body);
+            assert!(err.contains(needle), "{body}: {err}");
+            assert!(err.contains("field '"), "names the field: {err}");
+        }
     }
 }

@@ -208,6 +208,45 @@ pub(super) fn write_server(out: &mut Exposition, leader: bool, http: &HttpMetric
     }
 }
 
+/// Notification deliveries by channel, every channel always (an alert can watch a zero).
+fn write_notifications(out: &mut Exposition, counters: &crate::notify::Counters) {
+    use crate::notify::Channel;
+    type Count = fn(&crate::notify::Counters, Channel) -> u64;
+    let families: [(&str, &str, Count); 3] = [
+        (
+            "kairos_notifications_sent_total",
+            "Notifications delivered, by channel",
+            crate::notify::Counters::sent,
+        ),
+        (
+            "kairos_notification_failures_total",
+            "Failed notification delivery attempts, by channel (each retried for up to an hour)",
+            crate::notify::Counters::failed,
+        ),
+        (
+            "kairos_notifications_abandoned_total",
+            "Notifications given up after their retry window, by channel",
+            crate::notify::Counters::abandoned,
+        ),
+    ];
+    for (name, help, count) in families {
+        out.family(name, Kind::Counter, help);
+        for channel in Channel::ALL {
+            out.sample(
+                name,
+                &[("channel", channel.as_str())],
+                count(counters, channel) as f64,
+            );
+        }
+    }
+    out.single(
+        "kairos_notifications_dropped_total",
+        Kind::Counter,
+        "Notifications the delivery queue had no room for (sent later from the outbox)",
+        counters.dropped() as f64,
+    );
+}
+
 /// The engine's families, written on the engine task from its state at `now_ms`.
 pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job: bool) {
     use crate::store::TaskState;
@@ -288,6 +327,7 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
         "1 while store commits keep failing (replies and launches wait), else 0",
         if s.store_failing() { 1.0 } else { 0.0 },
     );
+    write_notifications(out, &s.notifications);
     // Jobs ask in MB (Mesos' mebibytes); Prometheus wants base units, so these are bytes.
     const MIB: f64 = 1_048_576.0;
     type Pick = fn(&crate::placement::Resources) -> f64;

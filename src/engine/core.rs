@@ -39,6 +39,8 @@ pub(super) enum Timer {
     Launch(TaskId),
     /// A scheduled occurrence still waiting at this instant is past its epsilon: it is skipped.
     Expire(TaskId),
+    /// A running task's `warnAfter` is up (`notices.rs`).
+    Late(TaskId),
 }
 
 /// Scheduled runs are recorded this long before their instant, so that the group commit is done
@@ -60,6 +62,8 @@ pub(super) enum After {
         worker: String,
         launch: Box<TaskLaunch>,
     },
+    /// Hands a notice to the delivery task once its outbox row is committed (`notices.rs`).
+    Notice(Box<crate::notify::Notice>),
 }
 
 /// What the shell carries out for a worker, through its link.

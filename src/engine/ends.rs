@@ -162,12 +162,19 @@ impl Core {
         let mut batch = Vec::new();
         self.close_task(task_id, &mut batch);
         match &end {
-            End::Succeeded { .. } => self.after_success(&record.job, &mut batch),
+            End::Succeeded { .. } => {
+                let kind = self.success_kind(&record.job);
+                self.after_success(&record.job, &mut batch);
+                self.notify_task(kind, &record);
+            }
             End::Failed { .. } | End::TimedOut { .. } | End::LaunchFailed { .. } | End::Lost { .. } => {
                 self.after_failure(&record, &end, &mut batch);
             }
             End::Killed { .. } => {}
-            End::Skipped { .. } => self.give_back_repeat(&record.job, &mut batch),
+            End::Skipped { .. } => {
+                self.give_back_repeat(&record.job, &mut batch);
+                self.notify_skipped(&record.job, record.due_ms, Some(task_id), end.message());
+            }
         }
         self.record(batch);
         self.out.ended.push((task_id.to_owned(), end));
@@ -316,7 +323,8 @@ impl Core {
                 super::policies::Admission::Skip(why) => {
                     self.state.metrics.skipped_runs += 1;
                     let at = self.now;
-                    self.record_skipped(&child, now, &arguments, why, at, batch);
+                    let id = self.record_skipped(&child, now, &arguments, why.clone(), at, batch);
+                    self.notify_skipped(&child, now, Some(&id), &why);
                 }
             }
         }
@@ -370,6 +378,7 @@ impl Core {
         if soft {
             self.fan_out(&task.job, batch);
         }
+        self.notify_task(crate::notify::Kind::Failure, task);
         self.arm_schedule(&task.job.clone());
     }
 

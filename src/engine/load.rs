@@ -87,7 +87,14 @@ impl Core {
                 task.state = TaskState::Skipped;
                 task.finished_ms = Some(now);
                 task.message = skipped_message(entry.epsilon);
+                let (name, due_ms, id, why) = (
+                    task.job.clone(),
+                    task.due_ms,
+                    task.id.clone(),
+                    task.message.clone(),
+                );
                 self.out.writes.push(Write::PutTask(task));
+                self.notify_skipped(&name, due_ms, Some(&id), &why);
                 return None;
             }
             self.timers
@@ -108,7 +115,8 @@ impl Core {
             }
             TaskState::Waiting => {
                 entry.running.push(id.clone());
-                self.state.tasks.insert(id, OpenTask::new(task));
+                self.state.tasks.insert(id.clone(), OpenTask::new(task));
+                self.arm_late(&id);
                 None
             }
             TaskState::Running => {
@@ -118,6 +126,7 @@ impl Core {
                 self.state.tasks.insert(id.clone(), OpenTask::new(task));
                 // Counted on its worker until that worker says what became of it.
                 self.expect_worker(&worker, &id, resources);
+                self.arm_late(&id);
                 ends_with_scheduler.then_some(id)
             }
             _ => None,

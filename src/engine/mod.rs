@@ -18,6 +18,7 @@ mod core;
 mod ends;
 mod launch;
 mod load;
+mod notices;
 mod policies;
 mod schedules;
 mod shell;
@@ -115,6 +116,8 @@ pub struct Config {
     pub task_tokens: Option<crate::auth::TaskTokens>,
     /// Audit entries older than this are pruned.
     pub audit_retention: chrono::Duration,
+    /// Where notifications go and how they are delivered.
+    pub notify: crate::notify::Settings,
 }
 
 /// Who asked for a change, for its audit entry.

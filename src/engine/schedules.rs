@@ -77,6 +77,7 @@ impl Core {
                     }
                 }
                 Timer::Expire(task_id) => self.expire(&task_id),
+                Timer::Late(task_id) => self.fire_late(&task_id),
             }
         }
     }
@@ -142,6 +143,10 @@ impl Core {
         if skipped > 0 {
             tracing::warn!(job = name, skipped, "Skipped occurrences later than epsilon.");
             self.state.metrics.skipped_runs += skipped;
+            if let Some(first) = before.next_run() {
+                let why = format!("skipped {skipped} run(s) later than epsilon, the first due then");
+                self.notify_skipped(name, first.timestamp_millis(), None, &why);
+            }
         }
         self.arm_schedule(name);
         self.try_start(name);
@@ -177,10 +182,9 @@ impl Core {
         let (task_id, queued) = match skip {
             Some(why) => {
                 self.state.metrics.skipped_runs += 1;
-                (
-                    self.record_skipped(name, due_ms, arguments, why, now, batch),
-                    None,
-                )
+                let id = self.record_skipped(name, due_ms, arguments, why.clone(), now, batch);
+                self.notify_skipped(name, due_ms, Some(&id), &why);
+                (id, None)
             }
             None => {
                 let id = self.enqueue(name, due_ms, 0, arguments, Trigger::Schedule, batch)?;

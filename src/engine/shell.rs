@@ -16,6 +16,7 @@ use crate::clock;
 use crate::executor::live::Live;
 use crate::executor::runner::{Runner, TaskEnd, TaskLaunch};
 use crate::job::TaskId;
+use crate::notify::outbox::{self, Outbox};
 use crate::store::{self, Store, Write};
 
 /// How a commit went, from the writer back to the engine.
@@ -39,6 +40,10 @@ const MIN_CLAIM_RETENTION: chrono::Duration = chrono::Duration::hours(1);
 
 /// How long a clean stop waits for the store to take what is pending.
 const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Notices are kept in the outbox this long after their event, done or not: delivery gives up
+/// after `notify::RETRY_WINDOW`, and a day covers a long outage between leaders.
+const NOTICE_RETENTION: chrono::Duration = chrono::Duration::days(1);
 
 /// Events taken in one turn before the turn's writes go to the writer.
 const MAX_EVENTS_PER_TURN: usize = 512;
@@ -86,6 +91,8 @@ pub(super) struct Shell<S> {
     local: Option<(String, u64)>,
     /// Tails of the running tasks' output: opened at their launch, closed at their end.
     live: Live,
+    /// Delivers notices once committed; it lives and dies with the engine, so only a leader sends.
+    outbox: Outbox,
 }
 
 /// Commits groups of writes in order, retrying a failed commit until it succeeds: what waits for
@@ -167,6 +174,13 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
     let local = join_local_worker(&mut core, &runner, &ends);
     core.at(clock::now()).restore(stored);
     let writer_task = tokio::spawn(write_groups(store.clone(), groups, done, store_failing));
+    let (notices_done, notices_done_rx) = mpsc::unbounded_channel();
+    let outbox = Outbox::start(
+        store.clone(),
+        core.config.notify.clone(),
+        core.state.notifications.clone(),
+        notices_done,
+    );
     let shell = Shell {
         core,
         store,
@@ -178,8 +192,9 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
         runner,
         local,
         live: live.clone(),
+        outbox,
     };
-    tokio::spawn(shell.run(rx, ends_rx, committed));
+    tokio::spawn(shell.run(rx, ends_rx, committed, notices_done_rx));
     Ok(Handle { tx, ends, live })
 }
 
@@ -219,6 +234,7 @@ impl<S: Store> Shell<S> {
         mut rx: mpsc::Receiver<Event>,
         mut ends: mpsc::UnboundedReceiver<(String, TaskEnd)>,
         mut committed: mpsc::UnboundedReceiver<Committed>,
+        mut notices_done: mpsc::UnboundedReceiver<outbox::Done>,
     ) {
         // The first pruning waits a minute, so a restart serves before it scans a large history.
         let mut prune = tokio::time::interval_at(
@@ -247,6 +263,10 @@ impl<S: Store> Shell<S> {
                 }
                 Some(done) = committed.recv() => {
                     self.on_committed(done);
+                    None
+                }
+                Some(done) = notices_done.recv() => {
+                    self.core.at(clock::now()).notice_done(done);
                     None
                 }
                 () = sleep => {
@@ -511,7 +531,7 @@ impl<S: Store> Shell<S> {
         }
         if self.pending.is_empty() {
             for after in std::mem::take(&mut self.after) {
-                self.release_after(after, &[]);
+                self.release_after(after, &store::CommitReport::default());
             }
             if !self.core.out.commands.is_empty() || !self.core.out.writes.is_empty() {
                 self.end_turn();
@@ -568,16 +588,20 @@ impl<S: Store> Shell<S> {
             core.forget_lost_claim(task_id);
         }
         for after in self.in_flight.take().unwrap_or_default() {
-            self.release_after(after, &done.report.unknown_progress);
+            self.release_after(after, &done.report);
         }
     }
 
-    /// Releases what waited for a commit; `unknown` are the tasks its progress writes did not find.
-    fn release_after(&mut self, after: After, unknown: &[TaskId]) {
+    /// Releases what waited for a commit, by what the commit reported: the tasks its progress
+    /// writes did not find, the notices that were in the outbox already.
+    fn release_after(&mut self, after: After, report: &store::CommitReport) {
         match after {
             After::Reply(send) => send(),
+            // Already there: another leader made it, and sends it (or did).
+            After::Notice(notice) if report.known_notices.contains(&notice.id) => {}
+            After::Notice(notice) => self.outbox.offer(*notice),
             After::Progress { task_id, reply } => {
-                let found = !unknown.contains(&task_id);
+                let found = !report.unknown_progress.contains(&task_id);
                 let _ = reply.send(if found {
                     Ok(())
                 } else {
@@ -608,6 +632,8 @@ impl<S: Store> Shell<S> {
         let mut keep_replies = |afters: &mut Vec<After>| {
             afters.retain(|after| match after {
                 After::Reply(_) | After::Progress { .. } => true,
+                // Its row is in the outbox (or will be, with the flush): the next leader sends it.
+                After::Notice(_) => false,
                 After::Launch { task_id, .. } => {
                     unlaunched.push(task_id.clone());
                     false
@@ -668,6 +694,7 @@ impl<S: Store> Shell<S> {
             .max(MIN_CLAIM_RETENTION);
         let claims_before = (clock::now() - widest_epsilon - MIN_CLAIM_RETENTION).timestamp_millis();
         let audit_before = (clock::now() - self.core.config.audit_retention).timestamp_millis();
+        let notices_before = (clock::now() - NOTICE_RETENTION).timestamp_millis();
         tokio::spawn(async move {
             match store.prune_history(keep).await {
                 Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned old task history."),
@@ -684,6 +711,20 @@ impl<S: Store> Shell<S> {
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "Pruning the audit log failed.");
+                        break;
+                    }
+                }
+            }
+            loop {
+                let prune = Write::PruneNotices {
+                    before_ms: notices_before,
+                    limit: store::PRUNE_CHUNK,
+                };
+                match store.commit(&[prune]).await {
+                    Ok(report) if report.pruned == u64::from(store::PRUNE_CHUNK) => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "Pruning the notification outbox failed.");
                         break;
                     }
                 }

@@ -363,6 +363,8 @@ pub struct State {
     pub(super) next_runs: BTreeSet<(i64, String)>,
     /// Set by the store writer while a commit keeps failing.
     pub(super) store_failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Notification deliveries, counted by the delivery task.
+    pub notifications: std::sync::Arc<crate::notify::Counters>,
 }
 
 /// A job in [`State::queued_jobs`]: (low priority, creation order, name).

@@ -230,6 +230,7 @@ impl Core {
             batch.push(self.put_job(name));
         }
         self.record(batch);
+        self.arm_late(&task_id);
         self.out.after.push(After::Launch {
             task_id,
             worker: worker_name.to_owned(),

@@ -4,7 +4,10 @@ use std::sync::Mutex;
 
 use indexmap::IndexMap;
 
-use super::{AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, Write};
+use super::{
+    AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredNotice, StoredToken, TaskRecord,
+    Write,
+};
 use crate::job::TaskId;
 
 /// Jobs in creation order and tasks by id, behind one lock held only for plain map updates.
@@ -22,6 +25,8 @@ struct Inner {
     paused_since: Option<i64>,
     tokens: std::collections::BTreeMap<String, StoredToken>,
     audit: Vec<AuditEntry>,
+    /// The outbox by id, in insertion order, each with whether it is done.
+    notices: IndexMap<String, (StoredNotice, bool)>,
 }
 
 impl Inner {
@@ -57,6 +62,28 @@ impl Inner {
                 report.pruned += u64::from(limit - left);
             }
             Write::SetPause(since) => self.paused_since = *since,
+            Write::PutNotice(notice) => {
+                if self.notices.contains_key(&notice.id) {
+                    report.known_notices.push(notice.id.clone());
+                } else {
+                    self.notices
+                        .insert(notice.id.clone(), ((**notice).clone(), false));
+                }
+            }
+            Write::NoticeDone { id, .. } => {
+                if let Some((_, done)) = self.notices.get_mut(id) {
+                    *done = true;
+                }
+            }
+            Write::PruneNotices { before_ms, limit } => {
+                let mut left = *limit;
+                self.notices.retain(|_, (n, _)| {
+                    let doomed = n.created_ms < *before_ms && left > 0;
+                    left -= u32::from(doomed);
+                    !doomed
+                });
+                report.pruned += u64::from(limit - left);
+            }
             Write::LaunchedThrough(ms) => {
                 self.launched_through = self.launched_through.max(*ms);
             }
@@ -151,6 +178,20 @@ impl Store for MemoryStore {
                 .take(q.limit as usize)
                 .cloned()
                 .collect()
+        }))
+    }
+
+    async fn pending_notices(&self, limit: u32) -> Result<Vec<StoredNotice>, Error> {
+        Ok(self.with(|inner| {
+            let mut pending: Vec<StoredNotice> = inner
+                .notices
+                .values()
+                .filter(|(_, done)| !done)
+                .map(|(n, _)| n.clone())
+                .collect();
+            pending.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            pending.truncate(limit as usize);
+            pending
         }))
     }
 

@@ -171,6 +171,23 @@ pub enum Write {
     PruneAudit { before_ms: i64, limit: u32 },
     /// Pauses the scheduler as of this instant (epoch ms), or resumes it (`None`).
     SetPause(Option<i64>),
+    /// Adds a notice to the notification outbox, pending, unless one with its id is there
+    /// already (made by another leader, or delivered): then it is left alone and reported in
+    /// [`CommitReport::known_notices`], so the same event is never sent twice.
+    PutNotice(Box<StoredNotice>),
+    /// Marks a notice done: delivered, or given up. A notice pruned meanwhile is left alone.
+    NoticeDone { id: String, delivered: bool, at_ms: i64 },
+    /// Deletes at most `limit` notices made before `before_ms`, done or not.
+    PruneNotices { before_ms: i64, limit: u32 },
+}
+
+/// A row of the notification outbox: one event for one sink. The store keeps the body as the
+/// `notify` module wrote it and knows only its id, its age and whether it is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNotice {
+    pub id: String,
+    pub created_ms: i64,
+    pub body: String,
 }
 
 /// An API token as stored: never its secret.
@@ -226,6 +243,7 @@ impl Write {
             | Write::Audit(_)
             | Write::PruneAudit { .. }
             | Write::SetPause(_) => None,
+            Write::PutNotice(_) | Write::NoticeDone { .. } | Write::PruneNotices { .. } => None,
         }
     }
 
@@ -235,7 +253,8 @@ impl Write {
             Write::DeleteJob(_)
             | Write::PruneTasks(_)
             | Write::PruneClaims { .. }
-            | Write::PruneAudit { .. } => 0,
+            | Write::PruneAudit { .. }
+            | Write::PruneNotices { .. } => 0,
             Write::ClaimRun { .. } => 1,
             Write::PutJob(_) => 2,
             Write::PutTask(_) => 3,
@@ -244,6 +263,8 @@ impl Write {
             // Token changes keep their order among themselves (the sort is stable).
             Write::PutToken(_) | Write::DeleteToken(_) | Write::SetPause(_) => 6,
             Write::Audit(_) => 7,
+            // A notice's put and its done keep their order (the sort is stable).
+            Write::PutNotice(_) | Write::NoticeDone { .. } => 8,
         }
     }
 }
@@ -288,7 +309,10 @@ pub fn coalesce_runs(batch: &[Write]) -> Vec<Vec<&Write>> {
     for (index, write) in batch.iter().enumerate() {
         let alone = matches!(
             write,
-            Write::PruneTasks(_) | Write::PruneClaims { .. } | Write::PruneAudit { .. }
+            Write::PruneTasks(_)
+                | Write::PruneClaims { .. }
+                | Write::PruneAudit { .. }
+                | Write::PruneNotices { .. }
         );
         let ordered = match write {
             Write::PutTask(task) => progressed.contains(task.id.as_str()),
@@ -340,6 +364,7 @@ fn coalesce_run(batch: &[Write], run: std::ops::Range<usize>, kept_mark: Option<
             | Write::Audit(_)
             | Write::PruneAudit { .. }
             | Write::SetPause(_) => true,
+            Write::PutNotice(_) | Write::NoticeDone { .. } | Write::PruneNotices { .. } => true,
         };
         if keep {
             kept.push(write);
@@ -361,6 +386,8 @@ pub struct CommitReport {
     pub unknown_progress: Vec<TaskId>,
     /// Rows deleted by [`Write::PruneTasks`] and [`Write::PruneClaims`].
     pub pruned: u64,
+    /// The notices of [`Write::PutNotice`] that were in the outbox already, in batch order.
+    pub known_notices: Vec<String>,
 }
 
 /// Ids per [`Write::PruneTasks`] and claims per [`Write::PruneClaims`]: each prune transaction
@@ -400,6 +427,8 @@ pub trait Store: Send + Sync + 'static {
     /// The newest tasks of a job, newest first.
     fn job_tasks(&self, job: &str, limit: u32)
     -> impl Future<Output = Result<Vec<TaskRecord>, Error>> + Send;
+    /// Notices not yet done, oldest first, at most `limit`.
+    fn pending_notices(&self, limit: u32) -> impl Future<Output = Result<Vec<StoredNotice>, Error>> + Send;
     /// Durations (ms) of each job's most recent successful tasks, at most `per_job` per job.
     fn recent_durations(
         &self,

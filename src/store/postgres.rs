@@ -71,6 +71,7 @@ ALTER TABLE tasks ADD COLUMN scheduled BIGINT NOT NULL DEFAULT 0;
 "#,
     super::sql::tokens_and_audit_step!("BIGSERIAL PRIMARY KEY"),
     super::sql::PAUSE_STEP,
+    super::sql::NOTICES_STEP,
 ];
 
 /// Advisory lock keys are per database; both spell "kairos" in ASCII, plus a purpose number.

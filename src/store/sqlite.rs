@@ -59,6 +59,7 @@ ALTER TABLE tasks ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
 "#,
     super::sql::tokens_and_audit_step!("INTEGER PRIMARY KEY AUTOINCREMENT"),
     super::sql::PAUSE_STEP,
+    super::sql::NOTICES_STEP,
 ];
 
 impl Backend for Sqlite {

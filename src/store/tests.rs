@@ -349,6 +349,62 @@ async fn conformance(store: impl Store) {
     progress_through_commit(&store).await;
     pruning_through_commit(&store).await;
     tokens_and_audit(&store).await;
+    notices(&store).await;
+}
+
+fn notice(id: &str, created_ms: i64) -> Write {
+    Write::PutNotice(Box::new(StoredNotice {
+        id: id.to_owned(),
+        created_ms,
+        body: format!("{{\"id\":\"{id}\"}}"),
+    }))
+}
+
+/// The notification outbox: a notice is put once (a second put, by another leader say, is
+/// reported and changes nothing), read back while pending, oldest first, and pruned by age.
+async fn notices(store: &impl Store) {
+    let report = store
+        .commit(&[notice("n2", 20), notice("n1", 10), notice("n3", 30)])
+        .await
+        .unwrap();
+    assert!(report.known_notices.is_empty());
+    let ids = |rows: Vec<StoredNotice>| rows.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.pending_notices(10).await.unwrap()), ["n1", "n2", "n3"]);
+    assert_eq!(ids(store.pending_notices(2).await.unwrap()), ["n1", "n2"]);
+    let done = Write::NoticeDone {
+        id: "n1".to_owned(),
+        delivered: true,
+        at_ms: 40,
+    };
+    let given_up = Write::NoticeDone {
+        id: "n3".to_owned(),
+        delivered: false,
+        at_ms: 40,
+    };
+    store.commit(&[done, given_up]).await.unwrap();
+    assert_eq!(ids(store.pending_notices(10).await.unwrap()), ["n2"]);
+    // Put again after it was delivered (a new leader making the same event): still done.
+    let report = store.commit(&[notice("n1", 50), notice("n4", 50)]).await.unwrap();
+    assert_eq!(report.known_notices, ["n1"]);
+    let pending = store.pending_notices(10).await.unwrap();
+    assert_eq!(pending[0].body, r#"{"id":"n2"}"#, "the body as written");
+    assert_eq!(ids(pending), ["n2", "n4"]);
+    let report = store
+        .commit(&[Write::PruneNotices {
+            before_ms: 25,
+            limit: 10,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(report.pruned, 2, "n1 (done) and n2 (pending) are older");
+    assert_eq!(ids(store.pending_notices(10).await.unwrap()), ["n4"]);
+    // Done for a pruned notice changes nothing.
+    let late = Write::NoticeDone {
+        id: "n2".to_owned(),
+        delivered: true,
+        at_ms: 60,
+    };
+    store.commit(&[late]).await.unwrap();
 }
 
 fn progress(task_id: &str, elements: i64) -> Write {
@@ -517,6 +573,9 @@ fn describe(batch: Vec<&Write>) -> Vec<String> {
             Write::Audit(e) => format!("audit {}", e.at_ms),
             Write::PruneAudit { before_ms, .. } => format!("prune audit {before_ms}"),
             Write::SetPause(since) => format!("pause {since:?}"),
+            Write::PutNotice(n) => format!("notice {}", n.id),
+            Write::NoticeDone { id, .. } => format!("notice done {id}"),
+            Write::PruneNotices { before_ms, .. } => format!("prune notices {before_ms}"),
         })
         .collect()
 }
@@ -630,7 +689,7 @@ async fn sqlite_store_conforms_and_persists() {
         .fetch_all(&again.pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 /// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
@@ -670,7 +729,8 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
          ALTER TABLE tasks DROP COLUMN scheduled;
          DROP TABLE tokens;
          DROP TABLE audit;
-         DROP TABLE pause;",
+         DROP TABLE pause;
+         DROP TABLE notices;",
     )
     .execute(&mut raw)
     .await
@@ -841,7 +901,7 @@ async fn postgres_store_conforms() {
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6, 7]);
     drop(again);
     db.remove().await;
 }
@@ -891,7 +951,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6, 7]);
     drop(opened);
     db.remove().await;
 }

@@ -9,6 +9,7 @@ mod cron;
 mod ha;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod openapi;
 mod output;
 mod policies;

@@ -16,7 +16,7 @@ use crate::job::TaskId;
 use crate::store::{TaskState, Write};
 
 /// A worker that accepts everything and does nothing: the core cannot tell.
-struct Inert;
+pub(super) struct Inert;
 
 impl WorkerLink for Inert {
     fn launch(&self, _: TaskLaunch) -> bool {

@@ -8,7 +8,9 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilde
 
 use super::{Backend, OPEN_STATES, query_err};
 use crate::job::TaskId;
-use crate::store::{AuditEntry, CommitReport, Error, StoredJob, StoredToken, TaskRecord, Write};
+use crate::store::{
+    AuditEntry, CommitReport, Error, StoredJob, StoredNotice, StoredToken, TaskRecord, Write,
+};
 
 /// Commits a batch in one transaction: `Store::commit` for both SQL stores.
 pub(super) async fn commit<DB>(pool: &Pool<DB>, batch: &[Write]) -> Result<CommitReport, Error>
@@ -179,6 +181,47 @@ where
                 query.push_bind(i64::from(limit)).push(") RETURNING route, at_ms");
                 report.pruned += count(query, &mut *tx, "prune audit").await?;
             }
+            Step::Notices(notices) => {
+                let mut query = QueryBuilder::<DB>::new("INSERT INTO notices (id, created_ms, body) ");
+                query.push_values(&notices, |mut row, n| {
+                    row.push_bind(n.id.clone())
+                        .push_bind(n.created_ms)
+                        .push_bind(n.body.clone());
+                });
+                query.push(" ON CONFLICT (id) DO NOTHING RETURNING id, created_ms");
+                let inserted: Vec<(String, i64)> = query
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(query_err("put notices"))?;
+                report.known_notices.extend(
+                    notices
+                        .iter()
+                        .filter(|n| !inserted.iter().any(|(id, _)| *id == n.id))
+                        .map(|n| n.id.clone()),
+                );
+            }
+            Step::NoticeDone { id, delivered, at_ms } => {
+                let mut query = QueryBuilder::<DB>::new("UPDATE notices SET state = ");
+                query.push_bind(if delivered { "delivered" } else { "abandoned" }.to_owned());
+                query.push(", done_ms = ").push_bind(at_ms);
+                query.push(" WHERE id = ").push_bind(id.to_owned());
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("mark a notice done"))?;
+            }
+            Step::PruneNotices { before_ms, limit } => {
+                let mut query = QueryBuilder::<DB>::new(
+                    "DELETE FROM notices WHERE id IN (SELECT id FROM notices WHERE created_ms < ",
+                );
+                query.push_bind(before_ms).push(" LIMIT ");
+                query
+                    .push_bind(i64::from(limit))
+                    .push(") RETURNING id, created_ms");
+                report.pruned += count(query, &mut *tx, "prune notices").await?;
+            }
             Step::PruneClaims { before_ms, limit } => {
                 // The key, not a row id: SQLite and PostgreSQL name theirs differently.
                 let mut query = QueryBuilder::<DB>::new(
@@ -245,6 +288,16 @@ enum Step<'a> {
         before_ms: i64,
         limit: u32,
     },
+    Notices(Vec<&'a StoredNotice>),
+    NoticeDone {
+        id: &'a str,
+        delivered: bool,
+        at_ms: i64,
+    },
+    PruneNotices {
+        before_ms: i64,
+        limit: u32,
+    },
 }
 
 /// Coalesces a batch (see [`crate::store::coalesce_runs`], which also orders each run deletes,
@@ -295,6 +348,19 @@ fn steps(batch: &[Write]) -> Vec<Step<'_>> {
                 }
                 (Write::Audit(entry), _) => steps.push(Step::Audit(vec![entry])),
                 (Write::PruneAudit { before_ms, limit }, _) => steps.push(Step::PruneAudit {
+                    before_ms: *before_ms,
+                    limit: *limit,
+                }),
+                (Write::PutNotice(notice), Some(Step::Notices(notices))) if !full(notices.len()) => {
+                    notices.push(notice);
+                }
+                (Write::PutNotice(notice), _) => steps.push(Step::Notices(vec![notice])),
+                (Write::NoticeDone { id, delivered, at_ms }, _) => steps.push(Step::NoticeDone {
+                    id,
+                    delivered: *delivered,
+                    at_ms: *at_ms,
+                }),
+                (Write::PruneNotices { before_ms, limit }, _) => steps.push(Step::PruneNotices {
                     before_ms: *before_ms,
                     limit: *limit,
                 }),

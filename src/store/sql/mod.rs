@@ -13,7 +13,8 @@ use sqlx::{
 };
 
 use super::{
-    AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredToken, TaskRecord, TaskState, Write,
+    AuditEntry, AuditQuery, CommitReport, Error, Store, StoredJob, StoredNotice, StoredToken, TaskRecord,
+    TaskState, Write,
 };
 use crate::job::TaskId;
 
@@ -55,6 +56,14 @@ pub(super) use tokens_and_audit_step;
 /// The schema step of the scheduler-wide pause: one row, `paused_ms` null while it runs.
 pub(super) const PAUSE_STEP: &str =
     "CREATE TABLE pause (id INTEGER PRIMARY KEY CHECK (id = 1), paused_ms BIGINT);";
+/// The schema step of the notification outbox, the same text on both databases. `state` is
+/// `pending`, `delivered` or `abandoned`; only pending rows are read back, by age.
+pub(super) const NOTICES_STEP: &str = "\
+CREATE TABLE notices (id TEXT PRIMARY KEY, created_ms BIGINT NOT NULL, body TEXT NOT NULL, \
+state TEXT NOT NULL DEFAULT 'pending', done_ms BIGINT);
+CREATE INDEX notices_pending ON notices (created_ms) WHERE state = 'pending';
+CREATE INDEX notices_by_age ON notices (created_ms);
+";
 
 /// A store on a SQL database: `SqliteStore` and `PostgresStore` are this with their backend.
 pub struct SqlStore<DB: Backend> {
@@ -291,6 +300,24 @@ where
                     route: column(row, "route", what)?,
                     job: (!job.is_empty()).then_some(job),
                     outcome: column(row, "outcome", what)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pending_notices(&self, limit: u32) -> Result<Vec<StoredNotice>, Error> {
+        let mut query = QueryBuilder::new(
+            "SELECT id, created_ms, body FROM notices WHERE state = 'pending' ORDER BY created_ms, id LIMIT ",
+        );
+        query.push_bind(i64::from(limit));
+        let rows = self.rows(query, "read the notification outbox").await?;
+        rows.iter()
+            .map(|row| {
+                let what = || "a notice".to_owned();
+                Ok(StoredNotice {
+                    id: column(row, "id", what)?,
+                    created_ms: column(row, "created_ms", what)?,
+                    body: column(row, "body", what)?,
                 })
             })
             .collect()
