@@ -272,46 +272,47 @@ async fn catch_up_runs_the_newest_missed_occurrences_after_a_stop() {
         Utc::now() > stopped + chrono::Duration::seconds(5)
     })
     .await;
+    let restarting = Utc::now();
     h.restart().await;
-    let restarted = Utc::now();
-    wait_until("three missed runs caught up", async || {
-        h.history("cu")
-            .await
-            .iter()
+    // Runs due while the server was down that ran after it came back: the newest three missed
+    // (catchUpLimit), and perhaps one due within epsilon (0.5 s) of the start, which would run
+    // anyway. Exactly three are caught up is checked in the engine's own tests, where the
+    // start's instant is known; here it is only known to lie after `restarting`.
+    let late = |history: Vec<Value>| -> Vec<Value> {
+        history
+            .into_iter()
             .filter(|t| {
-                t["state"] == "finished"
-                    && instant(t, "due").unwrap() < restarted
-                    && instant(t, "startedAt").unwrap() > restarted
+                instant(t, "due").is_some_and(|d| d > stopped && d < restarting)
+                    && instant(t, "startedAt").is_some_and(|s| s > restarting)
             })
+            .collect()
+    };
+    wait_until("three missed runs caught up", async || {
+        late(h.history("cu").await)
+            .iter()
+            .filter(|t| t["state"] == "finished")
             .count()
             >= 3
     })
     .await;
-    let late: Vec<Value> = h
-        .history("cu")
-        .await
-        .into_iter()
-        .filter(|t| {
-            instant(t, "due").unwrap() < restarted - chrono::Duration::milliseconds(500)
-                && instant(t, "startedAt").is_some_and(|s| s > restarted)
-        })
-        .collect();
-    assert_eq!(late.len(), 3, "at most catchUpLimit late runs: {late:?}");
-    let mut by_start = late.clone();
+    let caught_up = late(h.history("cu").await);
+    assert!(
+        (3..=4).contains(&caught_up.len()),
+        "at most catchUpLimit late runs, and one on time: {caught_up:?}"
+    );
+    let mut by_start = caught_up.clone();
     by_start.sort_by_key(|t| instant(t, "startedAt"));
     let dues: Vec<_> = by_start.iter().map(|t| instant(t, "due")).collect();
     assert!(dues.windows(2).all(|w| w[0] < w[1]), "oldest first: {dues:?}");
+    // Five were due while it was down; the oldest of them did not run.
+    let earliest_run = dues[0].unwrap();
+    assert!(
+        earliest_run > stopped + chrono::Duration::seconds(1),
+        "the oldest missed runs are dropped: {dues:?}"
+    );
     // Without catch-up the missed runs are skipped, as in Chronos.
-    let plain_late = h
-        .history("plain")
-        .await
-        .into_iter()
-        .filter(|t| {
-            instant(t, "due").unwrap() < restarted - chrono::Duration::milliseconds(500)
-                && instant(t, "startedAt").is_some_and(|s| s > restarted)
-        })
-        .count();
-    assert_eq!(plain_late, 0);
+    let plain_late = late(h.history("plain").await);
+    assert!(plain_late.len() <= 1, "only a run within epsilon: {plain_late:?}");
 }
 
 #[tokio::test]
