@@ -313,3 +313,54 @@ async fn a_leader_that_loses_its_database_session_steps_down_and_a_leader_return
     .await;
     assert_each_instant_ran_once(&ticks);
 }
+
+#[tokio::test]
+async fn a_pause_survives_a_failover() {
+    let store = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut s1 = spawn_server(&store, dir.path(), "s1");
+    let s1_name = format!("127.0.0.1:{}", s1.http);
+    wait_until("s1 leads", async || {
+        leader_of(&client, s1.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    let s2 = spawn_server(&store, dir.path(), "s2");
+    let s2_name = format!("127.0.0.1:{}", s2.http);
+    wait_until("s2 names s1", async || {
+        leader_of(&client, s2.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    let put = async |path: &str| {
+        let response = client
+            .put(format!("http://127.0.0.1:{}{path}", s2.http))
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    };
+    // Paused through the standby, which passes the request to the leader.
+    assert_eq!(put("/v1/scheduler/pause").await, 200);
+    let response = client
+        .post(format!("http://127.0.0.1:{}/v1/scheduler/iso8601", s2.http))
+        .json(&json!({"name": "held", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+
+    s1.child.kill().await.unwrap();
+    wait_until("s2 leads", async || {
+        leader_of(&client, s2.http).await.as_deref() == Some(s2_name.as_str())
+    })
+    .await;
+    let state = get(&client, s2.http, "/v1/scheduler/pause").await.unwrap();
+    assert_eq!(state["paused"], true, "the new leader is paused: {state}");
+    assert_eq!(
+        put("/v1/scheduler/job/held").await,
+        409,
+        "and refuses a manual run"
+    );
+    assert_eq!(put("/v1/scheduler/resume").await, 200);
+    assert_eq!(put("/v1/scheduler/job/held").await, 204);
+}
