@@ -416,18 +416,15 @@ pub fn owners(owner: &str) -> Vec<String> {
         .collect()
 }
 
-/// A path segment, percent-encoded (all but unreserved characters), for links.
+/// A path segment, percent-encoded (all but RFC 3986's unreserved characters), for links.
 fn encode(text: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(text, RESERVED).to_string()
 }
 
 /// The UI page of the event: its task's, or its job's.

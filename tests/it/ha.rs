@@ -131,24 +131,30 @@ async fn job(client: &reqwest::Client, port: u16, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Two servers on one store: `s1` leads, and `s2`, started after it, names it as the leader.
+async fn leader_and_standby(store: &str, dir: &std::path::Path, client: &reqwest::Client) -> (Node, Node) {
+    let s1 = spawn_server(store, dir, "s1");
+    let s1_name = format!("127.0.0.1:{}", s1.http);
+    wait_until("s1 leads", async || {
+        leader_of(client, s1.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    let s2 = spawn_server(store, dir, "s2");
+    // Every server names the leader.
+    wait_until("s2 names s1", async || {
+        leader_of(client, s2.http).await.as_deref() == Some(s1_name.as_str())
+    })
+    .await;
+    (s1, s2)
+}
+
 #[tokio::test]
 async fn the_standby_takes_over_and_every_run_happens_exactly_once() {
     let store = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut s1 = spawn_server(&store, dir.path(), "s1");
-    let s1_name = format!("127.0.0.1:{}", s1.http);
-    wait_until("s1 leads", async || {
-        leader_of(&client, s1.http).await.as_deref() == Some(s1_name.as_str())
-    })
-    .await;
-    let s2 = spawn_server(&store, dir.path(), "s2");
+    let (mut s1, s2) = leader_and_standby(&store, dir.path(), &client).await;
     let s2_name = format!("127.0.0.1:{}", s2.http);
-    // Every server names the leader.
-    wait_until("s2 names s1", async || {
-        leader_of(&client, s2.http).await.as_deref() == Some(s1_name.as_str())
-    })
-    .await;
 
     // The agent is given the standby first: it is pointed at the leader.
     let _agent = spawn_agent(&[&s2, &s1], dir.path());
@@ -319,18 +325,8 @@ async fn a_pause_survives_a_failover() {
     let store = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut s1 = spawn_server(&store, dir.path(), "s1");
-    let s1_name = format!("127.0.0.1:{}", s1.http);
-    wait_until("s1 leads", async || {
-        leader_of(&client, s1.http).await.as_deref() == Some(s1_name.as_str())
-    })
-    .await;
-    let s2 = spawn_server(&store, dir.path(), "s2");
+    let (mut s1, s2) = leader_and_standby(&store, dir.path(), &client).await;
     let s2_name = format!("127.0.0.1:{}", s2.http);
-    wait_until("s2 names s1", async || {
-        leader_of(&client, s2.http).await.as_deref() == Some(s1_name.as_str())
-    })
-    .await;
     let put = async |path: &str| {
         let response = client
             .put(format!("http://127.0.0.1:{}{path}", s2.http))
