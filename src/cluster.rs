@@ -82,32 +82,44 @@ impl Cluster {
     }
 }
 
-/// Starts the election over PostgreSQL: campaign, lead while the lock holds, step down when it
-/// doesn't, campaign again. `start_engine` loads state from the store and starts an engine.
+/// How often the election runs, and how long a leader's lease lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Between campaigns, and between a leader's lease renewals.
+    pub poll: Duration,
+    /// How long a lease lasts without renewal (at least three polls).
+    pub lease: Duration,
+}
+
+/// Starts the election over PostgreSQL: campaign, lead while the lease holds, step down when it
+/// doesn't, campaign again. `start_engine` loads state from the store and starts an engine for
+/// a term (its epoch, which fences its commits, and its lease, past which it launches nothing).
 /// Returns the cluster view and a sender that stops the loop (stepping down first).
 pub fn elect<F, Fut>(
     me: Member,
     store: Arc<PostgresStore>,
     start_engine: F,
-    poll: Duration,
+    timing: Timing,
 ) -> (Cluster, watch::Sender<bool>, tokio::task::JoinHandle<()>)
 where
-    F: Fn() -> Fut + Send + 'static,
+    F: Fn(i64, engine::Lease) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Handle, engine::Error>> + Send,
 {
     let cluster = Cluster::standby(me);
     let (stop, mut stopped) = watch::channel(false);
     let view = cluster.clone();
+    let poll = timing.poll;
     let task = tokio::spawn(async move {
         let holder = serde_json::to_string(view.me()).unwrap_or_default();
         loop {
             if *stopped.borrow() {
                 return;
             }
-            match store.try_acquire_leadership(&holder).await {
+            match store.try_acquire_leadership(&holder, timing.lease).await {
                 Ok(Some(mut guard)) => {
-                    tracing::info!(me = %view.me().http, "Elected leader; loading state.");
-                    let engine = match start_engine().await {
+                    tracing::info!(me = %view.me().http, term = guard.epoch(), "Elected leader; loading state.");
+                    let lease = engine::Lease::new(guard.valid_until());
+                    let engine = match start_engine(guard.epoch(), lease.clone()).await {
                         Ok(engine) => engine,
                         Err(error) => {
                             tracing::error!(%error, "Could not start the engine; stepping down.");
@@ -125,16 +137,22 @@ where
                         if *stopped.borrow() {
                             view.set(None, None);
                             engine.shutdown().await;
-                            drop(guard);
+                            let _ = guard.close().await;
                             return;
                         }
-                        if !guard.is_alive().await {
+                        if engine.is_stopped() {
+                            // It stopped itself: a commit was fenced, or its lease ran out.
+                            tracing::error!("The engine stopped; stepping down.");
                             break;
                         }
+                        if !guard.renew().await {
+                            tracing::error!("Lost the leader lease; stepping down.");
+                            break;
+                        }
+                        lease.extend(guard.valid_until());
                     }
-                    // The lock's connection is gone: another server may lead now. Stop at once so
-                    // that nothing is scheduled without the lock.
-                    tracing::error!("Lost the leadership lock; stepping down.");
+                    // Another server may lead now. Stop at once so that nothing is scheduled
+                    // without the lease; the commits of this term are fenced besides.
                     view.set(None, None);
                     engine.abandon().await;
                     drop(guard);

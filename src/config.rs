@@ -378,8 +378,12 @@ settings! {
     fetch_schemes: String, default "http,https,file", env "KAIROS_FETCH_SCHEMES";
     /// a `postgres://` URL: keep all state in PostgreSQL and elect a leader among the servers sharing it
     store: String, unset "embedded SQLite", env "KAIROS_STORE";
-    /// seconds between leadership checks (election and lock liveness)
+    /// seconds between leadership checks (election and lease renewal)
     election_interval: f64, default "1", env "KAIROS_ELECTION_INTERVAL";
+    /// seconds a leader's lease lasts without renewal: a standby takes over a leader that cannot renew it (frozen, cut off) this long after its last renewal
+    leader_lease: f64, default "5", env "KAIROS_LEADER_LEASE";
+    /// seconds a request waits for the store (and a standby for the leader) before it is answered `503`; changes pending meanwhile are kept and retried
+    store_timeout: f64, default "5", env "KAIROS_STORE_TIMEOUT";
     /// also export per-job series in `/metrics?format=prometheus` (their number grows with the number of jobs)
     metrics_per_job: bool, unset "off", env "KAIROS_METRICS_PER_JOB";
     /// `text` for people, or `json`: one JSON object per line, for log shippers
@@ -489,6 +493,10 @@ pub struct ServerConfig {
     /// A PostgreSQL URL, or `None` for the embedded SQLite store.
     pub store: Option<String>,
     pub election_interval: Duration,
+    /// A leader's lease; at least three election intervals.
+    pub leader_lease: Duration,
+    /// How long a request waits for the store, or a standby for the leader, before a `503`.
+    pub store_timeout: Duration,
     /// Export per-job series in the Prometheus format.
     pub metrics_per_job: bool,
     pub log_format: LogFormat,
@@ -633,6 +641,22 @@ fn seconds(setting: &'static Setting, value: f64) -> Result<Duration, Error> {
         setting,
         reason: format!("{value} seconds: {e}"),
     })
+}
+
+/// A lease must outlast a few renewals, or a leader would lose it between two of them.
+fn lease(lease: Duration, interval: Duration) -> Result<Duration, Error> {
+    if lease >= interval * 3 {
+        Ok(lease)
+    } else {
+        Err(Error::Invalid {
+            setting: &ServerSettings::leader_lease,
+            reason: format!(
+                "{} seconds: it must be at least three election intervals ({} seconds)",
+                lease.as_secs_f64(),
+                (interval * 3).as_secs_f64()
+            ),
+        })
+    }
 }
 
 fn positive(setting: &'static Setting, value: f64) -> Result<f64, Error> {
@@ -822,6 +846,11 @@ impl ServerConfig {
             fetch_schemes: fetch_schemes(&S::fetch_schemes, &s.fetch_schemes)?,
             store,
             election_interval: seconds(&S::election_interval, s.election_interval)?,
+            leader_lease: lease(
+                seconds(&S::leader_lease, s.leader_lease)?,
+                seconds(&S::election_interval, s.election_interval)?,
+            )?,
+            store_timeout: seconds(&S::store_timeout, positive(&S::store_timeout, s.store_timeout)?)?,
             metrics_per_job: s.metrics_per_job.unwrap_or(false),
             log_format: log_format(&S::log_format, &s.log_format)?,
             notify: crate::notify::Settings {

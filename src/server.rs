@@ -90,6 +90,8 @@ fn engine_config(
             public_url,
             ..config.notify.clone()
         },
+        store_timeout: config.store_timeout,
+        lease: None,
     }
 }
 
@@ -187,8 +189,18 @@ impl Server {
                 let (cluster, stop, task) = cluster::elect(
                     me,
                     store,
-                    move || start_engine(engine_config.clone(), for_engine.clone()),
-                    config.election_interval,
+                    move |epoch, lease| {
+                        // Each term commits fenced by its epoch and launches only within its lease.
+                        let config = engine::Config {
+                            lease: Some(lease),
+                            ..engine_config.clone()
+                        };
+                        start_engine(config, Arc::new(for_engine.for_term(epoch)))
+                    },
+                    cluster::Timing {
+                        poll: config.election_interval,
+                        lease: config.leader_lease,
+                    },
                 );
                 (cluster, Some((stop, task)))
             }
@@ -231,6 +243,8 @@ impl Server {
             },
         );
         context = context.with_metrics_per_job(config.metrics_per_job);
+        // The leader answers within the store timeout; a second more covers the hop.
+        context = context.with_proxy_timeout(config.store_timeout + std::time::Duration::from_secs(1));
         if let Some(client) = leader_client {
             // Every server of a cluster serves TLS alike, so the leader is reached over HTTPS.
             context = context.proxy_over_tls(client);

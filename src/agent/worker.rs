@@ -88,7 +88,13 @@ fn endpoint(address: &str, transport: &Transport) -> Result<tonic::transport::En
     };
     let endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| invalid(&e.to_string()))?
-        .connect_timeout(Duration::from_secs(3));
+        .connect_timeout(Duration::from_secs(3))
+        // A scheduler that is frozen (stopped, swapped out) keeps its connections open but
+        // answers nothing: HTTP/2 pings find it within the keepalive timeout, so the agent moves
+        // to another server rather than waiting on it for the whole freeze.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     match transport {
         Transport::Plain => Ok(endpoint),
         Transport::Tls(tls) => endpoint
@@ -236,6 +242,10 @@ pub async fn run(
     Ok(())
 }
 
+/// How often the agent pings the scheduler's connection, and how long it waits for the answer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Why a session ended or never began.
 enum Refused {
     /// Another agent holds this agent's name.
@@ -307,12 +317,20 @@ async fn session(
     if let Some(token) = &config.token {
         request.metadata_mut().insert(TOKEN_METADATA, token.bearer());
     }
-    let mut inbound = match client.attach(request).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
+    // A frozen scheduler accepts the connection in its kernel but never answers.
+    let attached = tokio::time::timeout(KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT, client.attach(request)).await;
+    let mut inbound = match attached {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => {
             // Keep the ends for the next attempt.
             lock(outbox).buffered.extend(finished);
             return Err(status.into());
+        }
+        Err(_) => {
+            lock(outbox).buffered.extend(finished);
+            return Err(Refused::Other(
+                "the scheduler did not answer the attach in time".to_owned(),
+            ));
         }
     };
     lock(outbox).stream = Some(tx.clone());

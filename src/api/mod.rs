@@ -13,6 +13,7 @@ mod ui;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -150,8 +151,11 @@ impl From<engine::Error> for ApiError {
             | engine::Error::Invalid { .. }
             | engine::Error::Graph { .. }
             | engine::Error::Schedule(_) => StatusCode::BAD_REQUEST,
-            engine::Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            engine::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            engine::Error::Store(crate::store::Error::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Unreachable, failing or fenced: a later try, or another server, may succeed.
+            engine::Error::Store(_) | engine::Error::Stopped | engine::Error::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             engine::Error::Conflict { .. } => StatusCode::CONFLICT,
         };
         let message = match &error {
@@ -188,6 +192,8 @@ pub struct Context {
     http: prometheus::HttpMetrics,
     /// Whether the Prometheus format includes per-job series (`--metrics-per-job`).
     metrics_per_job: bool,
+    /// How long a standby waits for the leader (see [`Context::with_proxy_timeout`]).
+    proxy_timeout: Duration,
 }
 
 /// How the API is protected: [`Context::new`]'s settings beyond the scheduler's.
@@ -215,6 +221,16 @@ impl Context {
             leader_scheme: "http",
             http: prometheus::HttpMetrics::default(),
             metrics_per_job: false,
+            proxy_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// How long a standby waits for the leader's answer (its headers; a followed output then
+    /// streams for as long as it lasts) before it answers `503` itself.
+    pub fn with_proxy_timeout(self, timeout: Duration) -> Context {
+        Context {
+            proxy_timeout: timeout,
+            ..self
         }
     }
 
@@ -508,9 +524,18 @@ async fn proxy(
             request = request.header(name, value);
         }
     }
-    let answer = match request.send().await {
-        Ok(answer) => answer,
-        Err(error) => {
+    let answer = match tokio::time::timeout(ctx.proxy_timeout, request.send()).await {
+        Ok(Ok(answer)) => answer,
+        Err(_) => {
+            tracing::warn!(%url, "The leader did not answer in time.");
+            return Ok(unavailable(&format!(
+                "the leader did not answer within {} s (it may be frozen, overloaded or waiting \
+                 for its store); a change sent may still be applied, so check before sending it again",
+                ctx.proxy_timeout.as_secs_f64()
+            ))
+            .into_response());
+        }
+        Ok(Err(error)) => {
             tracing::warn!(%url, %error, "Proxying to the leader failed.");
             return Ok(unavailable(
                 "error proxying the request to the leader (maybe the leadership just changed?)",

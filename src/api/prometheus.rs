@@ -324,8 +324,20 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
     out.single(
         "kairos_store_failing",
         Kind::Gauge,
-        "1 while store commits keep failing (replies and launches wait), else 0",
+        "1 while store commits keep failing (launches wait, changes get 503), else 0",
         if s.store_failing() { 1.0 } else { 0.0 },
+    );
+    out.single(
+        "kairos_requests_refused_total",
+        Kind::Counter,
+        "Changes refused with 503 because the store did not take writes in time, or too many waited",
+        m.refused_writes as f64,
+    );
+    out.single(
+        "kairos_request_timeouts_total",
+        Kind::Counter,
+        "Requests answered 503 because the scheduler gave no answer within the store timeout",
+        s.request_timeouts() as f64,
     );
     write_notifications(out, &s.notifications);
     // Jobs ask in MB (Mesos' mebibytes); Prometheus wants base units, so these are bytes.

@@ -314,6 +314,8 @@ impl Core {
             // The process still runs: the task keeps its slot (and its job's concurrency) until
             // the process ends, and then ends with this status.
             open.completed = Some(status_code);
+            // Stored with the record, so the completion outlives a restart of the scheduler.
+            open.record.exit_code = Some(super::ends::clamp_status(status_code));
             open.record.message =
                 format!("completed asynchronously with status {status_code}; waiting for its process to end");
             batch.push(Write::PutTask(open.record.clone()));

@@ -64,6 +64,13 @@ pub(super) enum After {
     },
     /// Hands a notice to the delivery task once its outbox row is committed (`notices.rs`).
     Notice(Box<crate::notify::Notice>),
+    /// Sends a task to its worker once the launch mark covering its start is committed
+    /// (`Core::dispatch`).
+    Dispatch {
+        task_id: TaskId,
+        worker: String,
+        launch: Box<TaskLaunch>,
+    },
 }
 
 /// What the shell carries out for a worker, through its link.

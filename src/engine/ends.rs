@@ -226,7 +226,16 @@ impl Core {
             .get(task_id)
             .is_some_and(|t| t.record.state == TaskState::Running && t.record.worker == worker);
         if running_there {
-            self.end_task(task_id, End::lost(why));
+            self.end_lost(task_id, why);
+        }
+    }
+
+    /// Ends a task whose process was lost, unless the client already completed it through the
+    /// API: then it ends the way the client said, since the acknowledged completion is final.
+    pub(super) fn end_lost(&mut self, task_id: &TaskId, why: &str) {
+        match self.state.tasks.get(task_id).and_then(|t| t.completed) {
+            Some(status) => self.finish_async(task_id, status),
+            None => self.end_task(task_id, End::lost(why)),
         }
     }
 
@@ -236,8 +245,7 @@ impl Core {
             return;
         };
         // The status the client gave is the task's outcome, so it is what `exitCode` shows.
-        open.record.exit_code =
-            Some(i32::try_from(status_code).unwrap_or(if status_code < 0 { i32::MIN } else { i32::MAX }));
+        open.record.exit_code = Some(clamp_status(status_code));
         let end = if status_code == 0 {
             End::Succeeded {
                 message: "completed asynchronously".to_owned(),
@@ -427,4 +435,9 @@ impl Core {
         }
         self.out.start_all = true;
     }
+}
+
+/// A completion's status as an exit code, saturating at `i32`'s bounds.
+pub(super) fn clamp_status(status_code: i64) -> i32 {
+    i32::try_from(status_code).unwrap_or(if status_code < 0 { i32::MIN } else { i32::MAX })
 }

@@ -2,7 +2,6 @@
 //! with their schedules and dependency progress, recent durations, and the tasks that were open.
 
 use super::core::{Core, Timer, skipped_message, unstart};
-use super::ends::End;
 use super::join_graph_errors;
 use super::state::{JobEntry, OpenTask};
 use crate::job::TaskId;
@@ -64,7 +63,7 @@ impl Core {
         }
         for task_id in lost {
             // Its process died with the previous server: Mesos calls this TASK_LOST.
-            self.end_task(&task_id, End::lost("the server stopped while the task ran"));
+            self.end_lost(&task_id, "the server stopped while the task ran");
         }
         // Starts are recorded by the first turn of the loop, before they launch.
         self.try_start_all();

@@ -67,6 +67,10 @@ pub enum Error {
     /// while the job runs under `concurrencyPolicy: forbid`); it may succeed later.
     #[error("{message}")]
     Conflict { message: String },
+    /// The scheduler cannot answer in time: its store fails or is slow, or it is overloaded. A
+    /// change refused up front was not applied; one that timed out may still be.
+    #[error("{message}")]
+    Unavailable { message: String },
 }
 
 fn join_graph_errors(errors: &[graph::Error]) -> String {
@@ -118,6 +122,31 @@ pub struct Config {
     pub audit_retention: chrono::Duration,
     /// Where notifications go and how they are delivered.
     pub notify: crate::notify::Settings,
+    /// How long a request waits for the engine and its store before it is answered `503`.
+    pub store_timeout: Duration,
+    /// The leader's lease, under PostgreSQL: nothing launches once it has run out.
+    pub lease: Option<Lease>,
+}
+
+/// Until when this server may act as leader (a monotonic instant), extended by the election
+/// loop at each renewal. A frozen leader wakes up past it and launches nothing, even before its
+/// election loop has noticed that a successor took over.
+#[derive(Debug, Clone)]
+pub struct Lease(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Lease {
+    pub fn new(until: tokio::time::Instant) -> Lease {
+        Lease(Arc::new(std::sync::Mutex::new(until)))
+    }
+
+    /// Moves the end of the lease (it only ever moves on while leadership lasts).
+    pub fn extend(&self, until: tokio::time::Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+
+    pub fn is_valid(&self) -> bool {
+        tokio::time::Instant::now() < *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Who asked for a change, for its audit entry.
@@ -259,12 +288,42 @@ enum Event {
     },
 }
 
+impl Event {
+    /// Answers a request that would change something with `error`; gives any other event back.
+    fn refuse(self, error: Error) -> Option<Event> {
+        match self {
+            Event::Upsert { reply, .. }
+            | Event::Delete { reply, .. }
+            | Event::RunNow { reply, .. }
+            | Event::Kill { reply, .. }
+            | Event::Purge { reply, .. }
+            | Event::Complete { reply, .. }
+            | Event::Progress { reply, .. }
+            | Event::PutToken { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Event::MarkSuccess { reply, .. } | Event::DeleteToken { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Event::Pause { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            other => return Some(other),
+        }
+        None
+    }
+}
+
 /// The cloneable front door to the engine.
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Event>,
     ends: mpsc::UnboundedSender<(String, TaskEnd)>,
     live: Live,
+    /// How long a request waits for its answer (`Config::store_timeout`).
+    timeout: Duration,
+    /// Requests that got no answer in time, for `/metrics`.
+    timeouts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handle {
@@ -275,8 +334,35 @@ impl Handle {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+        self.bounded(async {
+            self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| Error::Stopped)?
+        })
+        .await
+    }
+
+    /// Whether the engine has stopped (it was fenced, or shut down).
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Waits for a request's answer at most `timeout`, so that a failing or slow store, or a
+    /// full event queue, gives the caller a `503` rather than a hang.
+    async fn bounded<T>(&self, answer: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(Error::Unavailable {
+                    message: format!(
+                        "the scheduler did not answer within {} s: its store is failing or slow, \
+                         or it is overloaded; a change sent may still be applied, so check before \
+                         sending it again",
+                        self.timeout.as_secs_f64()
+                    ),
+                })
+            }
+        }
     }
 
     async fn send(&self, event: Event) -> Result<(), Error> {
@@ -440,8 +526,11 @@ impl Handle {
         let event = Event::Read(Box::new(move |state: &State| {
             let _ = reply.send(f(state));
         }));
-        self.send(event).await?;
-        rx.await.map_err(|_| Error::Stopped)
+        self.bounded(async {
+            self.send(event).await?;
+            rx.await.map_err(|_| Error::Stopped)
+        })
+        .await
     }
 
     /// Stops launching tasks and recording occurrences, before the server stops taking requests:

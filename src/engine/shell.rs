@@ -26,6 +26,9 @@ struct Committed {
     failures: u64,
     /// How long the commit that succeeded took (not the failed attempts or the waits between).
     seconds: f64,
+    /// The commit was refused because another server leads now: nothing was written, and this
+    /// engine must stop.
+    fenced: bool,
 }
 
 /// How the engine was asked to stop.
@@ -47,6 +50,11 @@ const NOTICE_RETENTION: chrono::Duration = chrono::Duration::days(1);
 
 /// Events taken in one turn before the turn's writes go to the writer.
 const MAX_EVENTS_PER_TURN: usize = 512;
+
+/// Writes waiting behind a group that the store has not taken yet, beyond which requests that
+/// change something are refused (`503`): a store that is down must not make memory grow without
+/// bound. Task ends and schedule records still join, since they are bounded by the tasks.
+const MAX_PENDING_WRITES: usize = 100_000;
 
 /// The built-in worker, reached in-process through a [`Runner`].
 struct LocalLink {
@@ -84,6 +92,11 @@ pub(super) struct Shell<S> {
     after: Vec<After>,
     /// What waits for the group the writer is committing now; `None` while it is idle.
     in_flight: Option<Vec<After>>,
+    /// When that group went to the writer: once it is older than the store timeout, requests
+    /// that change something are refused and store reads no longer wait for it.
+    in_flight_since: Option<std::time::Instant>,
+    /// The store refused a commit because another server leads now: the engine stops.
+    fenced: bool,
     writer: mpsc::UnboundedSender<Vec<Write>>,
     writer_task: tokio::task::JoinHandle<()>,
     /// Runs the built-in worker's tasks, and its connection (heartbeaten by the shell).
@@ -96,29 +109,40 @@ pub(super) struct Shell<S> {
 }
 
 /// Commits groups of writes in order, retrying a failed commit until it succeeds: what waits for
-/// a group (replies, launches) must not go ahead without it, and the writes are idempotent.
+/// a group (launches, and replies until their callers give up) must not go ahead without it, and
+/// the writes are idempotent. Each group is committed under its own number, so a retry after a
+/// commit whose outcome was unknown finds the run claims it made (see [`Store::commit_group`]).
+/// A commit fenced by a successor's takeover is not retried: the writer stops.
 async fn write_groups<S: Store>(
     store: Arc<S>,
     mut groups: mpsc::UnboundedReceiver<Vec<Write>>,
     done: mpsc::UnboundedSender<Committed>,
     failing: Arc<AtomicBool>,
 ) {
+    let mut number = 0u64;
     while let Some(group) = groups.recv().await {
+        number += 1;
         let mut failures = 0;
         let mut delay = Duration::from_millis(50);
+        let mut fenced = false;
         let (report, seconds) = loop {
             // A monotonic interval, not the wall clock: only its length matters.
             let began = std::time::Instant::now();
-            match store.commit(&group).await {
+            match store.commit_group(&group, number).await {
                 Ok(report) => {
                     failing.store(false, Ordering::Relaxed);
                     break (report, began.elapsed().as_secs_f64());
+                }
+                Err(error @ store::Error::Fenced { .. }) => {
+                    tracing::error!(%error, "A commit was refused: this server no longer leads.");
+                    fenced = true;
+                    break (store::CommitReport::default(), 0.0);
                 }
                 Err(error) => {
                     failing.store(true, Ordering::Relaxed);
                     failures += 1;
                     tracing::error!(%error, writes = group.len(), attempt = failures,
-                        "Could not record the scheduler's changes; replies and launches wait. Retrying.");
+                        "Could not record the scheduler's changes; launches wait. Retrying.");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -129,8 +153,9 @@ async fn write_groups<S: Store>(
             writes: group.len(),
             failures,
             seconds,
+            fenced,
         };
-        if done.send(committed).is_err() {
+        if done.send(committed).is_err() || fenced {
             return;
         }
     }
@@ -181,12 +206,16 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
         core.state.notifications.clone(),
         notices_done,
     );
+    let timeout = core.config.store_timeout;
+    let timeouts = core.state.request_timeouts.clone();
     let shell = Shell {
         core,
         store,
         pending: Vec::new(),
         after: Vec::new(),
         in_flight: None,
+        in_flight_since: None,
+        fenced: false,
         writer,
         writer_task,
         runner,
@@ -195,7 +224,13 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
         outbox,
     };
     tokio::spawn(shell.run(rx, ends_rx, committed, notices_done_rx));
-    Ok(Handle { tx, ends, live })
+    Ok(Handle {
+        tx,
+        ends,
+        live,
+        timeout,
+        timeouts,
+    })
 }
 
 /// The built-in worker joins like any other, before the stored tasks are restored.
@@ -300,7 +335,40 @@ impl<S: Store> Shell<S> {
                 return;
             }
             self.end_turn();
+            if self.fenced {
+                // Another server leads: drop everything, as a deposed leader must not write.
+                let stop = Stop {
+                    reply: None,
+                    flush: false,
+                };
+                self.stop(stop, &mut committed).await;
+                return;
+            }
         }
+    }
+
+    /// Why requests that change something are refused now, if they are: the store has not
+    /// taken the group in flight within the store timeout, or too much waits behind it.
+    fn refusal(&self) -> Option<Error> {
+        let timeout = self.core.config.store_timeout;
+        let stalled = self
+            .in_flight_since
+            .is_some_and(|since| since.elapsed() >= timeout);
+        if stalled {
+            return Some(Error::Unavailable {
+                message: format!(
+                    "the store has not taken the scheduler's changes for {} s or more \
+                     (kairos_store_failing); this change was not applied, retry later",
+                    timeout.as_secs_f64()
+                ),
+            });
+        }
+        (self.pending.len() >= MAX_PENDING_WRITES).then(|| Error::Unavailable {
+            message: format!(
+                "{MAX_PENDING_WRITES} changes wait for the store already; this change was not \
+                 applied, retry later"
+            ),
+        })
     }
 
     /// Handles an event from the front door; returns how to stop when it asks the engine to.
@@ -323,6 +391,16 @@ impl<S: Store> Shell<S> {
     }
 
     fn handle(&mut self, event: Event) {
+        let event = match self.refusal() {
+            Some(error) => match event.refuse(error) {
+                Some(event) => event,
+                None => {
+                    self.core.state.metrics.refused_writes += 1;
+                    return;
+                }
+            },
+            None => event,
+        };
         let core = self.core.at(clock::now());
         match event {
             Event::Upsert {
@@ -491,7 +569,12 @@ impl<S: Store> Shell<S> {
             }
             _ => return,
         };
-        core.out.after.push(After::Reply(Box::new(move || {
+        if self.refusal().is_some() {
+            // The store takes no writes but may still answer reads: don't wait for the group.
+            tokio::spawn(read);
+            return;
+        }
+        self.core.out.after.push(After::Reply(Box::new(move || {
             tokio::spawn(read);
         })));
     }
@@ -540,6 +623,7 @@ impl<S: Store> Shell<S> {
         }
         let group = std::mem::take(&mut self.pending);
         self.in_flight = Some(std::mem::take(&mut self.after));
+        self.in_flight_since = Some(std::time::Instant::now());
         if self.writer.send(group).is_err() {
             // Only after a stop; nothing that waits can go ahead.
             tracing::error!("The store writer is gone; dropping a group of writes.");
@@ -554,6 +638,19 @@ impl<S: Store> Shell<S> {
             match command {
                 Command::Launch { worker, launch } => {
                     let task_id = launch.process.task_id.clone();
+                    if self
+                        .core
+                        .config
+                        .lease
+                        .as_ref()
+                        .is_some_and(|lease| !lease.is_valid())
+                    {
+                        // Our lease ran out (this process was frozen, or could not renew): a
+                        // successor may run this task already. Launch nothing; stop.
+                        tracing::error!(task = %task_id, "The leader lease ran out; not launching, stepping down.");
+                        self.fenced = true;
+                        continue;
+                    }
                     self.live.open(&task_id, launch.process.output_limit);
                     if !link(&worker).is_some_and(|l| l.launch(*launch)) {
                         self.core.at(clock::now()).lose(
@@ -579,6 +676,11 @@ impl<S: Store> Shell<S> {
 
     /// A group is committed: forget runs another scheduler claimed first, then release what waited.
     fn on_committed(&mut self, done: Committed) {
+        self.in_flight_since = None;
+        if done.fenced {
+            self.fenced = true;
+            return;
+        }
         let core = self.core.at(clock::now());
         core.state.metrics.store_commits += 1;
         core.state.metrics.store_writes += done.writes as u64;
@@ -618,6 +720,11 @@ impl<S: Store> Shell<S> {
                 .core
                 .at(clock::now())
                 .launch_when_due(task_id, worker, *launch),
+            After::Dispatch {
+                task_id,
+                worker,
+                launch,
+            } => self.core.at(clock::now()).dispatch(task_id, worker, *launch),
         }
     }
 
@@ -634,7 +741,7 @@ impl<S: Store> Shell<S> {
                 After::Reply(_) | After::Progress { .. } => true,
                 // Its row is in the outbox (or will be, with the flush): the next leader sends it.
                 After::Notice(_) => false,
-                After::Launch { task_id, .. } => {
+                After::Launch { task_id, .. } | After::Dispatch { task_id, .. } => {
                     unlaunched.push(task_id.clone());
                     false
                 }

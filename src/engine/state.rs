@@ -164,12 +164,17 @@ pub struct OpenTask {
 
 impl OpenTask {
     pub(super) fn new(record: TaskRecord) -> OpenTask {
+        // A running task with a status was completed through the API (see `Core::complete`).
+        let completed = (record.state == crate::store::TaskState::Running)
+            .then_some(record.exit_code)
+            .flatten()
+            .map(i64::from);
         OpenTask {
             record,
             resources: Resources::default(),
             kill_requested: false,
             kill_reason: None,
-            completed: None,
+            completed,
         }
     }
 }
@@ -267,6 +272,9 @@ pub struct Metrics {
     pub store_commits: u64,
     pub store_writes: u64,
     pub store_failures: u64,
+    /// Requests that would change something, refused (`503`) while the store did not take
+    /// writes in time or too many waited for it.
+    pub refused_writes: u64,
     pub successes: HashMap<String, u64>,
     pub failures: HashMap<String, u64>,
     /// Tasks handed to each worker (counted at the launch, not at the recorded start).
@@ -289,6 +297,7 @@ impl Default for Metrics {
             store_commits: 0,
             store_writes: 0,
             store_failures: 0,
+            refused_writes: 0,
             successes: HashMap::new(),
             failures: HashMap::new(),
             launched: HashMap::new(),
@@ -363,6 +372,8 @@ pub struct State {
     pub(super) next_runs: BTreeSet<(i64, String)>,
     /// Set by the store writer while a commit keeps failing.
     pub(super) store_failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests that got no answer within the store timeout, counted by the [`super::Handle`].
+    pub(super) request_timeouts: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Notification deliveries, counted by the delivery task.
     pub notifications: std::sync::Arc<crate::notify::Counters>,
 }
@@ -400,6 +411,11 @@ impl State {
         let (seq, low) = (entry.seq, !entry.job.high_priority);
         self.queued_jobs.remove(&(!low, seq, name.to_owned()));
         self.queued_jobs.insert((low, seq, name.to_owned()));
+    }
+
+    /// Requests answered `503` because no answer came within the store timeout.
+    pub fn request_timeouts(&self) -> u64 {
+        self.request_timeouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the store is refusing the engine's writes right now (they are being retried).

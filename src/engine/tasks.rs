@@ -292,12 +292,50 @@ impl Core {
             );
             return;
         }
-        self.launched_through = self.launched_through.max(started);
         let lag_ms = self.now_ms() - due;
         self.state.metrics.record_launch(worker_name, lag_ms);
         tracing::info!(job = %task_id.job(), task = %task_id, worker = %worker_name, "Task started.");
-        self.out.commands.push(Command::Launch {
+        if started <= self.marked_through {
+            self.out.commands.push(Command::Launch {
+                worker: worker_name.to_owned(),
+                launch: Box::new(launch),
+            });
+            return;
+        }
+        // The launch mark is written ahead: the worker gets the task only once a mark covering
+        // its start is committed. So after a crash a recorded start past the mark surely never
+        // reached a worker (it runs, as the same instant), and one within it surely did (it is
+        // running, or lost with its worker): no run is started twice or skipped by mistake.
+        self.launched_through = self.launched_through.max(started);
+        self.out.after.push(After::Dispatch {
+            task_id: task_id.clone(),
             worker: worker_name.to_owned(),
+            launch: Box::new(launch),
+        });
+    }
+
+    /// Sends a task to its worker now that its launch is marked, unless it ended meanwhile (a
+    /// kill, its worker lost) or the server is stopping (then the next start finds it marked
+    /// as launched and counts it lost, or finds it queued again by the stop).
+    pub(super) fn dispatch(&mut self, task_id: TaskId, worker: String, launch: TaskLaunch) {
+        let still = self
+            .state
+            .tasks
+            .get(&task_id)
+            .is_some_and(|t| t.record.state == TaskState::Running && t.record.worker == worker);
+        if !still || self.quiesced {
+            return;
+        }
+        if self.state.workers.get(&worker).is_none_or(|w| !w.is_connected()) {
+            self.lose(
+                &worker,
+                &task_id,
+                "the worker disconnected before the task could be sent to it",
+            );
+            return;
+        }
+        self.out.commands.push(Command::Launch {
+            worker,
             launch: Box::new(launch),
         });
     }

@@ -35,6 +35,9 @@ pub enum Error {
     },
     #[error("stored row for {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
+    /// The commit of a leader whose term ended: another server leads now.
+    #[error("this server's leadership (term {epoch}) has ended; another server leads now")]
+    Fenced { epoch: i64 },
 }
 
 /// A job as stored: its definition plus the parents that have succeeded since its last run.
@@ -411,6 +414,20 @@ pub trait Store: Send + Sync + 'static {
     /// order, and reports the writes that were skipped (see [`CommitReport`]). A batch can be
     /// committed again after a failure: every write but [`Write::AddProgress`] is idempotent.
     fn commit(&self, batch: &[Write]) -> impl Future<Output = Result<CommitReport, Error>> + Send;
+    /// [`Store::commit`] of one group of writes that may be committed more than once: every
+    /// attempt with the same `group` is the same claimant of its [`Write::ClaimRun`]s. When a
+    /// commit's outcome is unknown (the connection dropped during `COMMIT`), committing the batch
+    /// again finds its own claims, where another group's or server's claim is still lost; so
+    /// the retry reconciles the outcome instead of forgetting runs it recorded. A plain commit
+    /// is a group of its own. Group numbers are per store value (per leadership term).
+    fn commit_group(
+        &self,
+        batch: &[Write],
+        group: u64,
+    ) -> impl Future<Output = Result<CommitReport, Error>> + Send {
+        let _ = group;
+        self.commit(batch)
+    }
     /// Every job, in the order they were first created.
     fn load_jobs(&self) -> impl Future<Output = Result<Vec<StoredJob>, Error>> + Send;
     /// Every task that is not final (queued, running or waiting).

@@ -72,14 +72,24 @@ ALTER TABLE tasks ADD COLUMN scheduled BIGINT NOT NULL DEFAULT 0;
     super::sql::tokens_and_audit_step!("BIGSERIAL PRIMARY KEY"),
     super::sql::PAUSE_STEP,
     super::sql::NOTICES_STEP,
+    super::sql::CLAIMANT_STEP,
+    // The leader lease: who holds it, until when (by the database's clock), in which term, and
+    // the application name of the holder's sessions, so a successor can end them.
+    r#"
+ALTER TABLE leader ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE leader ADD COLUMN expires TIMESTAMPTZ;
+ALTER TABLE leader ADD COLUMN session TEXT;
+"#,
 ];
 
 /// Advisory lock keys are per database; both spell "kairos" in ASCII, plus a purpose number.
 const MIGRATION_LOCK: i64 = 0x6b61_6972_6f73_0001;
 pub(super) const LEADER_LOCK: i64 = 0x6b61_6972_6f73_0002;
 
-/// How long a liveness ping of the leader's connection may take before the lease counts as lost.
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much sooner than the database a leader counts its lease as over: the two clocks are
+/// compared only through lengths, and a renewal's start is taken before it is sent, so this
+/// only has to cover the clocks' rates drifting apart over one lease.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
 /// TCP keepalive settings for the leader's session, so the server notices a vanished leader and
 /// frees its lock in about 10 + 3 × 5 = 25 seconds instead of the system default of two hours.
@@ -95,17 +105,22 @@ impl Backend for Postgres {
     const TASK_SEQ: &'static str = "seq";
     const LEAST: &'static str = "LEAST";
     type State = Leadership;
+    const FENCE: &'static str = "SELECT epoch FROM leader WHERE id = 1 FOR SHARE";
 }
 
 /// The shared store: [`SqlStore`] on a PostgreSQL database.
 pub type PostgresStore = SqlStore<Postgres>;
 
 /// What the leader lock needs besides the pool.
+#[derive(Clone)]
 pub struct Leadership {
     /// Kept to open the leader's dedicated connection, which must not come from the pool.
     options: PgConnectOptions,
     /// The URL without its password, for error messages.
     location: String,
+    /// The application name of every session of this server, unique to the process: a
+    /// successor ends them all when this server's lease runs out (it may be frozen, not dead).
+    session: String,
 }
 
 /// The URL with any password removed, from the user-info part and from a `password=` query
@@ -164,7 +179,10 @@ impl SqlStore<Postgres> {
             location: location.clone(),
             source,
         };
-        let options = PgConnectOptions::from_str(url).map_err(open_err)?;
+        let session = format!("kairos-{}", sql::Term::unique().claimant);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .application_name(&session);
         // One direct connection first: the pool retries refused connections until its timeout
         // and then reports only "timed out", while this reports the real cause at once.
         let mut conn = PgConnection::connect_with(&options).await.map_err(open_err)?;
@@ -186,8 +204,24 @@ impl SqlStore<Postgres> {
             .connect_lazy_with(options.clone());
         Ok(SqlStore {
             pool,
-            backend: Leadership { options, location },
+            backend: Leadership {
+                options,
+                location,
+                session,
+            },
+            term: sql::Term::unique(),
         })
+    }
+
+    /// The same database, committing as leader in the term `epoch` (from
+    /// [`LeaderGuard::epoch`]): every commit fails with [`Error::Fenced`] once a successor has
+    /// taken the lease.
+    pub fn for_term(&self, epoch: i64) -> PostgresStore {
+        SqlStore {
+            pool: self.pool.clone(),
+            backend: self.backend.clone(),
+            term: sql::Term::new(format!("term-{epoch}"), Some(epoch)),
+        }
     }
 
     /// Records that the scheduled run of `job` due at `due_ms` has been taken.
@@ -210,41 +244,67 @@ impl SqlStore<Postgres> {
     /// Tries to become the leader among the servers sharing this database, without waiting.
     ///
     /// Leadership is a session-level advisory lock held by a connection of its own, outside the
-    /// pool, and lasts exactly as long as that session. On success `holder` (the server's
-    /// `host:port`) is recorded for [`PostgresStore::current_leader`] and the returned guard owns
-    /// the connection. `None` means another session holds the lock.
+    /// pool, plus a lease in the `leader` row that the holder renews ([`LeaderGuard::renew`]).
+    /// The lock alone cannot tell a frozen leader (stopped, swapped out, paused by a debugger)
+    /// from a live one: its session stays open. So when the lock is taken but the lease has run
+    /// out by the database's clock, this ends every session of the holder
+    /// (`pg_terminate_backend`), which frees the lock, and takes over.
+    ///
+    /// On success the term's epoch is raised, which fences every later commit of the previous
+    /// leader (see [`PostgresStore::for_term`]); `holder` (the server's address) is recorded
+    /// for [`PostgresStore::current_leader`]; and the guard owns the connection. `None` means a
+    /// live leader holds the lease.
     ///
     /// # Errors
-    /// Fails when the database cannot be reached or the holder cannot be recorded; the lock is
+    /// Fails when the database cannot be reached or the lease cannot be recorded; the lock is
     /// not kept then.
-    pub async fn try_acquire_leadership(&self, holder: &str) -> Result<Option<LeaderGuard>, Error> {
+    pub async fn try_acquire_leadership(
+        &self,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<LeaderGuard>, Error> {
         let open_err = |source| Error::Open {
             location: self.backend.location.clone(),
             source,
         };
         let options = self.backend.options.clone().options(LEADER_KEEPALIVES);
         let mut conn = PgConnection::connect_with(&options).await.map_err(open_err)?;
-        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(query_err("acquire leadership"))?;
+        let mut acquired = try_lock(&mut conn).await?;
+        if !acquired && end_expired_leader(&mut conn).await? {
+            // The lock goes with the ended sessions as soon as their backends exit.
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                acquired = try_lock(&mut conn).await?;
+                if acquired {
+                    break;
+                }
+            }
+        }
         if !acquired {
             let _ = conn.close().await;
             return Ok(None);
         }
+        let began = tokio::time::Instant::now();
         // Should this fail, dropping `conn` ends the session and with it the lock.
-        sqlx::query(
-            "INSERT INTO leader (id, holder, since) VALUES (1, $1, now())
-             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, since = excluded.since",
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO leader (id, holder, since, epoch, expires, session)
+             VALUES (1, $1, now(), 1, now() + $2::float8 * interval '1 millisecond', $3)
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, since = excluded.since,
+                 epoch = leader.epoch + 1, expires = excluded.expires, session = excluded.session
+             RETURNING epoch",
         )
         .bind(holder)
-        .execute(&mut conn)
+        .bind(lease.as_millis() as f64)
+        .bind(&self.backend.session)
+        .fetch_one(&mut conn)
         .await
         .map_err(query_err("record leader"))?;
         Ok(Some(LeaderGuard {
             conn: Some(conn),
             holder: holder.to_owned(),
+            epoch,
+            lease,
+            valid_until: began + lease.saturating_sub(LEASE_MARGIN),
         }))
     }
 
@@ -273,17 +333,54 @@ impl SqlStore<Postgres> {
     }
 }
 
-/// Leadership among the servers sharing one database, held for as long as this guard's
-/// connection lives.
+/// Whether the leader lock is free now; takes it if so.
+async fn try_lock(conn: &mut PgConnection) -> Result<bool, Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LEADER_LOCK)
+        .fetch_one(conn)
+        .await
+        .map_err(query_err("acquire leadership"))
+}
+
+/// Ends every session of a leader whose lease has run out by the database's clock; returns
+/// whether there was one.
+async fn end_expired_leader(conn: &mut PgConnection) -> Result<bool, Error> {
+    let expired: Option<Option<String>> =
+        sqlx::query_scalar("SELECT session FROM leader WHERE id = 1 AND expires < now()")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(query_err("read the leader's lease"))?;
+    let Some(session) = expired.flatten() else {
+        return Ok(false);
+    };
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = $1 AND pid <> pg_backend_pid()) AS ended",
+    )
+    .bind(&session)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(query_err("end the expired leader's sessions"))?;
+    tracing::warn!(
+        sessions = ended,
+        "The leader's lease ran out while its lock was held (a frozen or stalled process); \
+         ended its database sessions to take over."
+    );
+    Ok(ended > 0)
+}
+
+/// Leadership among the servers sharing one database: the leader lock, held for as long as
+/// this guard's connection lives, and the lease, held for as long as [`LeaderGuard::renew`]
+/// keeps succeeding.
 ///
-/// If the connection dies (the database restarts, the network breaks, an administrator ends the
-/// session), PostgreSQL frees the lock and another server can take over. The holder therefore
-/// has to call [`LeaderGuard::is_alive`] every few seconds and stop acting as leader as soon as
-/// it returns false. A leader cut off from the database notices within the 5-second ping
-/// timeout, while the server frees the lock of an unreachable client only after about 25 seconds
-/// of failed TCP keepalives, so the old leader has stepped down before a new one can start,
-/// provided it pings more often than every 20 seconds. [`PostgresStore::claim_run`] guards
-/// against a double start regardless.
+/// If the connection dies (the database restarts, the network breaks, a successor ends the
+/// session), PostgreSQL frees the lock and another server can take over. A leader that cannot
+/// renew (frozen, or cut off from the database) loses the lease when it runs out by the
+/// database's clock, and a successor ends its sessions. The holder therefore renews every
+/// second or so and stops acting as leader as soon as [`LeaderGuard::valid_until`] has passed
+/// by its own monotonic clock, which is the database's expiry less a margin; its commits are
+/// fenced by the epoch besides (see [`PostgresStore::for_term`]), and
+/// [`PostgresStore::claim_run`] guards against a double start regardless.
 ///
 /// Dropping the guard closes the connection, and the server frees the lock as soon as it sees
 /// the socket close, normally within milliseconds; [`LeaderGuard::close`] frees it before
@@ -293,6 +390,10 @@ pub struct LeaderGuard {
     /// `None` once the connection was found dead or closed.
     conn: Option<PgConnection>,
     holder: String,
+    epoch: i64,
+    lease: Duration,
+    /// Until when (monotonic) this leader may act.
+    valid_until: tokio::time::Instant,
 }
 
 impl LeaderGuard {
@@ -301,24 +402,50 @@ impl LeaderGuard {
         &self.holder
     }
 
-    /// Whether leadership is still held: the session answers a `SELECT 1` within 5 seconds.
+    /// The term of this leadership, raised by every takeover.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Until when this leader may act, by the process's monotonic clock: past it, a successor
+    /// may have taken over.
+    pub fn valid_until(&self) -> tokio::time::Instant {
+        self.valid_until
+    }
+
+    /// Renews the lease for another lease length; returns whether leadership is still held.
     ///
     /// Once this returns false the connection is dropped, so the lock is surely given up, and
-    /// every later call returns false too: leadership, once lost, must be acquired anew.
-    pub async fn is_alive(&mut self) -> bool {
+    /// every later call returns false too: leadership, once lost, must be acquired anew. A
+    /// renewal that takes longer than the lease counts as failed.
+    pub async fn renew(&mut self) -> bool {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        let ping = sqlx::query("SELECT 1").execute(&mut *conn);
-        let alive = matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)));
-        if !alive {
-            self.conn = None;
+        let began = tokio::time::Instant::now();
+        let renew = sqlx::query(
+            "UPDATE leader SET expires = now() + $1::float8 * interval '1 millisecond'
+             WHERE id = 1 AND epoch = $2",
+        )
+        .bind(self.lease.as_millis() as f64)
+        .bind(self.epoch)
+        .execute(&mut *conn);
+        let renewed = matches!(
+            tokio::time::timeout(self.lease, renew).await,
+            Ok(Ok(done)) if done.rows_affected() == 1
+        );
+        if renewed && began < self.valid_until {
+            self.valid_until = began + self.lease.saturating_sub(LEASE_MARGIN);
+            return true;
         }
-        alive
+        // Renewed too late (the process was frozen past the lease): a successor may have
+        // taken over in the meantime, so this term is over either way.
+        self.conn = None;
+        false
     }
 
-    /// Gives up leadership now: clears the recorded holder, releases the lock and closes the
-    /// connection.
+    /// Gives up leadership now: clears the recorded holder and the lease, releases the lock and
+    /// closes the connection.
     ///
     /// # Errors
     /// Fails when the session was already broken; the lock is gone either way, because the
@@ -328,12 +455,14 @@ impl LeaderGuard {
             return Ok(());
         };
         // Clear the holder while the lock is still ours, so we cannot erase a successor's name.
-        let cleared =
-            sqlx::query("UPDATE leader SET holder = NULL, since = now() WHERE id = 1 AND holder = $1")
-                .bind(&self.holder)
-                .execute(&mut conn)
-                .await
-                .map_err(query_err("release leadership"));
+        let cleared = sqlx::query(
+            "UPDATE leader SET holder = NULL, since = now(), expires = NULL, session = NULL
+             WHERE id = 1 AND epoch = $1",
+        )
+        .bind(self.epoch)
+        .execute(&mut conn)
+        .await
+        .map_err(query_err("release leadership"));
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(LEADER_LOCK)
             .execute(&mut conn)

@@ -60,6 +60,7 @@ ALTER TABLE tasks ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
     super::sql::tokens_and_audit_step!("INTEGER PRIMARY KEY AUTOINCREMENT"),
     super::sql::PAUSE_STEP,
     super::sql::NOTICES_STEP,
+    super::sql::CLAIMANT_STEP,
 ];
 
 impl Backend for Sqlite {
@@ -69,6 +70,8 @@ impl Backend for Sqlite {
     const TASK_SEQ: &'static str = "rowid";
     const LEAST: &'static str = "MIN";
     type State = Checkpoints;
+    // One server owns the file: there is no one to be fenced from.
+    const FENCE: &'static str = "";
 }
 
 /// The embedded store: [`SqlStore`] on one SQLite file.
@@ -86,6 +89,10 @@ impl Drop for Checkpoints {
 /// How often the write-ahead log is copied back into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Frames of log (4 KiB pages) past which a checkpoint waits for the writer to finish the log:
+/// 64 MiB, a few seconds of the heaviest load measured (docs/reliability.md).
+const LOG_LIMIT_FRAMES: i64 = 16_384;
+
 /// Copies the write-ahead log into the database, in small steps. SQLite would otherwise do it
 /// inside whichever commit crosses 1,000 pages of log, with an fsync, delaying that commit by
 /// tens of milliseconds. A passive checkpoint on its own connection runs beside the writer; the
@@ -93,13 +100,30 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// 1,000 runs a second, checkpoints every 5 s, 1 s and 250 ms held launches back by about 80,
 /// 20 and 5 ms each (the scheduling-lag benchmark in docs/performance.md). With nothing new in
 /// the log, a checkpoint is a no-op.
+///
+/// A passive checkpoint never waits, so under writes that never pause it can fall behind for
+/// good, and the log grows without bound (2 GB beside a 0.7 GB database was seen at 2,000 job
+/// creates a second). Past [`LOG_LIMIT_FRAMES`] the checkpoint truncates instead: it waits its
+/// turn for the writer lock (the busy timeout), copies the rest and empties the log.
 async fn checkpoint_loop(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(%error, "Checkpointing the SQLite log failed; retrying.");
+        let passive: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await;
+        match passive {
+            Ok((_, log, _)) if log > LOG_LIMIT_FRAMES => {
+                let truncate = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&pool)
+                    .await;
+                if let Err(error) = truncate {
+                    tracing::warn!(%error, frames = log, "Truncating the SQLite log failed; retrying.");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "Checkpointing the SQLite log failed; retrying."),
         }
     }
 }
@@ -127,6 +151,8 @@ impl SqlStore<Sqlite> {
             .pragma("cache_size", "-8192")
             // Checkpoints run in the background instead (`checkpoint_loop`).
             .pragma("wal_autocheckpoint", "0")
+            // A log emptied by a checkpoint is cut back to this size rather than kept at its peak.
+            .pragma("journal_size_limit", "67108864")
             .busy_timeout(std::time::Duration::from_secs(10));
         // Migrations run on a connection of their own, closed before the pool opens: a pooled
         // connection that had read the schema before a migration changed a table would prepare
@@ -149,6 +175,7 @@ impl SqlStore<Sqlite> {
         Ok(SqlStore {
             pool,
             backend: checkpoints,
+            term: sql::Term::unique(),
         })
     }
 }

@@ -70,6 +70,42 @@ async fn lost_claims(store: &impl Store, batch: &[Write]) -> Vec<String> {
     short(&lost).into_iter().map(str::to_owned).collect()
 }
 
+/// A group committed again (its first outcome unknown) keeps its own run claims, and loses only
+/// those another group made first.
+async fn claims_by_group(store: &impl Store) {
+    let claim = |due_ms: i64| Write::ClaimRun {
+        job: "g".to_owned(),
+        due_ms,
+        task_id: tid(&format!("g{due_ms}")),
+    };
+    let first = [claim(1), claim(2)];
+    assert!(
+        store
+            .commit_group(&first, 7)
+            .await
+            .unwrap()
+            .lost_claims
+            .is_empty()
+    );
+    assert!(
+        store
+            .commit_group(&first, 7)
+            .await
+            .unwrap()
+            .lost_claims
+            .is_empty(),
+        "the same group again finds its own claims"
+    );
+    let later = [claim(2), claim(3)];
+    let lost = store.commit_group(&later, 8).await.unwrap().lost_claims;
+    assert_eq!(short(&lost), ["g2"], "another group's claim is lost");
+    assert_eq!(
+        lost_claims(store, &[claim(3)]).await,
+        ["g3"],
+        "a plain commit is a group of its own"
+    );
+}
+
 /// API tokens are kept by name (hash only), and the audit log is read newest first, filtered,
 /// and pruned by age.
 async fn tokens_and_audit(store: &impl Store) {
@@ -682,6 +718,7 @@ async fn memory_store_conforms() {
 async fn sqlite_store_conforms_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     conformance(SqliteStore::open(dir.path()).await.unwrap()).await;
+    claims_by_group(&SqliteStore::open(dir.path()).await.unwrap()).await;
     // Reopening finds the same data, and migrations don't run twice.
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
@@ -689,7 +726,7 @@ async fn sqlite_store_conforms_and_persists() {
         .fetch_all(&again.pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 
 /// A count SQLite stored as REAL (before sums were clamped) is an error on read, not a panic, and
@@ -730,7 +767,8 @@ async fn sqlite_unreadable_values_are_errors_and_old_reals_are_repaired() {
          DROP TABLE tokens;
          DROP TABLE audit;
          DROP TABLE pause;
-         DROP TABLE notices;",
+         DROP TABLE notices;
+         ALTER TABLE run_claims DROP COLUMN claimant;",
     )
     .execute(&mut raw)
     .await
@@ -898,10 +936,11 @@ async fn schema_versions(db: &TestDatabase) -> Vec<i64> {
 async fn postgres_store_conforms() {
     let db = TestDatabase::create().await;
     conformance(PostgresStore::open(&db.url).await.unwrap()).await;
+    claims_by_group(&PostgresStore::open(&db.url).await.unwrap()).await;
     // Reopening finds the same data, and migrations don't run twice.
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.load_jobs().await.unwrap()[0].job.name, "b");
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     drop(again);
     db.remove().await;
 }
@@ -951,7 +990,7 @@ async fn postgres_servers_starting_together_migrate_once() {
             store.as_ref().err()
         );
     }
-    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(schema_versions(&db).await, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     drop(opened);
     db.remove().await;
 }
@@ -980,11 +1019,78 @@ async fn postgres_run_is_claimed_once() {
     db.remove().await;
 }
 
+/// The leader lease of the tests: long enough that no test loses it by accident.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A leader that stops renewing (frozen: its session stays open and keeps the lock) loses the
+/// lease when it runs out: a standby ends its sessions and takes over in a new term, and the
+/// old term's commits are refused, even on connections opened afterwards.
+#[tokio::test]
+async fn postgres_takes_over_from_a_frozen_leader_and_fences_it() {
+    let db = TestDatabase::create().await;
+    let a = PostgresStore::open(&db.url).await.unwrap();
+    let b = PostgresStore::open(&db.url).await.unwrap();
+    let short = std::time::Duration::from_millis(1500);
+    let mut frozen = a
+        .try_acquire_leadership("a:4400", short)
+        .await
+        .unwrap()
+        .expect("a leads");
+    let old_term = a.for_term(frozen.epoch());
+    let before = Write::PutJob(Box::new(StoredJob {
+        job: job("before"),
+        satisfied: vec![],
+    }));
+    old_term.commit(&[before]).await.unwrap();
+    // A pooled connection of the old term is busy in a transaction when the lease runs out.
+    let mut busy = a.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *busy).await.unwrap();
+
+    assert!(
+        b.try_acquire_leadership("b:4400", LEASE).await.unwrap().is_none(),
+        "the lease still runs"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let successor = loop {
+        if let Some(guard) = b.try_acquire_leadership("b:4400", LEASE).await.unwrap() {
+            break guard;
+        }
+        assert!(std::time::Instant::now() < deadline, "b never took over");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(successor.epoch(), frozen.epoch() + 1);
+    assert_eq!(a.current_leader().await.unwrap().as_deref(), Some("b:4400"));
+    // The frozen leader wakes up: its lease is gone, and so are its sessions.
+    assert!(!frozen.renew().await);
+    assert!(sqlx::query("SELECT 1").execute(&mut *busy).await.is_err());
+    let late = Write::PutJob(Box::new(StoredJob {
+        job: job("late"),
+        satisfied: vec![],
+    }));
+    let refused = old_term.commit(&[late]).await;
+    assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
+    let names: Vec<String> = b
+        .load_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.job.name)
+        .collect();
+    assert_eq!(names, ["before"]);
+    b.for_term(successor.epoch())
+        .commit(&[Write::DeleteJob("before".to_owned())])
+        .await
+        .unwrap();
+    successor.close().await.unwrap();
+    drop((a, b, old_term, busy));
+    db.remove().await;
+}
+
 /// Takes leadership, retrying while the server is still ending the previous leader's session.
 async fn acquire_soon(store: &PostgresStore, holder: &str) -> LeaderGuard {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if let Some(guard) = store.try_acquire_leadership(holder).await.unwrap() {
+        if let Some(guard) = store.try_acquire_leadership(holder, LEASE).await.unwrap() {
             return guard;
         }
         assert!(
@@ -1003,21 +1109,21 @@ async fn postgres_leadership_passes_between_servers() {
     assert_eq!(a.current_leader().await.unwrap(), None);
 
     let mut first = a
-        .try_acquire_leadership("a:4400")
+        .try_acquire_leadership("a:4400", LEASE)
         .await
         .unwrap()
         .expect("the first server leads");
     assert_eq!(first.holder(), "a:4400");
-    assert!(first.is_alive().await);
-    assert!(b.try_acquire_leadership("b:4400").await.unwrap().is_none());
+    assert!(first.renew().await);
+    assert!(b.try_acquire_leadership("b:4400", LEASE).await.unwrap().is_none());
     // The lock belongs to a session, not to a store: asking again from the same store fails too.
-    assert!(a.try_acquire_leadership("a:4400").await.unwrap().is_none());
+    assert!(a.try_acquire_leadership("a:4400", LEASE).await.unwrap().is_none());
     assert_eq!(b.current_leader().await.unwrap().as_deref(), Some("a:4400"));
 
     first.close().await.unwrap();
     assert_eq!(b.current_leader().await.unwrap(), None);
     let second = b
-        .try_acquire_leadership("b:4400")
+        .try_acquire_leadership("b:4400", LEASE)
         .await
         .unwrap()
         .expect("the lock was released");
@@ -1038,11 +1144,11 @@ async fn postgres_leadership_ends_with_its_connection() {
     let a = PostgresStore::open(&db.url).await.unwrap();
     let b = PostgresStore::open(&db.url).await.unwrap();
     let mut leader = a
-        .try_acquire_leadership("a:4400")
+        .try_acquire_leadership("a:4400", LEASE)
         .await
         .unwrap()
         .expect("a leads");
-    assert!(leader.is_alive().await);
+    assert!(leader.renew().await);
 
     // End the leader's session from outside, as a database restart or a network failure would.
     let ended: Vec<bool> = sqlx::query_scalar(
@@ -1057,8 +1163,8 @@ async fn postgres_leadership_ends_with_its_connection() {
     .unwrap();
     assert_eq!(ended, [true]);
 
-    assert!(!leader.is_alive().await);
-    assert!(!leader.is_alive().await, "lost leadership stays lost");
+    assert!(!leader.renew().await);
+    assert!(!leader.renew().await, "lost leadership stays lost");
     let successor = acquire_soon(&b, "b:4400").await;
     assert_eq!(a.current_leader().await.unwrap().as_deref(), Some("b:4400"));
     // Closing a guard whose connection is gone is harmless and leaves the successor alone.

@@ -6,6 +6,7 @@ mod browser;
 mod chronos_python;
 mod cli;
 mod cron;
+mod faults;
 mod ha;
 mod lifecycle;
 mod metrics;

@@ -64,23 +64,33 @@ pub(super) fn upsert(core: &mut Core, body: serde_json::Value) {
 /// Releases what waits for the commit (as the shell does once it is done) and returns the
 /// commands that followed.
 pub(super) fn commit(core: &mut Core) -> Vec<Command> {
-    let effects = core.take_effects();
-    release(core, effects.after);
-    let mut commands = effects.commands;
-    commands.extend(core.take_effects().commands);
-    commands
+    let mut commands = Vec::new();
+    let mut effects = core.take_effects();
+    loop {
+        commands.extend(effects.commands);
+        if effects.after.is_empty() {
+            return commands;
+        }
+        release(core, effects.after);
+        effects = core.take_effects();
+    }
 }
 
 /// Hands the launches that waited for a commit back to the core, as the shell does.
-fn release(core: &mut Core, afters: Vec<After>) {
+pub(super) fn release(core: &mut Core, afters: Vec<After>) {
     for after in afters {
-        if let After::Launch {
-            task_id,
-            worker,
-            launch,
-        } = after
-        {
-            core.launch_when_due(task_id, worker, *launch);
+        match after {
+            After::Launch {
+                task_id,
+                worker,
+                launch,
+            } => core.launch_when_due(task_id, worker, *launch),
+            After::Dispatch {
+                task_id,
+                worker,
+                launch,
+            } => core.dispatch(task_id, worker, *launch),
+            _ => {}
         }
     }
 }
@@ -121,14 +131,20 @@ fn a_scheduled_run_is_recorded_ahead_and_launched_at_its_instant() {
     );
     core.at(at(10)).fire_timers();
     let effects = core.take_effects();
-    assert_eq!(launched(&effects.commands), ["ct:1800000010000:0:j:"]);
-    // The launch is marked, so a scheduler that starts later knows it reached its worker.
+    // The launch is marked first, so a scheduler that starts later knows whether it reached
+    // its worker; the worker gets it only once the mark is committed.
     assert!(
         effects
             .writes
             .iter()
             .any(|w| matches!(w, Write::LaunchedThrough(t) if *t == ms(10)))
     );
+    assert!(
+        launched(&effects.commands).is_empty(),
+        "not before its mark commits"
+    );
+    release(&mut core, effects.after);
+    assert_eq!(launched(&core.take_effects().commands), ["ct:1800000010000:0:j:"]);
 }
 
 #[test]

@@ -41,6 +41,8 @@ fn config(dir: &std::path::Path) -> Config {
         task_tokens: None,
         audit_retention: chrono::Duration::days(90),
         notify: crate::notify::Settings::default(),
+        store_timeout: Duration::from_secs(30),
+        lease: None,
     }
 }
 

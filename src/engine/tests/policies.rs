@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::core::{at, commit, core, launched, ms, upsert};
+use super::core::{at, commit, core, launched, ms, release, upsert};
 use crate::engine::Error;
 use crate::engine::core::{Command, Core, Timer};
 use crate::engine::ends::End;
@@ -15,21 +15,17 @@ use crate::store::{TaskRecord, TaskState, Write};
 /// Fires what is due at `t` and commits: the writes of the turn and the commands that followed.
 fn turn(core: &mut Core, t: DateTime<Utc>) -> (Vec<Write>, Vec<Command>) {
     core.at(t).fire_timers();
-    let effects = core.take_effects();
-    let writes = effects.writes.clone();
-    let mut commands = effects.commands;
-    for after in effects.after {
-        if let crate::engine::core::After::Launch {
-            task_id,
-            worker,
-            launch,
-        } = after
-        {
-            core.launch_when_due(task_id, worker, *launch);
+    let mut effects = core.take_effects();
+    let (mut writes, mut commands) = (Vec::new(), Vec::new());
+    loop {
+        writes.extend(effects.writes);
+        commands.extend(effects.commands);
+        if effects.after.is_empty() {
+            return (writes, commands);
         }
+        release(core, effects.after);
+        effects = core.take_effects();
     }
-    commands.extend(core.take_effects().commands);
-    (writes, commands)
 }
 
 fn tasks(writes: &[Write], state: TaskState) -> Vec<TaskRecord> {

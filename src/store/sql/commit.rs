@@ -13,7 +13,12 @@ use crate::store::{
 };
 
 /// Commits a batch in one transaction: `Store::commit` for both SQL stores.
-pub(super) async fn commit<DB>(pool: &Pool<DB>, batch: &[Write]) -> Result<CommitReport, Error>
+pub(super) async fn commit<DB>(
+    pool: &Pool<DB>,
+    batch: &[Write],
+    fence: Option<i64>,
+    claimant: &str,
+) -> Result<CommitReport, Error>
 where
     DB: Backend,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -21,13 +26,54 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> (String, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    if batch.is_empty() {
+        return Ok(CommitReport::default());
+    }
+    let mut conn = pool.acquire().await.map_err(query_err("commit"))?;
+    let applied = apply::<DB>(&mut conn, batch, fence, claimant).await;
+    if applied.is_err() {
+        // A transaction that failed, at `COMMIT` above all (SQLite's "database or disk is
+        // full"), can leave its connection inside it, holding the write lock: every other
+        // writer then waits for it, and a later batch on that connection would only nest in
+        // the failed transaction and be lost with it, though reported committed. So the
+        // connection is closed, which rolls back whatever it holds, instead of going back to
+        // the pool.
+        conn.close_on_drop();
+    }
+    applied
+}
+
+/// Applies a batch in one transaction on `conn`; see [`commit`].
+async fn apply<DB>(
+    conn: &mut DB::Connection,
+    batch: &[Write],
+    fence: Option<i64>,
+    claimant: &str,
+) -> Result<CommitReport, Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
     let mut report = CommitReport::default();
-    if batch.is_empty() {
-        return Ok(report);
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(query_err("commit"))?;
+    if let Some(epoch) = fence {
+        let current: Option<i64> = sqlx::query_scalar(DB::FENCE)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_err("check leadership"))?;
+        if current != Some(epoch) {
+            return Err(Error::Fenced { epoch });
+        }
     }
-    let mut tx = pool.begin().await.map_err(query_err("commit"))?;
     for step in steps(batch) {
         match step {
             Step::Delete(name) => {
@@ -47,7 +93,7 @@ where
                 }
             }
             Step::Claims(claims) => {
-                let inserted: Vec<(String, i64)> = claims_query::<DB>(&claims)
+                let inserted: Vec<(String, i64)> = claims_query::<DB>(&claims, claimant)
                     .build_query_as()
                     .fetch_all(&mut *tx)
                     .await
@@ -402,16 +448,23 @@ where
 }
 
 /// Inserts claims, returning the `(job, due_ms)` of those that were new.
-fn claims_query<DB: Database>(claims: &[(&str, i64, &TaskId)]) -> QueryBuilder<DB>
+/// Inserts the claims, returning those that are ours: new, or made by this claimant before (a
+/// batch committed again after an unknown outcome); another claimant's claim is not returned.
+fn claims_query<DB: Database>(claims: &[(&str, i64, &TaskId)], claimant: &str) -> QueryBuilder<DB>
 where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::new("INSERT INTO run_claims (job, due_ms) ");
+    let mut query = QueryBuilder::new("INSERT INTO run_claims (job, due_ms, claimant) ");
     query.push_values(claims, |mut row, (job, due_ms, _)| {
-        row.push_bind(job.to_string()).push_bind(*due_ms);
+        row.push_bind(job.to_string())
+            .push_bind(*due_ms)
+            .push_bind(claimant.to_owned());
     });
-    query.push(" ON CONFLICT DO NOTHING RETURNING job, due_ms");
+    query.push(
+        " ON CONFLICT (job, due_ms) DO UPDATE SET claimant = excluded.claimant \
+         WHERE run_claims.claimant = excluded.claimant RETURNING job, due_ms",
+    );
     query
 }
 

@@ -32,6 +32,9 @@ pub trait Backend: Database {
     const LEAST: &'static str;
     /// What the store keeps besides its pool.
     type State: Send + Sync + 'static;
+    /// Reads the leadership epoch inside a commit, holding it against a successor's takeover
+    /// until the commit ends (see [`Term::fence`]); empty where one server owns the database.
+    const FENCE: &'static str;
 }
 
 /// The schema step of API tokens and the audit log, the same on both databases but for the
@@ -65,10 +68,59 @@ CREATE INDEX notices_pending ON notices (created_ms) WHERE state = 'pending';
 CREATE INDEX notices_by_age ON notices (created_ms);
 ";
 
+/// The schema step that lets a batch committed again find its own run claims: a claim records
+/// who made it, so only another claimant's claim counts as lost.
+pub(super) const CLAIMANT_STEP: &str = "ALTER TABLE run_claims ADD COLUMN claimant TEXT NOT NULL DEFAULT '';";
+
 /// A store on a SQL database: `SqliteStore` and `PostgresStore` are this with their backend.
 pub struct SqlStore<DB: Backend> {
     pub(super) pool: Pool<DB>,
     pub(super) backend: DB::State,
+    pub(super) term: Term,
+}
+
+/// Who commits through a store value.
+#[derive(Debug)]
+pub(super) struct Term {
+    /// Unique to the store value; with a group number it names the claimant of each run claim
+    /// (see [`Store::commit_group`]).
+    pub(super) claimant: String,
+    /// Numbers the plain commits, each a claimant of its own.
+    pub(super) commits: std::sync::atomic::AtomicU64,
+    /// The leadership epoch every commit checks first, under a share lock on the leader row:
+    /// a deposed leader's late commit fails with [`Error::Fenced`] instead of landing on top of
+    /// its successor's state, and a successor's takeover waits for commits already under way.
+    pub(super) fence: Option<i64>,
+}
+
+impl Term {
+    /// A claimant unique to this process and moment.
+    pub(super) fn unique() -> Term {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Term::new(format!("{}-{nanos}", std::process::id()), None)
+    }
+
+    pub(super) fn new(claimant: String, fence: Option<i64>) -> Term {
+        Term {
+            claimant,
+            commits: std::sync::atomic::AtomicU64::new(0),
+            fence,
+        }
+    }
+
+    /// The claimant of a commit in `group`, or of a plain commit.
+    fn claimant(&self, group: Option<u64>) -> String {
+        match group {
+            Some(group) => format!("{}/g{group}", self.claimant),
+            None => {
+                let n = self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("{}/c{n}", self.claimant)
+            }
+        }
+    }
 }
 
 /// Wraps a driver error with the store operation that failed.
@@ -230,11 +282,22 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> (String, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'n> &'n str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
     async fn commit(&self, batch: &[Write]) -> Result<CommitReport, Error> {
-        commit::commit(&self.pool, batch).await
+        commit::commit(&self.pool, batch, self.term.fence, &self.term.claimant(None)).await
+    }
+
+    async fn commit_group(&self, batch: &[Write], group: u64) -> Result<CommitReport, Error> {
+        commit::commit(
+            &self.pool,
+            batch,
+            self.term.fence,
+            &self.term.claimant(Some(group)),
+        )
+        .await
     }
 
     async fn load_jobs(&self) -> Result<Vec<StoredJob>, Error> {
