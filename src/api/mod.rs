@@ -6,6 +6,7 @@ mod control;
 pub mod dto;
 mod guard;
 mod output;
+mod params;
 mod prometheus;
 pub mod table;
 mod tokens;
@@ -799,9 +800,7 @@ async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> 
     } else if let Some(e) = rejection.find::<ApiError>() {
         e.clone()
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
-        ApiError::bad_request(
-            "the query string is malformed or a parameter has the wrong type (limit and offset are whole numbers)",
-        )
+        ApiError::bad_request("the query string could not be read (is a parameter given twice?)")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         with(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
@@ -908,8 +907,8 @@ struct SearchQuery {
     name: Option<String>,
     command: Option<String>,
     any: Option<String>,
-    limit: Option<i64>,
-    offset: Option<i64>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
 /// Which of the matching jobs a search returns: Chronos' `slice(offset, offset + limit)`, so a
@@ -941,7 +940,11 @@ async fn search_jobs(q: SearchQuery, ctx: Ctx) -> Result<Response, Infallible> {
         async {
             let lower = |s: &Option<String>| s.as_deref().unwrap_or("").to_lowercase();
             let (name, command, any) = (lower(&q.name), lower(&q.command), lower(&q.any));
-            let (offset, limit) = search_window(q.offset.unwrap_or(0), q.limit.unwrap_or(10));
+            let whole = |name, text: &Option<String>| params::number(name, text.as_deref(), "a whole number");
+            let (offset, limit) = search_window(
+                whole("offset", &q.offset)?.unwrap_or(0),
+                whole("limit", &q.limit)?.unwrap_or(10),
+            );
             let jobs = ctx
                 .engine()?
                 .read(move |state| {
@@ -1208,7 +1211,7 @@ fn parse_task_id(text: &str) -> Result<TaskId, ApiError> {
 
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {
-    limit: Option<u32>,
+    limit: Option<String>,
 }
 
 /// A task as the history routes show it, output included.
@@ -1239,7 +1242,9 @@ fn task_json(task: &TaskRecord) -> Value {
 async fn job_history(Segment(job): Segment, q: HistoryQuery, ctx: Ctx) -> Result<Response, Infallible> {
     respond(
         async {
-            let limit = q.limit.unwrap_or(20).min(1000);
+            let limit = params::number::<u32>("limit", q.limit.as_deref(), "a whole number, zero or more")?
+                .unwrap_or(20)
+                .min(1000);
             let tasks = ctx.engine()?.history(job, limit).await?;
             Ok(json_reply(&tasks.iter().map(task_json).collect::<Vec<_>>()))
         }

@@ -35,8 +35,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct OutputQuery {
-    #[serde(default)]
-    follow: bool,
+    follow: Option<String>,
 }
 
 pub(super) async fn task_output(
@@ -46,10 +45,11 @@ pub(super) async fn task_output(
 ) -> Result<Response, Infallible> {
     respond(
         async {
+            let follow = super::params::flag("follow", query.follow.as_deref())?;
             let task_id = parse_task_id(&task_id)?;
             let engine = ctx.engine()?;
             let record = engine.task(task_id.clone()).await?;
-            if !query.follow {
+            if !follow {
                 return Ok(json_reply(&snapshot(&engine, &record)));
             }
             let Some(slot) = Slot::take() else {

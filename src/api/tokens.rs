@@ -139,7 +139,7 @@ struct AuditParams {
     principal: Option<String>,
     /// An ISO 8601 instant.
     since: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
 }
 
 /// `GET /audit?job=&principal=&since=&limit=`: changes, newest first.
@@ -150,7 +150,7 @@ async fn audit(_who: Caller, q: AuditParams, ctx: Ctx) -> Result<Response, Infal
                 None | Some("") => None,
                 Some(text) => Some(
                     chrono::DateTime::parse_from_rfc3339(text)
-                        .map_err(|e| ApiError::bad_request(format!("parameter 'since': not an ISO 8601 instant: {e}")))?
+                        .map_err(|e| ApiError::bad_request(format!("field 'since': not an ISO 8601 instant: {e}")))?
                         .timestamp_millis(),
                 ),
             };
@@ -158,7 +158,9 @@ async fn audit(_who: Caller, q: AuditParams, ctx: Ctx) -> Result<Response, Infal
                 job: q.job,
                 principal: q.principal,
                 since_ms,
-                limit: q.limit.unwrap_or(100).min(10_000),
+                limit: super::params::number::<u32>("limit", q.limit.as_deref(), "a whole number, zero or more")?
+                    .unwrap_or(100)
+                    .min(10_000),
             };
             let entries = ctx.engine()?.audit(query).await?;
             let entries: Vec<Value> = entries

@@ -469,6 +469,12 @@ async fn head_options_and_every_refusal_is_a_sentence() {
         (
             h.client.get(h.url("/v1/scheduler/jobs/search?limit=ten")),
             400,
+            "field 'limit': must be a whole number",
+            None,
+        ),
+        (
+            h.client.get(h.url("/v1/scheduler/jobs/search?limit=1&limit=2")),
+            400,
             "query string",
             None,
         ),
@@ -740,4 +746,30 @@ async fn next_runs_follow_the_schedule() {
     }
     let (status, _) = h.get("/v1/scheduler/job/nope/next").await;
     assert_eq!(status, 400);
+}
+
+/// A query parameter of the wrong type is a 400 naming it (schemathesis' runs showed such
+/// refusals saying only that the query string was wrong, and naming `offset` where there is none).
+#[tokio::test]
+async fn bad_query_parameters_are_refused_by_name() {
+    let h = Harness::start().await;
+    h.create(json!({"name": "q", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}))
+        .await;
+    for (path, field) in [
+        ("/v1/scheduler/jobs/search?limit=ten", "limit"),
+        ("/v1/scheduler/jobs/search?offset=1.5", "offset"),
+        ("/v1/scheduler/job/q/tasks?limit=-1", "limit"),
+        ("/v1/scheduler/audit?limit=lots", "limit"),
+        ("/v1/scheduler/audit?since=yesterday", "since"),
+        ("/v1/scheduler/task/ct:1:0:q:/output?follow=1", "follow"),
+    ] {
+        let (status, body) = h.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["field"], field, "{path}: {body}");
+    }
+    // Values that were taken before are taken the same.
+    let (status, body) = h.get("/v1/scheduler/jobs/search?limit=%2B5&offset=-1").await;
+    assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{body}");
+    let (status, body) = h.get("/v1/scheduler/job/q/tasks?limit=0").await;
+    assert_eq!((status, body), (200, json!([])));
 }

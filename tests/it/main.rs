@@ -15,6 +15,7 @@ mod openapi;
 mod output;
 mod policies;
 mod readme;
+mod schemathesis;
 mod security;
 mod tls;
 mod ui;
