@@ -185,6 +185,101 @@ fn a_run_recorded_but_never_launched_runs_after_a_restart() {
     assert_eq!(launched(&commands), [task.id], "run, not lost");
 }
 
+/// The other direction: a run sent to its worker is covered by a committed mark first, so a
+/// scheduler that restarts after the launch never starts it again as the same instant.
+#[test]
+fn a_run_sent_to_its_worker_is_not_run_again_after_a_restart() {
+    let mut before = core();
+    upsert(
+        &mut before,
+        serde_json::json!({"name": "j", "command": "true", "retries": 0, "schedule": "R1/2027-01-15T08:00:10Z/PT10S"}),
+    );
+    commit(&mut before);
+    before.at(at(10) - chrono::Duration::milliseconds(50)).fire_timers();
+    commit(&mut before);
+    before.at(at(10)).fire_timers();
+    let effects = before.take_effects();
+    let mark = effects
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Write::LaunchedThrough(t) => Some(*t),
+            _ => None,
+        })
+        .expect("the launch is marked");
+    assert!(launched(&effects.commands).is_empty(), "sent only after the mark commits");
+    release(&mut before, effects.after);
+    let sent = launched(&before.take_effects().commands);
+    assert_eq!(sent.len(), 1);
+    let task = before.state.tasks[&sent[0]].record.clone();
+    // The scheduler died right after sending it (its end never recorded): restore.
+    let job = before.state.jobs["j"].job.clone();
+    let mut after = core();
+    after.at(at(11)).restore(Stored {
+        jobs: vec![crate::store::StoredJob {
+            job,
+            satisfied: Vec::new(),
+        }],
+        durations: Vec::new(),
+        open_tasks: vec![task],
+        launched_through: mark,
+        paused_since: None,
+    });
+    let commands = commit(&mut after);
+    assert!(launched(&commands).is_empty(), "not started twice");
+}
+
+/// An async task completed through the API while its process ran keeps that completion across a
+/// restart: when its process is then lost, it still ends the way the client said.
+#[test]
+fn an_acknowledged_completion_survives_a_restart() {
+    let mut before = core();
+    upsert(
+        &mut before,
+        serde_json::json!({"name": "a", "async": true, "command": "true", "retries": 0, "schedule": "R1/2027-01-15T08:00:10Z/PT10S"}),
+    );
+    commit(&mut before);
+    before.at(at(10)).fire_timers();
+    let sent = launched(&commit(&mut before));
+    before.at(at(11)).complete(&sent[0], 0).unwrap();
+    let writes = before.take_effects().writes;
+    let task = writes
+        .iter()
+        .rev()
+        .find_map(|w| match w {
+            Write::PutTask(t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((task.state, task.exit_code), (TaskState::Running, Some(0)));
+    let job = before.state.jobs["a"].job.clone();
+    let mut after = core();
+    after.at(at(12)).restore(Stored {
+        jobs: vec![crate::store::StoredJob {
+            job,
+            satisfied: Vec::new(),
+        }],
+        durations: Vec::new(),
+        open_tasks: vec![task.clone()],
+        launched_through: ms(10),
+        paused_since: None,
+    });
+    after.take_effects();
+    // Its worker comes back without it: its process is lost, but the client already said.
+    after.at(at(13)).lose("w", &task.id, "the worker came back without it");
+    let ended = after.take_effects().writes;
+    let last = ended
+        .iter()
+        .rev()
+        .find_map(|w| match w {
+            Write::PutTask(t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(last.state, TaskState::Finished, "{}", last.message);
+    assert_eq!(after.state.jobs["a"].job.success_count, 1);
+}
+
 #[test]
 fn every_end_closes_the_task_its_own_way() {
     let cases = [

@@ -90,7 +90,7 @@ impl Postgres {
             }
             ancestor = path.parent();
         }
-        let port = crate::free_port();
+        let port = super::listen_port();
         let mut postgres = Postgres {
             dir: dir.to_owned(),
             port,

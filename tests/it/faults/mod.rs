@@ -142,7 +142,7 @@ impl Proc {
     /// `kairos server` in `dir`, as users start it, on its own loopback ports.
     fn server(dir: &Path, args: &[&str]) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
-        let (http, agent) = (crate::free_port(), crate::free_port());
+        let (http, agent) = (listen_port(), listen_port());
         let mut proc = Proc {
             child: None,
             args: ["server"].iter().chain(args).map(|s| s.to_string()).collect(),
@@ -258,11 +258,39 @@ impl Proc {
     }
 }
 
-/// The end of a log, for failure messages.
+/// A free loopback port below Linux's ephemeral range (32768 and up). A server killed and
+/// started again must find its port free, and the port of a fresh `free_port()` is one the
+/// kernel also hands out to outgoing connections, which the clients open by the thousand.
+fn listen_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    loop {
+        let offset = u32::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let port = 20_000 + ((std::process::id().wrapping_mul(37) + offset) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The end of a log, for failure messages: its errors, then its last lines, without the frames
+/// of a backtrace.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("at ") && !l.contains("::{") && !l.contains("__rust"))
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("ERROR") || l.starts_with("Error") || l.contains("panicked"))
+        .copied()
+        .collect();
+    let errors = &errors[errors.len().saturating_sub(10)..];
+    format!(
+        "{}\n...\n{}",
+        errors.join("\n"),
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    )
 }
 
 async fn leader_of(client: &reqwest::Client, proc: &Proc) -> Option<String> {
