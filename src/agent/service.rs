@@ -94,29 +94,8 @@ impl AgentLink for AgentService {
         let Some(agent_message::Kind::Register(register)) = first.kind else {
             return Err(Status::invalid_argument("the first message must be Register"));
         };
-        if register.name.trim().is_empty() {
-            return Err(Status::invalid_argument("the agent's name is empty"));
-        }
         let name = register.name.clone();
-        let total = register.total.unwrap_or_default();
-        let info = WorkerInfo {
-            name: register.name,
-            id: register.agent_id,
-            hostname: register.hostname,
-            attributes: register.attributes.into_iter().collect(),
-            total: Resources {
-                cpus: total.cpus,
-                mem: total.mem_mb,
-                disk: total.disk_mb,
-            },
-            running: register
-                .running_task_ids
-                .iter()
-                .filter_map(|id| TaskId::parse(id))
-                .collect(),
-            finished: register.finished.into_iter().filter_map(end_from_proto).collect(),
-            local: false,
-        };
+        let info = worker_from_register(register)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let link = std::sync::Arc::new(RemoteLink { tx: commands });
         let connection = engine
@@ -160,6 +139,37 @@ impl AgentLink for AgentService {
             .chain(UnboundedReceiverStream::new(command_rx).map(|c| Ok(command_to_proto(c))));
         Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// The worker an agent's `Register` describes, as the engine takes it: malformed task ids and
+/// non-final statuses are dropped, as everywhere on this edge. Public so that the fuzz targets
+/// (`fuzz/`) can feed it arbitrary messages.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when the agent's name is empty.
+pub fn worker_from_register(register: proto::Register) -> Result<WorkerInfo, Status> {
+    if register.name.trim().is_empty() {
+        return Err(Status::invalid_argument("the agent's name is empty"));
+    }
+    let total = register.total.unwrap_or_default();
+    Ok(WorkerInfo {
+        name: register.name,
+        id: register.agent_id,
+        hostname: register.hostname,
+        attributes: register.attributes.into_iter().collect(),
+        total: Resources {
+            cpus: total.cpus,
+            mem: total.mem_mb,
+            disk: total.disk_mb,
+        },
+        running: register
+            .running_task_ids
+            .iter()
+            .filter_map(|id| TaskId::parse(id))
+            .collect(),
+        finished: register.finished.into_iter().filter_map(end_from_proto).collect(),
+        local: false,
+    })
 }
 
 /// Lets a request through if it carries `authorization: Bearer <token>` with our token, or if no

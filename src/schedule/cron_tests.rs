@@ -447,6 +447,27 @@ fn bad_expressions_are_refused_with_the_reason() {
             "cron expression '*/0 * * * *' is invalid: ",
             "schedule",
         ),
+        // Found by fuzzing (`fuzz/`, target `schedule_cron`): croner skips empty list items,
+        // and a field that is all commas matched nothing, which took seconds to find out.
+        (
+            ",,,,,,,,,,,,,,,,,,,,, * * * *",
+            "Pacific/Apia",
+            "cron expression ',,,,,,,,,,,,,,,,,,,,, * * * *' is invalid: the field \
+             ',,,,,,,,,,,,,,,,,,,,,' has an empty item in its list",
+            "schedule",
+        ),
+        (
+            "0 1,,2 * * *",
+            "",
+            "cron expression '0 1,,2 * * *' is invalid: the field '1,,2' has an empty item in its list",
+            "schedule",
+        ),
+        (
+            "0,30, * * * *",
+            "",
+            "cron expression '0,30, * * * *' is invalid: the field '0,30,' has an empty item",
+            "schedule",
+        ),
         (
             "0 0 30 2 *",
             "",

@@ -821,6 +821,30 @@ fn following_saturates_instead_of_overflowing() {
     assert!(skipped.start >= s.start && count > 0);
 }
 
+/// Found by fuzzing (`fuzz/`, target `schedule_iso`): a schedule whose next step is out of
+/// range saturates at the end of time, and east of UTC that instant has no wall-clock time, so
+/// rendering it (the engine stores every advanced schedule) or stepping on from it panicked.
+#[test]
+fn the_end_of_time_renders_and_steps_east_of_utc() {
+    for zone in ["GMT+05:30", "Asia/Kolkata", "Pacific/Kiritimati"] {
+        let s = must_parse("R/2008-03-01T13:00:00Z/PT4294967295H", zone);
+        let end = s.advance();
+        assert_eq!(end.start, DateTime::<Utc>::MAX_UTC, "{zone}");
+        // The last wall-clock time there is, with the zone's offset.
+        let last = NaiveDateTime::MAX.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+        assert!(
+            end.render().starts_with(&format!("R/{last}")),
+            "{zone}: {}",
+            end.render()
+        );
+        let s = must_parse("R/9999-12-31T23:59:59Z/P400000Y", zone);
+        let end = s.advance();
+        assert_eq!(end.start, DateTime::<Utc>::MAX_UTC, "{zone}");
+        assert_eq!(end.advance().start, DateTime::<Utc>::MAX_UTC, "{zone}");
+        let _ = end.render();
+    }
+}
+
 /// Wall-clock text for a start, and the zone argument to parse it with.
 fn arb_start() -> impl Strategy<Value = (String, &'static str)> {
     let zones = prop::sample::select(vec![

@@ -103,18 +103,21 @@ fn parse_custom_gmt_id(name: &str) -> Option<FixedOffset> {
 
 impl Zone {
     /// The wall-clock time and the offset in force at instant `t`.
+    ///
+    /// East of UTC the end of time (`DateTime::<Utc>::MAX_UTC`, where a schedule whose next
+    /// step is out of range saturates) has no wall-clock time in chrono's range; it reads as the
+    /// last one there is, rather than panicking as chrono's `naive_local` does.
     pub(super) fn local(&self, t: DateTime<Utc>) -> (NaiveDateTime, FixedOffset) {
-        match self {
-            Zone::Utc => (t.naive_utc(), Utc.fix()),
-            Zone::Fixed(offset) => {
-                let local = t.with_timezone(offset);
-                (local.naive_local(), *offset)
-            }
-            Zone::Named(tz) => {
-                let local = t.with_timezone(tz);
-                (local.naive_local(), local.offset().fix())
-            }
-        }
+        let offset = match self {
+            Zone::Utc => Utc.fix(),
+            Zone::Fixed(offset) => *offset,
+            Zone::Named(tz) => tz.offset_from_utc_datetime(&t.naive_utc()).fix(),
+        };
+        let local = t
+            .naive_utc()
+            .checked_add_offset(offset)
+            .unwrap_or(NaiveDateTime::MAX);
+        (local, offset)
     }
 
     /// The instant at which the zone's clocks show `local`.
