@@ -99,6 +99,31 @@ fn epsilon(config: &ServerConfig) -> chrono::Duration {
     chrono::Duration::from_std(config.task_epsilon).unwrap_or_else(|_| chrono::Duration::seconds(60))
 }
 
+/// How long a server started again waits for its port to come free.
+const PORT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Binds a listener. A port that is busy is tried again for a while: right after a crash the
+/// port can still be held for a moment (a task process of the dead server that has not yet
+/// exited), and a supervisor restarting the server at once should not make it fail.
+async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    let began = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(source)
+                if source.kind() == std::io::ErrorKind::AddrInUse && began.elapsed() < PORT_BUSY_WAIT =>
+            {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(%addr, "The port is busy; trying again for a few seconds.");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(source) => return Err(Error::Listen { addr, source }),
+        }
+    }
+}
+
 /// Starts an engine on `store` (the first thing a new leader does).
 async fn start_engine<S: Store>(
     config: engine::Config,
@@ -129,22 +154,12 @@ impl Server {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let http_listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let http_listener = listen(config.listen).await?;
         let addr = http_listener.local_addr().map_err(|source| Error::Listen {
             addr: config.listen,
             source,
         })?;
-        let agent_listener = tokio::net::TcpListener::bind(config.agent_listen)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: config.agent_listen,
-                source,
-            })?;
+        let agent_listener = listen(config.agent_listen).await?;
         let agent_addr = agent_listener.local_addr().map_err(|source| Error::Listen {
             addr: config.agent_listen,
             source,

@@ -195,7 +195,9 @@ fn a_run_sent_to_its_worker_is_not_run_again_after_a_restart() {
         serde_json::json!({"name": "j", "command": "true", "retries": 0, "schedule": "R1/2027-01-15T08:00:10Z/PT10S"}),
     );
     commit(&mut before);
-    before.at(at(10) - chrono::Duration::milliseconds(50)).fire_timers();
+    before
+        .at(at(10) - chrono::Duration::milliseconds(50))
+        .fire_timers();
     commit(&mut before);
     before.at(at(10)).fire_timers();
     let effects = before.take_effects();
@@ -207,7 +209,10 @@ fn a_run_sent_to_its_worker_is_not_run_again_after_a_restart() {
             _ => None,
         })
         .expect("the launch is marked");
-    assert!(launched(&effects.commands).is_empty(), "sent only after the mark commits");
+    assert!(
+        launched(&effects.commands).is_empty(),
+        "sent only after the mark commits"
+    );
     release(&mut before, effects.after);
     let sent = launched(&before.take_effects().commands);
     assert_eq!(sent.len(), 1);
@@ -266,7 +271,9 @@ fn an_acknowledged_completion_survives_a_restart() {
     });
     after.take_effects();
     // Its worker comes back without it: its process is lost, but the client already said.
-    after.at(at(13)).lose("w", &task.id, "the worker came back without it");
+    after
+        .at(at(13))
+        .lose("w", &task.id, "the worker came back without it");
     let ended = after.take_effects().writes;
     let last = ended
         .iter()

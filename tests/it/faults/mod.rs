@@ -198,7 +198,7 @@ impl Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(&self.args)
             .envs(self.env.iter().cloned())
-            .env("KAIROS_LOG", "warn")
+            .env("KAIROS_LOG", "warn,kairos::server=info")
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -242,9 +242,11 @@ impl Proc {
 
     async fn wait_ready(&self, client: &reqwest::Client) {
         let ping = format!("{}/ping", self.base());
-        let up = within(Duration::from_secs(30), async || {
+        // A port can be bound before the server serves: each try gets a short timeout.
+        let up = within(Duration::from_secs(60), async || {
             client
                 .get(&ping)
+                .timeout(Duration::from_secs(2))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
