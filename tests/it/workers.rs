@@ -236,17 +236,18 @@ async fn a_returning_agent_keeps_its_running_task() {
     let _a = spawn_agent(&h, "a", &[]);
     wait_for_worker(&h, "a", "active").await;
     let gate = h.path("gate");
+    let started = h.path("started");
     let command = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo finished",
+        started.display(),
         gate.display()
     );
     h.create(json!({"name": "long", "command": command, "schedule": "R0/2030-01-01T00:00:00Z/P1D"}))
         .await;
     h.put("/v1/scheduler/job/long", None).await;
-    wait_until("the task runs", async || {
-        h.summary("long").await["state"] == "1 running"
-    })
-    .await;
+    // Running on the agent, not only recorded as running (it is sent once its launch is marked).
+    wait_until("the task runs", async || started.exists()).await;
+    assert_eq!(h.summary("long").await["state"], "1 running");
     // The scheduler restarts; the agent reconnects and reports the task as still running.
     let mut h = h;
     h.restart_keeping_agent_port().await;

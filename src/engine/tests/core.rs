@@ -13,7 +13,7 @@ use crate::engine::load::Stored;
 use crate::engine::workers::{WorkerInfo, WorkerLink};
 use crate::executor::runner::TaskLaunch;
 use crate::job::TaskId;
-use crate::store::{TaskState, Write};
+use crate::store::{TaskRecord, TaskState, Write};
 
 /// A worker that accepts everything and does nothing: the core cannot tell.
 pub(super) struct Inert;
@@ -95,6 +95,35 @@ pub(super) fn release(core: &mut Core, afters: Vec<After>) {
     }
 }
 
+/// The last task record a batch of writes puts.
+fn last_put(writes: &[Write]) -> TaskRecord {
+    writes
+        .iter()
+        .rev()
+        .find_map(|w| match w {
+            Write::PutTask(t) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a task record")
+}
+
+/// A new core restored at `now` from the job `name` of `before` and one stored task, with the
+/// launch mark at `mark`: what a scheduler starting after a crash finds.
+fn restarted(before: &Core, name: &str, task: TaskRecord, mark: i64, now: DateTime<Utc>) -> Core {
+    let mut after = core();
+    after.at(now).restore(Stored {
+        jobs: vec![crate::store::StoredJob {
+            job: before.state.jobs[name].job.clone(),
+            satisfied: Vec::new(),
+        }],
+        durations: Vec::new(),
+        open_tasks: vec![task],
+        launched_through: mark,
+        paused_since: None,
+    });
+    after
+}
+
 pub(super) fn launched(commands: &[Command]) -> Vec<TaskId> {
     commands
         .iter()
@@ -159,28 +188,10 @@ fn a_run_recorded_but_never_launched_runs_after_a_restart() {
         .at(at(10) - chrono::Duration::milliseconds(50))
         .fire_timers();
     let writes = before.take_effects().writes;
-    let task = writes
-        .iter()
-        .rev()
-        .find_map(|w| match w {
-            Write::PutTask(t) => Some(t.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let task = last_put(&writes);
     assert_eq!(task.state, TaskState::Running);
     // The scheduler died before the instant: restore from what was written.
-    let job = before.state.jobs["j"].job.clone();
-    let mut after = core();
-    after.at(at(11)).restore(Stored {
-        jobs: vec![crate::store::StoredJob {
-            job,
-            satisfied: Vec::new(),
-        }],
-        durations: Vec::new(),
-        open_tasks: vec![task.clone()],
-        launched_through: ms(5),
-        paused_since: None,
-    });
+    let mut after = restarted(&before, "j", task.clone(), ms(5), at(11));
     let commands = commit(&mut after);
     assert_eq!(launched(&commands), [task.id], "run, not lost");
 }
@@ -218,18 +229,7 @@ fn a_run_sent_to_its_worker_is_not_run_again_after_a_restart() {
     assert_eq!(sent.len(), 1);
     let task = before.state.tasks[&sent[0]].record.clone();
     // The scheduler died right after sending it (its end never recorded): restore.
-    let job = before.state.jobs["j"].job.clone();
-    let mut after = core();
-    after.at(at(11)).restore(Stored {
-        jobs: vec![crate::store::StoredJob {
-            job,
-            satisfied: Vec::new(),
-        }],
-        durations: Vec::new(),
-        open_tasks: vec![task],
-        launched_through: mark,
-        paused_since: None,
-    });
+    let mut after = restarted(&before, "j", task, mark, at(11));
     let commands = commit(&mut after);
     assert!(launched(&commands).is_empty(), "not started twice");
 }
@@ -248,41 +248,16 @@ fn an_acknowledged_completion_survives_a_restart() {
     let sent = launched(&commit(&mut before));
     before.at(at(11)).complete(&sent[0], 0).unwrap();
     let writes = before.take_effects().writes;
-    let task = writes
-        .iter()
-        .rev()
-        .find_map(|w| match w {
-            Write::PutTask(t) => Some(t.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let task = last_put(&writes);
     assert_eq!((task.state, task.exit_code), (TaskState::Running, Some(0)));
-    let job = before.state.jobs["a"].job.clone();
-    let mut after = core();
-    after.at(at(12)).restore(Stored {
-        jobs: vec![crate::store::StoredJob {
-            job,
-            satisfied: Vec::new(),
-        }],
-        durations: Vec::new(),
-        open_tasks: vec![task.clone()],
-        launched_through: ms(10),
-        paused_since: None,
-    });
+    let mut after = restarted(&before, "a", task.clone(), ms(10), at(12));
     after.take_effects();
     // Its worker comes back without it: its process is lost, but the client already said.
     after
         .at(at(13))
         .lose("w", &task.id, "the worker came back without it");
     let ended = after.take_effects().writes;
-    let last = ended
-        .iter()
-        .rev()
-        .find_map(|w| match w {
-            Write::PutTask(t) => Some(t.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let last = last_put(&ended);
     assert_eq!(last.state, TaskState::Finished, "{}", last.message);
     assert_eq!(after.state.jobs["a"].job.success_count, 1);
 }

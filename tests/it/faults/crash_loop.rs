@@ -12,9 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::{
-    Proc, Rng, Verdict, check_ticks, create, long, next_second, runs, tick_job, wait_for_ticks, within,
-};
+use super::{Proc, Rng, Ticks, Verdict, create, long, runs, within};
 
 /// What a client was told about one change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +47,6 @@ async fn crash_loop_on_sqlite_loses_and_repeats_nothing() {
     let mut rng = Rng::new();
     let mut verdict = Verdict::new("crash-loop-sqlite", rng.seed());
     let dir = tempfile::tempdir().unwrap();
-    let ticks = dir.path().join("ticks.log");
     let asyncs = dir.path().join("async.log");
     // Pruning would forget the lost attempts the checker reads; retries come after a second.
     let mut server = Proc::server(
@@ -63,11 +60,8 @@ async fn crash_loop_on_sqlite_loses_and_repeats_nothing() {
     server.wait_ready(&client).await;
     let base = server.base();
 
-    let first_ms = next_second(Duration::from_secs(3));
-    let tick_names: Vec<String> = (0..TICK_JOBS).map(|i| format!("tick-{i:03}")).collect();
-    for name in &tick_names {
-        create(&client, &base, &tick_job(name, first_ms, &ticks)).await;
-    }
+    let ticks = Ticks::create(&client, &base, dir.path(), TICK_JOBS, Duration::from_secs(3)).await;
+    let first_ms = ticks.first_ms;
     for i in 0..ASYNC_JOBS {
         let start = chrono::DateTime::from_timestamp_millis(first_ms)
             .unwrap()
@@ -157,12 +151,7 @@ async fn crash_loop_on_sqlite_loses_and_repeats_nothing() {
         c.await.unwrap();
     }
     completer.await.unwrap();
-    let settled = wait_for_ticks(&ticks, &tick_names, last_ms + 2000, Duration::from_secs(90)).await;
-    verdict.check(
-        "runs resume after the last restart",
-        settled,
-        "every job ran past the window",
-    );
+    ticks.settle(&mut verdict, last_ms, Duration::from_secs(90)).await;
     // Complete what ran meanwhile, until every async run written is answered.
     let answered = within(Duration::from_secs(30), async || {
         complete_new(&client, &base, &asyncs, &completed).await;
@@ -179,14 +168,7 @@ async fn crash_loop_on_sqlite_loses_and_repeats_nothing() {
     check_changes(&mut verdict, &client, &base, &changes).await;
     let db = server.dir.join("kairos-data/kairos.db");
     let states = task_states(&db).await;
-    check_ticks(
-        &mut verdict,
-        &tick_names,
-        first_ms,
-        last_ms,
-        &runs(&ticks),
-        &states,
-    );
+    ticks.check(&mut verdict, last_ms, &states);
     let completed = completed.lock().await.clone();
     let acked: Vec<&String> = completed
         .iter()

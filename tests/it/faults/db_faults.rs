@@ -15,9 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use super::failover::{cluster, task_states};
-use super::{
-    Proc, Rng, Verdict, check_ticks, create, leader_of, next_second, runs, tick_job, wait_for_ticks, within,
-};
+use super::{Proc, Rng, Ticks, Verdict, check_answers, job_names, leader_of, within};
 
 /// `--store-timeout` (5 s) plus the standby's extra second, and slack for a loaded machine.
 const ANSWER_BOUND: Duration = Duration::from_secs(8);
@@ -218,12 +216,7 @@ async fn database_restarts_kills_and_stalls_lose_nothing() {
         .build()
         .unwrap();
     let (a, b, _agent) = cluster(dir.path(), &store, &client).await;
-    let ticks = dir.path().join("ticks.log");
-    let first_ms = next_second(Duration::from_secs(2));
-    let jobs: Vec<String> = (0..5).map(|i| format!("tick-{i}")).collect();
-    for name in &jobs {
-        create(&client, &a.base(), &tick_job(name, first_ms, &ticks)).await;
-    }
+    let ticks = Ticks::create(&client, &a.base(), dir.path(), 5, Duration::from_secs(2)).await;
 
     // Clients write through both servers; each create has a name of its own.
     let stop = Arc::new(AtomicBool::new(false));
@@ -288,26 +281,10 @@ async fn database_restarts_kills_and_stalls_lose_nothing() {
     }
     let last_ms = (chrono::Utc::now().timestamp_millis() / 1000) * 1000;
     let answers = answers.lock().await.clone();
-    let slowest = answers.iter().map(|(t, ..)| *t).max().unwrap_or_default();
-    let bad: Vec<String> = answers
-        .iter()
-        .filter(|(_, s, _)| !s.is_some_and(|s| s == 204 || s == 503))
-        .map(|(t, s, n)| format!("{n}: {s:?} after {t:?}"))
-        .collect();
-    let refused = answers.iter().filter(|(_, s, _)| *s == Some(503)).count();
-    verdict.check(
-        &format!("every request answered within {ANSWER_BOUND:?}"),
-        slowest <= ANSWER_BOUND,
-        format!(
-            "{} creates, {refused} got 503, slowest {slowest:?}",
-            answers.len()
-        ),
-    );
-    verdict.check(
-        "answers are 204 or 503 only",
-        bad.is_empty(),
-        format!("{} others {:?}", bad.len(), &bad[..bad.len().min(5)]),
-    );
+    let timed: Vec<(Duration, Option<u16>)> = answers.iter().map(|(t, s, _)| (*t, *s)).collect();
+    check_answers(&mut verdict, "every create", ANSWER_BOUND, &timed, |s| {
+        s == 204 || s == 503
+    });
     let led = within(LEAD_AGAIN_BOUND, async || someone_leads(&client, &servers).await).await;
     assert!(led.is_some(), "no leader at the end");
     let leader = if leader_of(&client, &a).await == Some(a.name()) {
@@ -315,18 +292,10 @@ async fn database_restarts_kills_and_stalls_lose_nothing() {
     } else {
         &b
     };
-    let present: Vec<serde_json::Value> = client
-        .get(format!("{}/v1/scheduler/jobs", leader.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: std::collections::HashSet<&str> = present.iter().filter_map(|j| j["name"].as_str()).collect();
+    let names = job_names(&client, &leader.base()).await;
     let lost: Vec<&String> = answers
         .iter()
-        .filter(|(_, s, n)| *s == Some(204) && !names.contains(n.as_str()))
+        .filter(|(_, s, n)| *s == Some(204) && !names.contains(n))
         .map(|(_, _, n)| n)
         .collect();
     verdict.check(
@@ -337,10 +306,8 @@ async fn database_restarts_kills_and_stalls_lose_nothing() {
             answers.iter().filter(|a| a.1 == Some(204)).count()
         ),
     );
-    let settled = wait_for_ticks(&ticks, &jobs, last_ms + 2000, Duration::from_secs(60)).await;
-    verdict.check("runs go on after the faults", settled, "");
-    let states = task_states(&store).await;
-    check_ticks(&mut verdict, &jobs, first_ms, last_ms, &runs(&ticks), &states);
+    ticks.settle(&mut verdict, last_ms, Duration::from_secs(60)).await;
+    ticks.check(&mut verdict, last_ms, &task_states(&store).await);
     drop((a, b));
     verdict.finish();
 }

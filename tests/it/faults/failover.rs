@@ -5,10 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    Proc, Rng, Verdict, check_ticks, create, leader_of, long, next_second, runs, tick_job, wait_for_ticks,
-    within,
-};
+use super::{Proc, Rng, Ticks, Verdict, leader_of, long, within};
 
 /// The arguments of every server in the HA scenarios.
 pub(super) fn ha_args(store: &str) -> Vec<String> {
@@ -97,12 +94,7 @@ async fn failover_fifty_times_misses_and_repeats_no_instant() {
         .build()
         .unwrap();
     let (a, b, _agent) = cluster(dir.path(), &store, &client).await;
-    let ticks = dir.path().join("ticks.log");
-    let first_ms = next_second(Duration::from_secs(2));
-    let jobs: Vec<String> = (0..5).map(|i| format!("tick-{i}")).collect();
-    for name in &jobs {
-        create(&client, &a.base(), &tick_job(name, first_ms, &ticks)).await;
-    }
+    let ticks = Ticks::create(&client, &a.base(), dir.path(), 5, Duration::from_secs(2)).await;
     let mut servers = [a, b];
     let mut leader = 0;
     let mut takeovers = Vec::new();
@@ -151,16 +143,8 @@ async fn failover_fifty_times_misses_and_repeats_no_instant() {
         slowest <= Duration::from_secs(5),
         format!("slowest {slowest:?}"),
     );
-    let settled = wait_for_ticks(&ticks, &jobs, last_ms + 2000, Duration::from_secs(60)).await;
-    verdict.check("runs resume after the last failover", settled, "");
-    check_ticks(
-        &mut verdict,
-        &jobs,
-        first_ms,
-        last_ms,
-        &runs(&ticks),
-        &task_states(&store).await,
-    );
+    ticks.settle(&mut verdict, last_ms, Duration::from_secs(60)).await;
+    ticks.check(&mut verdict, last_ms, &task_states(&store).await);
     for server in &mut servers {
         server.kill().await;
     }

@@ -201,18 +201,10 @@ async fn a_full_disk_gets_503_and_recovers_without_loss() {
     // A hard stop, then everything acknowledged must be there.
     server.restart().await;
     server.wait_ready(&client).await;
-    let jobs: Vec<Value> = client
-        .get(format!("{base}/v1/scheduler/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = jobs.iter().filter_map(|j| j["name"].as_str()).collect();
+    let names = super::job_names(&client, &base).await;
     let mut expected = acked.clone();
     expected.push("after".to_owned());
-    let missing: Vec<&String> = expected.iter().filter(|n| !names.contains(&n.as_str())).collect();
+    let missing: Vec<&String> = expected.iter().filter(|n| !names.contains(n)).collect();
     verdict.check(
         "acknowledged creates survive a kill -9",
         missing.is_empty(),

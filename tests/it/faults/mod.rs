@@ -417,6 +417,99 @@ fn check_ticks(
     );
 }
 
+/// Jobs that run every second from a whole second, each run writing its own task id to `log`.
+struct Ticks {
+    log: PathBuf,
+    jobs: Vec<String>,
+    first_ms: i64,
+}
+
+impl Ticks {
+    /// Creates `count` tick jobs through `base`, from the next whole second at least `ahead`.
+    async fn create(
+        client: &reqwest::Client,
+        base: &str,
+        dir: &Path,
+        count: usize,
+        ahead: Duration,
+    ) -> Ticks {
+        let log = dir.join("ticks.log");
+        let first_ms = next_second(ahead);
+        let jobs: Vec<String> = (0..count).map(|i| format!("tick-{i:03}")).collect();
+        for name in &jobs {
+            create(client, base, &tick_job(name, first_ms, &log)).await;
+        }
+        Ticks { log, jobs, first_ms }
+    }
+
+    /// Waits (at most `bound`) until every job has run past `last_ms`.
+    async fn settle(&self, verdict: &mut Verdict, last_ms: i64, bound: Duration) {
+        let settled = wait_for_ticks(&self.log, &self.jobs, last_ms + 2000, bound).await;
+        verdict.check(
+            "runs go on after the faults",
+            settled,
+            "every job ran past the window",
+        );
+    }
+
+    /// Checks the instants up to `last_ms` (see [`check_ticks`]).
+    fn check(&self, verdict: &mut Verdict, last_ms: i64, states: &HashMap<String, String>) {
+        check_ticks(
+            verdict,
+            &self.jobs,
+            self.first_ms,
+            last_ms,
+            &runs(&self.log),
+            states,
+        );
+    }
+}
+
+/// Checks that every request got an answer within `bound`, and one that `ok` accepts.
+fn check_answers(
+    verdict: &mut Verdict,
+    what: &str,
+    bound: Duration,
+    answers: &[(Duration, Option<u16>)],
+    ok: impl Fn(u16) -> bool,
+) {
+    let slowest = answers.iter().map(|(t, _)| *t).max().unwrap_or_default();
+    let unavailable = answers.iter().filter(|(_, s)| *s == Some(503)).count();
+    let bad: Vec<String> = answers
+        .iter()
+        .filter(|(_, s)| !s.is_some_and(&ok))
+        .map(|(t, s)| format!("{s:?} after {t:?}"))
+        .collect();
+    verdict.check(
+        &format!("{what} answered within {bound:?}"),
+        slowest <= bound,
+        format!(
+            "{} requests, {unavailable} got 503, slowest {slowest:?}",
+            answers.len()
+        ),
+    );
+    verdict.check(
+        "every answer is a success or 503",
+        bad.is_empty(),
+        format!("{} others {:?}", bad.len(), &bad[..bad.len().min(5)]),
+    );
+}
+
+/// The names of the jobs a server has.
+async fn job_names(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let jobs: Vec<Value> = client
+        .get(format!("{base}/v1/scheduler/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jobs.iter()
+        .filter_map(|j| j["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Waits until every job wrote a run due at or after `through_ms`.
 async fn wait_for_ticks(log: &Path, jobs: &[String], through_ms: i64, bound: Duration) -> bool {
     within(bound, async || {
