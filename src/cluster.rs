@@ -119,12 +119,31 @@ where
                 Ok(Some(mut guard)) => {
                     tracing::info!(me = %view.me().http, term = guard.epoch(), "Elected leader; loading state.");
                     let lease = engine::Lease::new(guard.valid_until());
-                    let engine = match start_engine(guard.epoch(), lease.clone()).await {
-                        Ok(engine) => engine,
-                        Err(error) => {
+                    // Loading a large store can outlast the lease: keep renewing it meanwhile.
+                    let starting = start_engine(guard.epoch(), lease.clone());
+                    tokio::pin!(starting);
+                    let started = loop {
+                        tokio::select! {
+                            started = &mut starting => break Some(started),
+                            () = tokio::time::sleep(poll) => {
+                                if !guard.renew().await {
+                                    break None;
+                                }
+                                lease.extend(guard.valid_until());
+                            }
+                        }
+                    };
+                    let engine = match started {
+                        Some(Ok(engine)) => engine,
+                        Some(Err(error)) => {
                             tracing::error!(%error, "Could not start the engine; stepping down.");
                             drop(guard);
                             tokio::time::sleep(poll).await;
+                            continue;
+                        }
+                        None => {
+                            tracing::error!("Lost the leader lease while loading state; stepping down.");
+                            drop(guard);
                             continue;
                         }
                     };
