@@ -33,7 +33,231 @@ where
         return Ok(CommitReport::default());
     }
     let mut conn = pool.acquire().await.map_err(query_err("commit"))?;
-    let applied = apply::<DB>(&mut conn, batch, fence, claimant).await;
+    let applied: Result<CommitReport, Error> = async {
+        let mut report = CommitReport::default();
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(query_err("commit"))?;
+        if let Some(epoch) = fence {
+            let current: Option<i64> = sqlx::query_scalar(DB::FENCE)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_err("check leadership"))?;
+            if current != Some(epoch) {
+                return Err(Error::Fenced { epoch });
+            }
+        }
+        for step in steps(batch) {
+            match step {
+                Step::Delete(name) => {
+                    for table in [
+                        "DELETE FROM jobs WHERE name = ",
+                        "DELETE FROM tasks WHERE job = ",
+                        // A job created again under the same name starts with no claimed runs.
+                        "DELETE FROM run_claims WHERE job = ",
+                    ] {
+                        let mut query = QueryBuilder::<DB>::new(table);
+                        query.push_bind(name.to_owned());
+                        query
+                            .build()
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("delete job"))?;
+                    }
+                }
+                Step::Claims(claims) => {
+                    let inserted: Vec<(String, i64)> = claims_query::<DB>(&claims, claimant)
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(query_err("claim runs"))?;
+                    report.lost_claims.extend(lost_claims(&claims, &inserted));
+                }
+                Step::Jobs(jobs) => {
+                    jobs_query::<DB>(&jobs)?
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put jobs"))?;
+                }
+                Step::Mark(through_ms) => {
+                    // Only ever raised, even by a deposed leader committing late.
+                    let mut query =
+                        QueryBuilder::<DB>::new("INSERT INTO launches (id, through_ms) VALUES (1, ");
+                    query.push_bind(through_ms);
+                    query.push(
+                        ") ON CONFLICT (id) DO UPDATE SET through_ms = CASE \
+                         WHEN excluded.through_ms > launches.through_ms THEN excluded.through_ms \
+                         ELSE launches.through_ms END",
+                    );
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("mark launches"))?;
+                }
+                Step::Pause(since) => {
+                    let mut query = QueryBuilder::<DB>::new("INSERT INTO pause (id, paused_ms) VALUES (1, ");
+                    query.push_bind(since);
+                    query.push(") ON CONFLICT (id) DO UPDATE SET paused_ms = excluded.paused_ms");
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("set the pause"))?;
+                }
+                Step::Tasks(mut tasks) => {
+                    tasks.retain(|t| !report.lost_claims.contains(&t.id));
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    tasks_query::<DB>(&tasks)
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put tasks"))?;
+                }
+                Step::Progress(progress) => {
+                    // Progress comes a few at a time (one API call each), so one statement per task.
+                    for (task_id, elements) in progress {
+                        let found: Vec<(String, i64)> = progress_query::<DB>(task_id, elements)
+                            .build_query_as()
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(query_err("add progress"))?;
+                        if found.is_empty() && !report.unknown_progress.iter().any(|id| id == task_id) {
+                            report.unknown_progress.push(task_id.clone());
+                        }
+                    }
+                }
+                Step::PruneTasks(ids) => {
+                    for chunk in ids.chunks(PRUNE_ROWS_PER_STATEMENT) {
+                        let mut query = QueryBuilder::<DB>::new("DELETE FROM tasks WHERE id IN (");
+                        let mut separated = query.separated(", ");
+                        for id in chunk {
+                            separated.push_bind(id.to_string());
+                        }
+                        query.push(format!(
+                            ") AND state NOT IN {OPEN_STATES} RETURNING id, created_ms"
+                        ));
+                        report.pruned += count(query, &mut *tx, "prune history").await?;
+                    }
+                }
+                Step::PutToken(token) => {
+                    let mut query = QueryBuilder::<DB>::new(
+                        "INSERT INTO tokens (name, role, hash, created_ms, last_used_ms) VALUES (",
+                    );
+                    let mut values = query.separated(", ");
+                    values
+                        .push_bind(token.name.clone())
+                        .push_bind(token.role.clone())
+                        .push_bind(token.hash.clone())
+                        .push_bind(token.created_ms)
+                        .push_bind(token.last_used_ms);
+                    query.push(
+                        ") ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, \
+                         created_ms = excluded.created_ms, last_used_ms = excluded.last_used_ms",
+                    );
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("put token"))?;
+                }
+                Step::DeleteToken(name) => {
+                    let mut query = QueryBuilder::<DB>::new("DELETE FROM tokens WHERE name = ");
+                    query.push_bind(name.to_owned());
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("delete token"))?;
+                }
+                Step::Audit(entries) => {
+                    let mut query = QueryBuilder::<DB>::new(
+                        "INSERT INTO audit (at_ms, principal, role, source, method, route, job, outcome) ",
+                    );
+                    query.push_values(entries, |mut row, e| {
+                        row.push_bind(e.at_ms)
+                            .push_bind(e.principal.clone())
+                            .push_bind(e.role.clone())
+                            .push_bind(e.source.clone())
+                            .push_bind(e.method.clone())
+                            .push_bind(e.route.clone())
+                            .push_bind(e.job.clone().unwrap_or_default())
+                            .push_bind(e.outcome.clone());
+                    });
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("audit"))?;
+                }
+                Step::PruneAudit { before_ms, limit } => {
+                    let mut query = QueryBuilder::<DB>::new(
+                        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at_ms < ",
+                    );
+                    query.push_bind(before_ms).push(" LIMIT ");
+                    query.push_bind(i64::from(limit)).push(") RETURNING route, at_ms");
+                    report.pruned += count(query, &mut *tx, "prune audit").await?;
+                }
+                Step::Notices(notices) => {
+                    let mut query = QueryBuilder::<DB>::new("INSERT INTO notices (id, created_ms, body) ");
+                    query.push_values(&notices, |mut row, n| {
+                        row.push_bind(n.id.clone())
+                            .push_bind(n.created_ms)
+                            .push_bind(n.body.clone());
+                    });
+                    query.push(" ON CONFLICT (id) DO NOTHING RETURNING id, created_ms");
+                    let inserted: Vec<(String, i64)> = query
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(query_err("put notices"))?;
+                    report.known_notices.extend(
+                        notices
+                            .iter()
+                            .filter(|n| !inserted.iter().any(|(id, _)| *id == n.id))
+                            .map(|n| n.id.clone()),
+                    );
+                }
+                Step::NoticeDone { id, delivered, at_ms } => {
+                    let mut query = QueryBuilder::<DB>::new("UPDATE notices SET state = ");
+                    query.push_bind(if delivered { "delivered" } else { "abandoned" }.to_owned());
+                    query.push(", done_ms = ").push_bind(at_ms);
+                    query.push(" WHERE id = ").push_bind(id.to_owned());
+                    query
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("mark a notice done"))?;
+                }
+                Step::PruneNotices { before_ms, limit } => {
+                    let mut query = QueryBuilder::<DB>::new(
+                        "DELETE FROM notices WHERE id IN (SELECT id FROM notices WHERE created_ms < ",
+                    );
+                    query.push_bind(before_ms).push(" LIMIT ");
+                    query
+                        .push_bind(i64::from(limit))
+                        .push(") RETURNING id, created_ms");
+                    report.pruned += count(query, &mut *tx, "prune notices").await?;
+                }
+                Step::PruneClaims { before_ms, limit } => {
+                    // The key, not a row id: SQLite and PostgreSQL name theirs differently.
+                    let mut query = QueryBuilder::<DB>::new(
+                        "DELETE FROM run_claims WHERE (job, due_ms) IN (
+                             SELECT job, due_ms FROM run_claims WHERE due_ms < ",
+                    );
+                    query.push_bind(before_ms).push(" LIMIT ");
+                    query.push_bind(i64::from(limit)).push(") RETURNING job, due_ms");
+                    report.pruned += count(query, &mut *tx, "prune claims").await?;
+                }
+            }
+        }
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(report)
+    }
+    .await;
     if applied.is_err() {
         // A transaction that failed, at `COMMIT` above all (SQLite's "database or disk is
         // full"), can leave its connection inside it, holding the write lock: every other
@@ -44,244 +268,6 @@ where
         conn.close_on_drop();
     }
     applied
-}
-
-/// Applies a batch in one transaction on `conn`; see [`commit`].
-async fn apply<DB>(
-    conn: &mut DB::Connection,
-    batch: &[Write],
-    fence: Option<i64>,
-    claimant: &str,
-) -> Result<CommitReport, Error>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'r> (String, i64): FromRow<'r, DB::Row>,
-    for<'r> (i64,): FromRow<'r, DB::Row>,
-    DB::Arguments: IntoArguments<DB>,
-{
-    let mut report = CommitReport::default();
-    let mut tx = sqlx::Connection::begin(conn).await.map_err(query_err("commit"))?;
-    if let Some(epoch) = fence {
-        let current: Option<i64> = sqlx::query_scalar(DB::FENCE)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_err("check leadership"))?;
-        if current != Some(epoch) {
-            return Err(Error::Fenced { epoch });
-        }
-    }
-    for step in steps(batch) {
-        match step {
-            Step::Delete(name) => {
-                for table in [
-                    "DELETE FROM jobs WHERE name = ",
-                    "DELETE FROM tasks WHERE job = ",
-                    // A job created again under the same name starts with no claimed runs.
-                    "DELETE FROM run_claims WHERE job = ",
-                ] {
-                    let mut query = QueryBuilder::<DB>::new(table);
-                    query.push_bind(name.to_owned());
-                    query
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("delete job"))?;
-                }
-            }
-            Step::Claims(claims) => {
-                let inserted: Vec<(String, i64)> = claims_query::<DB>(&claims, claimant)
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(query_err("claim runs"))?;
-                report.lost_claims.extend(lost_claims(&claims, &inserted));
-            }
-            Step::Jobs(jobs) => {
-                jobs_query::<DB>(&jobs)?
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put jobs"))?;
-            }
-            Step::Mark(through_ms) => {
-                // Only ever raised, even by a deposed leader committing late.
-                let mut query = QueryBuilder::<DB>::new("INSERT INTO launches (id, through_ms) VALUES (1, ");
-                query.push_bind(through_ms);
-                query.push(
-                    ") ON CONFLICT (id) DO UPDATE SET through_ms = CASE \
-                     WHEN excluded.through_ms > launches.through_ms THEN excluded.through_ms \
-                     ELSE launches.through_ms END",
-                );
-                query
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("mark launches"))?;
-            }
-            Step::Pause(since) => {
-                let mut query = QueryBuilder::<DB>::new("INSERT INTO pause (id, paused_ms) VALUES (1, ");
-                query.push_bind(since);
-                query.push(") ON CONFLICT (id) DO UPDATE SET paused_ms = excluded.paused_ms");
-                query
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("set the pause"))?;
-            }
-            Step::Tasks(mut tasks) => {
-                tasks.retain(|t| !report.lost_claims.contains(&t.id));
-                if tasks.is_empty() {
-                    continue;
-                }
-                tasks_query::<DB>(&tasks)
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put tasks"))?;
-            }
-            Step::Progress(progress) => {
-                // Progress comes a few at a time (one API call each), so one statement per task.
-                for (task_id, elements) in progress {
-                    let found: Vec<(String, i64)> = progress_query::<DB>(task_id, elements)
-                        .build_query_as()
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(query_err("add progress"))?;
-                    if found.is_empty() && !report.unknown_progress.iter().any(|id| id == task_id) {
-                        report.unknown_progress.push(task_id.clone());
-                    }
-                }
-            }
-            Step::PruneTasks(ids) => {
-                for chunk in ids.chunks(PRUNE_ROWS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::<DB>::new("DELETE FROM tasks WHERE id IN (");
-                    let mut separated = query.separated(", ");
-                    for id in chunk {
-                        separated.push_bind(id.to_string());
-                    }
-                    query.push(format!(
-                        ") AND state NOT IN {OPEN_STATES} RETURNING id, created_ms"
-                    ));
-                    report.pruned += count(query, &mut *tx, "prune history").await?;
-                }
-            }
-            Step::PutToken(token) => {
-                let mut query = QueryBuilder::<DB>::new(
-                    "INSERT INTO tokens (name, role, hash, created_ms, last_used_ms) VALUES (",
-                );
-                let mut values = query.separated(", ");
-                values
-                    .push_bind(token.name.clone())
-                    .push_bind(token.role.clone())
-                    .push_bind(token.hash.clone())
-                    .push_bind(token.created_ms)
-                    .push_bind(token.last_used_ms);
-                query.push(
-                    ") ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, \
-                     created_ms = excluded.created_ms, last_used_ms = excluded.last_used_ms",
-                );
-                query
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("put token"))?;
-            }
-            Step::DeleteToken(name) => {
-                let mut query = QueryBuilder::<DB>::new("DELETE FROM tokens WHERE name = ");
-                query.push_bind(name.to_owned());
-                query
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("delete token"))?;
-            }
-            Step::Audit(entries) => {
-                let mut query = QueryBuilder::<DB>::new(
-                    "INSERT INTO audit (at_ms, principal, role, source, method, route, job, outcome) ",
-                );
-                query.push_values(entries, |mut row, e| {
-                    row.push_bind(e.at_ms)
-                        .push_bind(e.principal.clone())
-                        .push_bind(e.role.clone())
-                        .push_bind(e.source.clone())
-                        .push_bind(e.method.clone())
-                        .push_bind(e.route.clone())
-                        .push_bind(e.job.clone().unwrap_or_default())
-                        .push_bind(e.outcome.clone());
-                });
-                query
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("audit"))?;
-            }
-            Step::PruneAudit { before_ms, limit } => {
-                let mut query = QueryBuilder::<DB>::new(
-                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at_ms < ",
-                );
-                query.push_bind(before_ms).push(" LIMIT ");
-                query.push_bind(i64::from(limit)).push(") RETURNING route, at_ms");
-                report.pruned += count(query, &mut *tx, "prune audit").await?;
-            }
-            Step::Notices(notices) => {
-                let mut query = QueryBuilder::<DB>::new("INSERT INTO notices (id, created_ms, body) ");
-                query.push_values(&notices, |mut row, n| {
-                    row.push_bind(n.id.clone())
-                        .push_bind(n.created_ms)
-                        .push_bind(n.body.clone());
-                });
-                query.push(" ON CONFLICT (id) DO NOTHING RETURNING id, created_ms");
-                let inserted: Vec<(String, i64)> = query
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(query_err("put notices"))?;
-                report.known_notices.extend(
-                    notices
-                        .iter()
-                        .filter(|n| !inserted.iter().any(|(id, _)| *id == n.id))
-                        .map(|n| n.id.clone()),
-                );
-            }
-            Step::NoticeDone { id, delivered, at_ms } => {
-                let mut query = QueryBuilder::<DB>::new("UPDATE notices SET state = ");
-                query.push_bind(if delivered { "delivered" } else { "abandoned" }.to_owned());
-                query.push(", done_ms = ").push_bind(at_ms);
-                query.push(" WHERE id = ").push_bind(id.to_owned());
-                query
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("mark a notice done"))?;
-            }
-            Step::PruneNotices { before_ms, limit } => {
-                let mut query = QueryBuilder::<DB>::new(
-                    "DELETE FROM notices WHERE id IN (SELECT id FROM notices WHERE created_ms < ",
-                );
-                query.push_bind(before_ms).push(" LIMIT ");
-                query
-                    .push_bind(i64::from(limit))
-                    .push(") RETURNING id, created_ms");
-                report.pruned += count(query, &mut *tx, "prune notices").await?;
-            }
-            Step::PruneClaims { before_ms, limit } => {
-                // The key, not a row id: SQLite and PostgreSQL name theirs differently.
-                let mut query = QueryBuilder::<DB>::new(
-                    "DELETE FROM run_claims WHERE (job, due_ms) IN (
-                         SELECT job, due_ms FROM run_claims WHERE due_ms < ",
-                );
-                query.push_bind(before_ms).push(" LIMIT ");
-                query.push_bind(i64::from(limit)).push(") RETURNING job, due_ms");
-                report.pruned += count(query, &mut *tx, "prune claims").await?;
-            }
-        }
-    }
-    tx.commit().await.map_err(query_err("commit"))?;
-    Ok(report)
 }
 
 /// Runs a statement that returns `(text, integer)` rows and counts them: the rows a delete

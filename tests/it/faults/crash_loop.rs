@@ -262,14 +262,7 @@ async fn complete_new(
 /// Every acknowledged change is there (or a later change that may have applied), and every
 /// client job present is whole: a version some client sent, in both fields.
 async fn check_changes(verdict: &mut Verdict, client: &reqwest::Client, base: &str, changes: &[Change]) {
-    let jobs: Vec<Value> = client
-        .get(format!("{base}/v1/scheduler/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = super::jobs(client, base).await;
     let present: HashMap<String, &Value> = jobs
         .iter()
         .filter_map(|j| Some((j["name"].as_str()?.to_owned(), j)))

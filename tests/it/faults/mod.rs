@@ -495,17 +495,23 @@ fn check_answers(
     );
 }
 
-/// The names of the jobs a server has.
-async fn job_names(client: &reqwest::Client, base: &str) -> Vec<String> {
-    let jobs: Vec<Value> = client
+/// The jobs a server has, as `/v1/scheduler/jobs` lists them.
+async fn jobs(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    client
         .get(format!("{base}/v1/scheduler/jobs"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    jobs.iter()
+        .unwrap()
+}
+
+/// The names of the jobs a server has.
+async fn job_names(client: &reqwest::Client, base: &str) -> Vec<String> {
+    jobs(client, base)
+        .await
+        .iter()
         .filter_map(|j| j["name"].as_str().map(str::to_owned))
         .collect()
 }
