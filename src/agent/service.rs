@@ -103,19 +103,23 @@ impl AgentLink for AgentService {
             .await
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?
             .map_err(Status::already_exists)?;
-        let ends = engine.ends();
         tokio::spawn(async move {
             // Until the stream ends: heartbeats and task ends go to the engine.
             while let Ok(Some(message)) = inbound.message().await {
                 match message.kind {
-                    Some(agent_message::Kind::Heartbeat(_)) => {
-                        if engine.worker_heartbeat(name.clone(), connection).await.is_err() {
+                    Some(agent_message::Kind::Heartbeat(beat)) => {
+                        let dropped = beat.output_dropped;
+                        if engine
+                            .worker_heartbeat(name.clone(), connection, dropped)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
                     Some(agent_message::Kind::Status(status)) => {
                         if let Some(end) = end_from_proto(status)
-                            && ends.send((name.clone(), end)).is_err()
+                            && engine.task_ended(name.clone(), end).await.is_err()
                         {
                             return;
                         }

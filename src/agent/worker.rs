@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
 use super::proto::agent_link_client::AgentLinkClient;
 use super::proto::{self, agent_message, scheduler_message};
@@ -50,7 +51,16 @@ enum Transport {
 /// Where task ends go: the open stream, or a buffer until the next one.
 #[derive(Default)]
 struct Outbox {
+    /// The open stream's lane for registration and ends: never dropped, and bounded by the
+    /// tasks, since each task ends once.
     stream: Option<mpsc::UnboundedSender<proto::AgentMessage>>,
+    /// The open stream's lane for live output, which a chatty task can fill faster than the
+    /// scheduler reads: past [`OUTPUT_QUEUE`] chunks, new ones are dropped and counted.
+    output: Option<mpsc::Sender<proto::AgentMessage>>,
+    /// Output chunks dropped on this stream.
+    dropped_output: u64,
+    /// Output chunks dropped since the agent started, which heartbeats report.
+    dropped_output_total: u64,
     buffered: Vec<proto::TaskStatus>,
     /// Ends sent on the current stream. A stream that breaks may have lost them in flight, so
     /// the next registration repeats them; the scheduler ignores ends it already has.
@@ -59,6 +69,10 @@ struct Outbox {
 
 /// Ends kept for repeating after a break; older ones were surely delivered long ago.
 const RESEND_LIMIT: usize = 1000;
+
+/// Output chunks waiting for the stream, beyond which new ones are dropped. A dropped chunk costs
+/// only liveliness: the task's final status carries the output it keeps.
+const OUTPUT_QUEUE: usize = 256;
 
 fn status_message(status: proto::TaskStatus) -> proto::AgentMessage {
     proto::AgentMessage {
@@ -170,9 +184,7 @@ pub async fn run(
         // what is kept, so a chunk lost to a break costs nothing but liveliness.
         let outbox = outbox.clone();
         runner.feed_output_to(Arc::new(move |task_id, stream, data| {
-            if let Some(tx) = &lock(&outbox).stream {
-                let _ = tx.send(output_to_proto(task_id, stream, data));
-            }
+            offer_output(&outbox, output_to_proto(task_id, stream, data));
         }));
     }
     // Containers this agent launched before it restarted are watched to their end and reported
@@ -291,6 +303,9 @@ async fn session(
         .map_err(|e| Refused::Other(e.to_string()))?;
     let mut client = AgentLinkClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel();
+    let (output_tx, output_rx) = mpsc::channel(OUTPUT_QUEUE);
+    // One heartbeat waits at most: while the stream is held back, more would only pile up.
+    let (beat_tx, beat_rx) = mpsc::channel(1);
     let finished = {
         let mut outbox = lock(outbox);
         let mut finished = std::mem::take(&mut outbox.sent);
@@ -313,7 +328,10 @@ async fn session(
     let _ = tx.send(proto::AgentMessage {
         kind: Some(agent_message::Kind::Register(register)),
     });
-    let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+    let outgoing = UnboundedReceiverStream::new(rx)
+        .merge(ReceiverStream::new(beat_rx))
+        .merge(ReceiverStream::new(output_rx));
+    let mut request = tonic::Request::new(outgoing);
     if let Some(token) = &config.token {
         request.metadata_mut().insert(TOKEN_METADATA, token.bearer());
     }
@@ -333,7 +351,12 @@ async fn session(
             ));
         }
     };
-    lock(outbox).stream = Some(tx.clone());
+    {
+        let mut outbox = lock(outbox);
+        outbox.stream = Some(tx.clone());
+        outbox.output = Some(output_tx);
+        outbox.dropped_output = 0;
+    }
     tracing::info!(name = %config.name, "Registered with the scheduler.");
     let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
@@ -345,15 +368,18 @@ async fn session(
         match message.kind {
             Some(scheduler_message::Kind::Registered(registered)) => {
                 let every = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(50)));
-                let tx = tx.clone();
+                let (beat_tx, outbox) = (beat_tx.clone(), outbox.clone());
                 heartbeat = Some(tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     loop {
                         tick.tick().await;
+                        let output_dropped = lock(&outbox).dropped_output_total;
                         let beat = proto::AgentMessage {
-                            kind: Some(agent_message::Kind::Heartbeat(proto::Heartbeat {})),
+                            kind: Some(agent_message::Kind::Heartbeat(proto::Heartbeat {
+                                output_dropped,
+                            })),
                         };
-                        if tx.send(beat).is_err() {
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = beat_tx.try_send(beat) {
                             return;
                         }
                     }
@@ -375,11 +401,37 @@ async fn session(
             None => {}
         }
     };
-    lock(outbox).stream = None;
+    let dropped = {
+        let mut outbox = lock(outbox);
+        outbox.stream = None;
+        outbox.output = None;
+        outbox.dropped_output
+    };
+    if dropped > 0 {
+        tracing::info!(chunks = dropped, "Live output chunks dropped on this stream.");
+    }
     if let Some(heartbeat) = heartbeat {
         heartbeat.abort();
     }
     result
+}
+
+/// Queues a live output chunk on the open stream's output lane; with the lane full it is
+/// dropped and counted.
+fn offer_output(outbox: &Mutex<Outbox>, chunk: proto::AgentMessage) {
+    let mut outbox = lock(outbox);
+    if let Some(tx) = &outbox.output
+        && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(chunk)
+    {
+        outbox.dropped_output += 1;
+        outbox.dropped_output_total += 1;
+        if outbox.dropped_output == 1 {
+            tracing::warn!(
+                "The scheduler takes live output slower than tasks write it; chunks are dropped \
+                 until it catches up (final statuses carry what tasks keep)."
+            );
+        }
+    }
 }
 
 /// Sends a task's end on the open stream, or keeps it for the next one.
@@ -402,4 +454,47 @@ fn report(outbox: &Mutex<Outbox>, end: crate::executor::runner::TaskEnd) {
 
 fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
     outbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8) -> proto::AgentMessage {
+        proto::AgentMessage {
+            kind: Some(agent_message::Kind::Output(proto::Output {
+                data: vec![n],
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn output_past_the_lane_is_dropped_and_counted_across_streams() {
+        let outbox = Mutex::new(Outbox::default());
+        offer_output(&outbox, chunk(0)); // no stream: nowhere to go, and not counted
+        let (tx, mut rx) = mpsc::channel(2);
+        lock(&outbox).output = Some(tx);
+        for n in 1..=5 {
+            offer_output(&outbox, chunk(n));
+        }
+        let first = rx.try_recv().unwrap();
+        assert!(matches!(first.kind, Some(agent_message::Kind::Output(o)) if o.data == [1]));
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_err(), "two chunks fit");
+        let counts = |outbox: &Mutex<Outbox>| {
+            let outbox = lock(outbox);
+            (outbox.dropped_output, outbox.dropped_output_total)
+        };
+        assert_eq!(counts(&outbox), (3, 3));
+        // A new stream starts its own count; the total, which heartbeats report, goes on.
+        let (tx, _rx) = mpsc::channel(1);
+        {
+            let mut outbox = lock(&outbox);
+            outbox.output = Some(tx);
+            outbox.dropped_output = 0;
+        }
+        offer_output(&outbox, chunk(6));
+        offer_output(&outbox, chunk(7));
+        assert_eq!(counts(&outbox), (1, 4));
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub(super) const SESSION_COOKIE: &str = "kairos_session";
 pub(super) const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest go first when more people log in.
 const MAX_SESSIONS: usize = 10_000;
+/// Addresses whose failed logins are counted at once.
+const MAX_FAILING_ADDRESSES: usize = 10_000;
 
 /// One browser's login.
 struct Session {
@@ -48,6 +51,8 @@ pub(super) struct Auth {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// By the SHA-256 of the cookie's value, so the map holds no usable secret.
     sessions: Mutex<HashMap<String, Session>>,
+    /// Entries pushed out of the full tables: (sessions, failing addresses), for `/metrics`.
+    evicted: (AtomicU64, AtomicU64),
 }
 
 impl Auth {
@@ -59,7 +64,16 @@ impl Auth {
             tokens,
             failures: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            evicted: (AtomicU64::new(0), AtomicU64::new(0)),
         }
+    }
+
+    /// Entries pushed out of the full tables so far: (sessions, failing addresses).
+    pub(super) fn evictions(&self) -> (u64, u64) {
+        (
+            self.evicted.0.load(Ordering::Relaxed),
+            self.evicted.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether callers must say who they are.
@@ -124,6 +138,7 @@ impl Auth {
                 .map(|(k, _)| k.clone())
         {
             sessions.remove(&oldest);
+            self.evicted.0.fetch_add(1, Ordering::Relaxed);
         }
         sessions.insert(
             crate::auth::hash_secret(&secret),
@@ -185,9 +200,19 @@ impl Auth {
 
     fn failed(&self, ip: IpAddr) {
         let mut failures = self.failures();
-        // Forget stale entries now and then, so a scan from many addresses cannot grow it forever.
-        if failures.len() > 10_000 {
+        // A scan from many addresses must not grow the table without bound: stale entries go
+        // first, then, if it is still full, the oldest (its address gets a fresh count).
+        if failures.len() >= MAX_FAILING_ADDRESSES && !failures.contains_key(&ip) {
             failures.retain(|_, (_, since)| since.elapsed() <= FAILURE_WINDOW);
+            if failures.len() >= MAX_FAILING_ADDRESSES
+                && let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(ip, _)| *ip)
+            {
+                failures.remove(&oldest);
+                self.evicted.1.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let entry = failures.entry(ip).or_insert((0, Instant::now()));
         entry.0 += 1;
@@ -474,4 +499,27 @@ fn check(ctx: &Ctx, need: Need, presented: &Presented<'_>) -> Result<(Principal,
 /// Origins allowed to call the API from a browser (`--cors-origin`).
 pub(super) fn cors_allowed(origins: &Arc<Vec<String>>, origin: &str) -> bool {
     origins.iter().any(|o| o == origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_from_many_addresses_stay_within_the_table_and_count_evictions() {
+        let auth = Auth::new(None, Tokens::default());
+        let address = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..MAX_FAILING_ADDRESSES as u32 + 5 {
+            auth.failed(address(i));
+        }
+        assert_eq!(auth.failures().len(), MAX_FAILING_ADDRESSES);
+        assert_eq!(auth.evictions(), (0, 5));
+        // A new address still gets counted, and blocked after its failures.
+        let last = address(1 << 20);
+        for _ in 0..FAILURES_ALLOWED {
+            auth.failed(last);
+        }
+        assert!(auth.blocked(last));
+        assert_eq!(auth.evictions(), (0, 6), "only its first failure evicted one");
+    }
 }

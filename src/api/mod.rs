@@ -1611,7 +1611,7 @@ async fn prometheus_metrics(valid: Result<(), ApiError>, ctx: Ctx) -> Result<Res
             valid?;
             let mut out = prometheus::Exposition::default();
             let engine = ctx.cluster.engine();
-            prometheus::write_server(&mut out, engine.is_some(), &ctx.http);
+            prometheus::write_server(&mut out, engine.is_some(), &ctx.http, ctx.auth.evictions());
             if let Some(engine) = engine {
                 let now_ms = crate::clock::now().timestamp_millis();
                 let per_job = ctx.metrics_per_job;

@@ -186,12 +186,27 @@ fn number(value: f64) -> String {
 }
 
 /// The families every server writes about itself, leader or standby.
-pub(super) fn write_server(out: &mut Exposition, leader: bool, http: &HttpMetrics) {
+pub(super) fn write_server(out: &mut Exposition, leader: bool, http: &HttpMetrics, evicted: (u64, u64)) {
     out.single(
         "kairos_leader",
         Kind::Gauge,
         "1 while this server leads and runs the engine, else 0",
         if leader { 1.0 } else { 0.0 },
+    );
+    out.family(
+        "kairos_auth_evictions_total",
+        Kind::Counter,
+        "Entries pushed out of the full sign-in tables (10000 sessions, 10000 addresses with failed sign-ins)",
+    );
+    out.sample(
+        "kairos_auth_evictions_total",
+        &[("table", "sessions")],
+        evicted.0 as f64,
+    );
+    out.sample(
+        "kairos_auth_evictions_total",
+        &[("table", "failed_logins")],
+        evicted.1 as f64,
     );
     out.family(
         "kairos_http_requests_total",
@@ -339,6 +354,12 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
         "Requests answered 503 because the scheduler gave no answer within the store timeout",
         s.request_timeouts() as f64,
     );
+    out.single(
+        "kairos_engine_queue_full_total",
+        Kind::Counter,
+        "Requests and agent reports that found the engine's queue (1024) full and waited for room",
+        s.queue_full() as f64,
+    );
     write_notifications(out, &s.notifications);
     // Jobs ask in MB (Mesos' mebibytes); Prometheus wants base units, so these are bytes.
     const MIB: f64 = 1_048_576.0;
@@ -389,6 +410,18 @@ pub(super) fn write_engine(out: &mut Exposition, s: &State, now_ms: i64, per_job
             let value = pick(if used { &w.used } else { &w.total });
             out.sample(name, &[("worker", &w.name), ("state", state)], value);
         }
+    }
+    out.family(
+        "kairos_agent_output_dropped_total",
+        Kind::Counter,
+        "Live output chunks an agent dropped because its stream did not take them in time (its final statuses still carry the output)",
+    );
+    for w in s.workers.values().filter(|w| !w.local) {
+        out.sample(
+            "kairos_agent_output_dropped_total",
+            &[("worker", &w.name)],
+            w.output_dropped as f64,
+        );
     }
     let retrying: std::collections::HashSet<&str> = s.retrying.values().map(String::as_str).collect();
     let mut by_state = [0u64; 3];

@@ -273,6 +273,13 @@ enum Event {
     WorkerHeartbeat {
         name: String,
         connection: u64,
+        /// Live output chunks the worker dropped since it started.
+        output_dropped: u64,
+    },
+    /// An agent reports how a task ended (the built-in worker has its own channel).
+    TaskEnded {
+        worker: String,
+        end: Box<TaskEnd>,
     },
     WorkerDisconnected {
         name: String,
@@ -318,12 +325,13 @@ impl Event {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Event>,
-    ends: mpsc::UnboundedSender<(String, TaskEnd)>,
     live: Live,
     /// How long a request waits for its answer (`Config::store_timeout`).
     timeout: Duration,
     /// Requests that got no answer in time, for `/metrics`.
     timeouts: Arc<std::sync::atomic::AtomicU64>,
+    /// Events that found the engine's queue full and waited for room, for `/metrics`.
+    queue_full: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handle {
@@ -335,7 +343,7 @@ impl Handle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
         self.bounded(async {
-            self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+            self.send(make(reply)).await?;
             rx.await.map_err(|_| Error::Stopped)?
         })
         .await
@@ -365,8 +373,18 @@ impl Handle {
         }
     }
 
+    /// Queues an event; with the queue full it waits for room, and is counted. Agents' streams
+    /// are read no faster than this, so an agent that floods the engine is held back by its own
+    /// stream's flow control instead of growing the scheduler's memory.
     async fn send(&self, event: Event) -> Result<(), Error> {
-        self.tx.send(event).await.map_err(|_| Error::Stopped)
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Stopped),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                self.queue_full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.tx.send(event).await.map_err(|_| Error::Stopped)
+            }
+        }
     }
 
     /// Creates or replaces a job.
@@ -504,17 +522,28 @@ impl Handle {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    pub async fn worker_heartbeat(&self, name: String, connection: u64) -> Result<(), Error> {
-        self.send(Event::WorkerHeartbeat { name, connection }).await
+    pub async fn worker_heartbeat(
+        &self,
+        name: String,
+        connection: u64,
+        output_dropped: u64,
+    ) -> Result<(), Error> {
+        self.send(Event::WorkerHeartbeat {
+            name,
+            connection,
+            output_dropped,
+        })
+        .await
     }
 
     pub async fn worker_disconnected(&self, name: String, connection: u64) -> Result<(), Error> {
         self.send(Event::WorkerDisconnected { name, connection }).await
     }
 
-    /// Where every worker reports how its tasks ended: (worker name, end).
-    pub fn ends(&self) -> mpsc::UnboundedSender<(String, TaskEnd)> {
-        self.ends.clone()
+    /// An agent reports how a task ended; waits while the engine's queue is full.
+    pub async fn task_ended(&self, worker: String, end: TaskEnd) -> Result<(), Error> {
+        let end = Box::new(end);
+        self.send(Event::TaskEnded { worker, end }).await
     }
 
     /// Runs `f` on the engine's state and returns its result; `f` must be quick.

@@ -208,6 +208,7 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
     );
     let timeout = core.config.store_timeout;
     let timeouts = core.state.request_timeouts.clone();
+    let queue_full = core.state.queue_full.clone();
     let shell = Shell {
         core,
         store,
@@ -226,10 +227,10 @@ pub(super) async fn start<S: Store>(config: Config, store: Arc<S>) -> Result<Han
     tokio::spawn(shell.run(rx, ends_rx, committed, notices_done_rx));
     Ok(Handle {
         tx,
-        ends,
         live,
         timeout,
         timeouts,
+        queue_full,
     })
 }
 
@@ -478,7 +479,12 @@ impl<S: Store> Shell<S> {
             Event::WorkerConnected { info, link, reply } => {
                 let _ = reply.send(core.worker_connected(*info, link));
             }
-            Event::WorkerHeartbeat { name, connection } => core.worker_heartbeat(&name, connection),
+            Event::WorkerHeartbeat {
+                name,
+                connection,
+                output_dropped,
+            } => core.worker_heartbeat(&name, connection, output_dropped),
+            Event::TaskEnded { worker, end } => core.on_task_end(&worker, *end),
             Event::WorkerDisconnected { name, connection } => core.worker_disconnected(&name, connection),
             Event::Read(f) => f(&core.state),
             Event::Quiesce { reply } => {
@@ -583,7 +589,7 @@ impl<S: Store> Shell<S> {
     fn check_workers(&mut self) {
         let core = self.core.at(clock::now());
         if let Some((name, connection)) = &self.local {
-            core.worker_heartbeat(name, *connection);
+            core.worker_heartbeat(name, *connection, 0);
         }
         core.check_workers();
         // Every end closes its tail; this catches a task that left some other way.

@@ -219,6 +219,8 @@ pub struct Worker {
     pub(super) link: Option<Arc<dyn WorkerLink>>,
     /// Its current connection, so a stale stream's events are ignored.
     pub(super) connection: u64,
+    /// Live output chunks it dropped since it started, as its last heartbeat said.
+    pub output_dropped: u64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -247,6 +249,7 @@ impl Worker {
             local: false,
             link: None,
             connection: 0,
+            output_dropped: 0,
         }
     }
 
@@ -374,6 +377,8 @@ pub struct State {
     pub(super) store_failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Requests that got no answer within the store timeout, counted by the [`super::Handle`].
     pub(super) request_timeouts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Events that waited for room in the engine's queue, counted by the [`super::Handle`].
+    pub(super) queue_full: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Notification deliveries, counted by the delivery task.
     pub notifications: std::sync::Arc<crate::notify::Counters>,
 }
@@ -416,6 +421,11 @@ impl State {
     /// Requests answered `503` because no answer came within the store timeout.
     pub fn request_timeouts(&self) -> u64 {
         self.request_timeouts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Events that found the engine's queue full and waited for room.
+    pub fn queue_full(&self) -> u64 {
+        self.queue_full.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the store is refusing the engine's writes right now (they are being retried).

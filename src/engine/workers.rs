@@ -205,13 +205,14 @@ impl Core {
         true
     }
 
-    pub(super) fn worker_heartbeat(&mut self, name: &str, connection: u64) {
+    pub(super) fn worker_heartbeat(&mut self, name: &str, connection: u64, output_dropped: u64) {
         let now = self.now;
         if let Some(worker) = self.state.workers.get_mut(name)
             && worker.link.is_some()
             && worker.connection == connection
         {
             worker.last_heartbeat = now;
+            worker.output_dropped = output_dropped;
         }
     }
 

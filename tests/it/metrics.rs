@@ -131,6 +131,11 @@ async fn prometheus_format_counts_tasks_and_passes_promtool() {
         commits
     );
     assert_eq!(value(&all, "kairos_store_commit_failures_total"), 0.0);
+    assert_eq!(value(&all, "kairos_engine_queue_full_total"), 0.0);
+    assert_eq!(
+        value(&all, "kairos_auth_evictions_total{table=\"failed_logins\"}"),
+        0.0
+    );
     assert_eq!(value(&all, "kairos_jobs{state=\"idle\"}"), 2.0);
     assert_eq!(value(&all, "kairos_jobs{state=\"running\"}"), 0.0);
     let active = format!("{{{w},state=\"active\"}}");

@@ -209,6 +209,20 @@ async fn an_agents_task_output_is_followed_live() {
     std::fs::write(&gate, "").expect("open the gate");
     events.until(&mut out, |name, _| name == "end").await;
     assert_eq!(out, ["first\nsecond\n".to_owned(), "warn\n".to_owned()]);
+    // The agent's heartbeats say how much live output it had to drop: none, at this pace.
+    let metrics = h
+        .client
+        .get(h.url("/metrics?format=prometheus"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nkairos_agent_output_dropped_total{worker=\"remote\"} 0\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod db_faults;
 mod failover;
 mod frozen_leader;
 mod full_disk;
+mod partition;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -130,6 +131,8 @@ async fn within(bound: Duration, mut check: impl AsyncFnMut() -> bool) -> Option
 /// A `kairos` process the nemesis can kill, freeze and start again with the same arguments.
 struct Proc {
     child: Option<Child>,
+    /// What runs `kairos`, if anything (`ip netns exec <ns>`, say).
+    wrap: Vec<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     dir: PathBuf,
@@ -141,16 +144,26 @@ struct Proc {
 impl Proc {
     /// `kairos server` in `dir`, as users start it, on its own loopback ports.
     fn server(dir: &Path, args: &[&str]) -> Proc {
+        Proc::server_on(dir, args, "127.0.0.1", &[])
+    }
+
+    /// `kairos server` whose agent listener is on `agent_host`, with `env` added.
+    fn server_on(dir: &Path, args: &[&str], agent_host: &str, env: &[(&str, &str)]) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let (http, agent) = (listen_port(), listen_port());
         let mut proc = Proc {
             child: None,
+            wrap: Vec::new(),
             args: ["server"].iter().chain(args).map(|s| s.to_string()).collect(),
-            env: vec![
-                ("KAIROS_LISTEN".to_owned(), format!("127.0.0.1:{http}")),
-                ("KAIROS_AGENT_LISTEN".to_owned(), format!("127.0.0.1:{agent}")),
-                ("KAIROS_HOSTNAME".to_owned(), "127.0.0.1".to_owned()),
-            ],
+            env: [
+                ("KAIROS_LISTEN", format!("127.0.0.1:{http}")),
+                ("KAIROS_AGENT_LISTEN", format!("{agent_host}:{agent}")),
+                ("KAIROS_HOSTNAME", "127.0.0.1".to_owned()),
+            ]
+            .into_iter()
+            .chain(env.iter().map(|(k, v)| (*k, (*v).to_owned())))
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
             dir: dir.to_owned(),
             log: dir.join("kairos.log"),
             http,
@@ -162,31 +175,39 @@ impl Proc {
 
     /// `kairos agent` in `dir`, given these servers' agent ports.
     fn agent(dir: &Path, name: &str, servers: &[u16]) -> Proc {
-        std::fs::create_dir_all(dir).unwrap();
         let list: Vec<String> = servers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let mut proc = Proc {
+        let mut agent = Proc::agent_at(dir, name, &list.join(","), &[], &[], &[]);
+        agent.start();
+        agent
+    }
+
+    /// `kairos agent` attaching to `servers` (`host:port,…`), with `extra` arguments and `env`,
+    /// run through `wrap`; not started yet.
+    fn agent_at(
+        dir: &Path,
+        name: &str,
+        servers: &str,
+        extra: &[&str],
+        wrap: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        std::fs::create_dir_all(dir).unwrap();
+        let args = [
+            "agent", "--server", servers, "--name", name, "--cpus", "8", "--mem", "8192", "--disk", "1000000",
+        ];
+        Proc {
             child: None,
-            args: vec![
-                "agent".to_owned(),
-                "--server".to_owned(),
-                list.join(","),
-                "--name".to_owned(),
-                name.to_owned(),
-                "--cpus".to_owned(),
-                "8".to_owned(),
-                "--mem".to_owned(),
-                "8192".to_owned(),
-                "--disk".to_owned(),
-                "1000".to_owned(),
-            ],
-            env: Vec::new(),
+            wrap: wrap.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().chain(extra).map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             dir: dir.to_owned(),
             log: dir.join("agent.log"),
             http: 0,
             agent: 0,
-        };
-        proc.start();
-        proc
+        }
     }
 
     fn start(&mut self) {
@@ -195,7 +216,10 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
+        let kairos = env!("CARGO_BIN_EXE_kairos").to_owned();
+        let mut program = self.wrap.iter().chain([&kairos]);
+        let child = Command::new(program.next().unwrap())
+            .args(program)
             .args(&self.args)
             .envs(self.env.iter().cloned())
             .env("KAIROS_LOG", "warn,kairos::server=info")
@@ -412,7 +436,7 @@ fn check_ticks(
         format!("{} twice {}", twice.len(), sample(&twice)),
     );
     verdict.note(
-        "started, then lost with the scheduler",
+        "started, then lost with its worker",
         format!("{lost} (recorded lost; {retries} retry runs written)"),
     );
 }
