@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kairos::graph::JobGraph;
 use kairos::graph::layout::{Activity, Node, NodeState, Outcome, SvgOptions, layout, render_svg};
-use kairos::placement::{Constraint, Offer, Resources, place};
+use kairos::placement::{Constraint, Needs, Offer, Resources, Runs, place};
 use kairos::schedule::{self, Schedule};
 
 /// SplitMix64: a tiny seeded generator, so that the graph and the workers are the same on every run.
@@ -277,6 +277,7 @@ fn offers(n: usize) -> Vec<Offer> {
                 ],
                 total,
                 used,
+                runs: Runs::EVERYTHING,
             }
         })
         .collect()
@@ -295,11 +296,18 @@ fn bench_placement(c: &mut Criterion) {
     let mut group = c.benchmark_group("placement");
     for n in [10, 100, 1_000] {
         let workers = offers(n);
-        let chosen = place(&need, &constraints, &workers).expect("some worker fits");
+        let chosen = place(&need, Needs::default(), &constraints, &workers).expect("some worker fits");
         eprintln!("placement: {n} workers, chose {}", workers[chosen].worker);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("place", n), &workers, |b, workers| {
-            b.iter(|| place(black_box(&need), black_box(&constraints), black_box(workers)))
+            b.iter(|| {
+                place(
+                    black_box(&need),
+                    Needs::default(),
+                    black_box(&constraints),
+                    black_box(workers),
+                )
+            })
         });
     }
     group.finish();

@@ -1,6 +1,7 @@
 //! Fuzzes placement constraints: `placement::Constraint::compile` (Chronos' EQUALS, LIKE and
 //! UNLIKE, with user regular expressions) and `placement::place` over arbitrary workers. A task is
-//! only ever placed on a worker that satisfies every constraint and has the resources free.
+//! only ever placed on a worker that does its kind of work, satisfies every constraint and has the
+//! resources free.
 //!
 //! Input: structured, read with `arbitrary`: up to four constraints, a need, up to four offers.
 //! Compiling a regular expression costs a thousand times what placing does, so most constraint
@@ -114,11 +115,20 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             attributes,
             total: resources(u)?,
             used: resources(u)?,
+            runs: placement::Runs {
+                processes: u.arbitrary()?,
+                fetch: u.arbitrary()?,
+            },
         });
     }
-    match placement::place(&need, &constraints, &offers) {
+    let needs = placement::Needs {
+        process: u.arbitrary()?,
+        fetch: u.arbitrary()?,
+    };
+    match placement::place(&need, needs, &constraints, &offers) {
         Ok(index) => {
             let offer = &offers[index];
+            assert!(offer.runs.can(needs), "placed on a worker that does not do this work");
             let attributes = placement::attributes_with_hostname(&offer.hostname, &offer.attributes);
             assert!(
                 constraints.iter().all(|c| c.matches(&attributes)),

@@ -173,6 +173,7 @@ pub fn worker_from_register(register: proto::Register) -> Result<WorkerInfo, Sta
             .collect(),
         finished: register.finished.into_iter().filter_map(end_from_proto).collect(),
         local: false,
+        runs: crate::placement::Runs::EVERYTHING,
     })
 }
 

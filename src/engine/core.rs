@@ -336,6 +336,14 @@ pub(super) fn job_resources(job: &Job) -> Resources {
     }
 }
 
+/// The kinds of work a job's tasks ask of a worker.
+pub(super) fn job_needs(job: &Job) -> crate::placement::Needs {
+    crate::placement::Needs {
+        process: job.container.is_none(),
+        fetch: !job.fetch.is_empty() || !job.uris.is_empty(),
+    }
+}
+
 /// Turns a task recorded as started but never launched back into a queued one.
 pub(super) fn unstart(record: &mut TaskRecord) {
     record.state = TaskState::Queued;

@@ -254,6 +254,7 @@ fn join_local_worker(
         running: Vec::new(),
         finished: Vec::new(),
         local: true,
+        runs: crate::placement::Runs::EVERYTHING,
     };
     let link = Arc::new(LocalLink {
         runner: runner.clone(),

@@ -221,6 +221,8 @@ pub struct Worker {
     pub(super) connection: u64,
     /// Live output chunks it dropped since it started, as its last heartbeat said.
     pub output_dropped: u64,
+    /// The kinds of work it does.
+    pub runs: placement::Runs,
 }
 
 impl std::fmt::Debug for Worker {
@@ -250,6 +252,7 @@ impl Worker {
             link: None,
             connection: 0,
             output_dropped: 0,
+            runs: placement::Runs::EVERYTHING,
         }
     }
 
@@ -463,6 +466,7 @@ impl State {
                 attributes: placement::attributes_with_hostname(&w.hostname, &w.attributes),
                 total: w.total,
                 used: w.used,
+                runs: w.runs,
             })
             .collect()
     }

@@ -2,7 +2,7 @@
 //! and handing the launch to the worker once the start is committed (at its instant, for a
 //! scheduled run recorded ahead).
 
-use super::core::{After, Command, Core, Timer, Trigger, job_resources, unstart};
+use super::core::{After, Command, Core, Timer, Trigger, job_needs, job_resources, unstart};
 use super::ends::End;
 use super::state::{self, OpenTask};
 use crate::executor::runner::TaskLaunch;
@@ -108,7 +108,7 @@ impl Core {
             }
             let entry = self.state.jobs.get_mut(name)?;
             let need = job_resources(&entry.job);
-            match placement::place(&need, &entry.constraints, offers) {
+            match placement::place(&need, job_needs(&entry.job), &entry.constraints, offers) {
                 Ok(index) => {
                     entry.queue.pop_front();
                     entry.waiting = None;
@@ -129,15 +129,15 @@ impl Core {
     /// workers are full.
     ///
     /// When many tasks wait for room, most of a pass would be jobs that cannot fit: once a job
-    /// without constraints found no room, a later one without constraints that needs at least as
-    /// much of everything cannot either, so it is not placed again; and once no worker has room
-    /// for the smallest job there is, the pass ends.
+    /// without constraints found no room, a later one without constraints that asks for the same
+    /// kind of worker and needs at least as much of everything cannot either, so it is not placed
+    /// again; and once no worker has room for the smallest job there is, the pass ends.
     pub(super) fn try_start_all(&mut self) {
         if self.state.paused_since.is_some() {
             return;
         }
         let mut offers = self.state.offers();
-        let mut no_room: Option<(Resources, placement::Unplaceable)> = None;
+        let mut no_room: Option<(Resources, placement::Needs, placement::Unplaceable)> = None;
         let mut cursor: Option<state::QueuedJob> = None;
         loop {
             if let Some(min) = self.state.min_need
@@ -167,9 +167,11 @@ impl Core {
                 continue;
             }
             let need = job_resources(&entry.job);
+            let needs = job_needs(&entry.job);
             let unconstrained = entry.constraints.is_empty();
             if unconstrained
-                && let Some((smallest, reason)) = &no_room
+                && let Some((smallest, kind, reason)) = &no_room
+                && *kind == needs
                 && smallest.fits_in(&need)
             {
                 entry.waiting = Some(state::Waiting::Unplaceable(reason.clone()));
@@ -183,9 +185,9 @@ impl Core {
                 && unconstrained
                 && no_room
                     .as_ref()
-                    .is_none_or(|(smallest, _)| need.fits_in(smallest))
+                    .is_none_or(|(smallest, kind, _)| *kind != needs || need.fits_in(smallest))
             {
-                no_room = Some((need, reason));
+                no_room = Some((need, needs, reason));
             }
         }
     }

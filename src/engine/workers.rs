@@ -41,6 +41,9 @@ pub struct WorkerInfo {
     /// The scheduler's own worker: its tasks end with the scheduler, and no agent may take its
     /// name.
     pub local: bool,
+    /// The kinds of work it does: everything for agents and the built-in worker, containers
+    /// only for a cluster engine's nodes.
+    pub runs: crate::placement::Runs,
 }
 
 impl Core {
@@ -92,6 +95,7 @@ impl Core {
         worker.hostname = info.hostname.clone();
         worker.attributes = info.attributes.clone();
         worker.total = info.total;
+        worker.runs = info.runs;
         worker.state = WorkerState::Active;
         worker.last_heartbeat = now;
         worker.link = Some(link);

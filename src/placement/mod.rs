@@ -293,6 +293,41 @@ fn effective_attributes<'a>(
         .chain((!explicit).then_some((HOSTNAME, hostname)))
 }
 
+/// What a task asks of a worker besides resources and constraints: the kinds of work that not
+/// every backend does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// A plain command on the worker's host (a job without a container).
+    pub process: bool,
+    /// Files fetched into a sandbox before the start (`fetch`, `uris`).
+    pub fetch: bool,
+}
+
+/// The kinds of work a worker does. Agents and the built-in worker do everything; a cluster
+/// engine such as Docker Swarm runs containers only, with no sandbox to fetch into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs {
+    pub processes: bool,
+    pub fetch: bool,
+}
+
+impl Runs {
+    /// Processes, containers and fetch: agents and the built-in worker.
+    pub const EVERYTHING: Runs = Runs {
+        processes: true,
+        fetch: true,
+    };
+    /// Containers without fetch: a cluster engine's nodes.
+    pub const CONTAINERS: Runs = Runs {
+        processes: false,
+        fetch: false,
+    };
+
+    pub fn can(&self, needs: Needs) -> bool {
+        (self.processes || !needs.process) && (self.fetch || !needs.fetch)
+    }
+}
+
 /// One worker as placement sees it.
 #[derive(Debug, Clone)]
 pub struct Offer {
@@ -302,6 +337,7 @@ pub struct Offer {
     pub attributes: Vec<(String, String)>,
     pub total: Resources,
     pub used: Resources,
+    pub runs: Runs,
 }
 
 impl Offer {
@@ -342,6 +378,11 @@ impl Offer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unplaceable {
     NoWorkers,
+    /// Workers are connected, but none does this kind of work (a command without a container,
+    /// or fetch, where only a cluster engine's nodes are).
+    Unsupported {
+        needs: Needs,
+    },
     /// No worker satisfies the constraints (the text names the first unmet constraint).
     NoMatchingWorker {
         constraint: String,
@@ -362,6 +403,17 @@ impl fmt::Display for Unplaceable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unplaceable::NoWorkers => f.write_str("waiting for a worker: no workers are connected"),
+            Unplaceable::Unsupported { needs } => {
+                let what = match (needs.process, needs.fetch) {
+                    (true, true) => "runs commands without a container and fetches files",
+                    (true, false) => "runs commands without a container",
+                    _ => "fetches files",
+                };
+                write!(
+                    f,
+                    "waiting for a worker that {what} (an agent or the built-in worker); the connected ones run containers only"
+                )
+            }
             Unplaceable::NoMatchingWorker { constraint } => {
                 write!(
                     f,
@@ -384,17 +436,30 @@ impl fmt::Display for Unplaceable {
 ///
 /// Among the workers that satisfy every constraint and have `need` free, the one left least loaded wins (lowest
 /// highest share of cpus, mem or disk in use after placing), which spreads tasks; ties go to the worker name that
-/// sorts first, then to the earlier offer, so the same inputs always give the same answer.
-pub fn place(need: &Resources, constraints: &[Constraint], offers: &[Offer]) -> Result<usize, Unplaceable> {
+/// sorts first, then to the earlier offer, so the same inputs always give the same answer. Only
+/// workers that do the kind of work the task `needs` count at all.
+pub fn place(
+    need: &Resources,
+    needs: Needs,
+    constraints: &[Constraint],
+    offers: &[Offer],
+) -> Result<usize, Unplaceable> {
     if offers.is_empty() {
         return Err(Unplaceable::NoWorkers);
     }
-    let matching: Vec<usize> = (0..offers.len())
+    let capable: Vec<usize> = (0..offers.len()).filter(|&i| offers[i].runs.can(needs)).collect();
+    if capable.is_empty() {
+        return Err(Unplaceable::Unsupported { needs });
+    }
+    let matching: Vec<usize> = capable
+        .iter()
+        .copied()
         .filter(|&i| offers[i].satisfies_all(constraints))
         .collect();
     if matching.is_empty() {
+        let capable: Vec<&Offer> = capable.iter().map(|&i| &offers[i]).collect();
         return Err(Unplaceable::NoMatchingWorker {
-            constraint: unmet_constraint(constraints, offers),
+            constraint: unmet_constraint(constraints, &capable),
         });
     }
 
@@ -431,14 +496,14 @@ pub fn place(need: &Resources, constraints: &[Constraint], offers: &[Offer]) -> 
 /// A constraint that no worker satisfies on its own is the clearest thing to name. When each one is satisfiable alone
 /// but no worker satisfies them all, the constraints are applied in order and the one that rules out the last workers
 /// is named, with a note that it is the combination that fails.
-fn unmet_constraint(constraints: &[Constraint], offers: &[Offer]) -> String {
+fn unmet_constraint(constraints: &[Constraint], offers: &[&Offer]) -> String {
     if let Some(alone) = constraints
         .iter()
         .find(|c| !offers.iter().any(|offer| offer.satisfies(c)))
     {
         return alone.to_string();
     }
-    let mut remaining: Vec<&Offer> = offers.iter().collect();
+    let mut remaining: Vec<&Offer> = offers.to_vec();
     for constraint in constraints {
         remaining.retain(|offer| offer.satisfies(constraint));
         if remaining.is_empty() {

@@ -1,7 +1,9 @@
 //! Tests for placement: Chronos' constraint vectors and placement cases as tables, and proptest properties for
 //! capacity, constraint safety, completeness and spreading.
 
-use super::{Constraint, Error, Offer, Operator, Resources, Unplaceable, attributes_with_hostname, place};
+use super::{
+    Constraint, Error, Needs, Offer, Operator, Resources, Runs, Unplaceable, attributes_with_hostname, place,
+};
 use proptest::prelude::*;
 
 fn attrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -27,6 +29,7 @@ fn offer(worker: &str, total: Resources, used: Resources) -> Offer {
         attributes: Vec::new(),
         total,
         used,
+        runs: Runs::EVERYTHING,
     }
 }
 
@@ -192,7 +195,7 @@ fn chronos_constraint_vectors() {
             hostname: (*hostname).to_owned(),
             ..offer_with("w", pairs, res(1.0, 1.0, 1.0), Resources::default())
         };
-        let placed = place(&Resources::default(), &[constraint], &[worker]);
+        let placed = place(&Resources::default(), Needs::default(), &[constraint], &[worker]);
         assert_eq!(placed.is_ok(), *expected, "{what}: place gave {placed:?}");
     }
 }
@@ -580,7 +583,94 @@ fn placement_table() {
         ),
     ];
     for (what, need, constraints, offers, expected) in cases {
-        assert_eq!(place(&need, &constraints, &offers), expected, "{what}");
+        assert_eq!(
+            place(&need, Needs::default(), &constraints, &offers),
+            expected,
+            "{what}"
+        );
+    }
+}
+
+/// What the row checks, what the task needs, its constraints, the workers and the answer.
+type KindCase<'a> = (
+    &'a str,
+    Needs,
+    Vec<Constraint>,
+    Vec<Offer>,
+    Result<usize, Unplaceable>,
+);
+
+#[test]
+fn only_workers_that_do_the_kind_of_work_count() {
+    let (big, none) = (res(4.0, 4096.0, 4096.0), Resources::default());
+    let containers = |name: &str, used: Resources| Offer {
+        runs: Runs::CONTAINERS,
+        ..offer(name, big, used)
+    };
+    let command = Needs {
+        process: true,
+        fetch: false,
+    };
+    let fetch = Needs {
+        process: false,
+        fetch: true,
+    };
+    let task = res(1.0, 128.0, 0.0);
+    let on_rack = |rack: &str, o: Offer| Offer {
+        attributes: attrs(&[("rack", rack)]),
+        ..o
+    };
+    let cases: Vec<KindCase> = vec![
+        (
+            "a container goes anywhere",
+            Needs::default(),
+            vec![],
+            vec![containers("a", none)],
+            Ok(0),
+        ),
+        (
+            "a command needs a worker that runs processes",
+            command,
+            vec![],
+            vec![containers("a", none)],
+            Err(Unplaceable::Unsupported { needs: command }),
+        ),
+        (
+            "fetch needs a worker with a sandbox",
+            fetch,
+            vec![],
+            vec![containers("a", none)],
+            Err(Unplaceable::Unsupported { needs: fetch }),
+        ),
+        (
+            "a command goes to the busier worker that can run it",
+            command,
+            vec![],
+            vec![containers("a", none), offer("b", big, res(3.0, 0.0, 0.0))],
+            Ok(1),
+        ),
+        (
+            "constraints are judged among the capable workers only",
+            command,
+            vec![compile("rack", "EQUALS", "r1")],
+            vec![
+                on_rack("r1", containers("a", none)),
+                on_rack("r2", offer("b", big, none)),
+            ],
+            Err(Unplaceable::NoMatchingWorker {
+                constraint: r#"["rack", "EQUALS", "r1"]"#.to_owned(),
+            }),
+        ),
+        (
+            "no workers at all",
+            command,
+            vec![],
+            vec![],
+            Err(Unplaceable::NoWorkers),
+        ),
+    ];
+    for (what, needs, constraints, offers, expected) in cases {
+        assert_eq!(place(&task, needs, &constraints, &offers), expected, "{what}");
     }
 }
 
@@ -641,6 +731,7 @@ fn offer_strategy() -> impl Strategy<Value = Offer> {
                     .collect(),
                 total,
                 used,
+                runs: Runs::EVERYTHING,
             }
         })
 }
@@ -670,7 +761,7 @@ proptest! {
         ),
     ) {
         for (need, constraints) in &tasks {
-            if let Ok(i) = place(need, constraints, &offers) {
+            if let Ok(i) = place(need, Needs::default(), constraints, &offers) {
                 offers[i].used = offers[i].used.plus(need);
             }
             for o in &offers {
@@ -687,7 +778,7 @@ proptest! {
     ) {
         let matching: Vec<&Offer> = offers.iter().filter(|o| satisfies(o, &constraints)).collect();
         let room = matching.iter().any(|o| need.fits_in(&o.free()));
-        match place(&need, &constraints, &offers) {
+        match place(&need, Needs::default(), &constraints, &offers) {
             Ok(i) => {
                 prop_assert!(room);
                 prop_assert!(satisfies(&offers[i], &constraints));
@@ -695,9 +786,11 @@ proptest! {
             }
             Err(why) => {
                 prop_assert!(!room, "a worker had room but place said {why}");
-                // The reason given is the right one of the four.
+                // The reason given is the right one of the four (every worker here does every
+                // kind of work, so a task is never unsupported).
                 match why {
                     Unplaceable::NoWorkers => prop_assert!(offers.is_empty()),
+                    Unplaceable::Unsupported { .. } => prop_assert!(false, "every worker runs everything"),
                     Unplaceable::NoMatchingWorker { .. } => {
                         prop_assert!(!offers.is_empty() && matching.is_empty());
                     }
@@ -721,7 +814,7 @@ proptest! {
         constraints in proptest::collection::vec(constraint_strategy(), 1..4),
         offers in proptest::collection::vec(offer_strategy(), 1..8),
     ) {
-        if let Ok(i) = place(&need, &constraints, &offers) {
+        if let Ok(i) = place(&need, Needs::default(), &constraints, &offers) {
             prop_assert!(satisfies(&offers[i], &constraints));
         }
     }
@@ -738,7 +831,7 @@ proptest! {
                 .map(|(a, t)| if t > 0.0 { a / t } else if a > 0.0 { f64::INFINITY } else { 0.0 })
                 .fold(0.0, f64::max)
         };
-        if let Ok(i) = place(&need, &[], &offers) {
+        if let Ok(i) = place(&need, Needs::default(), &[], &offers) {
             let chosen = (load(&offers[i]), offers[i].worker.as_str());
             for o in offers.iter().filter(|o| need.fits_in(&o.free())) {
                 let other = (load(o), o.worker.as_str());

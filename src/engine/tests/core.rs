@@ -35,6 +35,11 @@ pub(super) fn ms(seconds: i64) -> i64 {
 
 /// A core with one worker, "w", at instant 0.
 pub(super) fn core() -> Core {
+    core_with_worker(crate::placement::Runs::EVERYTHING)
+}
+
+/// A core with one worker, "w", that does the work `runs` says, at instant 0.
+fn core_with_worker(runs: crate::placement::Runs) -> Core {
     let dir = std::env::temp_dir();
     let mut core = Core::new(config(&dir), at(0));
     let info = WorkerInfo {
@@ -50,6 +55,7 @@ pub(super) fn core() -> Core {
         running: Vec::new(),
         finished: Vec::new(),
         local: false,
+        runs,
     };
     core.worker_connected(info, Arc::new(Inert)).unwrap();
     core.take_effects();
@@ -526,4 +532,48 @@ fn a_cron_job_sent_again_starts_from_now_and_clients_never_see_its_cursor() {
     let shown = serde_json::to_value(core.state.jobs["c"].job.for_clients()).unwrap();
     assert!(shown.get("scheduleCursor").is_none(), "{shown}");
     assert_eq!(shown["schedule"], "*/10 * * * * *");
+}
+
+#[test]
+fn a_containers_only_worker_runs_container_jobs_while_command_jobs_wait_saying_why() {
+    let mut core = core_with_worker(crate::placement::Runs::CONTAINERS);
+    let never = "R0/2030-01-01T00:00:00Z/P1D";
+    let container = serde_json::json!({"type": "DOCKER", "image": "busybox"});
+    // The command job asks for less than the container jobs: a pass that found no room for it
+    // must not conclude that they cannot fit either.
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "plain", "command": "true", "schedule": never, "cpus": 0.1}),
+    );
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "fetching", "command": "true", "schedule": never, "cpus": 0.1,
+        "container": container, "fetch": [{"uri": "https://example.com/a.tgz"}]}),
+    );
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "boxed", "command": "true", "schedule": never, "cpus": 0.5,
+        "container": container}),
+    );
+    for name in ["plain", "fetching", "boxed"] {
+        core.run_now(name, None).unwrap();
+    }
+    assert_eq!(launched(&commit(&mut core)), ["ct:1800000000000:0:boxed:"]);
+    let reason = |name: &str| {
+        core.state.jobs[name]
+            .waiting
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        reason("plain"),
+        "waiting for a worker that runs commands without a container (an agent or the built-in worker); \
+         the connected ones run containers only"
+    );
+    assert!(
+        reason("fetching").contains("fetches files"),
+        "{}",
+        reason("fetching")
+    );
 }

@@ -45,23 +45,7 @@ pub(super) async fn cluster(
     let b = Proc::server(&dir.join("s2"), &args);
     b.wait_ready(client).await;
     let agent = Proc::agent(&dir.join("agent"), "a", &[a.agent, b.agent]);
-    let attached = within(Duration::from_secs(20), async || {
-        let workers: Option<serde_json::Value> = async {
-            client
-                .get(format!("{}/v1/scheduler/workers", a.base()))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
-        }
-        .await;
-        workers
-            .and_then(|w| w.as_array().cloned())
-            .is_some_and(|w| w.iter().any(|w| w["name"] == "a" && w["state"] == "active"))
-    })
-    .await;
+    let attached = super::wait_worker(client, &a.base(), "a", "active").await;
     assert!(
         attached.is_some(),
         "the agent never attached: {}",

@@ -572,3 +572,28 @@ async fn create(client: &reqwest::Client, base: &str, body: &Value) {
         response.text().await
     );
 }
+
+/// A worker's state as `/v1/scheduler/workers` shows it (`active`, `lost`, …).
+async fn worker_state(client: &reqwest::Client, base: &str, name: &str) -> Option<String> {
+    let workers: Value = client
+        .get(format!("{base}/v1/scheduler/workers"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    workers
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == name)
+        .and_then(|w| w["state"].as_str().map(str::to_owned))
+}
+
+/// Waits (at most 30 s) until the worker `name` is in `state`.
+async fn wait_worker(client: &reqwest::Client, base: &str, name: &str, state: &str) -> Option<Duration> {
+    within(Duration::from_secs(30), async || {
+        worker_state(client, base, name).await.as_deref() == Some(state)
+    })
+    .await
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Proc, Rng, Ticks, Verdict, create, long, within};
+use super::{Proc, Rng, Ticks, Verdict, create, long, wait_worker, within};
 
 /// The agents' shared secret: an agent listener that is not on loopback needs one.
 const TOKEN: &str = "partition-test-token-0123456789abcdef";
@@ -202,29 +202,6 @@ fn runs_task(pid: i32, task_id: &str) -> bool {
             .split(|b| *b == 0)
             .any(|var| var == format!("mesos_task_id={task_id}").as_bytes())
     })
-}
-
-async fn worker_state(client: &reqwest::Client, base: &str, name: &str) -> Option<String> {
-    let workers: Value = client
-        .get(format!("{base}/v1/scheduler/workers"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    workers
-        .as_array()?
-        .iter()
-        .find(|w| w["name"] == name)
-        .and_then(|w| w["state"].as_str().map(str::to_owned))
-}
-
-async fn wait_worker(client: &reqwest::Client, base: &str, name: &str, state: &str) -> Option<Duration> {
-    within(Duration::from_secs(30), async || {
-        worker_state(client, base, name).await.as_deref() == Some(state)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
