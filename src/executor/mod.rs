@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod live;
 pub mod runner;
 pub mod spawn;
+pub mod swarm;
 pub mod user;
 
 use std::path::PathBuf;
