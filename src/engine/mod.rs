@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use ends::{End, Outcome};
 pub use state::{JobEntry, OpenTask, State, Worker, WorkerState};
 pub use stats::{Buckets, Histogram};
-pub use workers::{WorkerInfo, WorkerLink};
+pub use workers::{WorkerInfo, WorkerLink, WorkerUpdate};
 
 use crate::executor::runner::TaskEnd;
 use crate::graph;
@@ -275,6 +275,16 @@ enum Event {
         connection: u64,
         /// Live output chunks the worker dropped since it started.
         output_dropped: u64,
+    },
+    WorkerUpdate {
+        name: String,
+        connection: u64,
+        update: Box<WorkerUpdate>,
+    },
+    WorkerLost {
+        name: String,
+        connection: u64,
+        why: String,
     },
     /// An agent reports how a task ended (the built-in worker has its own channel).
     TaskEnded {
@@ -538,6 +548,32 @@ impl Handle {
 
     pub async fn worker_disconnected(&self, name: String, connection: u64) -> Result<(), Error> {
         self.send(Event::WorkerDisconnected { name, connection }).await
+    }
+
+    /// A connected worker's offer changed; see [`WorkerUpdate`].
+    pub async fn worker_update(
+        &self,
+        name: String,
+        connection: u64,
+        update: WorkerUpdate,
+    ) -> Result<(), Error> {
+        let update = Box::new(update);
+        self.send(Event::WorkerUpdate {
+            name,
+            connection,
+            update,
+        })
+        .await
+    }
+
+    /// A backend knows a worker is gone: it is lost now, and its tasks with it, for `why`.
+    pub async fn worker_lost(&self, name: String, connection: u64, why: String) -> Result<(), Error> {
+        self.send(Event::WorkerLost {
+            name,
+            connection,
+            why,
+        })
+        .await
     }
 
     /// An agent reports how a task ended; waits while the engine's queue is full.

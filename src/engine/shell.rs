@@ -486,6 +486,16 @@ impl<S: Store> Shell<S> {
                 output_dropped,
             } => core.worker_heartbeat(&name, connection, output_dropped),
             Event::TaskEnded { worker, end } => core.on_task_end(&worker, *end),
+            Event::WorkerUpdate {
+                name,
+                connection,
+                update,
+            } => core.worker_update(&name, connection, *update),
+            Event::WorkerLost {
+                name,
+                connection,
+                why,
+            } => core.worker_lost(&name, connection, &why),
             Event::WorkerDisconnected { name, connection } => core.worker_disconnected(&name, connection),
             Event::Read(f) => f(&core.state),
             Event::Quiesce { reply } => {

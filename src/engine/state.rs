@@ -223,6 +223,8 @@ pub struct Worker {
     pub output_dropped: u64,
     /// The kinds of work it does.
     pub runs: placement::Runs,
+    /// Whether it takes new tasks (a paused cluster node keeps its tasks but takes none).
+    pub accepting: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -253,6 +255,7 @@ impl Worker {
             connection: 0,
             output_dropped: 0,
             runs: placement::Runs::EVERYTHING,
+            accepting: true,
         }
     }
 
@@ -459,7 +462,7 @@ impl State {
     pub(super) fn offers(&self) -> Vec<Offer> {
         self.workers
             .values()
-            .filter(|w| w.state == WorkerState::Active)
+            .filter(|w| w.state == WorkerState::Active && w.accepting)
             .map(|w| Offer {
                 worker: w.name.clone(),
                 hostname: w.hostname.clone(),

@@ -46,6 +46,16 @@ pub struct WorkerInfo {
     pub runs: crate::placement::Runs,
 }
 
+/// A connected worker's new offer ([`Core::worker_update`]).
+#[derive(Debug, Clone)]
+pub struct WorkerUpdate {
+    pub attributes: Vec<(String, String)>,
+    pub total: Resources,
+    /// Whether it takes new tasks; `false` keeps it and its running tasks, as a paused Swarm node
+    /// or a cordoned Kubernetes node does.
+    pub accepting: bool,
+}
+
 impl Core {
     /// Whether tasks recorded on this worker ended with the previous scheduler process.
     pub(super) fn ends_with_scheduler(&self, worker: &str) -> bool {
@@ -96,6 +106,7 @@ impl Core {
         worker.attributes = info.attributes.clone();
         worker.total = info.total;
         worker.runs = info.runs;
+        worker.accepting = true;
         worker.state = WorkerState::Active;
         worker.last_heartbeat = now;
         worker.link = Some(link);
@@ -231,6 +242,50 @@ impl Core {
         }
     }
 
+    /// A connected worker's offer changed (a cluster node's labels or resources, or whether it
+    /// takes new tasks): placement sees it at once, and nothing it runs is touched. Unlike a new
+    /// registration, this reconciles nothing, so a launch still on its way is not taken for
+    /// missing.
+    pub(super) fn worker_update(&mut self, name: &str, connection: u64, update: WorkerUpdate) {
+        if let Some(worker) = self.state.workers.get_mut(name)
+            && worker.link.is_some()
+            && worker.connection == connection
+        {
+            worker.attributes = update.attributes;
+            worker.total = update.total;
+            worker.accepting = update.accepting;
+            self.out.start_all = true;
+        }
+    }
+
+    /// A backend knows one of its workers is gone (a cluster node drained or down): it is lost
+    /// now rather than after the timeout, and its tasks with it, `why` in their records.
+    pub(super) fn worker_lost(&mut self, name: &str, connection: u64, why: &str) {
+        let current = self
+            .state
+            .workers
+            .get(name)
+            .is_some_and(|w| w.link.is_some() && w.connection == connection);
+        if current {
+            tracing::warn!(worker = %name, why, "Worker lost.");
+            self.lose_worker(name, why);
+        }
+    }
+
+    fn lose_worker(&mut self, name: &str, why: &str) {
+        let tasks: Vec<TaskId> = match self.state.workers.get_mut(name) {
+            Some(worker) => {
+                worker.state = WorkerState::Lost;
+                worker.link = None;
+                worker.tasks.iter().cloned().collect()
+            }
+            None => return,
+        };
+        for task_id in tasks {
+            self.lose(name, &task_id, why);
+        }
+    }
+
     /// Declares workers lost that have been silent longer than the timeout; their tasks are lost.
     pub(super) fn check_workers(&mut self) {
         let now = self.now;
@@ -244,17 +299,7 @@ impl Core {
             .collect();
         for name in silent {
             tracing::warn!(worker = %name, "Worker lost: no heartbeat within the timeout.");
-            let tasks: Vec<TaskId> = match self.state.workers.get_mut(&name) {
-                Some(worker) => {
-                    worker.state = WorkerState::Lost;
-                    worker.link = None;
-                    worker.tasks.iter().cloned().collect()
-                }
-                None => continue,
-            };
-            for task_id in tasks {
-                self.lose(&name, &task_id, &format!("worker {name} stopped responding"));
-            }
+            self.lose_worker(&name, &format!("worker {name} stopped responding"));
         }
     }
 }

@@ -65,21 +65,21 @@ use super::{Outcome, Policy};
 use crate::job::TaskId;
 
 /// The label holding the task id, by which kill and reconciliation find a container.
-const LABEL_TASK_ID: &str = "kairos.task_id";
+pub(super) const LABEL_TASK_ID: &str = "kairos.task_id";
 /// The label marking every container this launcher made.
-const LABEL_MANAGED: &str = "kairos.managed";
+pub(super) const LABEL_MANAGED: &str = "kairos.managed";
 /// The label recording the job's disk request (see [`ContainerSpec::disk_mb`]).
-const LABEL_DISK_MB: &str = "kairos.disk_mb";
+pub(super) const LABEL_DISK_MB: &str = "kairos.disk_mb";
 /// The label naming the worker that launched the container ([`ContainerSpec::owner`]): a worker
 /// lists, adopts and kills only its own, so workers and clusters can share one engine.
-const LABEL_OWNER: &str = "kairos.owner";
+pub(super) const LABEL_OWNER: &str = "kairos.owner";
 /// The label holding the instant (epoch ms) a container with a time limit must end by, so that
 /// a worker that adopts it after a restart still enforces the limit.
-const LABEL_DEADLINE: &str = "kairos.deadline_ms";
+pub(super) const LABEL_DEADLINE: &str = "kairos.deadline_ms";
 /// The label holding the bytes of output kept per stream, for the same reason.
-const LABEL_OUTPUT_LIMIT: &str = "kairos.output_limit";
+pub(super) const LABEL_OUTPUT_LIMIT: &str = "kairos.output_limit";
 /// Where the task's sandbox appears inside the container, as under Mesos.
-const SANDBOX_IN_CONTAINER: &str = "/mnt/mesos/sandbox";
+pub(super) const SANDBOX_IN_CONTAINER: &str = "/mnt/mesos/sandbox";
 /// Output kept per stream of an adopted container whose launch did not record its limit.
 const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 /// A pull that reports no progress for this long is given up.
@@ -830,7 +830,7 @@ fn container_name(task_id: &str) -> String {
 }
 
 /// The whole container configuration for a spec, parameters included.
-fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
+pub(super) fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, String> {
     if spec.container.image.trim().is_empty() {
         return Err("the image is empty".to_owned());
     }
@@ -1363,7 +1363,7 @@ fn capability(value: &str) -> Option<String> {
 
 /// A size as the Docker CLI reads it: bytes, or a number with a k/m/g/t/p suffix (powers of
 /// 1024), optionally followed by `b` or `ib`.
-fn parse_size(value: &str) -> Option<i64> {
+pub(super) fn parse_size(value: &str) -> Option<i64> {
     let value = value.trim().to_ascii_lowercase();
     let value = value.strip_suffix('b').unwrap_or(&value);
     let value = value.strip_suffix('i').unwrap_or(value);

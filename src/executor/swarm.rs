@@ -1,9 +1,20 @@
-//! What kairos reads from and names in Docker Swarm, as pure functions over the Engine API's
-//! models: a node as a worker's offer, a Swarm task's status as a kairos task's end, and the
-//! names of the one-replica services that run kairos tasks. The calls to the Swarm API build on
-//! these (docs/dev/swarm-plan.md); nothing here does I/O.
+//! What kairos reads from and writes to Docker Swarm, as pure functions over the Engine API's
+//! models: a node as a worker's offer, a Swarm task's status as a kairos task's end, the name of
+//! the one-replica service that runs a kairos task, and the service itself, translated from the
+//! container the built-in worker and agents would run. The calls to the Swarm API build on these
+//! (docs/dev/swarm-plan.md); nothing here does I/O.
 
-use bollard::models::{Node, NodeSpecAvailabilityEnum, NodeState, Task, TaskState};
+use std::collections::HashMap;
+
+use bollard::models::{
+    Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum,
+    NodeState, ResourceObject, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecPrivileges,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskState,
+};
+
+use super::docker::{self, ContainerSpec};
 
 use crate::job::TaskId;
 
@@ -166,6 +177,252 @@ pub fn service_name(task_id: &TaskId) -> String {
     }
 }
 
+/// The service that runs one kairos task on one node: one replica, never restarted by Swarm
+/// (kairos owns retries), pinned to the node placement chose, with reservations and limits from
+/// the job's cpus and mem.
+///
+/// The container is the one the built-in worker and agents would run ([`docker::container_body`],
+/// parameters and their checks included), translated; a setting Swarm services cannot take is
+/// refused with its name. `labels` go on the service, where kairos finds its services again.
+/// Swarm tasks have no sandbox (they cannot fetch), so the task starts in an empty
+/// `/mnt/mesos/sandbox`, as `MESOS_SANDBOX` says.
+///
+/// # Errors
+/// What Swarm cannot run, in words for the task's record.
+pub fn service_spec(
+    spec: &ContainerSpec,
+    name: String,
+    node_id: &str,
+    labels: HashMap<String, String>,
+    stop_grace: std::time::Duration,
+) -> Result<ServiceSpec, String> {
+    if spec.sandbox.is_some() {
+        return Err("a Swarm service has no sandbox to mount".to_owned());
+    }
+    let mut body = docker::container_body(spec)?;
+    let mut host = body.host_config.take().unwrap_or_default();
+    let nano_cpus = host.nano_cpus.take();
+    let memory_bytes = host.memory.take();
+    let network = match host.network_mode.take().as_deref() {
+        None | Some("bridge") => "bridge".to_owned(),
+        Some("none") => {
+            return Err("the NONE network is not available to Swarm services; use BRIDGE or HOST".to_owned());
+        }
+        Some(other) => other.to_owned(),
+    };
+    let mut mounts = Vec::new();
+    for bind in host.binds.take().unwrap_or_default() {
+        mounts.push(bind_mount(&bind)?);
+    }
+    for target in body.volumes.take().unwrap_or_default() {
+        mounts.push(Mount {
+            target: Some(target),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        });
+    }
+    let mut tmpfs: Vec<(String, String)> = host.tmpfs.take().unwrap_or_default().into_iter().collect();
+    tmpfs.sort();
+    for (target, options) in tmpfs {
+        mounts.push(tmpfs_mount(target, &options)?);
+    }
+    let mut no_new_privileges = None;
+    for option in host.security_opt.take().unwrap_or_default() {
+        match option.as_str() {
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
+                no_new_privileges = Some(true)
+            }
+            other => return Err(format!("the security option '{other}' is not available on Swarm")),
+        }
+    }
+    // The sandbox is a directory in the container here, not the scheduler's path.
+    let mut env: Vec<String> = body
+        .env
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|var| !var.starts_with("MESOS_SANDBOX="))
+        .collect();
+    env.push(format!("MESOS_SANDBOX={}", docker::SANDBOX_IN_CONTAINER));
+    // The labels agents and the built-in worker find their containers by stay off: no worker on
+    // the same engine may take a Swarm task's container for its own.
+    let mut container_labels = body.labels.take().unwrap_or_default();
+    for label in [
+        docker::LABEL_TASK_ID,
+        docker::LABEL_MANAGED,
+        docker::LABEL_OWNER,
+        docker::LABEL_DISK_MB,
+        docker::LABEL_OUTPUT_LIMIT,
+        docker::LABEL_DEADLINE,
+    ] {
+        container_labels.remove(label);
+    }
+    let container = TaskSpecContainerSpec {
+        image: body.image.take(),
+        labels: (!container_labels.is_empty()).then_some(container_labels),
+        command: body.entrypoint.take(),
+        args: body.cmd.take(),
+        hostname: body.hostname.take(),
+        env: Some(env),
+        dir: Some(
+            body.working_dir
+                .take()
+                .unwrap_or_else(|| docker::SANDBOX_IN_CONTAINER.to_owned()),
+        ),
+        user: body.user.take(),
+        read_only: host.readonly_rootfs.take(),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        stop_grace_period: Some(i64::try_from(stop_grace.as_nanos()).unwrap_or(i64::MAX)),
+        // hosts(5) order: the address first.
+        hosts: host.extra_hosts.take().map(|hosts| {
+            hosts
+                .into_iter()
+                .map(|entry| match entry.split_once(':') {
+                    Some((name, address)) => format!("{address} {name}"),
+                    None => entry,
+                })
+                .collect()
+        }),
+        dns_config: host.dns.take().map(|nameservers| TaskSpecContainerSpecDnsConfig {
+            nameservers: Some(nameservers),
+            ..Default::default()
+        }),
+        privileges: no_new_privileges.map(|on| TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(on),
+            ..Default::default()
+        }),
+        init: host.init.take(),
+        sysctls: host.sysctls.take(),
+        capability_add: host.cap_add.take(),
+        capability_drop: host.cap_drop.take(),
+        ulimits: host.ulimits.take(),
+        ..Default::default()
+    };
+    // Attaching is how a plain container's output is read; a service's comes from its logs.
+    body.attach_stdout = None;
+    body.attach_stderr = None;
+    let left: Vec<String> = settings_left(&body)
+        .into_iter()
+        .chain(settings_left(&host))
+        .collect();
+    if !left.is_empty() {
+        return Err(format!(
+            "Swarm services cannot take these container settings (from the job's parameters): {}",
+            left.join(", ")
+        ));
+    }
+    let resources = TaskSpecResources {
+        limits: Some(Limit {
+            nano_cpus,
+            memory_bytes,
+            pids: None,
+        }),
+        reservations: Some(ResourceObject {
+            nano_cpus,
+            memory_bytes,
+            generic_resources: None,
+        }),
+        ..Default::default()
+    };
+    Ok(ServiceSpec {
+        name: Some(name),
+        labels: Some(labels),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: Some(resources),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                max_attempts: Some(0),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.id=={node_id}")]),
+                ..Default::default()
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(network),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The settings still set in a container's configuration, by their API names: whatever the
+/// translation did not take. Serializing skips the unset ones, so nothing can slip through
+/// unseen when Docker's models grow.
+fn settings_left<T: serde::Serialize>(settings: &T) -> Vec<String> {
+    match serde_json::to_value(settings) {
+        Ok(serde_json::Value::Object(fields)) => fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, _)| key)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A `host:container[:ro]` bind as a Swarm mount.
+fn bind_mount(bind: &str) -> Result<Mount, String> {
+    let parts: Vec<&str> = bind.split(':').collect();
+    let (source, target, options) = match parts.as_slice() {
+        [source, target] => (*source, *target, ""),
+        [source, target, options] => (*source, *target, *options),
+        _ => return Err(format!("the volume '{bind}' cannot be mounted on Swarm")),
+    };
+    let read_only = match options {
+        "" | "rw" => false,
+        "ro" => true,
+        other => return Err(format!("the volume option '{other}' is not available on Swarm")),
+    };
+    // A relative source names a volume, as with `docker run -v`.
+    let typ = if source.starts_with('/') {
+        MountType::BIND
+    } else {
+        MountType::VOLUME
+    };
+    Ok(Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(typ),
+        read_only: Some(read_only),
+        ..Default::default()
+    })
+}
+
+/// A `tmpfs` parameter's mount: Swarm takes its size and mode, not other mount options.
+fn tmpfs_mount(target: String, options: &str) -> Result<Mount, String> {
+    let mut tmpfs = MountTmpfsOptions::default();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("size", size)) => {
+                tmpfs.size_bytes = Some(
+                    docker::parse_size(size)
+                        .ok_or_else(|| format!("the tmpfs size '{size}' is not a size"))?,
+                );
+            }
+            Some(("mode", mode)) => {
+                tmpfs.mode = Some(
+                    i64::from_str_radix(mode, 8)
+                        .map_err(|_| format!("the tmpfs mode '{mode}' is not octal"))?,
+                );
+            }
+            _ => return Err(format!("the tmpfs option '{option}' is not available on Swarm")),
+        }
+    }
+    Ok(Mount {
+        target: Some(target),
+        typ: Some(MountType::TMPFS),
+        tmpfs_options: Some(tmpfs),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +573,152 @@ mod tests {
             "{}",
             names[3]
         );
+    }
+
+    fn container_spec(parameters: &[(&str, &str)]) -> ContainerSpec {
+        ContainerSpec {
+            task_id: TaskId::parse("ct:1420843781398:0:nightly:").unwrap(),
+            container: docker::Container {
+                image: "kairos-test/busybox".to_owned(),
+                network: "BRIDGE".to_owned(),
+                volumes: Vec::new(),
+                force_pull: false,
+                parameters: parameters
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                cpus: 0.25,
+                mem_mb: 64.0,
+                disk_mb: 256.0,
+            },
+            command: "echo hi".to_owned(),
+            shell: true,
+            arguments: Vec::new(),
+            env: vec![
+                (
+                    "mesos_task_id".to_owned(),
+                    "ct:1420843781398:0:nightly:".to_owned(),
+                ),
+                ("MESOS_SANDBOX".to_owned(), "/var/lib/kairos/sandbox/x".to_owned()),
+            ],
+            time_limit: None,
+            output_limit: 4096,
+            sandbox: None,
+            owner: "scheduler-1".to_owned(),
+            user: None,
+            feed: None,
+        }
+    }
+
+    fn build(spec: &ContainerSpec) -> Result<ServiceSpec, String> {
+        let labels = HashMap::from([("kairos.task".to_owned(), spec.task_id.to_string())]);
+        service_spec(
+            spec,
+            "kairos-nightly-0123".to_owned(),
+            "n1",
+            labels,
+            std::time::Duration::from_secs(3),
+        )
+    }
+
+    #[test]
+    fn a_task_becomes_one_pinned_replica_that_swarm_never_restarts() {
+        let service = build(&container_spec(&[])).unwrap();
+        assert_eq!(service.name.as_deref(), Some("kairos-nightly-0123"));
+        assert_eq!(service.mode.unwrap().replicated.unwrap().replicas, Some(1));
+        assert_eq!(
+            service.labels.unwrap()["kairos.task"],
+            "ct:1420843781398:0:nightly:"
+        );
+        let task = service.task_template.unwrap();
+        let restart = task.restart_policy.unwrap();
+        assert_eq!(restart.condition, Some(TaskSpecRestartPolicyConditionEnum::NONE));
+        assert_eq!(task.placement.unwrap().constraints.unwrap(), ["node.id==n1"]);
+        assert_eq!(task.networks.unwrap()[0].target.as_deref(), Some("bridge"));
+        let resources = task.resources.unwrap();
+        let limits = resources.limits.unwrap();
+        let reserved = resources.reservations.unwrap();
+        assert_eq!(
+            (limits.nano_cpus, limits.memory_bytes),
+            (Some(250_000_000), Some(64 << 20))
+        );
+        assert_eq!(
+            (reserved.nano_cpus, reserved.memory_bytes),
+            (Some(250_000_000), Some(64 << 20))
+        );
+        let container = task.container_spec.unwrap();
+        assert_eq!(container.image.as_deref(), Some("kairos-test/busybox"));
+        assert_eq!(container.command.unwrap(), ["/bin/sh", "-c"]);
+        assert_eq!(container.args.unwrap(), ["echo hi"]);
+        assert_eq!(container.dir.as_deref(), Some("/mnt/mesos/sandbox"));
+        assert_eq!(container.stop_grace_period, Some(3_000_000_000));
+        let env = container.env.unwrap();
+        assert!(
+            env.contains(&"mesos_task_id=ct:1420843781398:0:nightly:".to_owned()),
+            "{env:?}"
+        );
+        assert_eq!(
+            env.iter()
+                .filter(|v| v.starts_with("MESOS_SANDBOX="))
+                .collect::<Vec<_>>(),
+            ["MESOS_SANDBOX=/mnt/mesos/sandbox"],
+            "the scheduler's sandbox path stays behind"
+        );
+        assert_eq!(
+            container.labels, None,
+            "no worker's own labels on a Swarm container"
+        );
+    }
+
+    #[test]
+    fn parameters_translate_to_their_swarm_settings() {
+        let spec = container_spec(&[
+            ("add-host", "db:10.0.0.5"),
+            ("dns", "10.0.0.53"),
+            ("tmpfs", "/scratch:size=64m,mode=1777"),
+            ("volume", "/srv/data:/data:ro"),
+            ("cap-drop", "ALL"),
+            ("read-only", "true"),
+            ("label", "team=etl"),
+            ("security-opt", "no-new-privileges"),
+            ("network", "host"),
+        ]);
+        let task = build(&spec).unwrap().task_template.unwrap();
+        assert_eq!(task.networks.unwrap()[0].target.as_deref(), Some("host"));
+        let container = task.container_spec.unwrap();
+        assert_eq!(container.hosts.unwrap(), ["10.0.0.5 db"]);
+        assert_eq!(container.dns_config.unwrap().nameservers.unwrap(), ["10.0.0.53"]);
+        assert_eq!(container.capability_drop.unwrap(), ["ALL"]);
+        assert_eq!(container.read_only, Some(true));
+        assert_eq!(
+            container.labels.unwrap(),
+            HashMap::from([("team".to_owned(), "etl".to_owned())])
+        );
+        assert_eq!(container.privileges.unwrap().no_new_privileges, Some(true));
+        let mounts = container.mounts.unwrap();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        let bind = mounts.iter().find(|m| m.typ == Some(MountType::BIND)).unwrap();
+        assert_eq!(
+            (bind.source.as_deref(), bind.target.as_deref(), bind.read_only),
+            (Some("/srv/data"), Some("/data"), Some(true))
+        );
+        let tmpfs = mounts.iter().find(|m| m.typ == Some(MountType::TMPFS)).unwrap();
+        let options = tmpfs.tmpfs_options.as_ref().unwrap();
+        assert_eq!((options.size_bytes, options.mode), (Some(64 << 20), Some(0o1777)));
+    }
+
+    #[test]
+    fn what_swarm_cannot_run_is_refused_by_name() {
+        let refused = |parameters: &[(&str, &str)]| build(&container_spec(parameters)).unwrap_err();
+        assert!(refused(&[("network", "none")]).contains("NONE network"));
+        assert!(
+            refused(&[("shm-size", "64m")]).contains("ShmSize"),
+            "{}",
+            refused(&[("shm-size", "64m")])
+        );
+        assert!(refused(&[("tmpfs", "/t:noexec")]).contains("'noexec'"));
+        let mut with_sandbox = container_spec(&[]);
+        with_sandbox.sandbox = Some("/var/lib/kairos/sandbox/x".into());
+        assert!(build(&with_sandbox).unwrap_err().contains("no sandbox"));
     }
 }

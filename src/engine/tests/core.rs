@@ -577,3 +577,68 @@ fn a_containers_only_worker_runs_container_jobs_while_command_jobs_wait_saying_w
         reason("fetching")
     );
 }
+
+#[test]
+fn a_workers_new_offer_takes_effect_at_once_and_touches_nothing_it_runs() {
+    use crate::engine::workers::WorkerUpdate;
+    let mut core = core();
+    let never = "R0/2030-01-01T00:00:00Z/P1D";
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "plain", "command": "true", "schedule": never}),
+    );
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "racked", "command": "true", "schedule": never,
+        "constraints": [["rack", "EQUALS", "r1"]]}),
+    );
+    core.run_now("plain", None).unwrap();
+    core.run_now("racked", None).unwrap();
+    assert_eq!(launched(&commit(&mut core)), ["ct:1800000000000:0:plain:"]);
+    let connection = core.state.workers["w"].connection;
+    let total = core.state.workers["w"].total;
+    let update = |rack: &str, accepting: bool| WorkerUpdate {
+        attributes: vec![("rack".to_owned(), rack.to_owned())],
+        total,
+        accepting,
+    };
+    // A stale connection's update is ignored; the current one's labels let "racked" start.
+    core.worker_update("w", connection + 1, update("r1", true));
+    assert!(launched(&commit(&mut core)).is_empty());
+    core.worker_update("w", connection, update("r1", true));
+    assert_eq!(launched(&commit(&mut core)), ["ct:1800000000000:0:racked:"]);
+    // Taking no new tasks: a new job's run waits, and the two running tasks are not touched.
+    core.worker_update("w", connection, update("r1", false));
+    upsert(&mut core, serde_json::json!({"name": "later", "command": "true", "schedule": never}));
+    core.run_now("later", None).unwrap();
+    let effects = commit(&mut core);
+    assert!(launched(&effects).is_empty() && !effects.iter().any(|c| matches!(c, Command::Kill { .. })));
+    assert!(core.state.jobs["later"].waiting.is_some());
+    assert_eq!(core.state.workers["w"].tasks.len(), 2);
+    core.worker_update("w", connection, update("r1", true));
+    assert_eq!(launched(&commit(&mut core)), ["ct:1800000000000:0:later:"], "it takes tasks again");
+}
+
+#[test]
+fn a_worker_a_backend_declares_lost_loses_its_tasks_at_once_with_the_reason() {
+    let mut core = core();
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "j", "command": "true", "retries": 0,
+        "schedule": "R0/2030-01-01T00:00:00Z/P1D"}),
+    );
+    core.run_now("j", None).unwrap();
+    commit(&mut core);
+    let id = core.state.tasks.keys().next().unwrap().clone();
+    let connection = core.state.workers["w"].connection;
+    core.worker_lost("w", connection + 1, "stale");
+    assert!(
+        core.state.tasks.contains_key(&id),
+        "a stale connection's word changes nothing"
+    );
+    core.at(at(1))
+        .worker_lost("w", connection, "the Swarm node vm is drained");
+    let ended = core.take_effects().ended;
+    assert_eq!(ended, [(id, End::lost("the Swarm node vm is drained"))]);
+    assert_eq!(core.state.workers["w"].state, crate::engine::WorkerState::Lost);
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Proc, Rng, Verdict, create, within};
+use super::{Proc, Rng, Verdict, create, get_json, within};
 
 /// `--store-timeout` (5 s); the rest is slack for a loaded two-core machine.
 const ANSWER_BOUND: Duration = Duration::from_secs(7);
@@ -230,27 +230,13 @@ async fn a_full_disk_gets_503_and_recovers_without_loss() {
 }
 
 async fn job(client: &reqwest::Client, base: &str, name: &str) -> Option<Value> {
-    let jobs: Vec<Value> = client
-        .get(format!("{base}/v1/scheduler/jobs/search?name={name}"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    jobs.into_iter().find(|j| j["name"] == name)
+    let jobs = get_json(client, format!("{base}/v1/scheduler/jobs/search?name={name}")).await?;
+    jobs.as_array()?.iter().find(|j| j["name"] == name).cloned()
 }
 
 /// A job's live state from `/jobs/summary` (`idle`, `queued`, `N running`).
 async fn state_of(client: &reqwest::Client, base: &str, name: &str) -> Option<String> {
-    let summary: Value = client
-        .get(format!("{base}/v1/scheduler/jobs/summary"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let summary = get_json(client, format!("{base}/v1/scheduler/jobs/summary")).await?;
     summary["jobs"]
         .as_array()?
         .iter()

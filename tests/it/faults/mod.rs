@@ -573,16 +573,14 @@ async fn create(client: &reqwest::Client, base: &str, body: &Value) {
     );
 }
 
+/// The JSON answer at `url`, or `None` when none came (the server is down, say).
+async fn get_json(client: &reqwest::Client, url: String) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
 /// A worker's state as `/v1/scheduler/workers` shows it (`active`, `lost`, …).
 async fn worker_state(client: &reqwest::Client, base: &str, name: &str) -> Option<String> {
-    let workers: Value = client
-        .get(format!("{base}/v1/scheduler/workers"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let workers = get_json(client, format!("{base}/v1/scheduler/workers")).await?;
     workers
         .as_array()?
         .iter()
