@@ -447,17 +447,15 @@ pub fn place(
     if offers.is_empty() {
         return Err(Unplaceable::NoWorkers);
     }
-    let capable: Vec<usize> = (0..offers.len()).filter(|&i| offers[i].runs.can(needs)).collect();
-    if capable.is_empty() {
-        return Err(Unplaceable::Unsupported { needs });
-    }
-    let matching: Vec<usize> = capable
-        .iter()
-        .copied()
-        .filter(|&i| offers[i].satisfies_all(constraints))
+    let matching: Vec<usize> = (0..offers.len())
+        .filter(|&i| offers[i].runs.can(needs) && offers[i].satisfies_all(constraints))
         .collect();
     if matching.is_empty() {
-        let capable: Vec<&Offer> = capable.iter().map(|&i| &offers[i]).collect();
+        // Only now, on the way out, are the capable workers gathered to say why.
+        let capable: Vec<&Offer> = offers.iter().filter(|o| o.runs.can(needs)).collect();
+        if capable.is_empty() {
+            return Err(Unplaceable::Unsupported { needs });
+        }
         return Err(Unplaceable::NoMatchingWorker {
             constraint: unmet_constraint(constraints, &capable),
         });
