@@ -609,14 +609,21 @@ fn a_workers_new_offer_takes_effect_at_once_and_touches_nothing_it_runs() {
     assert_eq!(launched(&commit(&mut core)), ["ct:1800000000000:0:racked:"]);
     // Taking no new tasks: a new job's run waits, and the two running tasks are not touched.
     core.worker_update("w", connection, update("r1", false));
-    upsert(&mut core, serde_json::json!({"name": "later", "command": "true", "schedule": never}));
+    upsert(
+        &mut core,
+        serde_json::json!({"name": "later", "command": "true", "schedule": never}),
+    );
     core.run_now("later", None).unwrap();
     let effects = commit(&mut core);
     assert!(launched(&effects).is_empty() && !effects.iter().any(|c| matches!(c, Command::Kill { .. })));
     assert!(core.state.jobs["later"].waiting.is_some());
     assert_eq!(core.state.workers["w"].tasks.len(), 2);
     core.worker_update("w", connection, update("r1", true));
-    assert_eq!(launched(&commit(&mut core)), ["ct:1800000000000:0:later:"], "it takes tasks again");
+    assert_eq!(
+        launched(&commit(&mut core)),
+        ["ct:1800000000000:0:later:"],
+        "it takes tasks again"
+    );
 }
 
 #[test]
