@@ -723,7 +723,7 @@ async fn read_output(
 
 /// Reads a stream of output (attached, or the engine's log) to its end, keeping at most `limit`
 /// bytes of stdout and of stderr.
-async fn read_stream(
+pub(super) async fn read_stream(
     mut output: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>,
     limit: usize,
     feed: Option<super::live::TaskFeed>,
@@ -776,7 +776,7 @@ async fn remove_container(client: &bollard::Docker, container: &str) {
     }
 }
 
-fn status_of(error: &DockerError) -> Option<u16> {
+pub(super) fn status_of(error: &DockerError) -> Option<u16> {
     match error {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,

@@ -147,6 +147,173 @@ pub fn seen(task: &Task) -> Seen {
     }
 }
 
+/// The label every service kairos makes carries: its value, the cluster's namespace, keeps two
+/// kairos clusters on one Swarm apart.
+pub const LABEL_OWNER: &str = "kairos.owner";
+/// The kairos task a service runs.
+pub const LABEL_TASK: &str = "kairos.task";
+/// The job of that task.
+pub const LABEL_JOB: &str = "kairos.job";
+/// The node kairos placed it on.
+pub const LABEL_NODE: &str = "kairos.node";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the Docker engine: {source}")]
+    Connect {
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(
+        "this Docker engine is not a Swarm manager ({state}); run `docker swarm init` or point DOCKER_HOST at a manager"
+    )]
+    NotManager { state: String },
+    #[error("a service named '{name}' exists already")]
+    Exists { name: String },
+    #[error("Swarm failed to {action}: {source}")]
+    Api {
+        action: &'static str,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+/// A Swarm manager, reached as the local engine is (`DOCKER_HOST` and the usual defaults), and
+/// the namespace of the services this kairos cluster makes there.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    client: bollard::Docker,
+    namespace: String,
+}
+
+impl Swarm {
+    /// Connects and checks that the engine manages a Swarm.
+    ///
+    /// # Errors
+    /// The engine cannot be reached, or it is not a Swarm manager.
+    pub async fn connect(namespace: &str) -> Result<Swarm, Error> {
+        let client = bollard::Docker::connect_with_defaults().map_err(|source| Error::Connect { source })?;
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|source| Error::Connect { source })?;
+        let info = client.info().await.map_err(|source| Error::Connect { source })?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.control_available != Some(true) {
+            let state = swarm
+                .local_node_state
+                .map_or_else(|| "no Swarm".to_owned(), |s| format!("Swarm state {s}"));
+            return Err(Error::NotManager { state });
+        }
+        Ok(Swarm {
+            client,
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    fn owned(&self) -> HashMap<&'static str, Vec<String>> {
+        HashMap::from([("label", vec![format!("{LABEL_OWNER}={}", self.namespace)])])
+    }
+
+    /// The labels a task's service carries, by which this cluster finds it again.
+    pub fn labels(&self, task_id: &TaskId, node_id: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_OWNER.to_owned(), self.namespace.clone()),
+            (LABEL_TASK.to_owned(), task_id.to_string()),
+            (LABEL_JOB.to_owned(), task_id.job().to_owned()),
+            (LABEL_NODE.to_owned(), node_id.to_owned()),
+        ])
+    }
+
+    /// Every node, as offers.
+    ///
+    /// # Errors
+    /// The manager did not answer.
+    pub async fn nodes(&self) -> Result<Vec<NodeOffer>, Error> {
+        let nodes = self.client.list_nodes(None).await.map_err(|source| Error::Api {
+            action: "list its nodes",
+            source,
+        })?;
+        Ok(nodes.iter().filter_map(node_offer).collect())
+    }
+
+    /// Creates a task's service; returns its id.
+    ///
+    /// # Errors
+    /// [`Error::Exists`] when a service of that name is there already (another leader made it).
+    pub async fn create(&self, spec: ServiceSpec) -> Result<String, Error> {
+        let name = spec.name.clone().unwrap_or_default();
+        match self.client.create_service(spec, None).await {
+            Ok(created) => Ok(created.id.unwrap_or(name)),
+            Err(source) if docker::status_of(&source) == Some(409) => Err(Error::Exists { name }),
+            Err(source) => Err(Error::Api {
+                action: "create a service",
+                source,
+            }),
+        }
+    }
+
+    /// The services this cluster made, with their labels.
+    ///
+    /// # Errors
+    /// The manager did not answer.
+    pub async fn services(&self) -> Result<Vec<bollard::models::Service>, Error> {
+        let options = bollard::query_parameters::ListServicesOptionsBuilder::new()
+            .filters(&self.owned())
+            .build();
+        self.client
+            .list_services(Some(options))
+            .await
+            .map_err(|source| Error::Api {
+                action: "list its services",
+                source,
+            })
+    }
+
+    /// The Swarm tasks of this cluster's services, in one request (the label filter matches
+    /// the services' labels).
+    ///
+    /// # Errors
+    /// The manager did not answer.
+    pub async fn tasks(&self) -> Result<Vec<Task>, Error> {
+        let options = bollard::query_parameters::ListTasksOptionsBuilder::new()
+            .filters(&self.owned())
+            .build();
+        self.client
+            .list_tasks(Some(options))
+            .await
+            .map_err(|source| Error::Api {
+                action: "list its tasks",
+                source,
+            })
+    }
+
+    /// A service's output so far, at most `limit` bytes of each stream.
+    pub async fn logs(&self, service: &str, limit: usize) -> (String, String) {
+        let options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(false)
+            .build();
+        let stream = self.client.service_logs(service, Some(options));
+        docker::read_stream(Box::pin(stream), limit, None).await
+    }
+
+    /// Removes a service, and with it its container; one already gone is no error.
+    ///
+    /// # Errors
+    /// The manager did not answer.
+    pub async fn remove(&self, service: &str) -> Result<(), Error> {
+        match self.client.delete_service(service).await {
+            Err(source) if docker::status_of(&source) != Some(404) => Err(Error::Api {
+                action: "remove a service",
+                source,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The longest service name Swarm takes.
 const NAME_LIMIT: usize = 63;
 
