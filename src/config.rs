@@ -355,6 +355,14 @@ settings! {
     ca_cert: PathBuf, unset "those in `--tls-cert`, and the public roots", env "KAIROS_CA_CERT";
     /// run no built-in worker; tasks go to agents only
     no_local_worker: bool, unset "off", env "KAIROS_NO_LOCAL_WORKER";
+    /// run container tasks on Docker Swarm too: the engine `DOCKER_HOST` names (or the local one) must be a Swarm manager, and its ready nodes become workers
+    swarm: bool, unset "off", env "KAIROS_SWARM";
+    /// the `kairos.owner` label of this cluster's Swarm services; servers of one cluster share it, two clusters on one Swarm must not
+    swarm_namespace: String, default "kairos", env "KAIROS_SWARM_NAMESPACE";
+    /// disk (MB) each Swarm node offers (Swarm reports none); a node label `kairos.disk_mb` overrides it
+    swarm_node_disk: f64, default "10240", env "KAIROS_SWARM_NODE_DISK";
+    /// seconds between reads of the Swarm tasks (one request for all of them)
+    swarm_poll: f64, default "0.5", env "KAIROS_SWARM_POLL";
     /// cpus the built-in worker offers
     worker_cpus: f64, unset "detected", env "KAIROS_WORKER_CPUS";
     /// memory (MB) the built-in worker offers
@@ -481,6 +489,8 @@ pub struct ServerConfig {
     pub ca_cert: Option<PathBuf>,
     /// The built-in worker's resources, or `None` with `--no-local-worker`.
     pub local_worker: Option<Resources>,
+    /// Run container tasks on Docker Swarm as well, or not (`None`).
+    pub swarm: Option<SwarmConfig>,
     pub worker_attributes: Vec<(String, String)>,
     pub worker_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -506,6 +516,15 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
 }
 
+/// The Swarm backend's settings (`--swarm`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwarmConfig {
+    pub namespace: String,
+    /// MB of disk a node offers.
+    pub node_disk: f64,
+    pub poll: Duration,
+}
+
 /// How the log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -525,6 +544,26 @@ fn log_format(setting: &'static Setting, text: &str) -> Result<LogFormat, Error>
             reason: format!("'{other}' is not a log format (text, json)"),
         }),
     }
+}
+
+fn swarm_config(s: &ServerSettings) -> Result<Option<SwarmConfig>, Error> {
+    type S = ServerSettings;
+    if !s.swarm.unwrap_or(false) {
+        return Ok(None);
+    }
+    let namespace = s.swarm_namespace.trim();
+    if namespace.is_empty() || namespace.len() > 64 || namespace.contains(['=', ',']) {
+        return Err(Error::Invalid {
+            setting: &S::swarm_namespace,
+            reason: "give 1 to 64 characters without '=' or ','".to_owned(),
+        });
+    }
+    let poll = seconds(&S::swarm_poll, positive(&S::swarm_poll, s.swarm_poll)?)?;
+    Ok(Some(SwarmConfig {
+        namespace: namespace.to_owned(),
+        node_disk: positive(&S::swarm_node_disk, s.swarm_node_disk)?,
+        poll,
+    }))
 }
 
 fn address(setting: &'static Setting, text: String) -> Result<SocketAddr, Error> {
@@ -757,6 +796,7 @@ impl ServerConfig {
     pub fn load(args: &ServerArgs) -> Result<ServerConfig, Error> {
         type S = ServerSettings;
         let s = S::merge(args, read_file(args.config.as_deref())?)?;
+        let swarm = swarm_config(&s)?;
         let local_worker = if s.no_local_worker.unwrap_or(false) {
             None
         } else {
@@ -837,6 +877,7 @@ impl ServerConfig {
             tls,
             ca_cert: s.ca_cert,
             local_worker,
+            swarm,
             worker_attributes: attributes(&S::worker_attribute, &s.worker_attribute.unwrap_or_default())?,
             worker_timeout: seconds(&S::worker_timeout, s.worker_timeout)?,
             heartbeat_interval: seconds(&S::heartbeat_interval, s.heartbeat_interval)?,

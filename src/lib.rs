@@ -30,4 +30,5 @@ pub mod placement;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod swarm;
 pub mod tls;

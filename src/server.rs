@@ -31,6 +31,8 @@ pub enum Error {
     Agent(#[from] crate::agent::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::Error),
+    #[error("--swarm: {0}")]
+    Swarm(#[from] crate::executor::swarm::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -124,12 +126,22 @@ async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, E
     }
 }
 
-/// Starts an engine on `store` (the first thing a new leader does).
+/// The Swarm backend's client and settings, when `--swarm` is on.
+type SwarmBackend = Option<(crate::executor::swarm::Swarm, crate::swarm::Settings)>;
+
+/// Starts an engine on `store` (the first thing a new leader does), and the Swarm backend that
+/// leader alone drives.
 async fn start_engine<S: Store>(
     config: engine::Config,
     store: Arc<S>,
+    swarm: SwarmBackend,
 ) -> Result<engine::Handle, engine::Error> {
-    engine::start(config, store).await
+    let lease = config.lease.clone();
+    let handle = engine::start(config, store).await?;
+    if let Some((client, settings)) = swarm {
+        crate::swarm::start(client, handle.clone(), settings, lease);
+    }
+    Ok(handle)
 }
 
 impl Server {
@@ -191,11 +203,27 @@ impl Server {
             let scheme = if tls.is_some() { "https" } else { "http" };
             format!("{scheme}://{}", me.http)
         });
+        // A server told to use Swarm fails at its start when the engine is no Swarm manager.
+        let swarm: SwarmBackend = match &config.swarm {
+            Some(swarm) => {
+                let settings = crate::swarm::Settings {
+                    namespace: swarm.namespace.clone(),
+                    node_disk: swarm.node_disk,
+                    poll: swarm.poll,
+                    node_poll: config.heartbeat_interval,
+                    kill_grace: config.kill_grace,
+                    output_limit: config.output_limit,
+                    policy: policy.clone(),
+                };
+                Some((crate::swarm::connect(&settings).await?, settings))
+            }
+            None => None,
+        };
         let engine_config = engine_config(&config, worker_id, tokens.clone(), public_url);
         let (cluster, election) = match &config.store {
             None => {
                 let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
-                let engine = start_engine(engine_config, store).await?;
+                let engine = start_engine(engine_config, store, swarm).await?;
                 (Cluster::single(me, engine), None)
             }
             Some(url) => {
@@ -210,7 +238,7 @@ impl Server {
                             lease: Some(lease),
                             ..engine_config.clone()
                         };
-                        start_engine(config, Arc::new(for_engine.for_term(epoch)))
+                        start_engine(config, Arc::new(for_engine.for_term(epoch)), swarm.clone())
                     },
                     cluster::Timing {
                         poll: config.election_interval,

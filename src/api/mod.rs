@@ -1035,6 +1035,8 @@ async fn workers(ctx: Ctx) -> Result<Response, Infallible> {
                                 "used": resources_json(&w.used),
                                 "state": w.state.as_str(),
                                 "local": w.is_local(),
+                                "accepting": w.accepting,
+                                "runs": if w.runs.processes { "everything" } else { "containers" },
                                 "lastHeartbeat": crate::clock::iso(w.last_heartbeat),
                                 "tasks": w.tasks.iter().collect::<Vec<_>>(),
                             })

@@ -238,6 +238,12 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// Whether `connection` is the worker's live one: a backend that registers workers itself
+    /// asks this to learn that the engine has given one of its workers up for lost.
+    pub fn is_connected_as(&self, connection: u64) -> bool {
+        self.link.is_some() && self.connection == connection
+    }
+
     /// A worker known only from its tasks in the store, until it registers.
     pub(super) fn expected(name: &str, now: DateTime<Utc>) -> Worker {
         Worker {

@@ -42,7 +42,7 @@ pub struct StartFailure {
 }
 
 impl StartFailure {
-    fn launch(message: String) -> StartFailure {
+    pub(crate) fn launch(message: String) -> StartFailure {
         StartFailure {
             fetch: false,
             message,
@@ -64,7 +64,7 @@ impl TaskEnd {
         self.error.is_none() && !self.killed && self.outcome.success()
     }
 
-    fn failed_before_start(task_id: &TaskId, killed: bool, error: StartFailure) -> TaskEnd {
+    pub(crate) fn failed_before_start(task_id: &TaskId, killed: bool, error: StartFailure) -> TaskEnd {
         TaskEnd {
             task_id: task_id.to_owned(),
             outcome: Outcome {

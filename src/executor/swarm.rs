@@ -299,6 +299,77 @@ impl Swarm {
         docker::read_stream(Box::pin(stream), limit, None).await
     }
 
+    /// A service's output as it is written, pushed into `feed`, until `stop` fires: the
+    /// stream does not end by itself when the task ends (observed on Engine 20.10).
+    pub async fn follow(
+        &self,
+        service: &str,
+        limit: usize,
+        feed: Option<super::live::TaskFeed>,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> (String, String) {
+        use futures_util::StreamExt as _;
+        let options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .build();
+        let stream = self.client.service_logs(service, Some(options)).take_until(stop);
+        docker::read_stream(Box::pin(stream), limit, feed).await
+    }
+
+    /// The Swarm tasks of one service.
+    ///
+    /// # Errors
+    /// The manager did not answer.
+    pub async fn tasks_of(&self, service: &str) -> Result<Vec<Task>, Error> {
+        let options = bollard::query_parameters::ListTasksOptionsBuilder::new()
+            .filters(&HashMap::from([("service", vec![service.to_owned()])]))
+            .build();
+        self.client
+            .list_tasks(Some(options))
+            .await
+            .map_err(|source| Error::Api {
+                action: "list a service's tasks",
+                source,
+            })
+    }
+
+    /// Stops a service's task by scaling it to no replica: the container gets SIGTERM, then
+    /// SIGKILL after the service's stop grace period, and while that goes on its task and its
+    /// output stay readable (removing the service at once would hide both).
+    ///
+    /// # Errors
+    /// The manager did not answer (a service already gone is no error).
+    pub async fn stop(&self, service: &str) -> Result<(), Error> {
+        let found = match self.client.inspect_service(service, None).await {
+            Ok(found) => found,
+            Err(source) if docker::status_of(&source) == Some(404) => return Ok(()),
+            Err(source) => {
+                return Err(Error::Api {
+                    action: "inspect a service",
+                    source,
+                });
+            }
+        };
+        let mut spec = found.spec.unwrap_or_default();
+        spec.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+            ..Default::default()
+        });
+        let version = found.version.and_then(|v| v.index).unwrap_or(0);
+        let options = bollard::query_parameters::UpdateServiceOptionsBuilder::new()
+            .version(i32::try_from(version).unwrap_or(i32::MAX))
+            .build();
+        match self.client.update_service(service, spec, options, None).await {
+            Err(source) if docker::status_of(&source) != Some(404) => Err(Error::Api {
+                action: "stop a service",
+                source,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes a service, and with it its container; one already gone is no error.
     ///
     /// # Errors

@@ -17,6 +17,7 @@ mod policies;
 mod readme;
 mod schemathesis;
 mod security;
+mod swarm;
 mod tls;
 mod ui;
 mod ui_flows;
@@ -65,6 +66,18 @@ impl Harness {
         Harness {
             server: Some(server),
             config,
+            dir,
+            client: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    /// A client of a server that runs elsewhere (a `kairos` process the test started).
+    pub fn attach(base: String) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Harness {
+            server: None,
+            config: test_config(dir.path()),
             dir,
             client: reqwest::Client::new(),
             base,

@@ -129,7 +129,7 @@ async fn within(bound: Duration, mut check: impl AsyncFnMut() -> bool) -> Option
 }
 
 /// A `kairos` process the nemesis can kill, freeze and start again with the same arguments.
-struct Proc {
+pub(crate) struct Proc {
     child: Option<Child>,
     /// What runs `kairos`, if anything (`ip netns exec <ns>`, say).
     wrap: Vec<String>,
@@ -148,7 +148,7 @@ impl Proc {
     }
 
     /// `kairos server` whose agent listener is on `agent_host`, with `env` added.
-    fn server_on(dir: &Path, args: &[&str], agent_host: &str, env: &[(&str, &str)]) -> Proc {
+    pub(crate) fn server_on(dir: &Path, args: &[&str], agent_host: &str, env: &[(&str, &str)]) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let (http, agent) = (listen_port(), listen_port());
         let mut proc = Proc {
@@ -210,7 +210,7 @@ impl Proc {
         }
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -244,7 +244,7 @@ impl Proc {
     }
 
     /// kill -9, and reap it.
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -256,7 +256,7 @@ impl Proc {
         self.start();
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.http)
     }
 
@@ -264,7 +264,7 @@ impl Proc {
         format!("127.0.0.1:{}", self.http)
     }
 
-    async fn wait_ready(&self, client: &reqwest::Client) {
+    pub(crate) async fn wait_ready(&self, client: &reqwest::Client) {
         let ping = format!("{}/ping", self.base());
         // A port can be bound before the server serves: each try gets a short timeout.
         let up = within(Duration::from_secs(60), async || {
