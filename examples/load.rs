@@ -23,6 +23,8 @@ struct Plan {
     scale_jobs: usize,
     graph_jobs: usize,
     containers: usize,
+    /// Container tasks through Docker Swarm.
+    swarm: usize,
     history_rows: usize,
     /// Jobs created at a steady rate in the SQLite log scenario (run only when named).
     wal_jobs: usize,
@@ -953,6 +955,137 @@ async fn containers(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     Ok(())
 }
 
+/// Runs the `docker` CLI; its stdout, or an error with its stderr.
+async fn docker_cli(args: &[&str]) -> Res<String> {
+    let out = Command::new("docker").args(args).output().await?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into())
+    }
+}
+
+/// Container tasks through Docker Swarm: kairos (`--swarm`, the node as its only worker)
+/// against the same work done with the `docker` CLI at the same parallelism, each task a
+/// one-replica service that is created, watched to its end, read and removed.
+async fn swarm(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
+    let image = "kairos-test/busybox:latest";
+    let figure = "Swarm tasks (`true` in busybox, one node)".to_owned();
+    let node = docker_cli(&["info", "--format", "{{.Swarm.NodeID}}"])
+        .await
+        .unwrap_or_default();
+    if node.is_empty() {
+        rows.push(Row {
+            figure,
+            value:
+                "not measured: this engine is in no Swarm (`docker swarm init --advertise-addr 127.0.0.1`)"
+                    .to_owned(),
+            baseline: "—".to_owned(),
+            target: "≥ 1.0× `docker service create`".to_owned(),
+            verdict: "not measured".to_owned(),
+        });
+        return Ok(());
+    }
+    // 16 at once both ways: a two-cpu node holds 16 tasks of 0.125 cpu.
+    let parallel = 16;
+    let count = plan.swarm;
+    let server = start_server(
+        &work.join("swarm"),
+        &["--swarm", "--no-local-worker", "--swarm-namespace", "kairos-load"],
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let workers: Value = client
+            .get(format!("{}/v1/scheduler/workers", server.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ready = workers.as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["runs"] == "containers" && w["state"] == "active")
+        });
+        if ready {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the Swarm node did not join as a worker".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rate = create_and_run_once(&client, &server.base, "s", count, parallel, Trigger::Api, |_| {
+        json!({"command": "true", "cpus": 0.125, "mem": 32, "container": {"type": "DOCKER", "image": image, "network": "BRIDGE"}})
+    })
+    .await?;
+    server.stop().await?;
+    let constraint = format!("node.id=={node}");
+    let elapsed = fan_out(count, parallel, |i| {
+        let constraint = constraint.clone();
+        async move {
+            let name = format!("kairos-load-cli-{i}");
+            docker_cli(&[
+                "service",
+                "create",
+                "--detach",
+                "--quiet",
+                "--no-resolve-image",
+                "--name",
+                &name,
+                "--replicas",
+                "1",
+                "--restart-condition",
+                "none",
+                "--reserve-cpu",
+                "0.125",
+                "--limit-cpu",
+                "0.125",
+                "--reserve-memory",
+                "32m",
+                "--limit-memory",
+                "32m",
+                "--constraint",
+                &constraint,
+                image,
+                "true",
+            ])
+            .await?;
+            loop {
+                let state = docker_cli(&["service", "ps", &name, "--format", "{{.CurrentState}}"]).await?;
+                if state.starts_with("Complete")
+                    || state.starts_with("Failed")
+                    || state.starts_with("Rejected")
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            docker_cli(&["service", "logs", "--raw", &name]).await?;
+            docker_cli(&["service", "rm", &name]).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let cli = count as f64 / elapsed.as_secs_f64();
+    rows.push(Row {
+        figure: format!("{figure}, {parallel} at once"),
+        value: format!("{rate:.1} tasks/s"),
+        baseline: format!(
+            "{cli:.1}/s with `docker service create`, `ps`, `logs`, `rm`; ratio {:.2}",
+            rate / cli
+        ),
+        target: "≥ 1.0×".to_owned(),
+        verdict: verdict(rate / cli >= 1.0),
+    });
+    Ok(())
+}
+
 async fn history(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Res<()> {
     use kairos::store::{SqliteStore, Store, TaskRecord, TaskState, Write};
     let empty = work.join("history");
@@ -1098,7 +1231,7 @@ async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "load [--quick] [--out FILE] [--only throughput|lag|scale|auth|graph|containers|history|wal]\n\
+            "load [--quick] [--out FILE] [--only throughput|lag|scale|auth|graph|containers|swarm|history|wal]\n\
              Starts kairos servers (target/release/kairos) and measures them; the table goes to \
              stdout, and into FILE's results section with --out."
         );
@@ -1123,6 +1256,7 @@ async fn main() -> Res<()> {
             scale_jobs: 10_000,
             graph_jobs: 2_000,
             containers: 20,
+            swarm: 20,
             history_rows: 100_000,
             wal_jobs: 100_000,
         }
@@ -1134,6 +1268,7 @@ async fn main() -> Res<()> {
             scale_jobs: 100_000,
             graph_jobs: 10_000,
             containers: 100,
+            swarm: 100,
             history_rows: 1_000_000,
             wal_jobs: 1_000_000,
         }
@@ -1157,6 +1292,7 @@ async fn main() -> Res<()> {
     scenario!("auth", auth_cost);
     scenario!("graph", graph);
     scenario!("containers", containers);
+    scenario!("swarm", swarm);
     scenario!("history", history);
     // Minutes long, so only when asked for by name (`--only wal`).
     if only.as_deref() == Some("wal") {

@@ -280,12 +280,19 @@ impl Backend {
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
             let worker = worker_name(node, &nodes);
+            // Scaled to none: the last leader was killing it.
+            let killing = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.mode.as_ref())
+                .and_then(|m| m.replicated.as_ref())
+                .is_some_and(|r| r.replicas == Some(0));
             let mut entry = Entry {
                 worker,
                 node: node.id.clone(),
                 service: Some(id.clone()),
                 phase: Phase::Running,
-                kill: false,
+                kill: killing,
                 deadline,
                 output_limit: self.settings.output_limit,
                 follower: None,
@@ -297,7 +304,7 @@ impl Backend {
                 }
                 Some(seen) => {
                     let (stdout, stderr) = read_logs(&self.swarm, &id, entry.output_limit).await;
-                    let end = end_of(&task_id, &seen, false, stdout, stderr);
+                    let end = end_of(&task_id, &seen, killing, stdout, stderr);
                     self.recovered.entry(node.id.clone()).or_default().push(end);
                     entry.phase = Phase::Ending;
                 }
@@ -607,6 +614,11 @@ impl Backend {
         for task_id in overran {
             self.stop(task_id, Stopping::TimedOut);
         }
+        // Swarm stops tasks itself when their node is drained or leaves: reading the nodes
+        // first makes those lost with their node (and retried), not failures of their own.
+        if ended.iter().any(|(_, seen)| matches!(seen, Seen::Stopped { .. })) && self.poll_nodes().await {
+            return true;
+        }
         for (task_id, seen) in ended {
             self.finish(task_id, seen);
         }
@@ -624,6 +636,7 @@ impl Backend {
             return;
         };
         entry.phase = Phase::Ending;
+        let killed = entry.kill;
         let follower = entry.follower.take();
         let limit = entry.output_limit;
         let worker = entry.worker.clone();
@@ -638,7 +651,7 @@ impl Backend {
             }
             // The service still exists, so its whole output can be read.
             let (stdout, stderr) = read_logs(&swarm, &service, limit).await;
-            let end = end_of(&task_id, &seen, false, stdout, stderr);
+            let end = end_of(&task_id, &seen, killed, stdout, stderr);
             if handle.task_ended(worker.clone(), end).await.is_err() {
                 return;
             }
@@ -951,6 +964,9 @@ fn end_of(task_id: &TaskId, seen: &Seen, killed: bool, stdout: String, mut stder
         Seen::NotStarted(words) => {
             return TaskEnd::failed_before_start(task_id, killed, StartFailure::launch(words.clone()));
         }
+        Seen::Stopped { exit_code } if killed => {
+            return stopped_end(task_id, Stopping::Killed, *exit_code, stdout, stderr);
+        }
         Seen::Stopped { exit_code } => {
             stderr.push_str("kairos: Swarm stopped the task\n");
             *exit_code
@@ -1063,5 +1079,14 @@ mod tests {
             String::new(),
         );
         assert!(!stopped.success() && stopped.outcome.stderr.contains("Swarm stopped"));
+        // Stopped by a kill that a leader before this one asked for.
+        let killed = end_of(
+            &id,
+            &Seen::Stopped { exit_code: Some(143) },
+            true,
+            String::new(),
+            String::new(),
+        );
+        assert!(killed.killed && killed.outcome.signal == Some(15) && killed.outcome.stderr.is_empty());
     }
 }

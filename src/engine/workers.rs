@@ -1,5 +1,5 @@
 //! The worker seam and registry. Every worker (the scheduler's built-in one, an agent over gRPC,
-//! and later a cluster engine) joins through [`Core::worker_connected`] with a [`WorkerLink`],
+//! a Docker Swarm node) joins through [`Core::worker_connected`] with a [`WorkerLink`],
 //! reports ends through the same channel, and is reconciled the same way; the core cannot tell
 //! them apart. Silent workers are declared lost, and their tasks with them.
 
@@ -15,7 +15,7 @@ use crate::placement::Resources;
 use crate::store::{TaskState, Write};
 
 /// How the engine reaches a worker. Calls return at once; what they start is reported later as
-/// a [`TaskEnd`] on the engine's end channel ([`super::Handle::ends`]).
+/// a [`TaskEnd`] ([`super::Handle::task_ended`]; the built-in worker has a channel of its own).
 pub trait WorkerLink: Send + Sync {
     /// Hands a task to the worker; false when the worker can no longer be reached.
     fn launch(&self, launch: TaskLaunch) -> bool;

@@ -1,8 +1,8 @@
-//! What kairos reads from and writes to Docker Swarm, as pure functions over the Engine API's
-//! models: a node as a worker's offer, a Swarm task's status as a kairos task's end, the name of
-//! the one-replica service that runs a kairos task, and the service itself, translated from the
-//! container the built-in worker and agents would run. The calls to the Swarm API build on these
-//! (docs/dev/swarm-plan.md); nothing here does I/O.
+//! Docker Swarm for the Swarm backend (`crate::swarm`): the calls to a manager's API ([`Swarm`]),
+//! and the pure functions they build on, over the Engine API's models: a node as a worker's
+//! offer, a Swarm task's status as a kairos task's end, the name of the one-replica service that
+//! runs a kairos task, and the service itself, translated from the container the built-in worker
+//! and agents would run.
 
 use std::collections::HashMap;
 

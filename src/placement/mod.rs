@@ -377,16 +377,13 @@ impl Offer {
 /// Why a task could not be placed right now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unplaceable {
+    /// No worker is connected, or none takes new tasks (a paused Swarm node keeps its own).
     NoWorkers,
     /// Workers are connected, but none does this kind of work (a command without a container,
     /// or fetch, where only a cluster engine's nodes are).
-    Unsupported {
-        needs: Needs,
-    },
+    Unsupported { needs: Needs },
     /// No worker satisfies the constraints (the text names the first unmet constraint).
-    NoMatchingWorker {
-        constraint: String,
-    },
+    NoMatchingWorker { constraint: String },
     /// Some workers match but none has the resources free; `largest_free` is the most any single matching worker has.
     NoCapacity {
         need: Resources,
@@ -402,7 +399,9 @@ pub enum Unplaceable {
 impl fmt::Display for Unplaceable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unplaceable::NoWorkers => f.write_str("waiting for a worker: no workers are connected"),
+            Unplaceable::NoWorkers => {
+                f.write_str("waiting for a worker: none is connected and taking new tasks")
+            }
             Unplaceable::Unsupported { needs } => {
                 let what = match (needs.process, needs.fetch) {
                     (true, true) => "runs commands without a container and fetches files",

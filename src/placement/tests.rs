@@ -330,7 +330,7 @@ fn unplaceable_display() {
     let cases = [
         (
             Unplaceable::NoWorkers,
-            "waiting for a worker: no workers are connected",
+            "waiting for a worker: none is connected and taking new tasks",
         ),
         (
             Unplaceable::NoMatchingWorker {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::faults::Proc;
+use super::faults::{Proc, leader_of};
+use super::ha::fresh_database;
 use super::workers::{no_local_worker, spawn_agent, wait_for_worker};
 use super::{Harness, wait_until};
 use kairos::config::{ServerConfig, SwarmConfig};
@@ -395,7 +396,8 @@ async fn a_drained_node_loses_its_tasks_a_paused_one_keeps_them_and_both_queue_n
     run(&h, "later").await;
     let short = task_in(&h, "short", &["finished", "failed"]).await;
     assert_eq!(short["stdout"], "short\n", "{short}");
-    queued_reason(&h, "later").await;
+    let reason = queued_reason(&h, "later").await;
+    assert!(reason.contains("taking new tasks"), "{reason}");
     assert_eq!(h.history("later").await[0]["state"], "queued");
     node.availability("active");
     task_in(&h, "later", &["finished"]).await;
@@ -541,4 +543,68 @@ async fn a_mixed_cluster_sends_each_task_where_it_can_run() {
     let reason = queued_reason(&h, "plain").await;
     assert!(reason.contains("runs commands without a container"), "{reason}");
     no_services_left(&ns).await;
+}
+
+#[tokio::test]
+async fn under_ha_only_the_leader_drives_swarm_and_a_new_leader_takes_the_services_over() {
+    let _swarm = SWARM.lock().await;
+    let node = Node::get();
+    let ns = namespace();
+    let store = fresh_database().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "--store",
+        &store,
+        "--swarm",
+        "--no-local-worker",
+        "--heartbeat-interval",
+        "0.3",
+        "--election-interval",
+        "0.2",
+        "--leader-lease",
+        "2",
+    ];
+    let env = [
+        ("KAIROS_SWARM_NAMESPACE", ns.as_str()),
+        ("KAIROS_SWARM_POLL", "0.2"),
+        ("KAIROS_LOG", "warn,kairos::server=info,kairos::swarm=info"),
+    ];
+    let client = reqwest::Client::new();
+    let mut first = Proc::server_on(&dir.path().join("first"), &args, "127.0.0.1", &env);
+    first.wait_ready(&client).await;
+    wait_until("the first server leads", async || {
+        leader_of(&client, &first).await == Some(first.name())
+    })
+    .await;
+    let mut second = Proc::server_on(&dir.path().join("second"), &args, "127.0.0.1", &env);
+    second.wait_ready(&client).await;
+    let h = Harness::attach(second.base());
+    wait_for_worker(&h, &node.worker(), "active").await;
+    h.create(job("long", "sleep 4; echo long-done", json!({}))).await;
+    run(&h, "long").await;
+    let long = task_in(&h, "long", &["running"]).await;
+    let standby_log = dir.path().join("second").join("kairos.log");
+    let log = || std::fs::read_to_string(&standby_log).unwrap_or_default();
+    assert!(
+        !log().contains("Running container tasks on Docker Swarm"),
+        "a standby must not drive Swarm: {}",
+        log()
+    );
+
+    first.kill().await;
+    wait_until("the second server leads", async || {
+        leader_of(&client, &second).await == Some(second.name())
+    })
+    .await;
+    let done = task_in(&h, "long", &["finished", "failed", "lost"]).await;
+    assert_eq!(done["taskId"], long["taskId"], "{done}");
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["stdout"], "long-done\n", "{done}");
+    assert!(
+        log().contains("Running container tasks on Docker Swarm"),
+        "{}",
+        log()
+    );
+    no_services_left(&ns).await;
+    second.kill().await;
 }

@@ -221,8 +221,8 @@ impl Proc {
         let child = Command::new(program.next().unwrap())
             .args(program)
             .args(&self.args)
-            .envs(self.env.iter().cloned())
             .env("KAIROS_LOG", "warn,kairos::server=info")
+            .envs(self.env.iter().cloned())
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -260,7 +260,7 @@ impl Proc {
         format!("http://127.0.0.1:{}", self.http)
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("127.0.0.1:{}", self.http)
     }
 
@@ -319,7 +319,7 @@ fn tail(path: &Path) -> String {
     )
 }
 
-async fn leader_of(client: &reqwest::Client, proc: &Proc) -> Option<String> {
+pub(crate) async fn leader_of(client: &reqwest::Client, proc: &Proc) -> Option<String> {
     let response = client
         .get(format!("{}/v1/scheduler/leader", proc.base()))
         .timeout(Duration::from_secs(2))
