@@ -1,4 +1,4 @@
-# Sourced by scripts/test and scripts/bench: a single-node Docker Swarm on the local engine for
+# Sourced by scripts/test: a single-node Docker Swarm on the local engine for
 # the Swarm backend, made if the engine is in none and left again on exit. A Swarm that was there
 # before is the developer's own: it stays. Plain containers are not affected by the engine being a
 # Swarm manager.
