@@ -399,21 +399,7 @@ impl Backend {
         docker::check_container(container, &self.settings.policy)
             .map_err(|refusal| format!("the container is refused: {}: {}", refusal.field, refusal.reason))?;
         let p = &launch.process;
-        let spec = ContainerSpec {
-            task_id: p.task_id.clone(),
-            container: container.clone(),
-            command: p.command.clone(),
-            shell: p.shell,
-            arguments: p.arguments.clone(),
-            env: p.env.clone(),
-            time_limit: p.time_limit,
-            output_limit: p.output_limit,
-            sandbox: None,
-            owner: self.settings.namespace.clone(),
-            // As on the built-in worker: `root` keeps the image's own user.
-            user: p.user.clone().filter(|u| !u.is_empty() && u != "root"),
-            feed: None,
-        };
+        let spec = ContainerSpec::for_launch(p, container, None, self.settings.namespace.clone(), None);
         api::service_spec(
             &spec,
             api::service_name(&p.task_id),

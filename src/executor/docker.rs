@@ -169,6 +169,34 @@ pub struct ContainerSpec {
     pub feed: Option<super::live::TaskFeed>,
 }
 
+impl ContainerSpec {
+    /// The container of a task's launch, as every worker (and a Swarm service) runs it.
+    pub fn for_launch(
+        p: &super::LaunchSpec,
+        container: &Container,
+        sandbox: Option<PathBuf>,
+        owner: String,
+        feed: Option<super::live::TaskFeed>,
+    ) -> ContainerSpec {
+        ContainerSpec {
+            task_id: p.task_id.clone(),
+            container: container.clone(),
+            command: p.command.clone(),
+            shell: p.shell,
+            arguments: p.arguments.clone(),
+            env: p.env.clone(),
+            time_limit: p.time_limit,
+            output_limit: p.output_limit,
+            sandbox,
+            owner,
+            // The default `root` keeps the image's own user: forcing root on an image built to
+            // run as someone else would add privilege, not take it away.
+            user: p.user.clone().filter(|u| !u.is_empty() && u != "root"),
+            feed,
+        }
+    }
+}
+
 /// A container of this worker's found on the engine, running or ended but not yet removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Owned {

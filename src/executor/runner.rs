@@ -427,22 +427,13 @@ impl Runner {
             .await
             .map_err(|e| format!("docker is not available on this worker: {e}"))?;
         let p = &launch.process;
-        let spec = ContainerSpec {
-            task_id: p.task_id.clone(),
-            container: container.clone(),
-            command: p.command.clone(),
-            shell: p.shell,
-            arguments: p.arguments.clone(),
-            env: p.env.clone(),
-            time_limit: p.time_limit,
-            output_limit: p.output_limit,
-            sandbox: Some(p.sandbox.clone()),
-            owner: self.inner.owner.clone(),
-            // The default `root` keeps the image's own user: forcing root on an image built to
-            // run as someone else would add privilege, not take it away.
-            user: p.user.clone().filter(|u| !u.is_empty() && u != "root"),
-            feed: self.task_feed(&p.task_id),
-        };
+        let spec = ContainerSpec::for_launch(
+            p,
+            container,
+            Some(p.sandbox.clone()),
+            self.inner.owner.clone(),
+            self.task_feed(&p.task_id),
+        );
         let sandbox = p.sandbox.clone();
         docker
             .launch(spec, move |outcome| {

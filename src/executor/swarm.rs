@@ -60,7 +60,8 @@ pub fn node_offer(node: &Node) -> Option<NodeOffer> {
     labels.sort();
     let resources = description.and_then(|d| d.resources.as_ref());
     let cpus = resources.and_then(|r| r.nano_cpus).unwrap_or(0).max(0) as f64 / 1e9;
-    let mem = resources.and_then(|r| r.memory_bytes).unwrap_or(0).max(0) as f64 / 1_048_576.0;
+    // Whole MB: a fraction of one is no use to a task, and reads badly in every listing.
+    let mem = (resources.and_then(|r| r.memory_bytes).unwrap_or(0).max(0) / 1_048_576) as f64;
     let state = node.status.as_ref().and_then(|s| s.state);
     let availability = spec.and_then(|s| s.availability);
     let condition = match (state, availability) {
@@ -697,7 +698,7 @@ mod tests {
             ]
         );
         assert_eq!(offer.cpus, 2.0);
-        assert_eq!(offer.mem, 25_276_502_016.0 / 1_048_576.0);
+        assert_eq!(offer.mem, 24_105.0, "whole MB, rounded down");
         let cases = [
             ("active", "ready", NodeCondition::Ready),
             ("pause", "ready", NodeCondition::Paused),

@@ -578,6 +578,11 @@ async fn under_ha_only_the_leader_drives_swarm_and_a_new_leader_takes_the_servic
     .await;
     let mut second = Proc::server_on(&dir.path().join("second"), &args, "127.0.0.1", &env);
     second.wait_ready(&client).await;
+    // Requests go through the standby, which forwards them once it knows the leader.
+    wait_until("the second server knows the leader", async || {
+        leader_of(&client, &second).await == Some(first.name())
+    })
+    .await;
     let h = Harness::attach(second.base());
     wait_for_worker(&h, &node.worker(), "active").await;
     h.create(job("long", "sleep 4; echo long-done", json!({}))).await;
