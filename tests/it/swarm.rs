@@ -405,7 +405,7 @@ async fn a_drained_node_loses_its_tasks_a_paused_one_keeps_them_and_both_queue_n
 }
 
 #[tokio::test]
-async fn a_kill_stops_the_service_with_sigterm_and_keeps_what_it_wrote() {
+async fn a_kill_or_a_time_limit_stops_the_service_with_sigterm_and_keeps_what_it_wrote() {
     let _swarm = SWARM.lock().await;
     let node = Node::get();
     let ns = namespace();
@@ -429,6 +429,26 @@ async fn a_kill_stops_the_service_with_sigterm_and_keeps_what_it_wrote() {
     let killed = task_in(&h, "trapped", &["killed", "failed", "finished"]).await;
     assert_eq!(killed["state"], "killed", "{killed}");
     assert_eq!(killed["stdout"], "started\ngot-term\n", "{killed}");
+    no_services_left(&ns).await;
+
+    // maxCompletionTime: Swarm has no time limit, so the scheduler stops the service itself.
+    h.create(job(
+        "overrun",
+        "echo begun; sleep 300",
+        json!({"maxCompletionTime": 2}),
+    ))
+    .await;
+    run(&h, "overrun").await;
+    let overrun = task_in(&h, "overrun", &["failed", "finished", "killed"]).await;
+    assert_eq!(overrun["state"], "failed", "{overrun}");
+    assert!(
+        overrun["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maxCompletionTime"),
+        "{overrun}"
+    );
+    assert_eq!(overrun["stdout"], "begun\n", "{overrun}");
     no_services_left(&ns).await;
 }
 
