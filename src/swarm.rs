@@ -743,7 +743,7 @@ impl Backend {
             .filter(|(_, e)| e.node == offer.id && e.phase != Phase::Ending)
             .map(|(id, _)| id.clone())
             .collect();
-        let finished = self.recovered.remove(&offer.id).unwrap_or_default();
+        let finished = self.recovered.get(&offer.id).cloned().unwrap_or_default();
         let settling: Vec<TaskId> = finished.iter().map(|e| e.task_id.clone()).collect();
         let info = WorkerInfo {
             name: name.clone(),
@@ -769,6 +769,8 @@ impl Backend {
                 return false;
             }
             Ok(Ok(connection)) => {
+                // Given to the engine: a refused registration keeps them for the next try.
+                self.recovered.remove(&offer.id);
                 tracing::info!(worker = %name, node = %offer.id, "A Swarm node joined as a worker.");
                 self.nodes.insert(
                     offer.id.clone(),
