@@ -236,19 +236,23 @@ struct Tracked {
     ended: watch::Receiver<bool>,
 }
 
+/// A client of the engine that `DOCKER_HOST` (or the default socket) names, speaking its API
+/// version: bollard speaks a newer one than many installed engines, and agreeing on the
+/// engine's first keeps every later request acceptable to it. Plain containers and Swarm both
+/// start here.
+pub(super) async fn client() -> Result<bollard::Docker, DockerError> {
+    bollard::Docker::connect_with_defaults()?
+        .negotiate_version()
+        .await
+}
+
 impl Docker {
     /// Connects to the local engine (DOCKER_HOST or the default socket) and checks it answers.
     ///
     /// # Errors
     /// Fails when no engine answers there.
     pub async fn connect(owner: &str) -> Result<Docker, Error> {
-        let client = bollard::Docker::connect_with_defaults().map_err(|source| Error::Connect { source })?;
-        // bollard speaks a newer API than many installed engines; agreeing on the engine's
-        // version first keeps every later request acceptable to it.
-        let client = client
-            .negotiate_version()
-            .await
-            .map_err(|source| Error::Connect { source })?;
+        let client = client().await.map_err(|source| Error::Connect { source })?;
         client.ping().await.map_err(|source| Error::Connect { source })?;
         Ok(Docker {
             client,

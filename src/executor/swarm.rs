@@ -193,9 +193,7 @@ impl Swarm {
     /// # Errors
     /// The engine cannot be reached, or it is not a Swarm manager.
     pub async fn connect(namespace: &str) -> Result<Swarm, Error> {
-        let client = bollard::Docker::connect_with_defaults().map_err(|source| Error::Connect { source })?;
-        let client = client
-            .negotiate_version()
+        let client = docker::client()
             .await
             .map_err(|source| Error::Connect { source })?;
         let info = client.info().await.map_err(|source| Error::Connect { source })?;
